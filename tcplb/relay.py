@@ -1,0 +1,360 @@
+"""The data path: a pair of asyncio Protocols that pump bytes between a client and a server socket.
+
+Design (see docs/tcplb.md, "Data path"):
+
+* Plain ``asyncio.Protocol`` on both loops. uvloop reads into its own 256 KB buffer and hands us one ``bytes``
+  per read; ``transport.write(bytes)`` either completes at once or keeps a reference to that immutable object, so
+  there is exactly one copy per chunk and nothing we hand to the loop can be overwritten under it.
+  (``BufferedProtocol`` with a reused buffer is *unsafe* on uvloop: a partially written ``memoryview`` stays
+  queued inside uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
+* Backpressure both ways: ``pause_writing`` on one side pauses reading on the other, ``resume_writing`` resumes it.
+* Half-close: ``eof_received`` forwards ``write_eof()`` to the peer and returns True; once BOTH directions have
+  ended the pair is closed (flushing what is still buffered).
+* Resets: when one side dies with an error the other is aborted with SO_LINGER 0, so the peer sees an RST too.
+* Inactivity timeouts: one timer per pair that wakes up at most every ``timeout / 8`` and compares byte counters;
+  nothing time-related happens per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+# Termination causes (first letter of HAProxy's termination state)
+CLIENT_ABORT = "C"
+SERVER_ABORT = "S"
+PROXY = "P"
+RESOURCE = "R"
+INTERNAL = "I"
+DOWN = "D"
+KILLED = "K"
+CLIENT_TIMEOUT = "c"
+SERVER_TIMEOUT = "s"
+NORMAL = "-"
+
+_LINGER0 = struct.pack("ii", 1, 0)
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+EARLY_LIMIT = 64 * 1024  # client bytes buffered while the server connection is being set up
+
+
+def set_linger0(transport: asyncio.BaseTransport) -> None:
+    """Make the next close of ``transport`` send an RST instead of a FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+        except OSError:
+            pass
+
+
+def set_keepalive(transport: asyncio.BaseTransport, idle: int | None, intvl: int | None,
+                  cnt: int | None) -> None:
+    """SO_KEEPALIVE plus the per-socket TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT (None: system default)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if idle:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, int(idle))
+        if intvl:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, int(intvl))
+        if cnt:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, int(cnt))
+    except OSError:
+        pass
+
+
+class Side(asyncio.Protocol):
+    """One socket of a relayed pair. All decisions are taken by the owning :class:`Pipe`."""
+
+    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "transport")
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+        self.transport: asyncio.Transport | None = None
+        self.peer_write: Callable[[bytes], None] | None = None
+        self.nbytes = 0  # bytes read from this socket
+        self.eof = False  # this socket sent us a FIN
+        self.lost = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pipe._made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        w = self.peer_write
+        if w is not None:
+            w(data)
+        else:
+            self.pipe._early(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.pipe._eof(self)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pipe._lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.pipe._pause_writing(self)
+
+    def resume_writing(self) -> None:
+        self.pipe._resume_writing(self)
+
+
+class Pipe:
+    """A client/server socket pair and its lifecycle.
+
+    The client side is attached first (``client`` protocol); the server side later with :meth:`server_side`
+    once a server connection is wanted. ``on_close(pipe)`` is called exactly once, when both sockets are gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_close: Callable[[Pipe], None] | None = None) -> None:
+        self.loop = loop
+        self.on_close = on_close
+        self.client = Side(self)
+        self.server: Side | None = None
+        self.early: list[bytes] = []
+        self.early_size = 0
+        self.closing = False
+        self.closed = False
+        self.term = ["-", "-"]  # termination cause, phase
+        self.phase = "R"  # R(equest: waiting for a server), Q(ueue), C(onnect), D(ata)
+        self.client_ready: asyncio.Future[None] = loop.create_future()
+        self.client_gone: asyncio.Future[None] = loop.create_future()
+        # inactivity timer (data phase)
+        self.timeout: float | None = None  # idle timeout while both directions are open
+        self.timeout_flag = CLIENT_TIMEOUT
+        self.fin_timeout: float | None = None  # idle timeout once one direction has ended
+        self.fin_flag = CLIENT_TIMEOUT
+        self._timer: asyncio.TimerHandle | None = None
+        self._seen = -1
+        self._last = 0.0
+        self._client_paused_reading = False  # reading paused because the early buffer is full
+        self._reads_paused = [False, False]  # [client, server] paused because the peer cannot write
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received from the client."""
+        return self.client.nbytes
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes received from the server (sent to the client)."""
+        return self.server.nbytes if self.server is not None else 0
+
+    def _set_term(self, cause: str, phase: str | None = None) -> None:
+        if self.term[0] == "-":
+            self.term[0] = cause
+            self.term[1] = phase or self.phase
+
+    @property
+    def termination(self) -> str:
+        return self.term[0] + (self.term[1] if self.term[0] != "-" else "-")
+
+    # -- server side ---------------------------------------------------------------------------------------
+    def new_server_side(self) -> Side:
+        """A fresh protocol for a connection attempt (each retry gets its own)."""
+        return Side(self)
+
+    def attach_server(self, side: Side) -> None:
+        """The connection ``side`` is established: start relaying."""
+        assert side.transport is not None
+        self.server = side
+        self.phase = "D"
+        c = self.client
+        if c.transport is None or c.lost:
+            # client went away while we were connecting
+            side.transport.close()
+            return
+        ctr = c.transport
+        str_ = side.transport
+        side.peer_write = ctr.write
+        if self.early:
+            str_.writelines(self.early)
+            self.early = []
+            self.early_size = 0
+        c.peer_write = str_.write
+        if self._client_paused_reading:
+            self._client_paused_reading = False
+            if not c.eof:
+                ctr.resume_reading()
+        if c.eof:
+            str_.write_eof()
+        self._arm()
+
+    # -- callbacks from the sides --------------------------------------------------------------------------
+    def _made(self, side: Side) -> None:
+        if side is self.client and not self.client_ready.done():
+            self.client_ready.set_result(None)
+
+    def _early(self, data: bytes) -> None:
+        # client data before the server is connected: keep it, up to a limit
+        self.early.append(data)
+        self.early_size += len(data)
+        if self.early_size >= EARLY_LIMIT and not self._client_paused_reading:
+            self._client_paused_reading = True
+            t = self.client.transport
+            if t is not None:
+                t.pause_reading()
+
+    def _eof(self, side: Side) -> None:
+        other = self.server if side is self.client else self.client
+        if other is None or other.transport is None or self.phase != "D":
+            return  # forwarded when the server side is attached
+        if not other.lost:
+            try:
+                if other.transport.can_write_eof():
+                    other.transport.write_eof()
+            except (RuntimeError, OSError):
+                pass
+        if other.eof:
+            self.close()  # both directions have ended
+        else:
+            self._arm()  # switch to the half-closed timeout
+
+    def _lost(self, side: Side, exc: Exception | None) -> None:
+        if side is self.client:
+            if not self.client_gone.done():
+                self.client_gone.set_result(None)
+            if exc is not None:
+                self._set_term(CLIENT_ABORT)
+            elif not (side.eof and (self.server is None or self.server.eof)) and not self.closing:
+                self._set_term(CLIENT_ABORT)
+            other = self.server
+        else:
+            if side is not self.server:
+                return  # a failed connection attempt; the connector handles it
+            if exc is not None or (not self.closing and not (side.eof and self.client.eof)):
+                self._set_term(SERVER_ABORT)
+            other = self.client
+        if other is None or other.lost or other.transport is None:
+            self._finish()
+            return
+        if exc is not None:
+            # reset (or other error): propagate as a reset
+            set_linger0(other.transport)
+            other.transport.abort()
+        else:
+            other.transport.close()
+
+    def _pause_writing(self, side: Side) -> None:
+        other = self.server if side is self.client else self.client
+        if other is not None and other.transport is not None:
+            self._reads_paused[other is self.server] = True
+            try:
+                other.transport.pause_reading()
+            except RuntimeError:
+                pass
+
+    def _resume_writing(self, side: Side) -> None:
+        other = self.server if side is self.client else self.client
+        if other is not None and other.transport is not None:
+            self._reads_paused[other is self.server] = False
+            if not other.eof and not other.lost and not (other is self.client and self._client_paused_reading):
+                try:
+                    other.transport.resume_reading()
+                except RuntimeError:
+                    pass
+
+    # -- closing -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close both sockets gracefully (pending data is flushed first)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._cancel_timer()
+        for s in (self.client, self.server):
+            if s is not None and s.transport is not None and not s.lost:
+                s.transport.close()
+        self._maybe_finish()
+
+    def abort(self, cause: str, phase: str | None = None, reset: bool = True) -> None:
+        """Tear both sockets down at once (RST when ``reset``), recording the termination state."""
+        self._set_term(cause, phase)
+        self.closing = True
+        self._cancel_timer()
+        for s in (self.client, self.server):
+            if s is not None and s.transport is not None and not s.lost:
+                if reset:
+                    set_linger0(s.transport)
+                s.transport.abort()
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        c, s = self.client, self.server
+        if (c.lost or c.transport is None) and (s is None or s.lost or s.transport is None):
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.closed:
+            return
+        c, s = self.client, self.server
+        if not ((c.lost or c.transport is None) and (s is None or s.lost or s.transport is None)):
+            return
+        self.closed = True
+        self.closing = True
+        self._cancel_timer()
+        if not self.client_gone.done():
+            self.client_gone.set_result(None)
+        cb = self.on_close
+        self.on_close = None
+        if cb is not None:
+            cb(self)
+
+    # -- inactivity timer ----------------------------------------------------------------------------------
+    def _current_timeout(self) -> tuple[float | None, str]:
+        s = self.server
+        if self.client.eof or (s is not None and s.eof):
+            if self.fin_timeout is not None:
+                return self.fin_timeout, self.fin_flag
+        return self.timeout, self.timeout_flag
+
+    def _arm(self) -> None:
+        if self.closing:
+            return
+        t, _ = self._current_timeout()
+        if t is None:
+            self._cancel_timer()
+            return
+        now = self.loop.time()
+        self._seen = self.client.nbytes + self.bytes_out
+        self._last = now
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(now + max(t / 8, 0.01), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.closing:
+            return
+        t, flag = self._current_timeout()
+        if t is None:
+            return
+        now = self.loop.time()
+        seen = self.client.nbytes + self.bytes_out
+        if seen != self._seen:
+            self._seen = seen
+            self._last = now
+        elif now - self._last >= t - 1e-3:
+            self.abort(flag, "D", reset=False)
+            return
+        self._timer = self.loop.call_at(min(now + max(t / 8, 0.01), self._last + t), self._tick)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def info(self) -> dict[str, Any]:
+        return {"in": self.bytes_in, "out": self.bytes_out, "term": self.termination, "phase": self.phase}
