@@ -12,9 +12,9 @@ A :class:`Lab` owns everything it creates, and every name derives from its short
 
 Teardown stops our processes by PID, SIGKILLs anything still inside our namespaces, deletes the namespaces,
 the ``/etc/netns`` directories and the work directory (artifacts are copied out first when the lab is asked
-to keep them). It runs from ``__exit__``, from the pytest plugin's finalizer, from ``atexit`` and a SIGTERM/SIGHUP
-guard, and, if the owning process dies outright, from a small reaper process that works from the lab's state
-file (see :mod:`netns.state`).
+to keep them). It runs from ``__exit__``, from the pytest plugin's finalizer, from ``atexit`` and a
+SIGTERM/SIGHUP guard, and, if the owning process dies outright, from a small reaper process that works
+from the lab's state file (see :mod:`netns.state`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class WaitTimeout(AssertionError):
         self.what = what
         self.last = last
         self.timeout = timeout
-        super().__init__(f"timed out after {timeout:g}s waiting for {what or 'condition'}; last value: {last!r}")
+        super().__init__(
+            f"timed out after {timeout:g}s waiting for {what or 'condition'}; last value: {last!r}"
+        )
 
 
 class CommandError(subprocess.CalledProcessError):
@@ -201,6 +203,8 @@ class Node:
         self.lab = lab
         self.name = name
         self.ns = ns
+        self._ipr: Any = None
+        self._ipr_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} ns={self.ns}>"
@@ -242,22 +246,70 @@ class Node:
         ready: Callable[[], object] | None = None,
         ready_timeout: float = 15.0,
         cwd: str | None = None,
+        ready_log: str | None = None,
     ) -> Proc:
         """Start ``argv`` in this namespace in a new session; stdout+stderr go to ``proc.log_path``.
 
-        With ``ready``, wait (bounded) until it returns something truthy; if the process exits first or the
-        wait times out, it is stopped and :class:`LabError` carries the tail of its log.
+        With ``ready`` (a callable) and/or ``ready_log`` (a text to find in the log), wait (bounded) until
+        it is truthy; if the process exits first or the wait times out, it is stopped and :class:`LabError`
+        carries the tail of its log.
         """
-        return self.lab._start(self, argv, name=name, env=env, ready=ready, ready_timeout=ready_timeout, cwd=cwd)
+        if ready_log is not None:
+            text, user_ready = ready_log, ready
+            holder: list[Path] = []
+
+            def log_ready() -> object:
+                if not holder:
+                    return False
+                try:
+                    found = text in holder[0].read_text(errors="replace")
+                except OSError:
+                    return False
+                return found and (user_ready() if user_ready is not None else True)
+
+            return self.lab._start(
+                self,
+                argv,
+                name=name,
+                env=env,
+                ready=log_ready,
+                ready_timeout=ready_timeout,
+                cwd=cwd,
+                on_start=holder.append,
+            )
+        return self.lab._start(
+            self, argv, name=name, env=env, ready=ready, ready_timeout=ready_timeout, cwd=cwd
+        )
 
     def sysctl(self, key: str, value: str) -> None:
         self.run(["sysctl", "-qw", f"{key}={value}"])
 
-    def ipr(self) -> Any:
-        """A pyroute2 ``IPRoute`` bound to this namespace (use as a context manager)."""
-        from pyroute2 import IPRoute
+    @contextlib.contextmanager
+    def ipr(self) -> Iterator[Any]:
+        """The pyroute2 ``IPRoute`` of this namespace, opened once and reused (``with node.ipr() as ipr``).
 
-        return IPRoute(netns=self.ns, flags=0, groups=0)
+        Opening one forks a helper into the namespace, so it is cached; a lock serialises users. Teardown
+        closes it before deleting the namespace (an open netlink socket keeps a namespace alive).
+        """
+        with self._ipr_lock:
+            if self._ipr is None:
+                from pyroute2 import IPRoute
+
+                self.lab._check_open()
+                self._ipr = IPRoute(netns=self.ns, flags=0, groups=0)
+            try:
+                yield self._ipr
+            except OSError:
+                # a broken socket is not reused
+                self.close_ipr()
+                raise
+
+    def close_ipr(self) -> None:
+        with self._ipr_lock:
+            if self._ipr is not None:
+                with contextlib.suppress(Exception):
+                    self._ipr.close()
+                self._ipr = None
 
     def link_set(self, ifname: str, **kwargs: Any) -> None:
         with self.ipr() as ipr:
@@ -306,7 +358,9 @@ class Node:
             err = res.stderr.strip()
             if "unknown" in err.lower() or "not supported" in err.lower() or "No such file" in err:
                 raise NetemUnavailable(f"netem is not available in this kernel: {err}")
-            raise CommandError(res.returncode, ["tc", "qdisc", "replace", ifname, spec], res.stdout, res.stderr)
+            raise CommandError(
+                res.returncode, ["tc", "qdisc", "replace", ifname, spec], res.stdout, res.stderr
+            )
 
 
 def _lookup(ipr: Any, ifname: str, node: Node) -> int:
@@ -352,23 +406,32 @@ _GUARD_INSTALLED = False
 
 def _teardown_all() -> None:
     for lab in list(_LIVE):
+        if lab._owner_pid != os.getpid():
+            continue  # a forked child (pyroute2 forks to open namespace sockets) must not tear down
         try:
             lab.teardown()
         except Exception as exc:  # pragma: no cover - last-resort path
             print(f"netns: teardown of lab {lab.uid} failed: {exc}", file=sys.stderr)
 
 
+_GUARD_PID = 0
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    # turn SIGTERM/SIGHUP into an exception so finalizers and atexit run
+    # Turn SIGTERM/SIGHUP into an exception so finalizers and atexit run. A forked child inherits this
+    # handler (pyroute2 forks and SIGTERMs helpers to open namespace sockets): it must just die.
+    if os.getpid() != _GUARD_PID:
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 
 def _install_guard() -> None:
-    global _GUARD_INSTALLED
+    global _GUARD_INSTALLED, _GUARD_PID
     with _GUARD_LOCK:
-        if _GUARD_INSTALLED:
+        if _GUARD_INSTALLED and os.getpid() == _GUARD_PID:
             return
         _GUARD_INSTALLED = True
+        _GUARD_PID = os.getpid()
         atexit.register(_teardown_all)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -380,7 +443,9 @@ def _install_guard() -> None:
 def _check_address(addr: str) -> ipaddress.IPv4Interface:
     iface = ipaddress.IPv4Interface(addr if "/" in addr else f"{addr}/24")
     if not any(iface.ip in net for net in ALLOWED_NETWORKS):
-        raise ValueError(f"{addr}: lab addresses must come from 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24")
+        raise ValueError(
+            f"{addr}: lab addresses must come from 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24"
+        )
     return iface
 
 
@@ -404,6 +469,7 @@ class Lab:
         self._closed = False
         self._detached = False
         self._lock = threading.RLock()
+        self._owner_pid = os.getpid()
         self._reaper: subprocess.Popen[bytes] | None = None
         self._save()
         _install_guard()
@@ -451,12 +517,21 @@ class Lab:
             "workdir": str(self.workdir),
             "extra_dirs": list(self.extra_dirs),
             "hosts": {
-                h.name: {"ns": h.ns, "links": {i: {"switch": s.name, "addrs": a} for i, (s, _p, a) in h.links.items()}}
+                h.name: {
+                    "ns": h.ns,
+                    "links": {i: {"switch": s.name, "addrs": a} for i, (s, _p, a) in h.links.items()},
+                }
                 for h in self.hosts.values()
             },
             "switches": {s.name: s.ns for s in self.switches.values()},
             "procs": [
-                {"pid": p.pid, "starttime": p.starttime, "name": p.name, "host": p.host.name, "log": str(p.log_path)}
+                {
+                    "pid": p.pid,
+                    "starttime": p.starttime,
+                    "name": p.name,
+                    "host": p.host.name,
+                    "log": str(p.log_path),
+                }
                 for p in self.procs
                 if p.returncode is None
             ],
@@ -500,8 +575,14 @@ class Lab:
         self.switches[name] = sw
         with sw.ipr() as ipr:
             ipr.link("set", index=_lookup(ipr, "lo", sw), state="up")
-            ipr.link("add", ifname=Switch.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0,
-                     br_mcast_snooping=0)
+            ipr.link(
+                "add",
+                ifname=Switch.bridge,
+                kind="bridge",
+                br_stp_state=0,
+                br_forward_delay=0,
+                br_mcast_snooping=0,
+            )
             idx = _lookup(ipr, Switch.bridge, sw)
             ipr.link("set", index=idx, state="up")
         # no IPv6 chatter (router solicitations, DAD) in captures
@@ -637,6 +718,7 @@ class Lab:
         ready: Callable[[], object] | None,
         ready_timeout: float,
         cwd: str | None,
+        on_start: Callable[[Path], object] | None = None,
     ) -> Proc:
         self._check_open()
         pname = self._unique(node, re.sub(r"[^A-Za-z0-9_.-]", "_", name or Path(argv[0]).name))
@@ -655,7 +737,10 @@ class Lab:
             proc = Proc(popen, pname, log_path, node)
             self.procs.append(proc)
             self._save()
+        if on_start is not None:
+            on_start(log_path)
         if ready is not None:
+
             def check() -> object:
                 if not proc.alive():
                     raise _Exited()
@@ -706,6 +791,8 @@ class Lab:
 
     def teardown(self) -> None:
         """Stop everything and delete everything. Idempotent; raises :class:`LabError` if a step failed."""
+        if os.getpid() != self._owner_pid:
+            return  # never from a forked child
         with self._lock:
             if self._closed:
                 return
@@ -725,6 +812,8 @@ class Lab:
             if p.wait(3.0) is None:
                 errors.append(f"process {p.name} (pid {p.pid}) survived SIGKILL")
             p._kill_leftovers()
+        for node in self.iter_nodes():
+            node.close_ipr()
         # 2. artifacts out before the work directory goes
         if self.keep_artifacts and self.artifacts is not None:
             try:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets
 import shutil
 import subprocess
-import secrets
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -30,11 +30,21 @@ _REPORT_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("netns", "network-namespace labs")
-    group.addoption("--stress", action="store_true", default=False,
-                    help="run the stress scenarios (marker 'stress'), e.g. the LB crash >= 10 times")
-    group.addoption("--stress-count", type=int, default=10, help="repetitions of each stress scenario (default 10)")
-    group.addoption("--keep-artifacts", action="store_true", default=False,
-                    help="keep lab logs and captures under netns-artifacts/ even for passing tests")
+    group.addoption(
+        "--stress",
+        action="store_true",
+        default=False,
+        help="run the stress scenarios (marker 'stress'), e.g. the LB crash >= 10 times",
+    )
+    group.addoption(
+        "--stress-count", type=int, default=10, help="repetitions of each stress scenario (default 10)"
+    )
+    group.addoption(
+        "--keep-artifacts",
+        action="store_true",
+        default=False,
+        help="keep lab logs and captures under netns-artifacts/ even for passing tests",
+    )
 
 
 @functools.cache
@@ -75,7 +85,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(_REPORT_KEY, {})[report.when] = report
     return report

@@ -958,19 +958,25 @@ def _listener_layer(
 def _resolve_check(
     layer: Mapping[str, Any], timeout_check: float | None, timeout_connect: float | None
 ) -> CheckConfig:
+    if not layer.get("enabled", True):
+        return CheckConfig(enabled=False)  # settings of a disabled check are meaningless: normalized away
     inter = layer.get("inter", 2.0)
     if timeout_check:
         connect_t = min(timeout_connect, inter) if timeout_connect else inter
         read_t = timeout_check
     else:
         connect_t = read_t = inter
-    http = HttpCheck(
-        path=layer.get("path", "/"),
-        method=layer.get("method", "GET"),
-        host=layer.get("host"),
-        user=layer.get("user"),
-        password=layer.get("password"),
-        expect_status=layer.get("expect_status", ((200, 399),)),
+    http = (
+        HttpCheck()
+        if layer.get("type", "tcp") != "http"
+        else HttpCheck(
+            path=layer.get("path", "/"),
+            method=layer.get("method", "GET"),
+            host=layer.get("host"),
+            user=layer.get("user"),
+            password=layer.get("password"),
+            expect_status=layer.get("expect_status", ((200, 399),)),
+        )
     )
     return CheckConfig(
         enabled=layer.get("enabled", True),
@@ -1327,7 +1333,15 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out = []
+        for ch in v:
+            if ch in ('"', "\\"):
+                out.append("\\" + ch)
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):

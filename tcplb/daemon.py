@@ -1,8 +1,20 @@
-"""Process lifecycle: event loop choice, signals, reload, graceful stop."""
+"""Process lifecycle: event loop choice, logging, signals (SIGHUP reload, SIGTERM graceful stop)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import config as cfgmod
+from .config import Config, ConfigError
+from .server import LoadBalancer
+
+log = logging.getLogger("tcplb")
 
 
 def new_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
@@ -15,3 +27,158 @@ def new_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
     if kind == "asyncio":
         return asyncio.new_event_loop()
     raise ValueError(f"unknown loop {kind!r} (uvloop or asyncio)")
+
+
+def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
+    """Send tcplb's log (events and traffic lines) where ``global.log`` says."""
+    root = logging.getLogger("tcplb")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(level)
+    root.propagate = False
+    g = cfg.global_
+    handler: logging.Handler
+    if g.log == "none":
+        handler = logging.NullHandler()
+    elif g.log == "syslog":
+        addr: str | tuple[str, int] = g.syslog_address
+        if not g.syslog_address.startswith("/"):
+            host, _, port = g.syslog_address.rpartition(":")
+            addr = (host, int(port))
+        handler = logging.handlers.SysLogHandler(address=addr,
+                                                 facility=logging.handlers.SysLogHandler.LOG_LOCAL0)
+        handler.setFormatter(logging.Formatter(f"{g.log_tag}[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stdout if g.log == "stdout" else sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s"))
+    root.addHandler(handler)
+
+
+class Daemon:
+    """Runs a LoadBalancer (and its stats server) until SIGTERM/SIGINT; SIGHUP reloads ``path``."""
+
+    def __init__(self, cfg: Config, path: str | Path | None = None, loop_kind: str = "uvloop") -> None:
+        self.cfg = cfg
+        self.path = Path(path) if path is not None else None
+        self.loop_kind = loop_kind
+        self.lb: LoadBalancer | None = None
+        self.stats: object | None = None
+        self._stop: asyncio.Event | None = None
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _start_stats(self) -> None:
+        if self.cfg.stats is None or self.lb is None:
+            return
+        from .stats import StatsServer
+
+        st = StatsServer(self.lb, self.cfg.stats)
+        await st.start()
+        self.stats = st
+
+    async def _stop_stats(self) -> None:
+        from .stats import StatsServer
+
+        st = self.stats
+        self.stats = None
+        if isinstance(st, StatsServer):
+            await st.close()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file and apply it in place. False (and logged) when it is invalid."""
+        if self.path is None or self.lb is None:
+            return False
+        try:
+            cfg = cfgmod.load(self.path)
+        except ConfigError as e:
+            for line in e.lines():
+                log.error("reload refused: %s: %s", self.path, line)
+            return False
+        except OSError as e:
+            log.error("reload refused: %s: %s", self.path, e.strerror or e)
+            return False
+        try:
+            self.lb.reload(cfg)
+        except OSError as e:
+            log.error("reload: cannot bind: %s (other changes applied)", e.strerror or e)
+        old_stats = self.cfg.stats
+        self.cfg = cfg
+        for w in cfgmod.warnings(cfg):
+            log.warning("%s", w)
+        if cfg.stats != old_stats:
+            await self._stop_stats()
+            try:
+                await self._start_stats()
+            except OSError as e:
+                log.error("stats: cannot bind %s:%d: %s", *cfg.stats.bind, e.strerror)  # type: ignore[union-attr]
+        log.info("reloaded %s (%d listeners)", self.path, len(cfg.listeners))
+        return True
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        lb = self.lb = LoadBalancer(self.cfg, loop)
+        try:
+            lb.start()
+        except OSError as e:
+            log.error("cannot bind a listener: %s", e.strerror or e)
+            return 1
+        try:
+            await self._start_stats()
+        except OSError as e:
+            log.error("stats: cannot bind: %s", e.strerror or e)
+            lb.stop_accepting()
+            return 1
+        pending: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            t = loop.create_task(self.reload())
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        log.info("tcplb started: pid %d, %s loop, %d listeners, maxconn %d", os.getpid(), self.loop_kind,
+                 len(self.cfg.listeners), lb.maxconn)
+        try:
+            await self._stop.wait()
+            await self._graceful_stop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    async def _graceful_stop(self) -> None:
+        lb = self.lb
+        assert lb is not None
+        hard = self.cfg.global_.hard_stop_after
+        lb.stop_accepting()
+        await self._stop_stats()
+        log.info("stopping: listeners closed, %d connections to finish%s", lb.actconn,
+                 f" (hard stop after {hard:g}s)" if hard is not None else "")
+        if lb.actconn:
+            try:
+                async with asyncio.timeout(hard):
+                    await lb.wait_idle()
+            except TimeoutError:
+                n = lb.kill_all()
+                log.warning("hard_stop_after reached: %d connections closed", n)
+                try:
+                    async with asyncio.timeout(2.0):
+                        await lb.wait_idle()
+                except TimeoutError:
+                    pass
+        lb.stop_checks()
+        await asyncio.sleep(0)
+        log.info("stopped")
+
+
+def run(cfg: Config, path: str | Path | None = None, loop_kind: str = "uvloop") -> int:
+    d = Daemon(cfg, path, loop_kind)
+    with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind)) as r:
+        return r.run(d.serve())

@@ -18,6 +18,7 @@ Design (see docs/tcplb.md, "Data path"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -45,10 +46,8 @@ def set_linger0(transport: asyncio.BaseTransport) -> None:
     """Make the next close of ``transport`` send an RST instead of a FIN."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-        except OSError:
-            pass
 
 
 def set_keepalive(transport: asyncio.BaseTransport, idle: int | None, intvl: int | None,
@@ -227,9 +226,7 @@ class Pipe:
         if side is self.client:
             if not self.client_gone.done():
                 self.client_gone.set_result(None)
-            if exc is not None:
-                self._set_term(CLIENT_ABORT)
-            elif not (side.eof and (self.server is None or self.server.eof)) and not self.closing:
+            if exc is not None or (not (side.eof and (self.server is None or self.server.eof)) and not self.closing):
                 self._set_term(CLIENT_ABORT)
             other = self.server
         else:
@@ -252,20 +249,16 @@ class Pipe:
         other = self.server if side is self.client else self.client
         if other is not None and other.transport is not None:
             self._reads_paused[other is self.server] = True
-            try:
+            with contextlib.suppress(RuntimeError):
                 other.transport.pause_reading()
-            except RuntimeError:
-                pass
 
     def _resume_writing(self, side: Side) -> None:
         other = self.server if side is self.client else self.client
         if other is not None and other.transport is not None:
             self._reads_paused[other is self.server] = False
             if not other.eof and not other.lost and not (other is self.client and self._client_paused_reading):
-                try:
+                with contextlib.suppress(RuntimeError):
                     other.transport.resume_reading()
-                except RuntimeError:
-                    pass
 
     # -- closing -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -315,9 +308,8 @@ class Pipe:
     # -- inactivity timer ----------------------------------------------------------------------------------
     def _current_timeout(self) -> tuple[float | None, str]:
         s = self.server
-        if self.client.eof or (s is not None and s.eof):
-            if self.fin_timeout is not None:
-                return self.fin_timeout, self.fin_flag
+        if (self.client.eof or (s is not None and s.eof)) and self.fin_timeout is not None:
+            return self.fin_timeout, self.fin_flag
         return self.timeout, self.timeout_flag
 
     def _arm(self) -> None:

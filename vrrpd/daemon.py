@@ -3,8 +3,8 @@
 The driver is deliberately thin (aioquic's shape): every input (a datagram, a timer, a link change, a track
 script flip, a signal) becomes one event for one instance, ``VirtualRouter.handle(event, now)`` returns the
 actions, they are carried out in order, and one ``loop.call_at(next_deadline)`` per instance is re-armed.
-``now`` is ``loop.time()``; a timer callback uses ``max(deadline, loop.time())`` so an early wake-up cannot run
-the machine backwards.
+``now`` is ``loop.time()``; a timer callback uses ``max(deadline, loop.time())`` so an early wake-up cannot
+run the machine backwards.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def setup_logging(level: str = "info") -> None:
     if os.environ.get("JOURNAL_STREAM"):
         fmt = logging.Formatter("%(levelname)s %(message)s")
     else:
-        fmt = logging.Formatter("%(asctime)s.%(msecs)03d vrrpd[%(process)d] %(levelname)s %(message)s",
-                                "%Y-%m-%d %H:%M:%S")
+        fmt = logging.Formatter(
+            "%(asctime)s.%(msecs)03d vrrpd[%(process)d] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"
+        )
     handler.setFormatter(fmt)
     root = logging.getLogger("vrrpd")
     root.handlers[:] = [handler]
@@ -162,8 +163,9 @@ class Daemon:
         self.scripts: dict[str, TrackScript] = {}
         self.garp: dict[str, GarpSocket] = {}
         self.run_as = self._run_as(cfg)
-        self.notify = NotifyQueue(self.run_as, cfg.global_.notify_timeout,
-                                  security=cfg.global_.enable_script_security)
+        self.notify = NotifyQueue(
+            self.run_as, cfg.global_.notify_timeout, security=cfg.global_.enable_script_security
+        )
         self.monitor: socket.socket | None = None
         self.control: asyncio.AbstractServer | None = None
         self.control_path: str | None = None
@@ -178,8 +180,10 @@ class Daemon:
         try:
             ra = resolve_user(cfg.global_.script_user)
         except KeyError:
-            log.error("global.script_user %s does not exist; scripts run as the daemon user",
-                      cfg.global_.script_user)
+            log.error(
+                "global.script_user %s does not exist; scripts run as the daemon user",
+                cfg.global_.script_user,
+            )
             ra = resolve_user(None)
         if ra.uid == 0 and (cfg.scripts or any(_notify_argvs(i) for i in cfg.instances)):
             log.warning("scripts will run as root: set global.script_user")
@@ -197,8 +201,12 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        log.info("vrrpd started (%s loop), %d instance(s), control socket %s", self.loop_kind,
-                 len(self.instances), self.control_path)
+        log.info(
+            "vrrpd started (%s loop), %d instance(s), control socket %s",
+            self.loop_kind,
+            len(self.instances),
+            self.control_path,
+        )
 
     async def serve(self) -> int:
         await self.start()
@@ -343,14 +351,30 @@ class Daemon:
             ifc.vrrp.multicast = True
             with contextlib.suppress(OSError):
                 ifc.vrrp.join()
+        # A crashed predecessor (SIGKILL) leaves its VIPs configured; a Backup must not hold them.
+        for v in c.virtual_ipaddress:
+            idx = self._dev_index(inst, v)
+            try:
+                if idx is not None and self.nl.del_address(idx, v.address):
+                    log.warning("%s: removed stale VIP %s from %s", c.name, v.address, v.dev or c.interface)
+            except OSError as e:
+                log.error("%s: cannot remove stale VIP %s: %s", c.name, v.address, e)
         now = self.loop.time()
         for f in sorted(self._static_faults(c, ifc, src)):
             self._feed(inst, fsm.FaultRaised(f), now)
         eff = self._effective(c)
         if eff != inst.vr.effective_priority:
             self._feed(inst, fsm.PriorityChanged(eff), now)
-        log.info("%s: starting on %s, VRID %d, priority %d (effective %d), src %s, %s", c.name, c.interface,
-                 c.virtual_router_id, c.priority, eff, src, "unicast" if c.unicast else "multicast")
+        log.info(
+            "%s: starting on %s, VRID %d, priority %d (effective %d), src %s, %s",
+            c.name,
+            c.interface,
+            c.virtual_router_id,
+            c.priority,
+            eff,
+            src,
+            "unicast" if c.unicast else "multicast",
+        )
         self._feed(inst, fsm.Startup(), now)
 
     def _stop_instance(self, inst: Instance) -> None:
@@ -465,8 +489,14 @@ class Daemon:
         sock = inst.iface.vrrp
         if sock is None:
             return
-        adv = wire.Advert(vrid=p.vrid, priority=priority, advert_int=p.advert_int, addresses=p.vips,
-                          auth_type=p.auth_type, auth_data=p.auth_data)
+        adv = wire.Advert(
+            vrid=p.vrid,
+            priority=priority,
+            advert_int=p.advert_int,
+            addresses=p.vips,
+            auth_type=p.auth_type,
+            auth_data=p.auth_data,
+        )
         dsts: Iterable[IPv4Address] = c.unicast_peer if c.unicast_peer is not None else (wire.VRRP_GROUP,)
         for dst in dsts:
             try:
@@ -474,8 +504,9 @@ class Daemon:
             except OSError as e:
                 inst.send_errors += 1
                 if inst.send_errors == 1 or inst.send_errors % 100 == 0:
-                    log.warning("%s: cannot send advert to %s: %s (%d errors)", inst.name, dst, e,
-                                inst.send_errors)
+                    log.warning(
+                        "%s: cannot send advert to %s: %s (%d errors)", inst.name, dst, e, inst.send_errors
+                    )
 
     def _dev_index(self, inst: Instance, v: Vip) -> int | None:
         link = self._link_by_name(v.dev or inst.cfg.interface)
@@ -485,8 +516,12 @@ class Daemon:
         for v in vips:
             idx = self._dev_index(inst, v)
             if idx is None:
-                log.error("%s: cannot add %s: interface %s not found", inst.name, v.address,
-                          v.dev or inst.cfg.interface)
+                log.error(
+                    "%s: cannot add %s: interface %s not found",
+                    inst.name,
+                    v.address,
+                    v.dev or inst.cfg.interface,
+                )
                 continue
             try:
                 self.nl.add_address(idx, v.address, v.label)
@@ -548,8 +583,9 @@ class Daemon:
         if specific:
             self.notify.put(specific, f"{inst.name} {key}")
         if inst.cfg.notify:
-            self.notify.put([*inst.cfg.notify, "INSTANCE", inst.name, word, str(a.priority)],
-                            f"{inst.name} notify")
+            self.notify.put(
+                [*inst.cfg.notify, "INSTANCE", inst.name, word, str(a.priority)], f"{inst.name} notify"
+            )
 
     def _log_discard(self, inst: Instance, a: fsm.Discard, now: float) -> None:
         last, suppressed = inst.discard_log.get(a.reason, (-1e9, 0))
@@ -609,8 +645,12 @@ class Daemon:
         for s in cfg.scripts:
             if s.name not in tracked:
                 continue  # keepalived: scripts only run when an instance tracks them
-            runner = TrackScript(s, self._script_user(s.user), self._script_changed,
-                                 security=cfg.global_.enable_script_security)
+            runner = TrackScript(
+                s,
+                self._script_user(s.user),
+                self._script_changed,
+                security=cfg.global_.enable_script_security,
+            )
             self.scripts[s.name] = runner
             runner.start()
 
@@ -655,14 +695,19 @@ class Daemon:
         tracked = {r.name for i in new.instances for r in i.track_script}
         wanted = {s.name: s for s in new.scripts if s.name in tracked}
         for name, runner in list(self.scripts.items()):
-            if wanted.get(name) != runner.cfg or runner.run_as != self._script_user(wanted[name].user
-                                                                                    if name in wanted else None):
+            if wanted.get(name) != runner.cfg or runner.run_as != self._script_user(
+                wanted[name].user if name in wanted else None
+            ):
                 runner.stop()
                 del self.scripts[name]
         for name, s in wanted.items():
             if name not in self.scripts:
-                r = TrackScript(s, self._script_user(s.user), self._script_changed,
-                                security=new.global_.enable_script_security)
+                r = TrackScript(
+                    s,
+                    self._script_user(s.user),
+                    self._script_changed,
+                    security=new.global_.enable_script_security,
+                )
                 self.scripts[name] = r
                 r.start()
         new_by_key = {c.key: c for c in new.instances}
@@ -671,10 +716,11 @@ class Daemon:
                 log.info("%s: removed from the configuration, stopping", inst.name)
                 self._stop_instance(inst)
         for key, c in new_by_key.items():
-            inst = self.instances.get(key)
-            if inst is None:
+            found = self.instances.get(key)
+            if found is None:
                 self._start_instance(c)
                 continue
+            inst = found
             old_c = inst.cfg
             inst.cfg = c
             if c.unicast != old_c.unicast and inst.iface.vrrp is not None and not c.unicast:
@@ -687,8 +733,9 @@ class Daemon:
                 log.info("%s: configuration changed, applying without a state change", c.name)
             if old_c.virtual_ipaddress != c.virtual_ipaddress and inst.vr.state is fsm.State.MASTER:
                 # dev/label changes of an address that stays: re-install it.
-                changed = [v.ip for v in c.virtual_ipaddress
-                           if v.ip in inst.installed and inst.installed[v.ip] != v]
+                changed = [
+                    v.ip for v in c.virtual_ipaddress if v.ip in inst.installed and inst.installed[v.ip] != v
+                ]
                 if changed:
                     self._remove_vips(inst, changed)
                     self._add_vips(inst, [v for v in c.virtual_ipaddress if v.ip in changed])
@@ -728,14 +775,19 @@ class Daemon:
             tracks = []
             for ref in c.track_script:
                 s = self.scripts.get(ref.name)
-                st = s.status() if s is not None else {"name": ref.name, "state": "UNKNOWN"}
+                st: dict[str, object] = (
+                    s.status() if s is not None else {"name": ref.name, "state": "UNKNOWN"}
+                )
                 if ref.weight is not None:
                     st["weight"] = ref.weight
                 tracks.append(st)
             snap["track_scripts"] = tracks
             snap["track_interfaces"] = [
-                {"name": t.name, "weight": t.weight,
-                 "state": "UP" if (lk := self._link_by_name(t.name)) is not None and lk.up else "DOWN"}
+                {
+                    "name": t.name,
+                    "weight": t.weight,
+                    "state": "UP" if (lk := self._link_by_name(t.name)) is not None and lk.up else "DOWN",
+                }
                 for t in c.track_interface
             ]
             snap["send_errors"] = inst.send_errors
@@ -765,7 +817,9 @@ async def _main(cfg: Config, config_path: str | None, loop_kind: str) -> int:
         return 1
 
 
-def run(cfg: Config, config_path: str | None = None, loop_kind: str = "uvloop", log_level: str = "info") -> int:
+def run(
+    cfg: Config, config_path: str | None = None, loop_kind: str = "uvloop", log_level: str = "info"
+) -> int:
     setup_logging(log_level)
     factory: Any = None
     if loop_kind == "uvloop":

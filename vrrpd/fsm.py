@@ -316,6 +316,7 @@ class VirtualRouter:
         self._garp_delayed_at: float | None = None
         self._refresh_at: float | None = None
         self._preempt_until: float | None = None
+        self._lower_answered_at: float | None = None
         self._out: list[Action] = []
 
     # -- public API ------------------------------------------------------------------------------------
@@ -653,6 +654,9 @@ class VirtualRouter:
         # its own advert and a GARP burst so that a split brain heals and stale ARP caches are fixed.
         tail = "" if p.lower_prio_no_advert else ", forcing new election"
         self._log(logging.INFO, f"lower-priority advert from {packet.src}, priority {prio}, ours {eff}{tail}")
+        if self._lower_answered_at == now:
+            return  # a backlog read at one instant (e.g. after SIGCONT) is answered once, not once per packet
+        self._lower_answered_at = now
         if not p.lower_prio_no_advert:
             self._send_advert(eff)
         self._send_garp(p.garp_lower_prio_repeat)

@@ -128,8 +128,12 @@ def _parse_addr(body: bytes) -> Addr | None:
     if raw is None or len(raw) != 4:
         return None
     label = at.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
-    return Addr(index=index, address=IPv4Interface((IPv4Address(raw), plen)), label=label,
-                secondary=bool(flags & IFA_F_SECONDARY))
+    return Addr(
+        index=index,
+        address=IPv4Interface((IPv4Address(raw), plen)),
+        label=label,
+        secondary=bool(flags & IFA_F_SECONDARY),
+    )
 
 
 class Netlink:
@@ -200,7 +204,9 @@ class Netlink:
     def add_address(self, index: int, addr: IPv4Interface, label: str | None = None) -> bool:
         """Add ``addr`` to link ``index``; False if it was already there."""
         try:
-            self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, self._addr_msg(index, addr, label))
+            self._request(
+                RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, self._addr_msg(index, addr, label)
+            )
         except NetlinkError as e:
             if e.errno == errno.EEXIST:
                 return False

@@ -125,13 +125,13 @@ async def run_argv(argv: Sequence[str], run_as: RunAs, timeout: float, what: str
         return None
     try:
         return await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s: %s timed out after %gs, killed", what, argv[0], timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), 0.2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -242,7 +242,7 @@ class NotifyQueue:
         """Wait until the queue is empty and idle (True) or ``timeout`` passes (False)."""
         try:
             await asyncio.wait_for(self._q.join(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

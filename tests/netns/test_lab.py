@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,11 @@ def connect(host: Host, target: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def listener(host: Host, port: int) -> None:
-    host.start([PY, "-m", "http.server", "--bind", "0.0.0.0", str(port)], name=f"http{port}",
-               ready=lambda: f":{port} " in host.run(["ss", "-Hltn"]).stdout)
+    host.start(
+        [PY, "-m", "http.server", "--bind", "0.0.0.0", str(port)],
+        name=f"http{port}",
+        ready=lambda: f":{port} " in host.run(["ss", "-Hltn"]).stdout,
+    )
 
 
 def root_links() -> list[str]:
@@ -72,7 +74,7 @@ def test_topology_names_addresses_and_resolution(lab: Lab) -> None:
 def test_only_documentation_addresses(lab: Lab) -> None:
     sw = lab.switch()
     h = lab.host("h")
-    with pytest.raises(ValueError, match="192.0.2.0/24"):
+    with pytest.raises(ValueError, match=r"192\.0\.2\.0/24"):
         lab.link(h, sw, "10.0.0.1/24")
 
 
@@ -95,7 +97,10 @@ def test_two_labs_do_not_collide(lab: Lab) -> None:
 
 def test_proc_pid_is_the_programs_own_and_logs_are_kept(lab: Lab) -> None:
     h = lab.host("h")
-    code = "import os, sys, time; print('pid', os.getpid(), flush=True); print('err', file=sys.stderr, flush=True); time.sleep(60)"
+    code = (
+        "import os, sys, time; print('pid', os.getpid(), flush=True); "
+        "print('err', file=sys.stderr, flush=True); time.sleep(60)"
+    )
     proc = h.start([PY, "-c", code], name="sleeper")
     wait_until(lambda: "err" in proc.output(), 5, what="output")
     assert proc.output().split()[1] == str(proc.pid)
@@ -111,8 +116,11 @@ def test_ready_failure_reports_the_log(lab: Lab) -> None:
     with pytest.raises(LabError, match="boom"):
         h.start([PY, "-c", "print('boom'); raise SystemExit(3)"], ready=lambda: False, ready_timeout=5)
     with pytest.raises(LabError, match="never"):
-        h.start([PY, "-c", "print('never ready', flush=True); import time; time.sleep(60)"],
-                ready=lambda: False, ready_timeout=0.5)
+        h.start(
+            [PY, "-c", "print('never ready', flush=True); import time; time.sleep(60)"],
+            ready=lambda: False,
+            ready_timeout=0.5,
+        )
     assert not lab.running()
 
 
@@ -123,8 +131,11 @@ def proc_state(pid: int) -> str:
 
 def test_signals(lab: Lab) -> None:
     h = lab.host("h")
-    code = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(7)); time.sleep(60)"
-    p = h.start([PY, "-c", code], name="sig")
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, lambda *a: exit(7)); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    p = h.start([PY, "-c", code], name="sig", ready_log="ready")
     p.stop()
     wait_until(lambda: proc_state(p.pid) == "T", 5, what="stopped")
     p.cont()
@@ -135,7 +146,7 @@ def test_signals(lab: Lab) -> None:
     q.kill()
     assert q.wait(5) == -signal.SIGKILL
     q.kill()  # signalling a dead process is a no-op
-    stopped = h.start([PY, "-c", code], name="frozen")
+    stopped = h.start([PY, "-c", code], name="frozen", ready_log="ready")
     stopped.stop()
     assert stopped.terminate(2) == 7  # SIGCONT is sent with SIGTERM
 
@@ -186,7 +197,10 @@ def test_netem_or_clean_skip(lab: Lab) -> None:
     except NetemUnavailable as exc:
         pytest.skip(str(exc))
     listener(b, 8000)
-    code = "import socket, time; t = time.monotonic(); socket.create_connection(('b', 8000), 5); print(time.monotonic() - t)"
+    code = (
+        "import socket, time; t = time.monotonic(); "
+        "socket.create_connection(('b', 8000), 5); print(time.monotonic() - t)"
+    )
     assert float(a.run([PY, "-c", code]).stdout) >= 0.09
     a.netem("eth0", "")
 
@@ -217,7 +231,11 @@ def test_teardown_when_the_body_raises() -> None:
         lab.link(h, sw, "192.0.2.1/24")
         p = h.start([PY, "-c", "import time; time.sleep(60)"])
         # a double-forked daemon (like `epmd -daemon`) that escapes our process group
-        h.run([PY, "-c", "import os, time\nif os.fork() == 0:\n os.setsid()\n if os.fork() == 0:\n  time.sleep(60)"])
+        daemon = (
+            "import os, time\nif os.fork() == 0:\n os.setsid()\n"
+            " if os.fork() == 0:\n  os.closerange(0, 3)\n  time.sleep(60)"
+        )
+        h.run([PY, "-c", daemon])
         assert len(lab.running()) == 1
         workdir = lab.workdir
         raise RuntimeError("body failed")
@@ -229,8 +247,11 @@ def test_teardown_when_the_body_raises() -> None:
 def test_teardown_is_idempotent_and_keeps_artifacts_on_failure(tmp_path: Path) -> None:
     lab = Lab("arts", artifacts=tmp_path / "arts")
     h = lab.host("h")
-    h.start([PY, "-c", "print('hello log', flush=True); import time; time.sleep(60)"], name="talker",
-            ready=lambda: True)
+    h.start(
+        [PY, "-c", "print('hello log', flush=True); import time; time.sleep(60)"],
+        name="talker",
+        ready=lambda: True,
+    )
     lab.keep_artifacts = True
     wait_until(lambda: "hello" in (lab.workdir / "h.talker.log").read_text(), 5)
     lab.teardown()
@@ -290,7 +311,8 @@ FAILING_TESTS = textwrap.dedent(
 
     def test_fails(lab):
         h = lab.host("h")
-        h.start(["python3", "-c", "print('inner log', flush=True); import time; time.sleep(60)"], name="inner")
+        code = "print('inner log', flush=True); import time; time.sleep(60)"
+        h.start(["python3", "-c", code], name="inner")
         Path("uid-fails").write_text(lab.uid)
         time.sleep(0.3)
         assert False, "inner failure"
@@ -314,7 +336,11 @@ def test_plugin_keeps_artifacts_of_failing_tests_and_cleans_up(tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
         [PY, "-m", "pytest", "-p", "netns.plugin", "-p", "no:cacheprovider", "-q", "test_inner.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert "2 failed, 1 passed" in res.stdout, res.stdout + res.stderr
     arts = tmp_path / "netns-artifacts"

@@ -15,9 +15,11 @@ LOOP: uvloop (default) or asyncio.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 BUF = 256 * 1024
+HIGH_WATER = int(os.environ.get("RELAY_HIGH_WATER", "0"))  # 0: the loop's default (64 KiB)
 
 
 class Half:
@@ -31,6 +33,8 @@ class Half:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if HIGH_WATER:
+            transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -1,0 +1,565 @@
+"""AMQP load for failover scenarios: publishers with confirms, consumers with manual acks, and a ledger.
+
+Run as separate processes in the client namespace::
+
+    python -m netns.amqp publish --host 192.0.2.100 --queue q1 --rate 100 --out pub1.json --id-prefix p1
+    python -m netns.amqp consume --host 192.0.2.100 --queue q1 --out cons1.json
+
+Both reconnect and resume on their own (pika, explicit recovery loop). Every message carries an id
+(``message_id`` and the body). The publisher publishes one message at a time and waits for its confirm
+(synchronous confirms, so "confirmed" is exact); a message whose confirm never came is republished with the
+*same* id after reconnecting (at-least-once; duplicates are counted, not hidden). The consumer acks each
+message after recording it. Both write a small status file while running and their full record as JSON on
+exit:
+
+* publisher: SIGTERM stops publishing (the one in flight is finished or abandoned), then writes the record;
+* consumer: SIGTERM starts a drain: it keeps consuming until no message arrived for ``--drain-idle`` seconds
+  (bounded by ``--drain-timeout``), then writes the record.
+
+:class:`Ledger` accounts for every id across the records: published, confirmed, consumed, duplicates, lost
+(confirmed but never consumed) and the outage (the longest gap without a confirm / a delivery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from netns.lab import Host, LabError, Proc, wait_until
+
+QUORUM = "quorum"
+CLASSIC = "classic"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class _Stopper:
+    def __init__(self) -> None:
+        self.stop_at: float | None = None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_at is None:
+            self.stop_at = time.time()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_at is not None
+
+
+@dataclass
+class _Common:
+    role: str
+    host: str
+    port: int
+    queue: str
+    queue_type: str
+    out: Path
+    started: float = field(default_factory=time.time)
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, kind, detail)
+    attempts: int = 0
+    failed_attempts: int = 0  # connection attempts that did not reach an open channel
+    disconnects: int = 0  # established connections lost
+    connected: bool = False
+
+    def event(self, kind: str, detail: str = "") -> None:
+        self.events.append((time.time(), kind, detail[:300]))
+
+    def base_record(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "host": self.host,
+            "port": self.port,
+            "queue": self.queue,
+            "queue_type": self.queue_type,
+            "started": self.started,
+            "finished": time.time(),
+            "attempts": self.attempts,
+            "failed_attempts": self.failed_attempts,
+            "disconnects": self.disconnects,
+            "events": self.events,
+        }
+
+
+def _params(host: str, port: int, heartbeat: int) -> Any:
+    import pika
+
+    return pika.ConnectionParameters(
+        host=host,
+        port=port,
+        heartbeat=heartbeat,
+        connection_attempts=1,
+        socket_timeout=2.0,
+        stack_timeout=5.0,
+        blocked_connection_timeout=10.0,
+        credentials=pika.PlainCredentials("guest", "guest"),
+    )
+
+
+def _declare(channel: Any, queue: str, queue_type: str) -> None:
+    args = {"x-queue-type": QUORUM} if queue_type == QUORUM else {}
+    channel.queue_declare(queue=queue, durable=True, arguments=args)
+
+
+def publish(args: argparse.Namespace) -> int:
+    import pika
+    from pika.exceptions import AMQPError, NackError, UnroutableError
+
+    st = _Common("publisher", args.host, args.port, args.queue, args.queue_type, Path(args.out))
+    stopper = _Stopper()
+    published: list[str] = []  # every id attempted, in order (first attempt)
+    confirmed: list[tuple[str, float]] = []
+    republished = 0
+    nacked = 0
+    pending: str | None = None  # id whose confirm has not come
+    seq = 0
+    interval = 1.0 / args.rate if args.rate > 0 else 0.0
+    next_at = time.monotonic()
+    status_at = 0.0
+    status_path = Path(args.out + ".status")
+    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    body_pad = b"x" * max(0, args.size - 40)
+
+    def write_status() -> None:
+        _write_json(
+            status_path,
+            {
+                "confirmed": len(confirmed),
+                "published": len(published),
+                "last_confirm": confirmed[-1][1] if confirmed else None,
+                "connected": st.connected,
+                "disconnects": st.disconnects,
+            },
+        )
+
+    conn: Any = None
+    while not stopper.stopping and (deadline is None or time.monotonic() < deadline):
+        if conn is None:
+            st.attempts += 1
+            try:
+                conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+                ch = conn.channel()
+                ch.confirm_delivery()
+                _declare(ch, args.queue, args.queue_type)
+            except (AMQPError, OSError) as exc:
+                st.failed_attempts += 1
+                st.event("connect_failed", repr(exc))
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.close()
+                conn = None
+                time.sleep(args.retry_delay)
+                continue
+            st.connected = True
+            st.event("connected")
+        if pending is None:
+            now = time.monotonic()
+            if interval:
+                if now < next_at:
+                    time.sleep(next_at - now)
+                next_at = max(next_at + interval, time.monotonic() - interval)
+            seq += 1
+            pending = f"{args.id_prefix}-{seq:08d}"
+            published.append(pending)
+        else:
+            republished += 1
+        body = json.dumps({"id": pending, "t": time.time()}).encode() + body_pad
+        try:
+            ch.basic_publish(
+                exchange="",
+                routing_key=args.queue,
+                body=body,
+                properties=pika.BasicProperties(message_id=pending, delivery_mode=2),
+                mandatory=True,
+            )
+        except (NackError, UnroutableError) as exc:
+            nacked += 1
+            st.event("nack", repr(exc))
+            continue  # retried with the same id
+        except (AMQPError, OSError) as exc:
+            st.disconnects += 1
+            st.connected = False
+            st.event("disconnected", repr(exc))
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+            continue
+        confirmed.append((pending, time.time()))
+        pending = None
+        if time.monotonic() >= status_at:
+            write_status()
+            status_at = time.monotonic() + 0.25
+    with contextlib.suppress(Exception):
+        if conn is not None:
+            conn.close()
+    st.connected = False
+    write_status()
+    record = st.base_record()
+    record.update(
+        {
+            "published": published,
+            "confirmed": confirmed,
+            "republished": republished,
+            "nacked": nacked,
+            "stop_requested": stopper.stop_at,
+        }
+    )
+    _write_json(st.out, record)
+    return 0
+
+
+def consume(args: argparse.Namespace) -> int:
+    import pika
+    from pika.exceptions import AMQPError
+
+    st = _Common("consumer", args.host, args.port, args.queue, args.queue_type, Path(args.out))
+    stopper = _Stopper()
+    consumed: list[tuple[str, float]] = []
+    redelivered = 0
+    last_delivery = time.monotonic()
+    status_path = Path(args.out + ".status")
+    status_at = 0.0
+
+    def write_status() -> None:
+        _write_json(
+            status_path,
+            {
+                "consumed": len(consumed),
+                "last_consume": consumed[-1][1] if consumed else None,
+                "connected": st.connected,
+                "disconnects": st.disconnects,
+            },
+        )
+
+    def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+        nonlocal redelivered, last_delivery
+        mid = props.message_id
+        if mid is None:
+            try:
+                mid = json.loads(body[: body.index(b"}") + 1])["id"]
+            except (ValueError, KeyError):
+                mid = "?"
+        consumed.append((str(mid), time.time()))
+        if method.redelivered:
+            redelivered += 1
+        last_delivery = time.monotonic()
+        ch.basic_ack(delivery_tag=method.delivery_tag)
+
+    conn: Any = None
+    drain_started: float | None = None
+    while True:
+        if stopper.stopping and drain_started is None:
+            drain_started = time.monotonic()
+            last_delivery = max(last_delivery, drain_started)
+        if drain_started is not None:
+            idle = time.monotonic() - last_delivery
+            if (conn is not None and idle >= args.drain_idle) or (
+                time.monotonic() - drain_started > args.drain_timeout
+            ):
+                break
+        if conn is None:
+            st.attempts += 1
+            try:
+                conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+                ch = conn.channel()
+                ch.basic_qos(prefetch_count=args.prefetch)
+                _declare(ch, args.queue, args.queue_type)
+                ch.basic_consume(queue=args.queue, on_message_callback=on_message, auto_ack=False)
+            except (AMQPError, OSError) as exc:
+                st.failed_attempts += 1
+                st.event("connect_failed", repr(exc))
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.close()
+                conn = None
+                time.sleep(args.retry_delay)
+                continue
+            st.connected = True
+            st.event("connected")
+        try:
+            conn.process_data_events(time_limit=0.1)
+        except (AMQPError, OSError) as exc:
+            st.disconnects += 1
+            st.connected = False
+            st.event("disconnected", repr(exc))
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+        if time.monotonic() >= status_at:
+            write_status()
+            status_at = time.monotonic() + 0.25
+    with contextlib.suppress(Exception):
+        if conn is not None:
+            conn.close()
+    st.connected = False
+    write_status()
+    record = st.base_record()
+    record.update({"consumed": consumed, "redelivered": redelivered, "stop_requested": stopper.stop_at})
+    _write_json(st.out, record)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# accounting
+
+
+def longest_gap(
+    times: Sequence[float], start: float | None = None, end: float | None = None
+) -> tuple[float, float]:
+    """The longest interval between consecutive ``times`` (sorted), optionally bounded by start/end.
+
+    Returns ``(gap_seconds, gap_start)``.
+    """
+    ts = sorted(times)
+    if start is not None:
+        ts = [start, *[t for t in ts if t >= start]]
+    if end is not None:
+        ts = [*[t for t in ts if t <= end], end]
+    best, at = 0.0, ts[0] if ts else 0.0
+    for a, b in itertools.pairwise(ts):
+        if b - a > best:
+            best, at = b - a, a
+    return best, at
+
+
+@dataclass
+class Ledger:
+    """Every message id across publisher and consumer records."""
+
+    published: list[str]
+    confirmed: dict[str, float]  # id -> confirm time
+    consumed: list[tuple[str, float]]
+    publisher_records: list[dict[str, Any]] = field(default_factory=list)
+    consumer_records: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> Ledger:
+        pubs: list[dict[str, Any]] = []
+        cons: list[dict[str, Any]] = []
+        for r in records:
+            (pubs if r.get("role") == "publisher" else cons).append(r)
+        published = [i for r in pubs for i in r.get("published", [])]
+        confirmed = {str(i): float(t) for r in pubs for i, t in r.get("confirmed", [])}
+        consumed = [(str(i), float(t)) for r in cons for i, t in r.get("consumed", [])]
+        return cls(published, confirmed, consumed, pubs, cons)
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> Ledger:
+        return cls.from_records(json.loads(Path(p).read_text()) for p in paths)
+
+    @property
+    def consumed_ids(self) -> Counter[str]:
+        return Counter(i for i, _t in self.consumed)
+
+    @property
+    def lost(self) -> list[str]:
+        seen = self.consumed_ids
+        return sorted(i for i in self.confirmed if i not in seen)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.consumed_ids.values() if n > 1)
+
+    @property
+    def unexpected(self) -> list[str]:
+        """Consumed ids nobody published (another run's leftovers)."""
+        pub = set(self.published)
+        return sorted({i for i, _t in self.consumed if i not in pub})
+
+    def confirm_gap(self, start: float | None = None, end: float | None = None) -> tuple[float, float]:
+        return longest_gap(list(self.confirmed.values()), start, end)
+
+    def consume_gap(self, start: float | None = None, end: float | None = None) -> tuple[float, float]:
+        return longest_gap([t for _i, t in self.consumed], start, end)
+
+    def first_confirm_after(self, t: float) -> float | None:
+        after = [c for c in self.confirmed.values() if c >= t]
+        return min(after) if after else None
+
+    def first_consume_after(self, t: float) -> float | None:
+        after = [c for _i, c in self.consumed if c >= t]
+        return min(after) if after else None
+
+    def count(self, key: str) -> int:
+        return sum(int(r.get(key, 0)) for r in [*self.publisher_records, *self.consumer_records])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "published": len(set(self.published)),
+            "confirmed": len(self.confirmed),
+            "consumed": len(self.consumed_ids),
+            "deliveries": len(self.consumed),
+            "duplicates": self.duplicates,
+            "lost": len(self.lost),
+            "republished": self.count("republished"),
+            "redelivered": self.count("redelivered"),
+            "failed_connection_attempts": self.count("failed_attempts"),
+            "disconnects": self.count("disconnects"),
+            "longest_confirm_gap": round(self.confirm_gap()[0], 3),
+            "longest_consume_gap": round(self.consume_gap()[0], 3),
+        }
+
+    def report(self) -> str:
+        s = self.summary()
+        return (
+            f"published {s['published']}, confirmed {s['confirmed']}, consumed {s['consumed']} "
+            f"({s['deliveries']} deliveries, {s['duplicates']} duplicates, {s['redelivered']} redelivered), "
+            f"lost {s['lost']}; republished {s['republished']}, disconnects {s['disconnects']}, "
+            f"failed connection attempts {s['failed_connection_attempts']}; longest gap without confirm "
+            f"{s['longest_confirm_gap']:.2f} s, without delivery {s['longest_consume_gap']:.2f} s"
+        )
+
+
+class AmqpLoad:
+    """Publisher and consumer processes on a lab host, against ``target`` (the VIP or a node)."""
+
+    def __init__(
+        self,
+        host: Host,
+        target: str,
+        queue: str,
+        *,
+        publishers: int = 1,
+        consumers: int = 1,
+        rate: float = 100.0,
+        queue_type: str = QUORUM,
+        port: int = 5672,
+        heartbeat: int = 3,
+        tag: str = "",
+    ) -> None:
+        self.host = host
+        self.target = target
+        self.queue = queue
+        self.n_publishers = publishers
+        self.n_consumers = consumers
+        self.rate = rate
+        self.queue_type = queue_type
+        self.port = port
+        self.heartbeat = heartbeat
+        self.tag = tag or queue
+        self.publishers: list[Proc] = []
+        self.consumers: list[Proc] = []
+        self.outputs: list[Path] = []
+        self.ledger: Ledger | None = None
+
+    def _argv(self, cmd: str, out: Path, extra: list[str]) -> list[str]:
+        return [
+            sys.executable, "-m", "netns.amqp", cmd, "--host", self.target, "--port", str(self.port),
+            "--queue", self.queue, "--queue-type", self.queue_type, "--out", str(out),
+            "--heartbeat", str(self.heartbeat), *extra,
+        ]  # fmt: skip
+
+    def start(self) -> AmqpLoad:
+        wd = self.host.lab.workdir
+        env = {"PYTHONPATH": _package_root()}
+        for i in range(self.n_consumers):
+            out = wd / f"{self.tag}-cons{i}.json"
+            self.outputs.append(out)
+            self.consumers.append(
+                self.host.start(self._argv("consume", out, []), name=f"{self.tag}-cons{i}", env=env)
+            )
+        for i in range(self.n_publishers):
+            out = wd / f"{self.tag}-pub{i}.json"
+            self.outputs.append(out)
+            extra = ["--rate", str(self.rate / self.n_publishers), "--id-prefix", f"{self.tag}-p{i}"]
+            self.publishers.append(
+                self.host.start(self._argv("publish", out, extra), name=f"{self.tag}-pub{i}", env=env)
+            )
+        return self
+
+    def status(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for path in self.outputs:
+            try:
+                out.append(json.loads(Path(str(path) + ".status").read_text()))
+            except (OSError, ValueError):
+                out.append({})
+        return out
+
+    def confirmed(self) -> int:
+        return sum(int(s.get("confirmed", 0)) for s in self.status())
+
+    def consumed(self) -> int:
+        return sum(int(s.get("consumed", 0)) for s in self.status())
+
+    def wait_flowing(self, confirmed: int = 50, timeout: float = 30.0) -> None:
+        """Wait until ``confirmed`` more confirms and as many deliveries have happened."""
+        base_c, base_d = self.confirmed(), self.consumed()
+
+        def flowing() -> bool:
+            for p in [*self.publishers, *self.consumers]:
+                if not p.alive():
+                    raise LabError(f"{p.name} died:\n{p.output()[-2000:]}")
+            return self.confirmed() >= base_c + confirmed and self.consumed() >= base_d + confirmed
+
+        wait_until(flowing, timeout, interval=0.1, what=f"{confirmed} messages confirmed and consumed")
+
+    def stop(self, timeout: float = 60.0) -> Ledger:
+        """Stop the publishers, let the consumers drain, and account for every id."""
+        for p in self.publishers:
+            p.term()
+        for p in self.publishers:
+            if p.wait(timeout) is None:
+                raise LabError(f"{p.name} did not stop:\n{p.output()[-2000:]}")
+        for p in self.consumers:
+            p.term()
+        for p in self.consumers:
+            if p.wait(timeout) is None:
+                raise LabError(f"{p.name} did not drain:\n{p.output()[-2000:]}")
+        for p in [*self.publishers, *self.consumers]:
+            if p.returncode != 0:
+                raise LabError(f"{p.name} exited with {p.returncode}:\n{p.output()[-3000:]}")
+        self.ledger = Ledger.from_files(self.outputs)
+        return self.ledger
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m netns.amqp", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("publish", "consume"):
+        s = sub.add_parser(name)
+        s.add_argument("--host", required=True)
+        s.add_argument("--port", type=int, default=5672)
+        s.add_argument("--queue", required=True)
+        s.add_argument("--queue-type", choices=[QUORUM, CLASSIC], default=QUORUM)
+        s.add_argument("--out", required=True)
+        s.add_argument("--heartbeat", type=int, default=3)
+        s.add_argument("--retry-delay", type=float, default=0.1)
+        if name == "publish":
+            s.add_argument(
+                "--rate", type=float, default=100.0, help="messages per second (0: as fast as possible)"
+            )
+            s.add_argument("--duration", type=float, default=0.0, help="seconds (0: until SIGTERM)")
+            s.add_argument("--id-prefix", default="m")
+            s.add_argument("--size", type=int, default=100)
+        else:
+            s.add_argument("--prefetch", type=int, default=50)
+            s.add_argument("--drain-idle", type=float, default=2.0)
+            s.add_argument("--drain-timeout", type=float, default=30.0)
+    args = p.parse_args(argv)
+    return publish(args) if args.cmd == "publish" else consume(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

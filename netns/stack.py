@@ -1,0 +1,581 @@
+"""The full front door in a lab: two LB hosts (vrrpd + tcplb, or keepalived + HAProxy), 3 RabbitMQ nodes,
+and a client, all on one switch.
+
+::
+
+    client 192.0.2.50 ──┐
+    lb1 192.0.2.21 ─────┤  sw (bridge br0)      VIP 192.0.2.100 (VRID 51) on lb1 or lb2
+    lb2 192.0.2.22 ─────┤
+    rmq1..3 192.0.2.11-13
+
+Each LB host runs a VRRP daemon and a balancer bound to VIP:5672 (``net.ipv4.ip_nonlocal_bind=1`` in the
+LB namespaces). The VRRP daemon tracks the balancer with a script (an HTTP GET on the balancer's stats page
+on 127.0.0.1:8404; weight -60, so a dead balancer drops lb1 from 150 to 90, below lb2's 100) and runs a
+notify script that appends each state change to ``<workdir>/<lb>.notify``.
+
+A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline of every scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from netns.lab import Host, Lab, LabError, Proc, Switch, wait_until
+from netns.rabbitmq import AMQP_PORT, RabbitCluster
+
+VIP = "192.0.2.100"
+VRID = 51
+ADVERT_INT = 1
+AUTH_PASS = "rmqlab51"
+PRIORITIES = {"lb1": 150, "lb2": 100}
+LB_ADDRS = {"lb1": "192.0.2.21", "lb2": "192.0.2.22"}
+CLIENT_ADDR = "192.0.2.50"
+STATS_PORT = 8404
+TRACK_WEIGHT = -60
+PY = os.environ.get("NETNS_PYTHON", "") or __import__("sys").executable
+
+VrrpKind = Literal["vrrpd", "keepalived"]
+BalancerKind = Literal["tcplb", "haproxy"]
+
+
+def skew_time(priority: int) -> float:
+    return (256 - priority) / 256
+
+
+def master_down_interval(priority: int, advert_int: float = ADVERT_INT) -> float:
+    return 3 * advert_int + skew_time(priority)
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+NOTIFY_SH = """#!/bin/sh
+# $1=INSTANCE|GROUP $2=name $3=state $4=priority (keepalived's and vrrpd's generic notify)
+echo "$(date +%s.%N) $3 $4" >> {path}
+"""
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") -> str:
+    rows = ",\n".join(f'  {{ name = "{n}", address = "{ip}:{AMQP_PORT}" }}' for n, ip in servers)
+    return (
+        textwrap.dedent(
+            f"""\
+        [global]
+        maxconn = 4000
+        hard_stop_after = "5s"
+
+        [defaults]
+        timeout_connect = "2s"
+        timeout_client = "3h"
+        timeout_server = "3h"
+        timeout_check = "1s"
+        retries = 3
+        redispatch = true
+
+        [listen.rabbitmq]
+        bind = ["{VIP}:{AMQP_PORT}"]
+        balance = "leastconn"
+        check = {{ type = "tcp", inter = "{check_inter}", rise = 2, fall = 2 }}
+        server = [
+        """
+        )
+        + rows
+        + textwrap.dedent(
+            f"""
+        ]
+
+        [stats]
+        bind = "127.0.0.1:{STATS_PORT}"
+        """
+        )
+    )
+
+
+def haproxy_cfg(servers: list[tuple[str, str]], pidfile: Path) -> str:
+    rows = "\n".join(f"  server {n} {ip}:{AMQP_PORT} check inter 1s rise 2 fall 3" for n, ip in servers)
+    return (
+        textwrap.dedent(
+            f"""\
+        global
+          maxconn 6000
+          pidfile {pidfile}
+        defaults
+          mode tcp
+          timeout connect 2s
+          timeout client 3h
+          timeout server 3h
+          retries 3
+          option redispatch
+        listen rabbitmq
+          bind {VIP}:{AMQP_PORT}
+          balance leastconn
+        """
+        )
+        + rows
+        + textwrap.dedent(
+            f"""
+        listen stats
+          bind 127.0.0.1:{STATS_PORT}
+          mode http
+          stats enable
+          stats uri /stats
+        """
+        )
+    )
+
+
+TRACK_ARGV = ["/usr/bin/curl", "-sf", "-o", "/dev/null", "-m", "1", f"http://127.0.0.1:{STATS_PORT}/stats"]
+
+
+def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
+    track = ", ".join(f'"{a}"' for a in TRACK_ARGV)
+    return textwrap.dedent(
+        f"""\
+        [global]
+        router_id = "{name}"
+        control_socket = "{sock}"
+
+        [[vrrp_instance]]
+        name = "VI_1"
+        interface = "eth0"
+        virtual_router_id = {VRID}
+        priority = {priority}
+        advert_int = {ADVERT_INT}
+        auth_pass = "{AUTH_PASS}"
+        virtual_ipaddress = ["{VIP}/24"]
+        track_script = ["chk_lb"]
+        notify = ["{notify}"]
+
+        [vrrp_script.chk_lb]
+        script = [{track}]
+        interval = 1
+        timeout = 1
+        rise = 2
+        fall = 2
+        weight = {TRACK_WEIGHT}
+        """
+    )
+
+
+def keepalived_conf(name: str, priority: int, notify: Path) -> str:
+    return textwrap.dedent(
+        f"""\
+        global_defs {{
+          router_id {name}
+          script_user root
+        }}
+        vrrp_script chk_lb {{
+          script "{" ".join(TRACK_ARGV)}"
+          interval 1
+          timeout 1
+          rise 2
+          fall 2
+          weight {TRACK_WEIGHT}
+        }}
+        vrrp_instance VI_1 {{
+          state BACKUP
+          interface eth0
+          virtual_router_id {VRID}
+          priority {priority}
+          advert_int {ADVERT_INT}
+          authentication {{
+            auth_type PASS
+            auth_pass {AUTH_PASS}
+          }}
+          virtual_ipaddress {{
+            {VIP}/24 dev eth0
+          }}
+          track_script {{
+            chk_lb
+          }}
+          notify "{notify}"
+        }}
+        """
+    )
+
+
+# ------------------------------------------------------------------------------------------ LB hosts
+
+
+@dataclass
+class LBNode:
+    """One load-balancer host and its two daemons."""
+
+    stack: Stack
+    host: Host
+    priority: int
+    vrrp_kind: VrrpKind = "vrrpd"
+    balancer_kind: BalancerKind = "tcplb"
+    vrrp: Proc | None = None
+    balancer: Proc | None = None
+    generation: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def wd(self) -> Path:
+        return self.stack.lab.workdir
+
+    @property
+    def sock(self) -> Path:
+        return self.wd / f"{self.name}.vrrpd.sock"
+
+    @property
+    def notify_log(self) -> Path:
+        return self.wd / f"{self.name}.notify"
+
+    def _write_configs(self) -> None:
+        servers = [(n.name, n.ip) for n in self.stack.rabbit.nodes]
+        notify = self.wd / f"{self.name}-notify.sh"
+        notify.write_text(NOTIFY_SH.format(path=self.notify_log))
+        os.chmod(notify, 0o755)
+        if self.balancer_kind == "tcplb":
+            (self.wd / f"{self.name}.lb.toml").write_text(tcplb_toml(servers))
+        else:
+            pid = self.wd / f"{self.name}.haproxy.pid"
+            (self.wd / f"{self.name}.haproxy.cfg").write_text(haproxy_cfg(servers, pid))
+        if self.vrrp_kind == "vrrpd":
+            (self.wd / f"{self.name}.node.toml").write_text(
+                vrrpd_toml(self.name, self.priority, self.sock, notify)
+            )
+        else:
+            (self.wd / f"{self.name}.keepalived.conf").write_text(
+                keepalived_conf(self.name, self.priority, notify)
+            )
+
+    def _listening(self, port: int, ip: str | None = None) -> bool:
+        out = self.host.run(["ss", "-Hltn"], check=False).stdout
+        for line in out.splitlines():
+            cols = line.split()
+            if len(cols) > 3 and cols[3].endswith(f":{port}") and (ip is None or cols[3].startswith(ip)):
+                return True
+        return False
+
+    def stats_ok(self) -> bool:
+        res = self.host.run(TRACK_ARGV, check=False, timeout=5)
+        return res.returncode == 0
+
+    def start_balancer(self) -> Proc:
+        self.generation += 1
+        g = self.generation
+        if self.balancer_kind == "tcplb":
+            argv = [PY, "-m", "tcplb", "-c", str(self.wd / f"{self.name}.lb.toml")]
+            env = {"PYTHONPATH": _package_root()}
+        else:
+            argv = ["haproxy", "-db", "-f", str(self.wd / f"{self.name}.haproxy.cfg")]
+            env = {}
+        self.balancer = self.host.start(
+            argv,
+            name=f"{self.balancer_kind}-{g}",
+            env=env,
+            ready=lambda: self._listening(AMQP_PORT, VIP) and self.stats_ok(),
+            ready_timeout=20,
+        )
+        return self.balancer
+
+    def start_vrrp(self) -> Proc:
+        g = self.generation
+        if self.vrrp_kind == "vrrpd":
+            argv = [PY, "-m", "vrrpd", "-c", str(self.wd / f"{self.name}.node.toml")]
+            self.vrrp = self.host.start(
+                argv,
+                name=f"vrrpd-{g}",
+                env={"PYTHONPATH": _package_root()},
+                ready=self._vrrpd_up,
+                ready_timeout=20,
+            )
+        else:
+            argv = [
+                "keepalived", "-n", "-l", "-D", "-P",
+                "-f", str(self.wd / f"{self.name}.keepalived.conf"),
+                "-p", str(self.wd / f"{self.name}.keepalived.pid"),
+                "-r", str(self.wd / f"{self.name}.keepalived-vrrp.pid"),
+            ]  # fmt: skip
+            self.vrrp = self.host.start(argv, name=f"keepalived-{g}", ready_log="VI_1", ready_timeout=20)
+        return self.vrrp
+
+    def _vrrpd_up(self) -> bool:
+        return self.vrrp_status() is not None
+
+    def start(self) -> None:
+        self._write_configs()
+        self.start_balancer()
+        self.start_vrrp()
+
+    def vrrp_status(self) -> dict[str, Any] | None:
+        if self.vrrp_kind != "vrrpd":
+            return None
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1.0)
+            s.connect(str(self.sock))
+            s.sendall(b"status\n")
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+            s.close()
+            data = json.loads(b"".join(chunks))
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def state(self) -> str:
+        """VRRP state: vrrpd's status socket, or the last notify line (keepalived); DOWN if not running."""
+        if self.vrrp is None or not self.vrrp.alive():
+            return "DOWN"
+        if self.vrrp_kind == "vrrpd":
+            st = self.vrrp_status()
+            if st is None:
+                return "UNKNOWN"
+            for inst in st.get("instances", []):
+                if inst.get("name") == "VI_1":
+                    return str(inst.get("state"))
+            return "UNKNOWN"
+        try:
+            lines = self.notify_log.read_text().splitlines()
+        except OSError:
+            return "BACKUP"
+        return lines[-1].split()[1] if lines else "BACKUP"
+
+    def has_vip(self) -> bool:
+        return self.host.has_address(VIP)
+
+    # faults
+    def crash(self) -> None:
+        """SIGKILL both daemons (and their children): the host's software dies, the VIP stays configured."""
+        for p in (self.vrrp, self.balancer):
+            if p is not None:
+                p.kill()
+        for p in (self.vrrp, self.balancer):
+            if p is not None:
+                p.wait(5)
+
+    def freeze(self) -> None:
+        for p in (self.vrrp, self.balancer):
+            if p is not None:
+                p.stop()
+
+    def thaw(self) -> None:
+        for p in (self.vrrp, self.balancer):
+            if p is not None:
+                p.cont()
+
+    def graceful_stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the VRRP daemon (priority 0, VIP removed), then the balancer."""
+        if self.vrrp is not None:
+            self.vrrp.terminate(timeout)
+        if self.balancer is not None:
+            self.balancer.terminate(timeout)
+
+    def kill_balancer(self) -> None:
+        if self.balancer is not None:
+            self.balancer.kill()
+            self.balancer.wait(5)
+
+    def stop(self) -> None:
+        for p in (self.vrrp, self.balancer):
+            if p is not None and p.alive():
+                p.cont()
+                p.terminate(5)
+        self.vrrp = self.balancer = None
+
+    def remove_vip(self) -> None:
+        if self.has_vip():
+            self.host.run(["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"], check=False)
+
+
+# ------------------------------------------------------------------------------------------ monitor
+
+
+class VipMonitor:
+    """Records who holds the VIP (every ``interval`` s) as transitions ``(time, holders)``."""
+
+    def __init__(self, lbs: list[LBNode], interval: float = 0.02) -> None:
+        self.lbs = lbs
+        self.interval = interval
+        self.transitions: list[tuple[float, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vip-monitor", daemon=True)
+        self.errors = 0
+
+    def start(self) -> VipMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def holders(self) -> tuple[str, ...]:
+        return self.transitions[-1][1] if self.transitions else ()
+
+    def _run(self) -> None:
+        last: tuple[str, ...] | None = None
+        while not self._stop.is_set():
+            try:
+                now = tuple(lb.name for lb in self.lbs if lb.has_vip())
+            except Exception:
+                self.errors += 1
+                now = last or ()
+            if now != last:
+                self.transitions.append((time.time(), now))
+                last = now
+            self._stop.wait(self.interval)
+
+    def first_change_after(self, t: float, holders: tuple[str, ...] | None = None) -> float | None:
+        for ts, h in self.transitions:
+            if ts >= t and (holders is None or h == holders):
+                return ts
+        return None
+
+    def timeline(self, origin: float | None = None) -> list[str]:
+        t0 = origin if origin is not None else (self.transitions[0][0] if self.transitions else 0.0)
+        return [f"{ts - t0:+8.3f} s  {', '.join(h) if h else '(nobody)'}" for ts, h in self.transitions]
+
+
+# ------------------------------------------------------------------------------------------ stack
+
+
+@dataclass
+class Stack:
+    lab: Lab
+    switch: Switch
+    rabbit: RabbitCluster
+    client: Host
+    lbs: dict[str, LBNode] = field(default_factory=dict)
+    monitor: VipMonitor | None = None
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, lab: Lab, *, switch: Switch | None = None, rabbit: RabbitCluster | None = None) -> Stack:
+        """Create the hosts (RabbitMQ nodes unless given, lb1, lb2, client); nothing started yet."""
+        sw = switch or lab.switch("sw")
+        cluster = rabbit or RabbitCluster(lab, sw)
+        stack = cls(lab, sw, cluster, lab.hosts.get("client") or _mkhost(lab, sw, "client", CLIENT_ADDR))
+        for name, prio in PRIORITIES.items():
+            host = lab.hosts.get(name) or _mkhost(
+                lab, sw, name, LB_ADDRS[name], {"net.ipv4.ip_nonlocal_bind": "1"}
+            )
+            stack.lbs[name] = LBNode(stack, host, prio)
+        return stack
+
+    def event(self, what: str) -> float:
+        t = time.time()
+        self.events.append((t, what))
+        return t
+
+    def start_lbs(
+        self,
+        kinds: dict[str, tuple[VrrpKind, BalancerKind]] | None = None,
+        *,
+        expect_master: str = "lb1",
+        timeout: float = 20.0,
+    ) -> None:
+        """Start both LB hosts (in parallel) and wait for ``expect_master`` to hold the VIP alone."""
+        for name, lb in self.lbs.items():
+            lb.vrrp_kind, lb.balancer_kind = (kinds or {}).get(name, ("vrrpd", "tcplb"))
+            lb.notify_log.unlink(missing_ok=True)
+        errors: list[BaseException] = []
+
+        def start(lb: LBNode) -> None:
+            try:
+                lb.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(lb,)) for lb in self.lbs.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise LabError(f"LB start failed: {errors[0]}") from errors[0]
+        if self.monitor is None:
+            self.monitor = VipMonitor(list(self.lbs.values())).start()
+        self.event("lbs started")
+        self.wait_master(expect_master, timeout)
+
+    def vip_holders(self) -> list[str]:
+        return [lb.name for lb in self.lbs.values() if lb.has_vip()]
+
+    def masters(self) -> list[str]:
+        return [lb.name for lb in self.lbs.values() if lb.state() == "MASTER"]
+
+    def wait_master(self, name: str, timeout: float = 15.0, *, alone: bool = True) -> float:
+        """Wait until ``name`` holds the VIP (alone, unless a crashed host still has it configured) and the
+        client reaches RabbitMQ through it."""
+        if alone:
+            wait_until(lambda: self.vip_holders() == [name], timeout, what=f"VIP on {name} alone")
+        else:
+            wait_until(lambda: name in self.vip_holders(), timeout, what=f"VIP on {name}")
+        wait_until(self.client_reaches_vip, timeout, what="AMQP through the VIP")
+        return time.time()
+
+    def client_reaches_vip(self) -> bool:
+        code = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(('{VIP}', {AMQP_PORT}), 1.5)\n"
+            "s.sendall(b'AMQP\\x00\\x00\\x09\\x01'); s.settimeout(2)\n"
+            "sys.exit(0 if s.recv(8)[:1] == b'\\x01' else 1)"
+        )
+        return self.client.run([PY, "-c", code], check=False, timeout=10).returncode == 0
+
+    def reset(self) -> None:
+        """Between scenarios: stop LB daemons, undo faults, drop leftover VIPs, flush client ARP."""
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
+        for lb in self.lbs.values():
+            lb.stop()
+            if self.lab.is_partitioned(lb.host):
+                self.lab.heal(lb.host)
+            if not lb.host.link_is_up():
+                lb.host.link_up()
+            lb.remove_vip()
+        self.client.run(["ip", "neigh", "flush", "all"], check=False)
+        self.events.clear()
+
+    def timeline(self, origin: float | None = None) -> list[str]:
+        return self.monitor.timeline(origin) if self.monitor else []
+
+    def notify_history(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for lb in self.lbs.values():
+            try:
+                out[lb.name] = lb.notify_log.read_text().splitlines()
+            except OSError:
+                out[lb.name] = []
+        return out
+
+
+def _mkhost(lab: Lab, sw: Switch, name: str, ip: str, sysctls: dict[str, str] | None = None) -> Host:
+    h = lab.host(name, sysctls=sysctls)
+    lab.link(h, sw, f"{ip}/24")
+    return h
+
+
+def tools_missing(kinds: list[str]) -> list[str]:
+    need = {"keepalived": "keepalived", "haproxy": "haproxy", "curl": "curl"}
+    return [k for k in kinds if k in need and shutil.which(need[k]) is None]
+
+
+Clock = Callable[[], float]

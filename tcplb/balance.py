@@ -1,0 +1,236 @@
+"""Server selection policies for tcplb: pure, no I/O, no clock.
+
+A balancer picks one of the *eligible* candidates: ``usable`` (up, not in maintenance), ``weight > 0``
+(weight 0 = drain: established connections stay, no new ones) and not named in ``exclude`` (servers this
+connection already failed on: redispatch). ``select`` adds HAProxy's backup rule on top: backup servers are
+used only when no active server is eligible, and then only the first eligible backup in configuration order
+unless ``allbackups`` is set (then the algorithm runs over all eligible backups).
+
+Algorithms (``make_balancer(kind)``):
+
+``roundrobin``
+    Smooth weighted round robin (nginx's): each pick adds every eligible server's weight to its running
+    score, takes the highest score and subtracts the total weight from it. Over every window of
+    ``sum(weights)`` consecutive picks of a fixed set each server gets exactly ``weight`` picks, spread
+    evenly (5,1,1 gives a a b a c a a, not a a a a a b c).
+``leastconn`` (the default)
+    Fewest ``active_conns / weight`` (active plus queued connections, as HAProxy counts them); ties go to the
+    tied server picked least recently, so equal servers rotate. Long-lived AMQP connections make this the
+    right default: it balances what is open, not what arrived.
+``source``
+    Weighted rendezvous (highest-random-weight) hashing of the client IP address (the port is ignored):
+    each server scores ``-weight / ln(h)`` with ``h`` a uniform hash of (client IP, server name); the best
+    score wins. A server that leaves (down, drained, excluded) moves exactly its own clients, spread over the
+    others in proportion to their weights; a server that comes back takes exactly those clients back. The
+    hash (BLAKE2b) is stable across processes and restarts. Without a client address it falls back to
+    smooth round robin.
+
+Every algorithm is O(number of servers) per pick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol, TypeVar
+
+__all__ = [
+    "KINDS",
+    "Balancer",
+    "Candidate",
+    "LeastConn",
+    "RoundRobin",
+    "SourceHash",
+    "count_usable",
+    "eligible",
+    "make_balancer",
+    "select",
+]
+
+KINDS = ("leastconn", "roundrobin", "source")
+
+
+class Candidate(Protocol):
+    """What a balancer needs to know about a server (the I/O side's server object satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def weight(self) -> int: ...
+
+    @property
+    def active_conns(self) -> int: ...  # current + queued connections
+
+    @property
+    def backup(self) -> bool: ...
+
+    @property
+    def usable(self) -> bool: ...  # up and not in maintenance (weight is checked separately)
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+def eligible(c: Candidate, exclude: Collection[str] = ()) -> bool:
+    """Whether ``c`` may receive a new connection: usable, weight > 0 (not draining), not excluded."""
+    return c.usable and c.weight > 0 and c.name not in exclude
+
+
+def count_usable(candidates: Iterable[Candidate]) -> tuple[int, int]:
+    """(active, backup) servers that can take new connections, for log lines and stats."""
+    act = bck = 0
+    for c in candidates:
+        if c.usable and c.weight > 0:
+            if c.backup:
+                bck += 1
+            else:
+                act += 1
+    return act, bck
+
+
+class Balancer(ABC):
+    """One instance per listener; it keeps the small state its algorithm needs, keyed by server name."""
+
+    kind: str = ""
+
+    @abstractmethod
+    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+        """Choose from a non-empty pool of eligible candidates."""
+
+    def pick(
+        self,
+        candidates: Sequence[C],
+        client: tuple[str, int] | None = None,
+        exclude: Collection[str] = frozenset(),
+    ) -> C | None:
+        """The server for a new connection among ``candidates`` (backup flag not considered), or None."""
+        pool = [c for c in candidates if eligible(c, exclude)]
+        if not pool:
+            return None
+        return self._choose(pool, client)
+
+    def forget(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Drop any state kept for server ``name`` (removed by a reload)."""
+
+
+class RoundRobin(Balancer):
+    kind = "roundrobin"
+
+    def __init__(self) -> None:
+        self._current: dict[str, int] = {}
+
+    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+        cur = self._current
+        total = 0
+        best = pool[0]
+        best_score = -(2**62)
+        for c in pool:
+            score = cur.get(c.name, 0) + c.weight
+            cur[c.name] = score
+            total += c.weight
+            if score > best_score:
+                best, best_score = c, score
+        cur[best.name] = best_score - total
+        return best
+
+    def forget(self, name: str) -> None:
+        self._current.pop(name, None)
+
+
+class LeastConn(Balancer):
+    kind = "leastconn"
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._last: dict[str, int] = {}
+
+    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+        best = pool[0]
+        last = self._last
+        for c in pool[1:]:
+            # c.active/c.weight < best.active/best.weight, without floats
+            lhs = c.active_conns * best.weight
+            rhs = best.active_conns * c.weight
+            if lhs < rhs or (lhs == rhs and last.get(c.name, -1) < last.get(best.name, -1)):
+                best = c
+        self._seq += 1
+        last[best.name] = self._seq
+        return best
+
+    def forget(self, name: str) -> None:
+        self._last.pop(name, None)
+
+
+_TWO64 = float(2**64)
+
+
+def _client_key(ip: str) -> bytes:
+    try:
+        return ipaddress.ip_address(ip).packed
+    except ValueError:
+        return ip.encode("utf-8", "surrogateescape")
+
+
+def hrw_score(client_key: bytes, name: str, weight: int) -> float:
+    """Weighted rendezvous score of one server for one client (higher wins)."""
+    h = hashlib.blake2b(client_key + b"\0" + name.encode(), digest_size=8).digest()
+    u = (int.from_bytes(h, "big") + 0.5) / _TWO64  # in (0, 1)
+    return -weight / math.log(u)
+
+
+class SourceHash(Balancer):
+    kind = "source"
+
+    def __init__(self) -> None:
+        self._fallback = RoundRobin()
+
+    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+        if client is None:
+            return self._fallback._choose(pool, None)
+        key = _client_key(client[0])
+        return max(pool, key=lambda c: (hrw_score(key, c.name, c.weight), c.name))
+
+    def forget(self, name: str) -> None:
+        self._fallback.forget(name)
+
+
+def make_balancer(kind: str) -> Balancer:
+    """A fresh balancer for ``"leastconn"``, ``"roundrobin"`` or ``"source"``; ValueError otherwise."""
+    if kind == "leastconn":
+        return LeastConn()
+    if kind == "roundrobin":
+        return RoundRobin()
+    if kind == "source":
+        return SourceHash()
+    raise ValueError(f"unknown balance algorithm {kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def select(
+    balancer: Balancer,
+    candidates: Sequence[C],
+    client: tuple[str, int] | None = None,
+    exclude: Collection[str] = frozenset(),
+    allbackups: bool = False,
+) -> C | None:
+    """The server for a new connection, HAProxy's backup rule included; None when nothing is eligible.
+
+    ``candidates`` in configuration order (it decides which backup is "first"). Active servers first;
+    only when none is eligible, the first eligible backup (or, with ``allbackups``, the algorithm over all
+    eligible backups). ``exclude`` is strict: a retry that must not go back to a failed server gets None
+    rather than that server; when it may go back (no redispatch), call again without ``exclude``. Servers
+    whose ``maxconn`` is reached should be put in ``exclude`` (the connection then waits in the listener's
+    queue when this returns None).
+    """
+    chosen = balancer.pick([c for c in candidates if not c.backup], client, exclude)
+    if chosen is not None:
+        return chosen
+    backups = [c for c in candidates if c.backup and eligible(c, exclude)]
+    if not backups:
+        return None
+    if allbackups:
+        return balancer.pick(backups, client, exclude)
+    return backups[0]

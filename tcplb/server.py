@@ -1,0 +1,923 @@
+"""tcplb's I/O core: listeners, dispatch to servers, queueing, retries/redispatch, limits, reload, stop.
+
+One :class:`LoadBalancer` per process. Each ``[listen.NAME]`` becomes a :class:`Frontend` (listening sockets
++ its servers); each server a :class:`ServerState` (runtime counters, queue, health). A client connection is
+a :class:`Session`: one small task sets it up (queue, connect, retries), then the relay
+(:mod:`tcplb.relay`) pumps bytes with no task at all, and the pipe's ``on_close`` logs it and frees its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import resource
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import config as cfgmod
+from .balance import Balancer, count_usable, make_balancer, select
+from .checks import Checker, CheckResult
+from .config import Config, Listener, Server
+from .health import CheckStatus, Health, Transition
+from .relay import Pipe, set_keepalive
+from .tcplog import TcpLogRecord, format_health_change, format_maintenance, format_no_server, format_record
+
+log = logging.getLogger("tcplb")
+tlog = logging.getLogger("tcplb.traffic")
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+ACCEPT_BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------------- servers
+
+
+class ServerState:
+    """Runtime state of one server of a frontend; a ``balance.Candidate``."""
+
+    def __init__(self, cfg: Server, fe: Frontend) -> None:
+        self.fe = fe
+        self.cfg = cfg
+        self.name = cfg.name
+        self.cfg_weight = cfg.weight
+        self.admin_weight = cfg.weight  # runtime weight (admin API), reset by a reload that changes it
+        self.maint = cfg.disabled  # administrative maintenance (no checks, no traffic)
+        self.drain = False  # administrative drain (no new connections, checks go on)
+        self.cur = 0  # connections connecting or established
+        self.queue: deque[asyncio.Future[bool]] = deque()
+        ck = cfg.check
+        self.health = Health(ck.rise, ck.fall, cfg.init_state, ck.on_error, ck.error_limit)
+        self.checker: Checker | None = None
+        self.removed = False
+        # counters (HAProxy stats names)
+        self.stot = 0  # sessions total
+        self.smax = 0
+        self.qmax = 0
+        self.lbtot = 0  # times selected
+        self.bin = 0
+        self.bout = 0
+        self.econ = 0  # connect errors
+        self.eresp = 0
+        self.wretr = 0  # retries
+        self.wredis = 0  # redispatches away from this server
+        self.chkfail = 0
+        self.chkdown = 0
+        self.lastchg = time.monotonic()
+        self.down_since: float | None = None if self.health.up else time.monotonic()
+        self.downtime = 0.0
+        self.last_check: CheckResult | None = None
+
+    # balance.Candidate
+    @property
+    def backup(self) -> bool:
+        return self.cfg.backup
+
+    @property
+    def weight(self) -> int:
+        return 0 if self.drain else self.admin_weight
+
+    @property
+    def active_conns(self) -> int:
+        return self.cur + len(self.queue)
+
+    @property
+    def usable(self) -> bool:
+        return self.health.up and not self.maint and not self.removed
+
+    @property
+    def full(self) -> bool:
+        m = self.cfg.maxconn
+        return m is not None and self.cur >= m
+
+    @property
+    def queue_full(self) -> bool:
+        m = self.cfg.maxqueue
+        return m is not None and len(self.queue) >= m
+
+    @property
+    def checks_enabled(self) -> bool:
+        return self.cfg.check.enabled
+
+    def status(self) -> str:
+        """HAProxy's stats status: UP, DOWN, MAINT, DRAIN, NOLB, "UP 1/3"..."""
+        if self.maint:
+            return "MAINT"
+        if self.drain or (self.admin_weight == 0 and self.health.up):
+            return "DRAIN"
+        if not self.checks_enabled:
+            return "no check" if self.health.up else "DOWN"
+        return self.health.status_text()
+
+    def take(self) -> None:
+        self.cur += 1
+        self.stot += 1
+        self.lbtot += 1
+        if self.cur > self.smax:
+            self.smax = self.cur
+
+    def release(self) -> None:
+        """A connection slot is free again: hand it to the first waiter of the queue."""
+        self.cur -= 1
+        q = self.queue
+        while q and not self.full:
+            fut = q.popleft()
+            if fut.done():
+                continue
+            self.take()
+            fut.set_result(True)
+
+    def flush_queue(self) -> int:
+        """Wake every waiter with False (server gone): they choose again. Returns how many."""
+        n = 0
+        while self.queue:
+            fut = self.queue.popleft()
+            if not fut.done():
+                fut.set_result(False)
+                n += 1
+        return n
+
+    def enqueue(self, fut: asyncio.Future[bool]) -> None:
+        self.queue.append(fut)
+        if len(self.queue) > self.qmax:
+            self.qmax = len(self.queue)
+
+
+# -------------------------------------------------------------------------------------------- sessions
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One client connection, with what its log line needs."""
+
+    fe: Frontend
+    pipe: Pipe
+    client: tuple[str, int]
+    accept_wall: float
+    t0: float  # loop time at accept
+    srv: ServerState | None = None
+    slot: bool = False  # holds a connection slot on srv
+    t_queue: float = -1.0  # Tw
+    t_connect: float = -1.0  # Tc
+    retries: int = 0
+    redispatched: bool = False
+    task: asyncio.Task[None] | None = None
+    srv_queue: int = 0
+    be_queue: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- frontends
+
+
+def _ms(x: float) -> int:
+    return int(x * 1000)
+
+
+class Frontend:
+    """A ``[listen.NAME]`` section at run time."""
+
+    def __init__(self, lb: LoadBalancer, cfg: Listener) -> None:
+        self.lb = lb
+        self.cfg = cfg
+        self.name = cfg.name
+        self.balancer: Balancer = make_balancer(cfg.balance)
+        self.servers: list[ServerState] = [ServerState(s, self) for s in cfg.servers]
+        self.sockets: dict[tuple[str, int], socket.socket] = {}
+        self.reading: set[int] = set()  # fds with an accept reader installed
+        self.cur = 0
+        self.smax = 0
+        self.stot = 0
+        self.bin = 0
+        self.bout = 0
+        self.econ = 0
+        self.denied = 0
+        self.stopped = False
+        self.was_available = any(s.usable for s in self.servers)
+        self._apply_timeouts()
+
+    def _apply_timeouts(self) -> None:
+        to = self.cfg.timeouts
+        self.t_connect = to.connect
+        self.t_queue = to.queue_wait
+        self.idle, self.idle_flag = _min_flag(to.client_idle, to.server_idle)
+        self.fin_idle, self.fin_flag = _min_flag(to.client_fin_idle, to.server_fin_idle)
+
+    @property
+    def maxconn(self) -> int:
+        g = self.lb.maxconn
+        m = self.cfg.maxconn
+        return min(m, g) if m is not None else g
+
+    def server(self, name: str) -> ServerState | None:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        return None
+
+    # -- listening sockets -------------------------------------------------------------------------------
+    def open_sockets(self, old: dict[tuple[str, int], socket.socket] | None = None) -> None:
+        """Open (or take over from ``old``) one listening socket per bind address."""
+        old = old or {}
+        backlog = self.cfg.backlog or self.maxconn
+        for addr in self.cfg.bind:
+            if addr in old:
+                self.sockets[addr] = old.pop(addr)
+                continue
+            self.sockets[addr] = make_listen_socket(addr, backlog)
+
+    def start_accepting(self) -> None:
+        if self.stopped:
+            return
+        loop = self.lb.loop
+        for sock in self.sockets.values():
+            fd = sock.fileno()
+            if fd not in self.reading:
+                loop.add_reader(fd, self._accept, sock)
+                self.reading.add(fd)
+
+    def pause_accepting(self) -> None:
+        loop = self.lb.loop
+        for fd in self.reading:
+            loop.remove_reader(fd)
+        self.reading.clear()
+
+    def close_sockets(self) -> None:
+        self.pause_accepting()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    def _accept(self, lsock: socket.socket) -> None:
+        lb = self.lb
+        for _ in range(ACCEPT_BATCH):
+            if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
+                lb.pause_full()
+                return
+            try:
+                csock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("listen %s: accept failed (%s); pausing accepts for 100 ms", self.name,
+                                e.strerror)
+                    self.pause_accepting()
+                    lb.loop.call_later(0.1, self.start_accepting)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
+                    continue
+                raise
+            self._new_session(csock, addr)
+
+    # -- sessions ----------------------------------------------------------------------------------------
+    def _new_session(self, csock: socket.socket, addr: Any) -> None:
+        lb = self.lb
+        loop = lb.loop
+        csock.setblocking(False)
+        if self.cfg.nodelay:
+            csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pipe = Pipe(loop)
+        sess = Session(self, pipe, (addr[0], addr[1]), time.time(), loop.time())
+        pipe.on_close = lambda _p: self._closed(sess)
+        pipe.timeout, pipe.timeout_flag = self.idle, self.idle_flag
+        pipe.fin_timeout, pipe.fin_flag = self.fin_idle, self.fin_flag
+        lb.actconn += 1
+        self.cur += 1
+        self.stot += 1
+        if self.cur > self.smax:
+            self.smax = self.cur
+        lb.sessions.add(sess)
+        sess.task = loop.create_task(self._setup(sess, csock))
+
+    async def _setup(self, sess: Session, csock: socket.socket) -> None:
+        loop = self.lb.loop
+        pipe = sess.pipe
+        try:
+            await loop.connect_accepted_socket(lambda: pipe.client, csock)
+        except (OSError, RuntimeError):
+            csock.close()
+            pipe._finish()
+            return
+        tr = pipe.client.transport
+        assert tr is not None
+        ka = self.cfg.tcpka
+        if ka is not None and ka.client is not None:
+            set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
+        if pipe.closed or pipe.client.lost:
+            return
+        # if the client goes away while we queue or connect, stop at once
+        me = asyncio.current_task()
+
+        def gone_cb(_f: asyncio.Future[None]) -> None:
+            if me is not None:
+                me.cancel()
+
+        pipe.client_gone.add_done_callback(gone_cb)
+        try:
+            await self._establish(sess)
+        except asyncio.CancelledError:
+            # the client left (or a hard stop): give the slot back
+            self._drop_slot(sess)
+            if not pipe.closed:
+                pipe.abort("C" if pipe.client.lost else "K", pipe.phase, reset=False)
+            if not pipe.client.lost and not self.lb.stopping:
+                raise
+        finally:
+            pipe.client_gone.remove_done_callback(gone_cb)
+
+    def _drop_slot(self, sess: Session) -> None:
+        if sess.slot and sess.srv is not None:
+            sess.slot = False
+            sess.srv.release()
+
+    async def _establish(self, sess: Session) -> None:
+        """Queue, connect, retry and redispatch until a server answers or we give up."""
+        loop = self.lb.loop
+        pipe = sess.pipe
+        cfg = self.cfg
+        exclude: set[str] = set()
+        pinned: ServerState | None = None
+        attempt = 0
+        while True:
+            pipe.phase = "Q"
+            tq = loop.time()
+            srv, why = await self._acquire(sess, exclude, pinned)
+            if sess.t_queue < 0:
+                sess.t_queue = loop.time() - tq
+            if srv is None:
+                # nothing to connect to: <NOSRV> (or the queue timed out)
+                pipe.abort(why[0], why[1], reset=False)
+                return
+            pipe.phase = "C"
+            tc = loop.time()
+            err = await self._connect(sess, srv)
+            if err is None:
+                sess.t_connect = loop.time() - tc
+                srv.health.passive_success()
+                if self.lb.verbose_accept or cfg.logasap:
+                    self.lb.log_session(sess, asap=True)
+                return
+            # the connect failed: count it against the server at once, then retry
+            srv.econ += 1
+            self.econ += 1
+            self._drop_slot(sess)
+            status, info = err
+            if srv.checks_enabled:
+                tr = srv.health.passive_failure(status=status, now=loop.time(), info=info)
+                if tr is not None:
+                    self.lb.on_transition(srv, tr)
+            attempt += 1
+            if attempt > cfg.retries:
+                sess.t_connect = loop.time() - tc
+                pipe.abort("s" if status == CheckStatus.L4TOUT else "S", "C", reset=False)
+                return
+            sess.retries = attempt
+            srv.wretr += 1
+            redispatch = cfgmod.redispatch_on_retry(attempt, cfg.retries, cfg.redispatch) or (
+                cfg.redispatch != 0 and not srv.usable
+            )
+            if redispatch:
+                sess.redispatched = True
+                srv.wredis += 1
+                exclude.add(srv.name)
+                pinned = None
+                left = select(self.balancer, self._eligible(exclude), sess.client, exclude, cfg.allbackups)
+                if left is None:
+                    # every other server failed too: start over after the turn-around delay
+                    exclude.clear()
+                    await asyncio.sleep(min(self.t_connect or 1.0, 1.0))
+            else:
+                pinned = srv
+                await asyncio.sleep(min(self.t_connect or 1.0, 1.0))
+
+    def _eligible(self, exclude: set[str]) -> list[ServerState]:
+        return [s for s in self.servers if s.name not in exclude]
+
+    async def _acquire(self, sess: Session, exclude: set[str], pinned: ServerState | None
+                       ) -> tuple[ServerState | None, str]:
+        """A server with a free slot (slot taken), waiting in its queue if needed; or (None, term)."""
+        loop = self.lb.loop
+        while True:
+            srv: ServerState | None
+            if pinned is not None and pinned.usable:
+                srv = pinned
+            else:
+                full = {s.name for s in self.servers if s.full or s.queue_full}
+                srv = select(self.balancer, self.servers, sess.client, exclude | full, self.cfg.allbackups)
+                if srv is None:
+                    # all full? then queue on the one with the shortest queue that still has room
+                    qfull = {s.name for s in self.servers if s.queue_full}
+                    srv = select(self.balancer, self.servers, sess.client, exclude | qfull,
+                                 self.cfg.allbackups)
+                    if srv is None:
+                        if any(s.usable and s.weight > 0 and s.name not in exclude for s in self.servers):
+                            return None, "sQ"  # every queue is full
+                        return None, "SC"  # <NOSRV>
+            if not srv.full:
+                srv.take()
+                sess.srv, sess.slot = srv, True
+                return srv, ""
+            fut: asyncio.Future[bool] = loop.create_future()
+            srv.enqueue(fut)
+            sess.srv_queue = len(srv.queue)
+            sess.be_queue = sum(len(s.queue) for s in self.servers)
+            try:
+                if self.t_queue is not None:
+                    async with asyncio.timeout(self.t_queue):
+                        got = await fut
+                else:
+                    got = await fut
+            except TimeoutError:
+                with contextlib.suppress(ValueError):
+                    srv.queue.remove(fut)
+                sess.srv = srv
+                return None, "sQ"
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.result():
+                    srv.release()  # we had been given the slot
+                with contextlib.suppress(ValueError):
+                    srv.queue.remove(fut)
+                raise
+            if got:
+                sess.srv, sess.slot = srv, True
+                return srv, ""
+            pinned = None  # the server went away: choose again
+
+    async def _connect(self, sess: Session, srv: ServerState) -> tuple[str, str] | None:
+        """One connection attempt; None on success (relay attached), else (check status, info)."""
+        loop = self.lb.loop
+        pipe = sess.pipe
+        side = pipe.new_server_side()
+        scfg = srv.cfg
+        try:
+            if self.t_connect is not None:
+                async with asyncio.timeout(self.t_connect):
+                    await loop.create_connection(
+                        lambda: side, scfg.host, scfg.port,
+                        local_addr=(scfg.source, 0) if scfg.source else None)
+            else:
+                await loop.create_connection(
+                    lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0) if scfg.source else None)
+        except TimeoutError:
+            return CheckStatus.L4TOUT, "connect timeout"
+        except OSError as e:
+            return CheckStatus.L4CON, os.strerror(e.errno) if e.errno else str(e)
+        except asyncio.CancelledError:
+            if side.transport is not None:
+                side.transport.abort()
+            raise
+        tr = side.transport
+        assert tr is not None
+        if side.lost:
+            return CheckStatus.L4CON, "connection reset"
+        ka = self.cfg.tcpka
+        if ka is not None and ka.server is not None:
+            set_keepalive(tr, ka.server.idle, ka.server.interval, ka.server.count)
+        pipe.attach_server(side)
+        return None
+
+    def _closed(self, sess: Session) -> None:
+        lb = self.lb
+        p = sess.pipe
+        if sess.task is not None and not sess.task.done() and p.phase != "D":
+            sess.task.cancel()
+        lb.log_session(sess)  # counts as HAProxy logs them: this connection included
+        lb.actconn -= 1
+        self.cur -= 1
+        lb.sessions.discard(sess)
+        self.bin += p.bytes_in
+        self.bout += p.bytes_out
+        srv = sess.srv
+        if srv is not None:
+            srv.bin += p.bytes_in
+            srv.bout += p.bytes_out
+        self._drop_slot(sess)
+        if lb.paused_full:
+            lb.resume_if_room()
+        if lb.actconn == 0 and lb._idle is not None:
+            lb._idle.set()
+
+    # -- reload ------------------------------------------------------------------------------------------
+    def update(self, cfg: Listener) -> None:
+        """Apply a reloaded section: binds, servers, weights, checks, timeouts. Connections untouched."""
+        old_socks = self.sockets
+        self.sockets = {}
+        self.pause_accepting()
+        self.cfg = cfg
+        try:
+            self.open_sockets(old_socks)
+        finally:
+            for sock in old_socks.values():  # binds that went away
+                sock.close()
+        if cfg.balance != self.balancer.kind:
+            self.balancer = make_balancer(cfg.balance)
+        self._apply_timeouts()
+        by_name = {s.name: s for s in self.servers}
+        new: list[ServerState] = []
+        for scfg in cfg.servers:
+            st = by_name.pop(scfg.name, None)
+            if st is None:
+                st = ServerState(scfg, self)
+                new.append(st)
+                continue
+            old = st.cfg
+            st.cfg = scfg
+            if scfg.weight != old.weight:
+                st.admin_weight = scfg.weight
+            st.cfg_weight = scfg.weight
+            if scfg.disabled != old.disabled:
+                st.maint = scfg.disabled
+            if scfg.check != old.check or (scfg.host, scfg.port) != (old.host, old.port):
+                ck = scfg.check
+                h = st.health
+                h.rise, h.fall, h.on_error, h.error_limit = ck.rise, ck.fall, ck.on_error, ck.error_limit
+                self.lb.stop_checker(st)
+            new.append(st)
+        for gone in by_name.values():
+            gone.removed = True
+            self.lb.stop_checker(gone)
+            gone.flush_queue()
+            self.balancer.forget(gone.name)
+        self.servers = new
+        for st in self.servers:
+            self.lb.start_checker(st)
+
+
+def _min_flag(client: float | None, server: float | None) -> tuple[float | None, str]:
+    if client is None and server is None:
+        return None, "c"
+    if server is None or (client is not None and client <= server):
+        return client, "c"
+    return server, "s"
+
+
+def make_listen_socket(addr: tuple[str, int], backlog: int) -> socket.socket:
+    host, port = addr
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            # bind to an address that is not (yet) local, e.g. a VRRP VIP on the backup node
+            sock.setsockopt(socket.IPPROTO_IP if fam == socket.AF_INET else socket.IPPROTO_IPV6,
+                            IP_FREEBIND, 1)
+        sock.bind((host, port))
+        sock.listen(max(1, backlog))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# ---------------------------------------------------------------------------------------- the balancer
+
+
+class LoadBalancer:
+    """Everything that runs in one tcplb process."""
+
+    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.cfg = cfg
+        self.loop = loop or asyncio.get_running_loop()
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.maxconn = cfgmod.effective_maxconn(cfg.global_.maxconn, nofile)
+        self.frontends: dict[str, Frontend] = {}
+        self.sessions: set[Session] = set()
+        self.actconn = 0
+        self.paused_full = False
+        self.stopping = False
+        self.verbose_accept = False
+        self.started = time.time()
+        self.reloads = 0
+        self.on_event: Callable[[str], None] | None = None  # test hook: every log line of ours
+        self._idle: asyncio.Event | None = None
+
+    async def wait_idle(self) -> None:
+        """Until no client connection is left."""
+        if self.actconn == 0:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open every listener and start accepting and checking. Raises OSError if a bind fails."""
+        opened: list[Frontend] = []
+        try:
+            for li in self.cfg.listeners:
+                fe = Frontend(self, li)
+                fe.open_sockets()
+                opened.append(fe)
+        except BaseException:
+            for fe in opened:
+                fe.close_sockets()
+            raise
+        for fe in opened:
+            self.frontends[fe.name] = fe
+            fe.start_accepting()
+            for st in fe.servers:
+                self.start_checker(st)
+            self._event(f"Proxy {fe.name} started.")
+
+    def reload(self, cfg: Config) -> None:
+        """Apply a new configuration in place (SIGHUP). Raises OSError if a new bind fails (nothing changed
+        for the listeners opened before; the caller logs it)."""
+        self.cfg = cfg
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.maxconn = cfgmod.effective_maxconn(cfg.global_.maxconn, nofile)
+        names = {li.name for li in cfg.listeners}
+        for name in list(self.frontends):
+            if name not in names:
+                fe = self.frontends.pop(name)
+                fe.close_sockets()
+                fe.stopped = True
+                for st in fe.servers:
+                    self.stop_checker(st)
+                self._event(f"Proxy {name} stopped (removed by reload).")
+        # binds may move between listeners: hand sockets over by address
+        pool: dict[tuple[str, int], socket.socket] = {}
+        for fe in self.frontends.values():
+            for addr in [a for a in fe.sockets if a not in set(cfg.listener(fe.name).bind)]:
+                pool[addr] = fe.sockets.pop(addr)
+        for li in cfg.listeners:
+            fe2 = self.frontends.get(li.name)
+            if fe2 is None:
+                fe2 = Frontend(self, li)
+                own = {a: pool.pop(a) for a in li.bind if a in pool}
+                fe2.open_sockets(own)
+                self.frontends[li.name] = fe2
+                for st in fe2.servers:
+                    self.start_checker(st)
+                self._event(f"Proxy {li.name} started.")
+            else:
+                own = {a: pool.pop(a) for a in li.bind if a in pool}
+                own.update(fe2.sockets)
+                fe2.sockets = own
+                fe2.update(li)
+        for sock in pool.values():
+            sock.close()
+        self.reloads += 1
+        if not self.stopping:
+            self.resume_if_room(force=True)
+
+    def stop_accepting(self) -> None:
+        self.stopping = True
+        for fe in self.frontends.values():
+            fe.stopped = True
+            fe.close_sockets()
+
+    def stop_checks(self) -> None:
+        for fe in self.frontends.values():
+            for st in fe.servers:
+                self.stop_checker(st)
+
+    def kill_all(self) -> int:
+        """Hard stop: abort every connection (logged with K). Returns how many."""
+        n = 0
+        for sess in list(self.sessions):
+            n += 1
+            if sess.task is not None and not sess.task.done():
+                sess.task.cancel()
+            sess.pipe.abort("K", sess.pipe.phase, reset=False)
+        return n
+
+    # -- maxconn -----------------------------------------------------------------------------------------
+    def pause_full(self) -> None:
+        """Global or listener maxconn reached: stop accepting (excess waits in the kernel backlog)."""
+        for fe in self.frontends.values():
+            if self.actconn >= self.maxconn or fe.cur >= fe.maxconn:
+                fe.pause_accepting()
+        self.paused_full = True
+
+    def resume_if_room(self, force: bool = False) -> None:
+        if self.stopping or (not self.paused_full and not force):
+            return
+        if self.actconn >= self.maxconn:
+            return
+        still = False
+        for fe in self.frontends.values():
+            if fe.cur < fe.maxconn:
+                fe.start_accepting()
+            else:
+                still = True
+        self.paused_full = still
+
+    # -- checks and health ---------------------------------------------------------------------------------
+    def start_checker(self, st: ServerState) -> None:
+        if st.checker is not None or st.maint or st.removed or self.stopping:
+            return
+        ck = st.cfg.check
+        if not ck.enabled:
+            return
+
+        def interval() -> float:
+            return st.health.interval(ck.inter, ck.fastinter, ck.downinter)
+
+        def report(res: CheckResult) -> None:
+            self.on_check(st, res)
+
+        st.checker = Checker(ck, st.cfg.check_host, st.cfg.check_port, interval=interval, report=report,
+                             spread=self.cfg.global_.spread_checks, source=st.cfg.source)
+        st.checker.start()
+
+    def stop_checker(self, st: ServerState) -> None:
+        if st.checker is not None:
+            st.checker.stop()
+            st.checker = None
+
+    def on_check(self, st: ServerState, res: CheckResult) -> None:
+        st.last_check = res
+        if not res.ok:
+            st.chkfail += 1
+        tr = st.health.observe(ok=res.ok, status=res.status, now=self.loop.time(), info=res.detail)
+        if tr is not None:
+            self.on_transition(st, tr, res)
+
+    def on_transition(self, st: ServerState, tr: Transition, res: CheckResult | None = None) -> None:
+        now = time.monotonic()
+        st.lastchg = now
+        if tr.up:
+            if st.down_since is not None:
+                st.downtime += now - st.down_since
+                st.down_since = None
+        else:
+            st.chkdown += 1
+            st.down_since = now
+        fe = st.fe
+        act, bck = count_usable(fe.servers)
+        requeued = 0 if tr.up else st.flush_queue()
+        info = tr.info
+        if tr.passive and not tr.up:
+            info = f"{info} (live connection)" if info else "live connection failed"
+        msg = format_health_change(
+            fe.name, st.name, tr.up, tr.status, info=info,
+            duration_ms=_ms(res.duration) if res is not None else None,
+            code=res.code if res is not None else None, active=act, backup=bck, is_backup=st.backup,
+            sessions=None if tr.up else st.cur, requeued=requeued, queued=len(st.queue))
+        self._event(msg, logging.WARNING if not tr.up else logging.INFO)
+        self._availability(fe)
+
+    def _availability(self, fe: Frontend) -> None:
+        act, bck = count_usable(fe.servers)
+        avail = act + bck > 0
+        if fe.was_available and not avail:
+            self._event(format_no_server(fe.name), logging.ERROR)
+        fe.was_available = avail
+
+    # -- admin (stats API) -------------------------------------------------------------------------------
+    def set_weight(self, fe_name: str, srv_name: str, weight: int) -> ServerState:
+        st = self._find(fe_name, srv_name)
+        if not 0 <= weight <= cfgmod.MAX_WEIGHT:
+            raise ValueError(f"weight must be 0..{cfgmod.MAX_WEIGHT}")
+        st.admin_weight = weight
+        self._event(f"{fe_name}/{srv_name} weight set to {weight} (admin)")
+        return st
+
+    def set_state(self, fe_name: str, srv_name: str, state: str) -> ServerState:
+        """``ready`` | ``drain`` | ``maint`` (HAProxy's ``set server be/srv state``)."""
+        st = self._find(fe_name, srv_name)
+        if state == "maint":
+            if not st.maint:
+                st.maint = True
+                self.stop_checker(st)
+                n = st.flush_queue()
+                act, bck = count_usable(st.fe.servers)
+                self._event(format_maintenance(fe_name, srv_name, True, active=act, backup=bck,
+                                               is_backup=st.backup, sessions=st.cur, requeued=n,
+                                               queued=0, by="admin API"), logging.WARNING)
+                self._availability(st.fe)
+        elif state == "drain":
+            st.drain = True
+            if st.maint:
+                st.maint = False
+                self.start_checker(st)
+            self._event(f"Server {fe_name}/{srv_name} is DRAIN (admin): no new connections.")
+        elif state == "ready":
+            was = st.maint
+            st.maint = False
+            st.drain = False
+            self.start_checker(st)
+            if was:
+                act, bck = count_usable(st.fe.servers)
+                self._event(format_maintenance(fe_name, srv_name, False, active=act, backup=bck,
+                                               is_backup=st.backup, by="admin API"))
+                st.fe.was_available = act + bck > 0
+            else:
+                self._event(f"Server {fe_name}/{srv_name} is READY (admin API).")
+        else:
+            raise ValueError("state must be ready, drain or maint")
+        return st
+
+    def _find(self, fe_name: str, srv_name: str) -> ServerState:
+        fe = self.frontends.get(fe_name)
+        st = fe.server(srv_name) if fe is not None else None
+        if st is None:
+            raise KeyError(f"no server {fe_name}/{srv_name}")
+        return st
+
+    # -- logging -----------------------------------------------------------------------------------------
+    def _event(self, msg: str, level: int = logging.INFO) -> None:
+        log.log(level, msg)
+        if self.on_event is not None:
+            self.on_event(msg)
+
+    def log_session(self, sess: Session, asap: bool = False) -> None:
+        fe = sess.fe
+        if not fe.cfg.log:
+            return
+        p = sess.pipe
+        if fe.cfg.dontlognull and not asap and p.bytes_in == 0 and p.bytes_out == 0:
+            return
+        line = format_session(sess, asap=asap, actconn=self.actconn)
+        tlog.info(line)
+        if self.on_event is not None:
+            self.on_event(line)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the stats page shows, JSON-able."""
+        out: dict[str, Any] = {
+            "pid": os.getpid(),
+            "uptime": time.time() - self.started,
+            "actconn": self.actconn,
+            "maxconn": self.maxconn,
+            "reloads": self.reloads,
+            "listeners": [],
+        }
+        for fe in self.frontends.values():
+            act, bck = count_usable(fe.servers)
+            servers = []
+            now = time.monotonic()
+            for st in fe.servers:
+                lc = st.last_check
+                servers.append({
+                    "name": st.name, "address": st.cfg.address, "status": st.status(),
+                    "weight": st.weight, "cfg_weight": st.cfg_weight, "backup": st.backup,
+                    "scur": st.cur, "smax": st.smax, "slim": st.cfg.maxconn, "stot": st.stot,
+                    "lbtot": st.lbtot, "qcur": len(st.queue), "qmax": st.qmax, "qlimit": st.cfg.maxqueue,
+                    "bin": st.bin, "bout": st.bout, "econ": st.econ, "eresp": st.eresp,
+                    "wretr": st.wretr, "wredis": st.wredis, "chkfail": st.chkfail, "chkdown": st.chkdown,
+                    "lastchg": int(now - st.lastchg),
+                    "downtime": int(st.downtime + (now - st.down_since if st.down_since else 0)),
+                    "check": st.cfg.check.type if st.checks_enabled else None,
+                    "check_status": str(st.health.status) if st.checks_enabled else None,
+                    "check_info": lc.detail if lc else "",
+                    "check_duration_ms": _ms(lc.duration) if lc else None,
+                    "check_rise": st.health.rise, "check_fall": st.health.fall,
+                    "check_health": st.health.health, "maint": st.maint, "drain": st.drain,
+                })
+            out["listeners"].append({
+                "name": fe.name, "bind": [f"{h}:{p}" for h, p in fe.cfg.bind], "balance": fe.cfg.balance,
+                "scur": fe.cur, "smax": fe.smax, "slim": fe.maxconn, "stot": fe.stot, "bin": fe.bin,
+                "bout": fe.bout, "econ": fe.econ, "active_servers": act, "backup_servers": bck,
+                "status": "OPEN" if fe.reading else ("FULL" if not fe.stopped else "STOP"),
+                "servers": servers,
+            })
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- tcplog
+
+
+def format_session(sess: Session, *, asap: bool = False, actconn: int = 0) -> str:
+    """HAProxy's tcplog line (or the JSON variant) for a session."""
+    fe = sess.fe
+    p = sess.pipe
+    srv = sess.srv
+    reached = srv is not None and p.server is not None
+    tt = _ms(fe.lb.loop.time() - sess.t0)
+    rec = TcpLogRecord(
+        client=sess.client,
+        accept_time=sess.accept_wall,
+        frontend=fe.name,
+        backend=fe.name,
+        server=srv.name if srv is not None else None,
+        tw=_ms(sess.t_queue) if sess.t_queue >= 0 else -1,
+        tc=_ms(sess.t_connect) if sess.t_connect >= 0 and reached else -1,
+        tt=tt,
+        bytes_read=p.bytes_out,
+        bytes_uploaded=p.bytes_in,
+        termination="--" if asap else p.termination,
+        actconn=actconn,
+        feconn=fe.cur,
+        beconn=fe.cur,
+        srv_conn=srv.cur if srv is not None else 0,
+        retries=sess.retries,
+        redispatched=sess.redispatched,
+        srv_queue=sess.srv_queue,
+        backend_queue=sess.be_queue,
+        logasap=asap,
+    )
+    return format_record(rec, fe.cfg.log_format)
+
+
+def iter_servers(lb: LoadBalancer) -> Iterable[tuple[Frontend, ServerState]]:
+    for fe in lb.frontends.values():
+        for st in fe.servers:
+            yield fe, st

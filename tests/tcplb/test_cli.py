@@ -1,0 +1,349 @@
+"""The tcplb command: --check, start-up warnings, SIGHUP reload, SIGTERM graceful stop, hard_stop_after.
+
+tcplb runs as a subprocess on loopback, on both loops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netns import wait_until
+
+LOOPS = ["asyncio", "uvloop"]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EchoServer:
+    """A threaded blocking echo server (independent of any event loop)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns.append(c)
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _echo(c: socket.socket) -> None:
+        try:
+            while data := c.recv(65536):
+                c.sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def write_cfg(path: Path, port: int, servers: list[tuple[str, int, int]], *, stats: int | None = None,
+              hard_stop: str = "10s", extra_defaults: str = 'timeout_client = "30s"\ntimeout_server = "30s"') -> None:
+    srv = ",\n".join(f'  {{ name = "{n}", address = "127.0.0.1:{p}", weight = {w} }}' for n, p, w in servers)
+    text = f"""[global]
+hard_stop_after = "{hard_stop}"
+
+[defaults]
+timeout_connect = "1s"
+{extra_defaults}
+retries = 3
+redispatch = true
+
+[listen.t]
+bind = ["127.0.0.1:{port}"]
+balance = "roundrobin"
+check = {{ type = "tcp", inter = "200ms", rise = 1, fall = 1 }}
+server = [
+{srv}
+]
+"""
+    if stats:
+        text += f'\n[stats]\nbind = "127.0.0.1:{stats}"\nadmin = true\n'
+    path.write_text(text)
+
+
+class Tcplb:
+    def __init__(self, cfg: Path, loop: str, log: Path) -> None:
+        self.log = log
+        self.fh = log.open("w")
+        self.p = subprocess.Popen([PY, "-m", "tcplb", "-c", str(cfg), "--loop", loop], stdout=self.fh,
+                                  stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[2]))
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_log(self, text: str, timeout: float = 10) -> None:
+        wait_until(lambda: text in self.output() or self.p.poll() is not None, timeout, what=text)
+        assert text in self.output(), self.output()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(5)
+        self.fh.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    e = EchoServer()
+    yield e
+    e.close()
+
+
+def roundtrip(port: int, msg: bytes = b"ping") -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got == msg
+
+
+def test_check_valid(tmp_path: Path) -> None:
+    cfg = tmp_path / "lb.toml"
+    write_cfg(cfg, 5672, [("a", 5673, 1)])
+    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "valid" in p.stdout
+
+
+def test_check_invalid_lists_every_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text("""[defaults]
+timeout_connect = "5 parsecs"
+[listen.x]
+bind = ["192.0.2.100:99999"]
+balance = "fastest"
+server = [{ name = "a", address = "192.0.2.11:5672", weight = -1 }]
+bogus = 1
+""")
+    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) >= 4, p.stderr
+    text = p.stderr
+    for key in ("timeout_connect", "bind", "balance", "server[0].weight", "bogus"):
+        assert key in text, text
+    # one line per error: "key.path: rule"
+    assert all(": " in ln for ln in lines)
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    p = subprocess.run([PY, "-m", "tcplb", "-c", str(tmp_path / "nope.toml"), "--check"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode != 0 and p.stderr.strip()
+
+
+def test_startup_warns_about_unset_timeouts(tmp_path: Path, echo: EchoServer) -> None:
+    cfg = tmp_path / "lb.toml"
+    port = free_port()
+    write_cfg(cfg, port, [("a", echo.port, 1)], extra_defaults="")
+    lb = Tcplb(cfg, "uvloop", tmp_path / "lb.log")
+    try:
+        lb.wait_log("tcplb started")
+        out = lb.output()
+        assert "missing timeouts" in out and "timeout_client" in out and "timeout_server" in out
+    finally:
+        lb.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sighup_reload_no_refused_connection(tmp_path: Path, loop: str) -> None:
+    e1, e2 = EchoServer(), EchoServer()
+    cfg = tmp_path / "lb.toml"
+    port = free_port()
+    write_cfg(cfg, port, [("a", e1.port, 1)])
+    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
+    stop = threading.Event()
+    failures: list[str] = []
+    done = [0]
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                if not roundtrip(port):
+                    failures.append("bad echo")
+                done[0] += 1
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    try:
+        lb.wait_log("tcplb started")
+        live = socket.create_connection(("127.0.0.1", port), timeout=3)
+        live.sendall(b"before")
+        assert live.recv(100) == b"before"
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(5):
+            write_cfg(cfg, port, [("a", e1.port, 1), ("b", e2.port, 1 + i)])
+            lb.p.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not failures, failures[:5]
+        assert done[0] > 20
+        assert lb.output().count("reloaded") == 5
+        assert e2.accepted > 0  # the new server got traffic
+        live.sendall(b"after")  # established connection untouched
+        assert live.recv(100) == b"after"
+        live.close()
+        # an invalid file is refused and the old configuration keeps running
+        cfg.write_text("this is not toml = = =")
+        lb.p.send_signal(signal.SIGHUP)
+        lb.wait_log("reload refused")
+        assert roundtrip(port)
+    finally:
+        stop.set()
+        lb.stop()
+        e1.close()
+        e2.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigterm_graceful_stop(tmp_path: Path, loop: str, echo: EchoServer) -> None:
+    cfg = tmp_path / "lb.toml"
+    port = free_port()
+    write_cfg(cfg, port, [("a", echo.port, 1)], hard_stop="20s")
+    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
+    try:
+        lb.wait_log("tcplb started")
+        live = socket.create_connection(("127.0.0.1", port), timeout=3)
+        live.sendall(b"x")
+        assert live.recv(10) == b"x"
+        lb.p.send_signal(signal.SIGTERM)
+        lb.wait_log("stopping")
+        # no longer accepting
+        wait_until(lambda: _refused(port), 5, what="listener closed")
+        # the live connection still works
+        live.sendall(b"still here")
+        assert live.recv(100) == b"still here"
+        assert lb.p.poll() is None
+        live.close()
+        assert lb.p.wait(10) == 0
+        assert "stopped" in lb.output()
+    finally:
+        lb.stop()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_hard_stop_after(tmp_path: Path, loop: str, echo: EchoServer) -> None:
+    cfg = tmp_path / "lb.toml"
+    port = free_port()
+    write_cfg(cfg, port, [("a", echo.port, 1)], hard_stop="500ms")
+    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
+    try:
+        lb.wait_log("tcplb started")
+        live = socket.create_connection(("127.0.0.1", port), timeout=3)
+        live.sendall(b"x")
+        assert live.recv(10) == b"x"
+        t0 = time.monotonic()
+        lb.p.send_signal(signal.SIGTERM)
+        assert lb.p.wait(10) == 0
+        assert 0.4 < time.monotonic() - t0 < 5
+        assert live.recv(10) == b""  # closed by the hard stop
+        out = lb.output()
+        assert "hard_stop_after reached: 1 connections closed" in out
+        assert " KD " in out
+        live.close()
+    finally:
+        lb.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stats_page_and_admin_api(tmp_path: Path, loop: str, echo: EchoServer) -> None:
+    cfg = tmp_path / "lb.toml"
+    port, sport = free_port(), free_port()
+    write_cfg(cfg, port, [("a", echo.port, 1), ("b", echo.port, 2)], stats=sport)
+    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
+    base = f"http://127.0.0.1:{sport}"
+    try:
+        lb.wait_log("tcplb started")
+        assert roundtrip(port)
+        html = urllib.request.urlopen(base + "/stats", timeout=3).read().decode()
+        assert "<table>" in html and ">a<" in html and ">b<" in html
+        csv = urllib.request.urlopen(base + "/stats;csv", timeout=3).read().decode().splitlines()
+        assert csv[0].startswith("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout")
+        rows = {ln.split(",")[1]: ln.split(",") for ln in csv[1:]}
+        assert set(rows) == {"FRONTEND", "a", "b", "BACKEND"}
+        assert urllib.request.urlopen(base + "/stats.csv", timeout=3).read().decode().splitlines()[0] == csv[0]
+        snap = json.loads(urllib.request.urlopen(base + "/stats.json", timeout=3).read())
+        assert snap["listeners"][0]["stot"] >= 1
+        req = urllib.request.Request(base + "/api/servers/t/b/weight", data=b"weight=7", method="POST")
+        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["weight"] == 7
+        req = urllib.request.Request(base + "/api/servers/t/a/state", data=b"state=maint", method="POST")
+        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["status"] == "MAINT"
+        req = urllib.request.Request(base + "/api/servers/t/a/drain", data=b"", method="POST")
+        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["status"] == "DRAIN"
+        servers = json.loads(urllib.request.urlopen(base + "/api/servers", timeout=3).read())
+        assert {s["name"]: s["weight"] for s in servers} == {"a": 0, "b": 7}
+        bad = urllib.request.Request(base + "/api/servers/t/zz/maint", data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(bad, timeout=3)
+        assert ei.value.code == 404
+        assert "going DOWN for maintenance" in lb.output()
+    finally:
+        lb.stop()
+
+
+def test_loop_flag_and_bad_bind(tmp_path: Path) -> None:
+    cfg = tmp_path / "lb.toml"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    write_cfg(cfg, busy.getsockname()[1], [("a", 1, 1)])
+    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--loop", "asyncio"], capture_output=True,
+                       text=True, timeout=30, env={**os.environ})
+    busy.close()
+    assert p.returncode == 1
+    assert "cannot bind" in p.stderr

@@ -1,0 +1,340 @@
+"""vrrpd configuration: strict TOML, keepalived vocabulary, every error with its key path and rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vrrpd.config import ConfigError, load, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ISSUE_EXAMPLE = """
+[global]
+router_id = "lb1"
+# script_user = "nobody"
+# enable_script_security = true
+
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = 150
+advert_int = 1
+nopreempt = false
+preempt_delay = 0
+auth_pass = "secret51"                   # PASS auth, at most 8 bytes; omit for none
+virtual_ipaddress = ["192.0.2.100/24"]   # an entry may also be a table {address, dev, label}
+# mcast_src_ip = "192.0.2.21"
+# unicast_peer = ["192.0.2.22"]
+track_script = ["chk_tcplb"]             # an entry may also be a table {name, weight}
+notify_master = ["/usr/local/bin/on-master", "VI_1"]
+
+[vrrp_script.chk_tcplb]
+script = ["/usr/local/bin/check-tcplb"]
+interval = 1
+timeout = 1
+rise = 2
+fall = 2
+weight = -60
+"""
+
+
+def errors_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as ei:
+        parse(data)
+    return ei.value.errors
+
+
+def base(**inst: Any) -> dict[str, Any]:
+    i: dict[str, Any] = {"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["192.0.2.100/24"]}
+    i.update(inst)
+    return {"vrrp_instance": [i]}
+
+
+def test_issue_example_parses() -> None:
+    cfg = parse(tomllib.loads(ISSUE_EXAMPLE))
+    assert cfg.global_.router_id == "lb1"
+    (i,) = cfg.instances
+    assert (i.name, i.interface, i.virtual_router_id, i.priority, i.advert_int) == ("VI_1", "eth0", 51, 150, 1)
+    assert not i.nopreempt and i.preempt_delay == 0
+    assert i.auth_pass == "secret51" and i.auth_type == "PASS"
+    assert i.virtual_ipaddress[0].address == IPv4Interface("192.0.2.100/24")
+    assert i.track_script[0].name == "chk_tcplb" and i.track_script[0].weight is None
+    assert i.notify_master == ("/usr/local/bin/on-master", "VI_1")
+    s = cfg.script("chk_tcplb")
+    assert (s.script, s.interval, s.timeout, s.rise, s.fall, s.weight) == (
+        ("/usr/local/bin/check-tcplb",), 1.0, 1.0, 2, 2, -60,
+    )
+    assert i.unicast_peer is None and not i.unicast
+
+
+def test_defaults_are_keepalived_defaults() -> None:
+    cfg = parse(base())
+    i = cfg.instances[0]
+    assert i.priority == 100 and i.advert_int == 1 and i.state == "BACKUP" and not i.nopreempt
+    assert (i.garp_master_delay, i.garp_master_repeat, i.garp_master_refresh) == (5.0, 5, 0.0)
+    assert i.garp_lower_prio_repeat == 5 and not i.lower_prio_no_advert
+    assert i.name == "VI_51"
+    assert not cfg.global_.enable_script_security and cfg.global_.script_user is None
+
+
+def test_script_timeout_defaults_to_interval() -> None:
+    cfg = parse({**base(track_script=["s"]), "vrrp_script": {"s": {"script": ["/bin/true"], "interval": 3}}})
+    assert cfg.script("s").timeout == 3.0
+
+
+def test_table_entries() -> None:
+    cfg = parse(
+        {
+            **base(
+                virtual_ipaddress=[
+                    "192.0.2.100",
+                    {"address": "192.0.2.101/24", "dev": "eth1", "label": "eth1:amqp"},
+                ],
+                track_script=[{"name": "s", "weight": -20}],
+                track_interface=["eth1", {"name": "eth2", "weight": -10}],
+                unicast_peer=["192.0.2.22"],
+                unicast_src_ip="192.0.2.21",
+            ),
+            "vrrp_script": {"s": {"script": ["/bin/true"]}},
+        }
+    )
+    i = cfg.instances[0]
+    assert i.virtual_ipaddress[0].address == IPv4Interface("192.0.2.100/32")
+    assert (i.virtual_ipaddress[1].dev, i.virtual_ipaddress[1].label) == ("eth1", "eth1:amqp")
+    assert i.track_script[0].weight == -20
+    assert [(t.name, t.weight) for t in i.track_interface] == [("eth1", 0), ("eth2", -10)]
+    assert i.unicast and i.unicast_peer == (IPv4Address("192.0.2.22"),)
+    assert i.src_ip == IPv4Address("192.0.2.21")
+
+
+@pytest.mark.parametrize(
+    ("inst", "path", "rule"),
+    [
+        ({"priority": 0}, "vrrp_instance[0].priority", "must be an integer 1..255"),
+        ({"priority": 256}, "vrrp_instance[0].priority", "must be an integer 1..255"),
+        ({"priority": "150"}, "vrrp_instance[0].priority", "must be an integer 1..255"),
+        ({"priority": True}, "vrrp_instance[0].priority", "must be an integer 1..255"),
+        ({"virtual_router_id": 0}, "vrrp_instance[0].virtual_router_id", "must be an integer 1..255"),
+        ({"virtual_router_id": 256}, "vrrp_instance[0].virtual_router_id", "must be an integer 1..255"),
+        ({"advert_int": 0.5}, "vrrp_instance[0].advert_int", "must be an integer 1..255"),
+        ({"advert_int": 256}, "vrrp_instance[0].advert_int", "must be an integer 1..255"),
+        ({"auth_pass": "123456789"}, "vrrp_instance[0].auth_pass", "1..8 bytes"),
+        ({"auth_pass": ""}, "vrrp_instance[0].auth_pass", "1..8 bytes"),
+        ({"auth_type": "AH", "auth_pass": "x"}, "vrrp_instance[0].auth_type", "PASS"),
+        ({"virtual_ipaddress": ["192.0.2.300/24"]}, "vrrp_instance[0].virtual_ipaddress[0]", "IPv4 address"),
+        ({"virtual_ipaddress": ["224.0.0.18"]}, "vrrp_instance[0].virtual_ipaddress[0]", "unicast"),
+        ({"virtual_ipaddress": ["192.0.2.0/24"]}, "vrrp_instance[0].virtual_ipaddress[0]", "network"),
+        ({"virtual_ipaddress": [{"dev": "eth0"}]}, "vrrp_instance[0].virtual_ipaddress[0].address", "required"),
+        (
+            {"virtual_ipaddress": [{"address": "192.0.2.5", "color": "red"}]},
+            "vrrp_instance[0].virtual_ipaddress[0].color",
+            "unknown key",
+        ),
+        ({"virtual_ipaddress": ["192.0.2.5", "192.0.2.5"]}, "vrrp_instance[0].virtual_ipaddress[1]", "duplicate"),
+        ({"nopreempt": "yes"}, "vrrp_instance[0].nopreempt", "true or false"),
+        ({"preempt_delay": 1001}, "vrrp_instance[0].preempt_delay", "0..1000"),
+        ({"state": "master"}, "vrrp_instance[0].state", "MASTER"),
+        ({"unicast_peer": "192.0.2.22"}, "vrrp_instance[0].unicast_peer", "list"),
+        ({"unicast_peer": ["nope"]}, "vrrp_instance[0].unicast_peer[0]", "IPv4 address"),
+        ({"mcast_src_ip": "224.0.0.1"}, "vrrp_instance[0].mcast_src_ip", "unicast"),
+        ({"track_script": ["missing"]}, "vrrp_instance[0].track_script[0]", "unknown vrrp_script"),
+        ({"notify_master": "/bin/echo hi"}, "vrrp_instance[0].notify_master", "list of strings"),
+        ({"notify": []}, "vrrp_instance[0].notify", "list of strings"),
+        ({"interface": "a/b"}, "vrrp_instance[0].interface", "interface name"),
+        ({"interface": "x" * 16}, "vrrp_instance[0].interface", "interface name"),
+        ({"garp_master_repeat": 0}, "vrrp_instance[0].garp_master_repeat", "1..255"),
+        ({"bogus": 1}, "vrrp_instance[0].bogus", "unknown key"),
+        ({"authentication": {"auth_type": "PASS"}}, "vrrp_instance[0].authentication", "unknown key"),
+    ],
+)
+def test_bad_instance_values(inst: dict[str, Any], path: str, rule: str) -> None:
+    errs = errors_of(base(**inst))
+    assert any(p == path and rule in r for p, r in errs), errs
+
+
+def test_missing_required_and_all_errors_collected() -> None:
+    errs = errors_of(
+        {"global": {"router_id": "lb1", "colour": 1}, "vrrp_instance": [{"priority": 0, "advert_int": 0}]}
+    )
+    paths = {p for p, _ in errs}
+    assert {
+        "global.colour",
+        "vrrp_instance[0].interface",
+        "vrrp_instance[0].virtual_router_id",
+        "vrrp_instance[0].priority",
+        "vrrp_instance[0].advert_int",
+    } <= paths
+
+
+def test_duplicate_vrid_per_interface() -> None:
+    data = base()
+    data["vrrp_instance"].append(
+        {"name": "VI_2", "interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["192.0.2.101"]}
+    )
+    errs = errors_of(data)
+    assert ("vrrp_instance[1].virtual_router_id", "duplicate VRID 51 on interface eth0 (also vrrp_instance[0])") in errs
+    # the same VRID on another interface is fine
+    data["vrrp_instance"][1]["interface"] = "eth1"
+    assert len(parse(data).instances) == 2
+
+
+def test_duplicate_names_and_shared_vips() -> None:
+    data = base(name="A")
+    data["vrrp_instance"].append(
+        {"name": "A", "interface": "eth0", "virtual_router_id": 52, "virtual_ipaddress": ["192.0.2.101"]}
+    )
+    assert any("duplicate instance name" in r for _, r in errors_of(data))
+    data["vrrp_instance"][1]["name"] = "B"
+    data["vrrp_instance"][1]["virtual_ipaddress"] = ["192.0.2.100/24"]
+    assert any("also a VIP of instance A" in r for _, r in errors_of(data))
+
+
+def test_script_errors() -> None:
+    data = {
+        **base(track_script=["s"]),
+        "vrrp_script": {"s": {"script": "/bin/true", "interval": 0, "rise": 0, "weight": 254, "shell": True}},
+    }
+    errs = dict(errors_of(data))
+    assert "list of strings" in errs["vrrp_script.s.script"]
+    assert "vrrp_script.s.interval" in errs and "vrrp_script.s.rise" in errs
+    assert "-253..253" in errs["vrrp_script.s.weight"]
+    assert errs["vrrp_script.s.shell"] == "unknown key"
+
+
+def test_top_level() -> None:
+    assert ("vrrp_instance", "at least one [[vrrp_instance]] is required") in errors_of({})
+    assert ("vrrp_server", "unknown key") in errors_of({**base(), "vrrp_server": {}})
+
+
+def test_global_keys() -> None:
+    cfg = parse(
+        {
+            "global": {
+                "router_id": "lb1",
+                "script_user": "nobody",
+                "enable_script_security": True,
+                "control_socket": "/run/x.sock",
+                "notify_timeout": 2,
+            },
+            **base(),
+        }
+    )
+    assert cfg.global_.script_user == "nobody" and cfg.global_.enable_script_security
+    assert cfg.control_socket() == "/run/x.sock" and cfg.global_.notify_timeout == 2.0
+    errs = dict(errors_of({"global": {"control_socket": "relative.sock", "script_user": "a b"}, **base()}))
+    assert "absolute path" in errs["global.control_socket"] and "user name" in errs["global.script_user"]
+
+
+def test_default_control_socket_per_router_id_or_path(tmp_path: Path) -> None:
+    p = tmp_path / "a.toml"
+    p.write_text('[global]\nrouter_id = "lb7"\n[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n')
+    assert load(p).control_socket() == "/run/vrrpd/lb7.sock"
+    q = tmp_path / "b.toml"
+    q.write_text('[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n')
+    r = tmp_path / "c.toml"
+    r.write_text(q.read_text())
+    assert load(q).control_socket() != load(r).control_socket()
+
+
+def test_load_syntax_error(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[[vrrp_instance]\n")
+    with pytest.raises(ConfigError) as ei:
+        load(p)
+    assert ei.value.errors[0][0] == "(syntax)"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vrrpd", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=30)
+
+
+def test_cli_check_ok_and_errors(tmp_path: Path) -> None:
+    ok = run_cli("-c", str(ROOT / "examples" / "node.toml"), "--check")
+    assert ok.returncode == 0, ok.stderr
+    ok2 = run_cli("-c", str(ROOT / "examples" / "node-lb2.toml"), "--check")
+    assert ok2.returncode == 0, ok2.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 300\npriority = 0\nauth_pass = "toolongpass"\n'
+    )
+    res = run_cli("-c", str(bad), "--check")
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert f"{bad}: vrrp_instance[0].virtual_router_id: must be an integer 1..255" in lines
+    assert f"{bad}: vrrp_instance[0].priority: must be an integer 1..255" in lines
+    assert any("vrrp_instance[0].auth_pass" in line for line in lines)
+    assert len(lines) == 3
+
+
+# ---------------------------------------------------------------------------------------------- hypothesis
+
+ipv4 = st.integers(min_value=0xC0000201, max_value=0xC00002FE).map(lambda n: str(IPv4Address(n)))
+instances = st.fixed_dictionaries(
+    {
+        "interface": st.sampled_from(["eth0", "eth1", "bond0"]),
+        "virtual_router_id": st.integers(1, 255),
+        "priority": st.integers(1, 255),
+        "advert_int": st.integers(1, 255),
+        "nopreempt": st.booleans(),
+        "preempt_delay": st.integers(0, 1000),
+        "auth_pass": st.text(alphabet="abcdefgh0123", min_size=1, max_size=8),
+        "unicast_peer": st.lists(ipv4, max_size=3, unique=True),
+    }
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(instances, min_size=1, max_size=4))
+def test_valid_configs_round_trip(insts: list[dict[str, Any]]) -> None:
+    keys = set()
+    data: dict[str, Any] = {"vrrp_instance": []}
+    for n, i in enumerate(insts):
+        if (i["interface"], i["virtual_router_id"]) in keys:
+            continue
+        keys.add((i["interface"], i["virtual_router_id"]))
+        data["vrrp_instance"].append({**i, "name": f"VI_{n}", "virtual_ipaddress": [f"198.51.100.{n + 1}/24"]})
+    cfg = parse(data)
+    for raw, got in zip(data["vrrp_instance"], cfg.instances, strict=True):
+        assert got.virtual_router_id == raw["virtual_router_id"] and got.priority == raw["priority"]
+        assert got.advert_int == raw["advert_int"] and got.nopreempt == raw["nopreempt"]
+        assert got.auth_pass == raw["auth_pass"]
+        assert [str(p) for p in got.unicast_peer or ()] == raw["unicast_peer"]
+
+
+toml_values = st.recursive(
+    st.none().map(lambda _: 0)
+    | st.booleans()
+    | st.integers(-300, 300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+instance_keys = st.sampled_from(
+    ["interface", "virtual_router_id", "priority", "advert_int", "nopreempt", "auth_pass", "virtual_ipaddress",
+     "unicast_peer", "track_script", "notify_master", "preempt_delay", "garp_master_delay", "state", "x"]
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(instance_keys, toml_values, max_size=8), st.dictionaries(st.text(max_size=6), toml_values,
+                                                                                max_size=2))
+def test_any_document_parses_or_raises_config_error(inst: dict[str, Any], top: dict[str, Any]) -> None:
+    data = {**top, "vrrp_instance": [inst]}
+    try:
+        cfg = parse(data)
+    except ConfigError as e:
+        assert e.errors and all(isinstance(p, str) and isinstance(r, str) and r for p, r in e.errors)
+    else:
+        assert len(cfg.instances) == 1

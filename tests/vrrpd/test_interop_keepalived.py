@@ -1,0 +1,201 @@
+"""Interop with Debian's keepalived 2.2.7 on the same bridge, in both roles.
+
+keepalived runs as `keepalived -n -l -D -P -f CONF -p PID -r VRRP_PID` with per-test pid files (its default pid
+files are not per namespace). A keepalived "crash" is SIGSTOP parent, SIGKILL the VRRP child, SIGKILL parent:
+killing only the parent makes the child shut down gracefully (priority 0).
+keepalived's state is read from where the VIP is; vrrpd's from its status socket.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+from netns import Host, Lab, wait_until
+from vrrpd_lab import VIP, Router, instance_toml, make_router, topology, vip_holders
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.keepalived,
+    pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed"),
+]
+
+SLACK = 1.5
+
+
+class Keepalived:
+    def __init__(self, lab: Lab, host: Host, prio: int, auth: str | None = "rmqlab51") -> None:
+        self.lab = lab
+        self.host = host
+        self.prio = prio
+        self.dir = lab.workdir / f"ka-{host.name}"
+        self.dir.mkdir(exist_ok=True)
+        self.conf = self.dir / "keepalived.conf"
+        self.pid = self.dir / "keepalived.pid"
+        self.vrrp_pid = self.dir / "vrrp.pid"
+        auth_block = f"authentication {{\n    auth_type PASS\n    auth_pass {auth}\n  }}" if auth else ""
+        self.conf.write_text(
+            f"""global_defs {{
+  router_id ka-{host.name}
+  enable_script_security
+}}
+vrrp_instance VI_1 {{
+  state BACKUP
+  interface eth0
+  virtual_router_id 51
+  priority {prio}
+  advert_int 1
+  {auth_block}
+  virtual_ipaddress {{
+    {VIP}/24
+  }}
+}}
+"""
+        )
+        self.proc = None
+
+    def start(self) -> Keepalived:
+        for p in (self.pid, self.vrrp_pid):
+            p.unlink(missing_ok=True)
+        argv = ["keepalived", "-n", "-l", "-D", "-P", "-f", str(self.conf), "-p", str(self.pid),
+                "-r", str(self.vrrp_pid)]
+        self.proc = self.host.start(argv, name="keepalived", ready=self._child_pid)
+        return self
+
+    def _child_pid(self) -> int | None:
+        try:
+            return int(self.vrrp_pid.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def child(self) -> int:
+        pid = self._child_pid()
+        assert pid is not None
+        return pid
+
+    def has_vip(self) -> bool:
+        return self.host.has_address(VIP)
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        child = self.child()
+        self.proc.stop()
+        os.kill(child, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.term()
+        self.proc.wait(5)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.stop()
+        os.kill(self.child(), signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.child(), signal.SIGCONT)
+        self.proc.cont()
+
+
+def setup(lab: Lab, vrrpd_prio: int, ka_prio: int, ka_auth: str | None = "rmqlab51") -> tuple[Router, Keepalived]:
+    _sw, (h1, h2) = topology(lab, 2)
+    r = make_router(lab, h1, instance_toml(prio=vrrpd_prio))
+    ka = Keepalived(lab, h2, ka_prio, ka_auth)
+    ka.start()
+    r.start()
+    return r, ka
+
+
+def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
+    r, ka = setup(lab, 150, 100)
+    r.wait_state("MASTER", 3.41 + 1 + SLACK)
+    wait_until(lambda: vip_holders([r.host, ka.host]) == ["lb1"], 3, what="VIP on vrrpd only")
+    # keepalived accepts our adverts (PASS match): it stays backup for several Master_Down_Intervals
+    t_end = time.monotonic() + 4.5
+    wait_until(lambda: time.monotonic() > t_end or ka.has_vip(), 6)
+    assert not ka.has_vip() and r.state() == "MASTER"
+
+    # graceful stop of vrrpd: keepalived takes over Skew_Time (0.61 s) after our priority-0 advert
+    assert r.proc is not None
+    t0 = time.monotonic()
+    r.proc.term()
+    assert r.proc.wait(1.5) == 0
+    wait_until(ka.has_vip, 0.61 + SLACK, what="keepalived takes over after priority 0")
+    assert time.monotonic() - t0 < 0.61 + SLACK
+
+    # vrrpd restarts and preempts back (keepalived yields to the higher priority)
+    r.start()
+    r.wait_state("MASTER", 3.41 + SLACK)
+    wait_until(lambda: not ka.has_vip(), 2, what="keepalived drops the VIP")
+    assert r.counters()["adverts_received"] >= 1  # keepalived's adverts (100) were heard and used
+
+    # frozen vrrpd master: keepalived takes over; after SIGCONT vrrpd takes back at once
+    r.proc.stop()
+    try:
+        wait_until(ka.has_vip, 3.61 + SLACK, what="keepalived master while vrrpd frozen")
+    finally:
+        r.proc.cont()
+    wait_until(lambda: not ka.has_vip() and r.state() == "MASTER", 1 + SLACK, what="vrrpd back")
+
+    # crash of vrrpd: keepalived takes over after its Master_Down_Interval (3.61 s)
+    t0 = time.monotonic()
+    r.proc.kill()
+    wait_until(ka.has_vip, 3.61 + SLACK, what="keepalived takes over after crash")
+    assert time.monotonic() - t0 > 2.0
+
+
+def test_keepalived_master_vrrpd_backup(lab: Lab) -> None:
+    r, ka = setup(lab, 100, 150)
+    wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived master")
+    r.wait_state("BACKUP", 1)
+    wait_until(lambda: r.counters()["adverts_received"] >= 2, 3, what="vrrpd hears keepalived")
+    inst = r.inst()
+    assert inst["master_ip"] == "192.0.2.22"
+    assert sum(inst["counters"]["discards"].values()) == 0  # keepalived's adverts pass every check
+    assert not r.has_vip()
+
+    # graceful stop of keepalived (TERM to the parent): priority 0, vrrpd takes over after Skew_Time
+    t0 = time.monotonic()
+    ka.stop()
+    r.wait_state("MASTER", 0.61 + SLACK)
+    assert time.monotonic() - t0 < 0.61 + SLACK
+    assert r.counters()["priority_zero_received"] == 1
+
+    # keepalived restarts and preempts back; vrrpd yields and drops the VIP
+    ka.start()
+    wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived preempts back")
+    r.wait_state("BACKUP", 1)
+    wait_until(lambda: not r.has_vip(), 1)
+
+    # frozen keepalived master: vrrpd takes over; after SIGCONT keepalived takes back
+    ka.freeze()
+    try:
+        r.wait_state("MASTER", 3.61 + SLACK)
+    finally:
+        ka.thaw()
+    r.wait_state("BACKUP", 1 + SLACK)
+    wait_until(lambda: ka.has_vip() and not r.has_vip(), 2)
+
+    # keepalived crash: vrrpd takes over after Master_Down_Interval
+    t0 = time.monotonic()
+    ka.crash()
+    r.wait_state("MASTER", 3.61 + SLACK)
+    assert time.monotonic() - t0 > 2.0
+    assert r.has_vip()
+
+
+@pytest.mark.parametrize(("ka_auth", "reason"), [("wrongpw", "auth_pass"), (None, "auth_type")])
+def test_auth_mismatch_is_discarded(lab: Lab, ka_auth: str | None, reason: str) -> None:
+    # keepalived (higher priority) with another password, or none: vrrpd discards its adverts, counts them,
+    # and (as the RFC demands) does not obey them: both become Master.
+    r, ka = setup(lab, 100, 150, ka_auth=ka_auth)
+    wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived master")
+    r.wait_state("MASTER", 3.61 + SLACK)
+    wait_until(lambda: r.counters()["discards"][reason] >= 2, 6, what=f"{reason} discards")
+    assert r.counters()["adverts_received"] == 0

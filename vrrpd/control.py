@@ -1,0 +1,133 @@
+"""The local control socket (a unix stream socket) and the `vrrpd status` client.
+
+Protocol: the client sends one line (``status``); the daemon answers with one JSON document and closes.
+The socket path comes from ``global.control_socket`` (default ``/run/vrrpd/<router_id>.sock``), so several
+daemons (one per network namespace, all sharing one hostname) do not collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["format_status", "query", "serve_control", "status_main"]
+
+
+async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    if os.path.exists(path):
+        # A stale socket from a crashed daemon, or a live one: refuse to steal a live daemon's socket.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.2)
+            probe.connect(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        else:
+            probe.close()
+            raise OSError(f"another vrrpd is serving {path}")
+        finally:
+            probe.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 2.0)
+            cmd = line.decode(errors="replace").strip() or "status"
+            if cmd == "status":
+                body = json.dumps(status(), default=str)
+            else:
+                body = json.dumps({"error": f"unknown command {cmd!r}"})
+            writer.write(body.encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    old = os.umask(0o077)  # status reveals configuration: root only
+    try:
+        server = await asyncio.start_unix_server(handle, path=path)
+    finally:
+        os.umask(old)
+    return server
+
+
+def query(path: str, command: str = "status", timeout: float = 3.0) -> dict[str, Any]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        s.close()
+    data: dict[str, Any] = json.loads(b"".join(chunks))
+    return data
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [
+        f"vrrpd {st.get('router_id')} pid {st.get('pid')} up {st.get('uptime')}s "
+        f"loop {st.get('loop')} reloads {st.get('reloads')}"
+    ]
+    for i in st.get("instances", []):
+        lines.append("")
+        lines.append(f"{i['name']}: {i['state']}  VRID {i['vrid']} on {i['interface']} ({i['mode']})")
+        lines.append(
+            f"  priority {i['priority']} effective {i['effective_priority']}  "
+            f"master {i['master_ip'] or '-'}  src {i['src_ip']}"
+        )
+        lines.append(f"  VIPs {' '.join(i['vips']) or '-'}  installed {' '.join(i['vips_installed']) or '-'}")
+        if i.get("faults"):
+            lines.append(f"  faults: {', '.join(i['faults'])}")
+        for t in i.get("track_scripts", []):
+            lines.append(
+                f"  track_script {t['name']}: {t['state']} weight {t.get('weight')}"
+                + (f" REFUSED: {t['refused']}" if t.get("refused") else "")
+            )
+        for t in i.get("track_interfaces", []):
+            lines.append(f"  track_interface {t['name']}: {t['state']} weight {t['weight']}")
+        c = i["counters"]
+        lines.append(
+            f"  adverts sent {c['adverts_sent']} received {c['adverts_received']}  "
+            f"became master {c['became_master']} released {c['released_master']}  "
+            f"priority 0 sent {c['priority_zero_sent']} received {c['priority_zero_received']}"
+        )
+        d = c["discards"]
+        lines.append("  discards: " + " ".join(f"{k} {v}" for k, v in d.items()))
+    return "\n".join(lines)
+
+
+def status_main(socket_path: str | None, config_path: str | None, as_json: bool) -> int:
+    path = socket_path
+    if path is None:
+        from vrrpd.config import ConfigError, load
+
+        if config_path is None:
+            print("vrrpd status: give --socket PATH or -c node.toml", file=sys.stderr)
+            return 2
+        try:
+            path = load(config_path).control_socket()
+        except ConfigError as e:
+            for line in e.lines():
+                print(line, file=sys.stderr)
+            return 2
+    try:
+        st = query(path)
+    except (OSError, ValueError) as e:
+        print(f"vrrpd status: cannot query {path}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(st, indent=2) if as_json else format_status(st))
+    return 0
