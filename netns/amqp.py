@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -511,13 +511,19 @@ class AmqpLoad:
 
         wait_until(flowing, timeout, interval=0.1, what=f"{confirmed} messages confirmed and consumed")
 
-    def stop(self, timeout: float = 60.0) -> Ledger:
-        """Stop the publishers, let the consumers drain, and account for every id."""
+    def stop(self, timeout: float = 60.0, drained: Callable[[], bool] | None = None) -> Ledger:
+        """Stop the publishers, let the consumers drain, and account for every id.
+
+        ``drained`` (e.g. "the queue holds no message, ready or unacked") is awaited before the consumers are
+        told to stop: messages held unacked by a half-dead connection come back only when the broker notices.
+        """
         for p in self.publishers:
             p.term()
         for p in self.publishers:
             if p.wait(timeout) is None:
                 raise LabError(f"{p.name} did not stop:\n{p.output()[-2000:]}")
+        if drained is not None:
+            wait_until(drained, timeout, interval=0.5, what=f"queue {self.queue} drained")
         for p in self.consumers:
             p.term()
         for p in self.consumers:

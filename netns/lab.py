@@ -782,7 +782,8 @@ class Lab:
         self._closed = True
 
     def collect(self, dest: Path) -> Path:
-        """Copy logs and captures of the work directory to ``dest``."""
+        """Copy logs and captures of the work directory to ``dest`` (emptied first)."""
+        shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True, exist_ok=True)
         for f in self.workdir.iterdir():
             if f.is_file() and f.suffix in (".log", ".pcap", ".json", ".toml", ".txt", ".conf"):

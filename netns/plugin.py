@@ -17,8 +17,9 @@ import re
 import secrets
 import shutil
 import subprocess
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,91 @@ def lab(request: pytest.FixtureRequest) -> Lab:
 @pytest.fixture
 def stress_count(request: pytest.FixtureRequest) -> int:
     return int(request.config.getoption("--stress-count"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one RabbitMQ cluster (and the LB/client hosts around it) shared by every test of the session
+
+
+class SessionLab:
+    """The session's lab: switch ``sw``, RabbitMQ ``rmq1..3``; ``lb1``, ``lb2``, ``client`` once asked for."""
+
+    def __init__(self, lab: Lab) -> None:
+        from netns.rabbitmq import RabbitCluster
+
+        self.lab = lab
+        self.switch = lab.switch("sw")
+        self.rabbit = RabbitCluster(lab, self.switch)
+        self.boot_seconds = self.rabbit.start()
+        self._stack: Any = None
+
+    def stack(self) -> Any:
+        if self._stack is None:
+            from netns.stack import Stack
+
+            self._stack = Stack.build(self.lab, switch=self.switch, rabbit=self.rabbit)
+        return self._stack
+
+
+@pytest.fixture(scope="session")
+def session_lab(request: pytest.FixtureRequest) -> SessionLab:
+    why = netns_unusable()
+    if why:
+        pytest.skip(why)
+    if not os.path.exists(_PACKAGES["rabbitmq"][0]):
+        pytest.skip("needs Debian's rabbitmq-server")
+    lab = Lab(tag="session")
+    request.addfinalizer(lab.teardown)
+    return SessionLab(lab)
+
+
+def _save_test_artifacts(item: pytest.Item, lab: Lab, first_proc: int, extra: list[Path]) -> None:
+    dest = artifacts_dir(item)
+    shutil.rmtree(dest, ignore_errors=True)  # not mixed with an earlier run's
+    dest.mkdir(parents=True, exist_ok=True)
+    for proc in lab.procs[first_proc:]:
+        if proc.log_path.exists():
+            shutil.copy2(proc.log_path, dest / proc.log_path.name)
+    for path in extra:
+        if path.exists():
+            shutil.copy2(path, dest / path.name)
+    for path in lab.workdir.iterdir():
+        if path.suffix in (".toml", ".cfg", ".conf", ".notify") or path.name.startswith("rmq"):
+            shutil.copy2(path, dest / path.name)
+
+
+@pytest.fixture
+def rabbit(session_lab: SessionLab, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session's RabbitMQ cluster with all nodes running (restarted if a previous test stopped one)."""
+    session_lab.rabbit.ensure_all_running()
+    first = len(session_lab.lab.procs)
+    yield session_lab.rabbit
+    if keep_artifacts(request.node):
+        _save_test_artifacts(request.node, session_lab.lab, first, [])
+
+
+@pytest.fixture
+def stack(session_lab: SessionLab, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The full stack on the session lab: LB daemons are started by the test; reset afterwards.
+
+    A capture of the switch runs for the test and is kept (with the logs of the processes started during the
+    test) under netns-artifacts/ when it fails.
+    """
+    session_lab.rabbit.ensure_all_running()
+    st = session_lab.stack()
+    lab = session_lab.lab
+    first = len(lab.procs)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[-80:]
+    cap = lab.capture(session_lab.switch, name=f"capture-{safe}")
+    pcap = lab.workdir / f"capture-{safe}.pcap"
+    try:
+        yield st
+    finally:
+        outputs = [o for load in st.loads for o in load.outputs]
+        try:
+            st.reset()
+        finally:
+            cap.terminate(2)
+            if keep_artifacts(request.node):
+                _save_test_artifacts(request.node, lab, first, [pcap, *outputs])
+            pcap.unlink(missing_ok=True)

@@ -285,9 +285,21 @@ class RabbitCluster:
 
     def queues(self) -> list[dict[str, object]]:
         node = next(n for n in self.nodes if n.alive())
-        out = node.ctl("list_queues", "name", "type", "messages", "policy", "--formatter", "json", "--quiet")
+        out = node.ctl(
+            "list_queues", "name", "type", "messages", "messages_ready", "messages_unacknowledged", "policy",
+            "--formatter", "json", "--quiet",
+        )  # fmt: skip
         data = json.loads(out)
         return list(data) if isinstance(data, list) else []
+
+    def queue_depth(self, name: str) -> int | None:
+        """Messages in queue ``name`` (ready + unacknowledged), None if it does not exist."""
+        for q in self.queues():
+            if q.get("name") == name:
+                ready = int(str(q.get("messages_ready", 0) or 0))
+                unacked = int(str(q.get("messages_unacknowledged", 0) or 0))
+                return max(ready + unacked, int(str(q.get("messages", 0) or 0)))
+        return None
 
     def delete_queues(self, names: Iterable[str]) -> None:
         node = next(n for n in self.nodes if n.alive())

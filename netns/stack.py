@@ -18,9 +18,9 @@ A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import shutil
 import socket
 import textwrap
 import threading
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
 from netns.lab import Host, Lab, LabError, Proc, Switch, wait_until
 from netns.rabbitmq import AMQP_PORT, RabbitCluster
 
@@ -441,9 +442,13 @@ class VipMonitor:
                 last = now
             self._stop.wait(self.interval)
 
-    def first_change_after(self, t: float, holders: tuple[str, ...] | None = None) -> float | None:
+    def first_holding_after(self, t: float, name: str) -> float | None:
+        """When ``name`` first held the VIP at or after ``t`` (``t`` itself if it already did)."""
+        before = [h for ts, h in self.transitions if ts < t]
+        if before and name in before[-1]:
+            return t
         for ts, h in self.transitions:
-            if ts >= t and (holders is None or h == holders):
+            if ts >= t and name in h:
                 return ts
         return None
 
@@ -456,6 +461,41 @@ class VipMonitor:
 
 
 @dataclass
+class Outcome:
+    """What a scenario measured."""
+
+    name: str
+    fault_at: float
+    ledger: Ledger
+    summary: dict[str, Any]
+    outage: dict[str, float]  # phase -> longest gap without a confirm
+    consume_outage: dict[str, float]  # phase -> longest gap without a delivery
+    detection: float | None  # fault -> the VIP on the backup
+    timeline: list[str]
+    holders_end: list[str]
+
+    @property
+    def lost(self) -> list[str]:
+        return self.ledger.lost
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name,
+            "detection_s": self.detection,
+            "outage_s": self.outage,
+            "consume_outage_s": self.consume_outage,
+            "messages": self.summary,
+            "vip_end": self.holders_end,
+            "timeline": self.timeline,
+        }
+
+    def report(self) -> str:
+        lines = [f"{self.name}: detection {self.detection} s, outage {self.outage}", self.ledger.report()]
+        lines += [f"  {t}" for t in self.timeline]
+        return "\n".join(lines)
+
+
+@dataclass
 class Stack:
     lab: Lab
     switch: Switch
@@ -464,6 +504,9 @@ class Stack:
     lbs: dict[str, LBNode] = field(default_factory=dict)
     monitor: VipMonitor | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
+    loads: list[AmqpLoad] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    _seq: int = 0
 
     @classmethod
     def build(cls, lab: Lab, *, switch: Switch | None = None, rabbit: RabbitCluster | None = None) -> Stack:
@@ -540,7 +583,11 @@ class Stack:
         return self.client.run([PY, "-c", code], check=False, timeout=10).returncode == 0
 
     def reset(self) -> None:
-        """Between scenarios: stop LB daemons, undo faults, drop leftover VIPs, flush client ARP."""
+        """Between scenarios: stop loads and LB daemons, undo faults, drop leftover VIPs and queues."""
+        for load in self.loads:
+            for p in [*load.publishers, *load.consumers]:
+                p.terminate(2)
+        self.loads.clear()
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
@@ -553,9 +600,87 @@ class Stack:
             lb.remove_vip()
         self.client.run(["ip", "neigh", "flush", "all"], check=False)
         self.events.clear()
+        if self.queues:
+            self.rabbit.ensure_all_running()
+            self.rabbit.delete_queues(self.queues)
+            self.queues.clear()
+        self.rabbit.clear_ha_policy()
 
     def timeline(self, origin: float | None = None) -> list[str]:
         return self.monitor.timeline(origin) if self.monitor else []
+
+    # ---- traffic -------------------------------------------------------------------------------------
+
+    def load(
+        self,
+        *,
+        publishers: int = 1,
+        consumers: int = 1,
+        rate: float = 100.0,
+        queue_type: str = QUORUM,
+        target: str = VIP,
+    ) -> AmqpLoad:
+        """Publishers/consumers on the client against a fresh queue (``ha.*`` for classic mirrored)."""
+        self._seq += 1
+        prefix = "ha." if queue_type == CLASSIC else ""
+        queue = f"{prefix}s{self._seq}-{self.lab.uid}"
+        if queue_type == CLASSIC:
+            self.rabbit.set_ha_policy()
+        load = AmqpLoad(
+            self.client, target, queue, publishers=publishers, consumers=consumers, rate=rate,
+            queue_type=queue_type, tag=f"s{self._seq}",
+        )  # fmt: skip
+        self.loads.append(load)
+        self.queues.append(queue)
+        return load
+
+    def drained(self, load: AmqpLoad) -> Callable[[], bool]:
+        return lambda: self.rabbit.queue_depth(load.queue) == 0
+
+    def finish(
+        self,
+        load: AmqpLoad,
+        name: str,
+        fault_at: float,
+        phases: list[tuple[str, float]],
+        new_master: str = "lb2",
+    ) -> Outcome:
+        """Stop ``load`` (queue drained first), and measure the scenario.
+
+        ``phases``: (label, time) marks after the fault (e.g. ``("recovery", t)``); the outage of the fault is
+        measured in [fault_at, first phase], each phase's outage in [its time, next phase or the end].
+        """
+        end = time.time()
+        ledger = load.stop(timeout=90, drained=self.drained(load))
+        marks = [("fault", fault_at), *phases, ("end", end)]
+        outages: dict[str, float] = {}
+        consume_outages: dict[str, float] = {}
+        for (label, start), (_next, stop) in itertools.pairwise(marks):
+            outages[label] = round(ledger.confirm_gap(start, stop)[0], 3)
+            consume_outages[label] = round(ledger.consume_gap(start, stop)[0], 3)
+        detection = None
+        if self.monitor is not None:
+            first = next(
+                (
+                    ts
+                    for ts, h in self.monitor.transitions
+                    if (ts >= fault_at and h and h[-1] != "lb1")
+                    or (ts >= fault_at and "lb2" in h and "lb1" not in h)
+                ),
+                None,
+            )
+            detection = round(first - fault_at, 3) if first is not None else None
+        return Outcome(
+            name=name,
+            fault_at=fault_at,
+            ledger=ledger,
+            summary=ledger.summary(),
+            outage=outages,
+            consume_outage=consume_outages,
+            detection=detection,
+            timeline=self.timeline(fault_at),
+            holders_end=self.vip_holders(),
+        )
 
     def notify_history(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -571,11 +696,3 @@ def _mkhost(lab: Lab, sw: Switch, name: str, ip: str, sysctls: dict[str, str] | 
     h = lab.host(name, sysctls=sysctls)
     lab.link(h, sw, f"{ip}/24")
     return h
-
-
-def tools_missing(kinds: list[str]) -> list[str]:
-    need = {"keepalived": "keepalived", "haproxy": "haproxy", "curl": "curl"}
-    return [k for k in kinds if k in need and shutil.which(need[k]) is None]
-
-
-Clock = Callable[[], float]

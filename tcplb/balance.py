@@ -222,8 +222,8 @@ def select(
     only when none is eligible, the first eligible backup (or, with ``allbackups``, the algorithm over all
     eligible backups). ``exclude`` is strict: a retry that must not go back to a failed server gets None
     rather than that server; when it may go back (no redispatch), call again without ``exclude``. Servers
-    whose ``maxconn`` is reached should be put in ``exclude`` (the connection then waits in the listener's
-    queue when this returns None).
+    whose ``maxconn`` is reached should be put in ``exclude`` (when this then returns None, the connection
+    waits in a queue).
     """
     chosen = balancer.pick([c for c in candidates if not c.backup], client, exclude)
     if chosen is not None:

@@ -936,6 +936,11 @@ def _listener_layer(
 
     Returns (plain options, check layer, default_server options, (tcpka set?, tcpka)).
     """
+    if path == "defaults":
+        for key in ("bind", "server"):
+            if key in t:
+                errs.add(_join(path, key), "not allowed in [defaults]: set it in each [listen.NAME]")
+        allow = allow | {"bind", "server"}
     opts = _validate(t, _LISTENER_OPTS, path, errs, skip=_SPECIAL_LISTENER | allow)
     check = _check_layer(t["check"], _join(path, "check"), errs) if "check" in t else None
     dsrv: dict[str, Any] = {}

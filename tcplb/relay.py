@@ -92,7 +92,7 @@ class Side(asyncio.Protocol):
         if w is not None:
             w(data)
         else:
-            self.pipe._early(data)
+            self.pipe._early(self, data)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -124,6 +124,7 @@ class Pipe:
         self.server: Side | None = None
         self.early: list[bytes] = []
         self.early_size = 0
+        self.server_early: list[bytes] = []
         self.closing = False
         self.closed = False
         self.term = ["-", "-"]  # termination cause, phase
@@ -179,6 +180,9 @@ class Pipe:
         ctr = c.transport
         str_ = side.transport
         side.peer_write = ctr.write
+        if self.server_early:
+            ctr.writelines(self.server_early)
+            self.server_early = []
         if self.early:
             str_.writelines(self.early)
             self.early = []
@@ -190,6 +194,13 @@ class Pipe:
                 ctr.resume_reading()
         if c.eof:
             str_.write_eof()
+        if side.eof:
+            # the server closed its side before we were ready: forward it now
+            if ctr.can_write_eof():
+                ctr.write_eof()
+            if c.eof:
+                self.close()
+                return
         self._arm()
 
     # -- callbacks from the sides --------------------------------------------------------------------------
@@ -197,7 +208,11 @@ class Pipe:
         if side is self.client and not self.client_ready.done():
             self.client_ready.set_result(None)
 
-    def _early(self, data: bytes) -> None:
+    def _early(self, side: Side, data: bytes) -> None:
+        if side is not self.client:
+            # the server spoke before attach_server() ran (a banner): keep it for the client
+            self.server_early.append(data)
+            return
         # client data before the server is connected: keep it, up to a limit
         self.early.append(data)
         self.early_size += len(data)

@@ -11,7 +11,7 @@ Nothing here touches the host: whether an interface exists is checked when the d
 
 from __future__ import annotations
 
-import hashlib
+import binascii
 import os
 import re
 import socket
@@ -19,7 +19,6 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -182,8 +181,8 @@ def default_control_socket(router_id: str | None, config_path: str | None) -> st
     """``/run/vrrpd/<router_id>.sock``; without a router_id, a name derived from the config file's path."""
     if router_id:
         return f"/run/vrrpd/{router_id}.sock"
-    digest = hashlib.sha1(os.path.abspath(config_path or "node.toml").encode()).hexdigest()[:10]
-    return f"/run/vrrpd/vrrpd-{digest}.sock"
+    digest = binascii.crc32(os.path.abspath(config_path or "node.toml").encode())
+    return f"/run/vrrpd/vrrpd-{digest:08x}.sock"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -736,9 +735,10 @@ def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
 
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML file. Syntax errors become a ConfigError with the parser's message."""
-    p = Path(path)
+    p = os.fspath(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise ConfigError([("(file)", f"cannot read: {e.strerror or e}")], str(p)) from None
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import sys
@@ -37,6 +36,8 @@ async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyn
             probe.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json  # lazily: the idle daemon never pays for it
+
         try:
             line = await asyncio.wait_for(reader.readline(), 2.0)
             cmd = line.decode(errors="replace").strip() or "status"
@@ -60,6 +61,8 @@ async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyn
 
 
 def query(path: str, command: str = "status", timeout: float = 3.0) -> dict[str, Any]:
+    import json
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -129,5 +132,10 @@ def status_main(socket_path: str | None, config_path: str | None, as_json: bool)
     except (OSError, ValueError) as e:
         print(f"vrrpd status: cannot query {path}: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(st, indent=2) if as_json else format_status(st))
+    if as_json:
+        import json
+
+        print(json.dumps(st, indent=2))
+    else:
+        print(format_status(st))
     return 0

@@ -17,7 +17,6 @@ import grp
 import logging
 import os
 import pwd
-import shutil
 import signal
 import stat
 from collections.abc import Callable, Sequence
@@ -69,9 +68,11 @@ def resolve_argv(argv: Sequence[str]) -> list[str]:
     """argv with ``argv[0]`` made absolute via PATH (as execvp would find it); unchanged if not found."""
     prog = argv[0]
     if "/" not in prog:
-        found = shutil.which(prog)
-        if found:
-            return [found, *argv[1:]]
+        # shutil.which without importing shutil (which drags in bz2/lzma: RSS matters here)
+        for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+            cand = os.path.join(d or ".", prog)
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return [cand, *argv[1:]]
     return list(argv)
 
 

@@ -741,3 +741,28 @@ def test_admin_drain_and_maint(loop: str) -> None:
         await b2.stop()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_server_speaks_first_and_closes(loop: str) -> None:
+    """Data and FIN that arrive from the server before the relay is wired must still reach the client."""
+
+    async def main() -> None:
+        async def banner(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"220 hello\r\n")
+            w.close()
+
+        srv = await asyncio.start_server(banner, "127.0.0.1", 0)
+        bport = srv.sockets[0].getsockname()[1]
+        cfg, port = make_cfg(f'{{ name = "s1", address = "127.0.0.1:{bport}", check = false }},')
+        lb, events = await start_lb(cfg)
+        for _ in range(20):
+            r, w = await connect(port)
+            assert await asyncio.wait_for(r.read(-1), 3) == b"220 hello\r\n"
+            w.close()
+        lines = await wait_for(lambda: len(traffic(events)) >= 20 and traffic(events))
+        assert all(" 11 -- " in ln for ln in lines), lines
+        await stop_lb(lb)
+        srv.close()
+
+    run(loop, main)

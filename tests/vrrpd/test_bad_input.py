@@ -1,7 +1,7 @@
-"""Bad input: adverts with each wrong field, truncated, oversized and off-link (TTL < 255), injected with scapy
-from another namespace. Each must be discarded with its counter raised (read through `vrrpd status --json`)
-and the daemon must carry on as if nothing happened. Every bad advert claims priority 254 so that, if it were
-wrongly accepted, the Master (150) would yield."""
+"""Bad input: adverts with each wrong field, truncated, oversized and off-link (TTL < 255), injected
+with scapy from another namespace. Each must be discarded with its counter raised (read through
+`vrrpd status --json`) and the daemon must carry on as if nothing happened. Every bad advert claims
+priority 254 so that, if it were wrongly accepted, the Master (150) would yield."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 import os
 
 import pytest
-from netns import Lab, wait_until
 from vrrpd_lab import PY, ROOT, VIP, instance_toml, make_router, topology
+
+from netns import Lab, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -30,10 +31,12 @@ def vrrp(**kw):
     return VRRP(**f)
 
 def ip(ttl=255):
-    return Ether(dst="01:00:5e:00:00:12") / IP(src="192.0.2.50", dst="224.0.0.18", ttl=ttl, proto=112, tos=0xC0)
+    eth = Ether(dst="01:00:5e:00:00:12")
+    return eth / IP(src="192.0.2.50", dst="224.0.0.18", ttl=ttl, proto=112, tos=0xC0)
 
 good = bytes(vrrp())
-wrong_pass = b"badpass!"
+wrong = b"badpass!"
+w1, w2 = int.from_bytes(wrong[:4], "big"), int.from_bytes(wrong[4:], "big")
 cases = {
     "ttl": ip(ttl=64) / vrrp(),
     "version": ip() / vrrp(version=3),
@@ -41,7 +44,7 @@ cases = {
     "checksum": ip() / vrrp(chksum=0x1234),
     "vrid": ip() / vrrp(vrid=99),
     "auth_type": ip() / vrrp(authtype=0, auth1=0, auth2=0),
-    "auth_pass": ip() / vrrp(auth1=int.from_bytes(wrong_pass[:4], "big"), auth2=int.from_bytes(wrong_pass[4:], "big")),
+    "auth_pass": ip() / vrrp(auth1=w1, auth2=w2),
     "interval": ip() / vrrp(adv=2),
     "length_truncated": ip() / Raw(good[:-4]),
     "length_oversized": ip() / Raw(good + b"\0" * 8),
@@ -70,10 +73,27 @@ def test_each_bad_advert_is_discarded_and_counted(lab: Lab) -> None:
         return dict(st["instances"][0]["counters"])
 
     want = {
-        "ttl": n, "version": n, "type": n, "checksum": n, "vrid": n, "auth_type": n, "auth_pass": n,
-        "interval": n, "length": 3 * n, "addr_list": n, "owner": 0, "peer": 0, "ip_header": 0,
+        "ttl": n,
+        "version": n,
+        "type": n,
+        "checksum": n,
+        "vrid": n,
+        "auth_type": n,
+        "auth_pass": n,
+        "interval": n,
+        "length": 3 * n,
+        "addr_list": n,
+        "owner": 0,
+        "peer": 0,
+        "ip_header": 0,
     }
-    c = wait_until(lambda: (c := counters())["discards"] == want and c, 5, what="discard counters")
+
+    def settled() -> dict[str, object] | None:
+        c = counters()
+        return c if c["discards"] == want else None
+
+    c = wait_until(settled, 5, what="discard counters")
+    assert c is not None
     # Only the addr_list adverts (counted, but used: priority 1 < 150, the Master answers) were accepted.
     assert c["adverts_received"] == n
     assert c["became_master"] == 1 and c["released_master"] == 0

@@ -55,7 +55,11 @@ def errors_of(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def base(**inst: Any) -> dict[str, Any]:
-    i: dict[str, Any] = {"interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["192.0.2.100/24"]}
+    i: dict[str, Any] = {
+        "interface": "eth0",
+        "virtual_router_id": 51,
+        "virtual_ipaddress": ["192.0.2.100/24"],
+    }
     i.update(inst)
     return {"vrrp_instance": [i]}
 
@@ -64,7 +68,13 @@ def test_issue_example_parses() -> None:
     cfg = parse(tomllib.loads(ISSUE_EXAMPLE))
     assert cfg.global_.router_id == "lb1"
     (i,) = cfg.instances
-    assert (i.name, i.interface, i.virtual_router_id, i.priority, i.advert_int) == ("VI_1", "eth0", 51, 150, 1)
+    assert (i.name, i.interface, i.virtual_router_id, i.priority, i.advert_int) == (
+        "VI_1",
+        "eth0",
+        51,
+        150,
+        1,
+    )
     assert not i.nopreempt and i.preempt_delay == 0
     assert i.auth_pass == "secret51" and i.auth_type == "PASS"
     assert i.virtual_ipaddress[0].address == IPv4Interface("192.0.2.100/24")
@@ -72,7 +82,12 @@ def test_issue_example_parses() -> None:
     assert i.notify_master == ("/usr/local/bin/on-master", "VI_1")
     s = cfg.script("chk_tcplb")
     assert (s.script, s.interval, s.timeout, s.rise, s.fall, s.weight) == (
-        ("/usr/local/bin/check-tcplb",), 1.0, 1.0, 2, 2, -60,
+        ("/usr/local/bin/check-tcplb",),
+        1.0,
+        1.0,
+        2,
+        2,
+        -60,
     )
     assert i.unicast_peer is None and not i.unicast
 
@@ -134,13 +149,21 @@ def test_table_entries() -> None:
         ({"virtual_ipaddress": ["192.0.2.300/24"]}, "vrrp_instance[0].virtual_ipaddress[0]", "IPv4 address"),
         ({"virtual_ipaddress": ["224.0.0.18"]}, "vrrp_instance[0].virtual_ipaddress[0]", "unicast"),
         ({"virtual_ipaddress": ["192.0.2.0/24"]}, "vrrp_instance[0].virtual_ipaddress[0]", "network"),
-        ({"virtual_ipaddress": [{"dev": "eth0"}]}, "vrrp_instance[0].virtual_ipaddress[0].address", "required"),
+        (
+            {"virtual_ipaddress": [{"dev": "eth0"}]},
+            "vrrp_instance[0].virtual_ipaddress[0].address",
+            "required",
+        ),
         (
             {"virtual_ipaddress": [{"address": "192.0.2.5", "color": "red"}]},
             "vrrp_instance[0].virtual_ipaddress[0].color",
             "unknown key",
         ),
-        ({"virtual_ipaddress": ["192.0.2.5", "192.0.2.5"]}, "vrrp_instance[0].virtual_ipaddress[1]", "duplicate"),
+        (
+            {"virtual_ipaddress": ["192.0.2.5", "192.0.2.5"]},
+            "vrrp_instance[0].virtual_ipaddress[1]",
+            "duplicate",
+        ),
         ({"nopreempt": "yes"}, "vrrp_instance[0].nopreempt", "true or false"),
         ({"preempt_delay": 1001}, "vrrp_instance[0].preempt_delay", "0..1000"),
         ({"state": "master"}, "vrrp_instance[0].state", "MASTER"),
@@ -182,7 +205,10 @@ def test_duplicate_vrid_per_interface() -> None:
         {"name": "VI_2", "interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["192.0.2.101"]}
     )
     errs = errors_of(data)
-    assert ("vrrp_instance[1].virtual_router_id", "duplicate VRID 51 on interface eth0 (also vrrp_instance[0])") in errs
+    assert (
+        "vrrp_instance[1].virtual_router_id",
+        "duplicate VRID 51 on interface eth0 (also vrrp_instance[0])",
+    ) in errs
     # the same VRID on another interface is fine
     data["vrrp_instance"][1]["interface"] = "eth1"
     assert len(parse(data).instances) == 2
@@ -237,7 +263,9 @@ def test_global_keys() -> None:
 
 def test_default_control_socket_per_router_id_or_path(tmp_path: Path) -> None:
     p = tmp_path / "a.toml"
-    p.write_text('[global]\nrouter_id = "lb7"\n[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n')
+    p.write_text(
+        '[global]\nrouter_id = "lb7"\n[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n'
+    )
     assert load(p).control_socket() == "/run/vrrpd/lb7.sock"
     q = tmp_path / "b.toml"
     q.write_text('[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n')
@@ -255,8 +283,9 @@ def test_load_syntax_error(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vrrpd", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "vrrpd", *args], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
 
 
 def test_cli_check_ok_and_errors(tmp_path: Path) -> None:
@@ -266,7 +295,8 @@ def test_cli_check_ok_and_errors(tmp_path: Path) -> None:
     assert ok2.returncode == 0, ok2.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        '[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 300\npriority = 0\nauth_pass = "toolongpass"\n'
+        '[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 300\npriority = 0\n'
+        'auth_pass = "toolongpass"\n'
     )
     res = run_cli("-c", str(bad), "--check")
     assert res.returncode != 0
@@ -303,7 +333,9 @@ def test_valid_configs_round_trip(insts: list[dict[str, Any]]) -> None:
         if (i["interface"], i["virtual_router_id"]) in keys:
             continue
         keys.add((i["interface"], i["virtual_router_id"]))
-        data["vrrp_instance"].append({**i, "name": f"VI_{n}", "virtual_ipaddress": [f"198.51.100.{n + 1}/24"]})
+        data["vrrp_instance"].append(
+            {**i, "name": f"VI_{n}", "virtual_ipaddress": [f"198.51.100.{n + 1}/24"]}
+        )
     cfg = parse(data)
     for raw, got in zip(data["vrrp_instance"], cfg.instances, strict=True):
         assert got.virtual_router_id == raw["virtual_router_id"] and got.priority == raw["priority"]
@@ -318,18 +350,36 @@ toml_values = st.recursive(
     | st.integers(-300, 300)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 instance_keys = st.sampled_from(
-    ["interface", "virtual_router_id", "priority", "advert_int", "nopreempt", "auth_pass", "virtual_ipaddress",
-     "unicast_peer", "track_script", "notify_master", "preempt_delay", "garp_master_delay", "state", "x"]
+    [
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "nopreempt",
+        "auth_pass",
+        "virtual_ipaddress",
+        "unicast_peer",
+        "track_script",
+        "notify_master",
+        "preempt_delay",
+        "garp_master_delay",
+        "state",
+        "x",
+    ]
 )
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(instance_keys, toml_values, max_size=8), st.dictionaries(st.text(max_size=6), toml_values,
-                                                                                max_size=2))
+@given(
+    st.dictionaries(instance_keys, toml_values, max_size=8),
+    st.dictionaries(st.text(max_size=6), toml_values, max_size=2),
+)
 def test_any_document_parses_or_raises_config_error(inst: dict[str, Any], top: dict[str, Any]) -> None:
     data = {**top, "vrrp_instance": [inst]}
     try:

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Lab, wait_until
 from vrrpd_lab import PY, VIP, Router, instance_toml, make_router, topology, vip_holders, which_master
+
+from netns import Lab, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -186,12 +187,16 @@ def test_track_script_weight_zero_faults_and_insecure_script_refused(lab: Lab) -
     weight = -10
     """
     _sw, (h1,) = topology(lab, 1)
-    r1 = make_router(lab, h1, instance_toml(prio=150, extra=extra),
-                     global_extra='script_user = "nobody"\nenable_script_security = true\n')
+    r1 = make_router(
+        lab,
+        h1,
+        instance_toml(prio=150, extra=extra),
+        global_extra='script_user = "nobody"\nenable_script_security = true\n',
+    )
     r1.start()
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
     inst = r1.inst()
-    evil = [t for t in inst["track_scripts"] if t["name"] == "evil"][0]
+    evil = next(t for t in inst["track_scripts"] if t["name"] == "evil")
     assert evil["state"] == "FAIL" and "world-writable" in evil["refused"]
     assert inst["effective_priority"] == 140
     flag.unlink()
@@ -218,8 +223,12 @@ def test_notify_scripts_run_in_order(lab: Lab) -> None:
     notify = ["{script}"]
     """
     _sw, (h1,) = topology(lab, 1)
-    r1 = make_router(lab, h1, instance_toml(prio=150, extra=extra),
-                     global_extra='script_user = "nobody"\nenable_script_security = true\n')
+    r1 = make_router(
+        lab,
+        h1,
+        instance_toml(prio=150, extra=extra),
+        global_extra='script_user = "nobody"\nenable_script_security = true\n',
+    )
     r1.start()
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
     r1.host.link_down("eth0")
@@ -231,12 +240,18 @@ def test_notify_scripts_run_in_order(lab: Lab) -> None:
     assert r1.proc.wait(2) == 0
     lines = out.read_text().splitlines()
     assert lines == [
-        "backup", "INSTANCE VI_1 BACKUP 150",
-        "master", "INSTANCE VI_1 MASTER 150",
-        "fault", "INSTANCE VI_1 FAULT 150",
-        "backup", "INSTANCE VI_1 BACKUP 150",
-        "master", "INSTANCE VI_1 MASTER 150",
-        "stop", "INSTANCE VI_1 STOP 150",
+        "backup",
+        "INSTANCE VI_1 BACKUP 150",
+        "master",
+        "INSTANCE VI_1 MASTER 150",
+        "fault",
+        "INSTANCE VI_1 FAULT 150",
+        "backup",
+        "INSTANCE VI_1 BACKUP 150",
+        "master",
+        "INSTANCE VI_1 MASTER 150",
+        "stop",
+        "INSTANCE VI_1 STOP 150",
     ], lines
 
 
@@ -271,12 +286,19 @@ def test_sighup_reload_keeps_state_adds_and_removes(lab: Lab) -> None:
 
 def test_unicast_mode(lab: Lab) -> None:
     _sw, (h1, h2, h3) = topology(lab, 3)
+
     def uni(me: str, peers: list[str], prio: int) -> str:
         pl = ", ".join(f'"{p}"' for p in peers)
         return instance_toml(prio=prio, extra=f'unicast_src_ip = "{me}"\nunicast_peer = [{pl}]\n')
-    r1 = make_router(lab, h1, uni("192.0.2.21", ["192.0.2.22"], 150)
-                     + instance_toml(prio=100, vrid=52, name="NOPEER", vips=["192.0.2.110/24"],
-                                     extra="unicast_peer = []\n"))
+
+    r1 = make_router(
+        lab,
+        h1,
+        uni("192.0.2.21", ["192.0.2.22"], 150)
+        + instance_toml(
+            prio=100, vrid=52, name="NOPEER", vips=["192.0.2.110/24"], extra="unicast_peer = []\n"
+        ),
+    )
     r2 = make_router(lab, h2, uni("192.0.2.22", ["192.0.2.21"], 100))
     # lb3 is not a configured peer of lb1/lb2: its adverts are discarded as "peer"
     r3 = make_router(lab, h3, uni("192.0.2.23", ["192.0.2.21", "192.0.2.22"], 50))

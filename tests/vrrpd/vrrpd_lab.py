@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from netns import Host, Lab, Proc, Switch, wait_until
-
 from vrrpd.control import query
 
 PY = sys.executable
@@ -91,7 +90,9 @@ class Router:
 def make_router(lab: Lab, host: Host, body: str, global_extra: str = "") -> Router:
     sock = str(lab.workdir / f"{host.name}.sock")
     conf = lab.workdir / f"{host.name}.toml"
-    head = f'[global]\nrouter_id = "{host.name}"\ncontrol_socket = "{sock}"\n{textwrap.dedent(global_extra)}\n'
+    head = (
+        f'[global]\nrouter_id = "{host.name}"\ncontrol_socket = "{sock}"\n{textwrap.dedent(global_extra)}\n'
+    )
     conf.write_text(head + body)
     return Router(lab, host, conf, sock)
 

@@ -257,6 +257,8 @@ def test_stats_section() -> None:
     assert {p for p, _ in errors_of(data)} == {"stats.bind"}
     data["stats"] = {"bind": "127.0.0.1:8404", "user": "a"}
     assert [p for p, _ in errors_of(data)] == ["stats.password"]
+    data["stats"] = {"bind": "localhost:8404"}
+    assert errors_of(data) == [("stats.bind", '"localhost" is not an IP address')]
     data["stats"] = {"bind": "192.0.2.100:5672"}
     assert errors_of(data) == [("stats.bind", "192.0.2.100:5672 is already bound by listen.rmq")]
 
@@ -303,6 +305,12 @@ def test_parse_duration_rejects(bad: Any) -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     assert C.format_duration(seconds) == text
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_format_duration_odd_values_and_toml_writer() -> None:
+    assert C.format_duration(1.5e-7) == "1.5e-07s"
+    with pytest.raises(TypeError):
+        C._toml_value(object())
 
 
 @pytest.mark.parametrize(
@@ -412,6 +420,10 @@ def test_config_error_text() -> None:
         ({"timeout_client": "3 hours"}, "listen.rmq.timeout_client", "must be a duration"),
         ({"timeout_server": "30d"}, "listen.rmq.timeout_server", "at most"),
         ({"source": "rmq1"}, "listen.rmq.source", "not an IP address"),
+        ({"source": 5}, "listen.rmq.source", "IP address string"),
+        ({"check": {"addr": 5}}, "listen.rmq.check.addr", "host name string"),
+        ({"check": {"addr": "bad host"}}, "listen.rmq.check.addr", "neither"),
+        ({"check": {"type": "http", "expect_status": []}}, "listen.rmq.check.expect_status", "a status"),
         ({"log_format": "clf"}, "listen.rmq.log_format", '"tcplog"'),
         ({"logasap": 1}, "listen.rmq.logasap", "true or false"),
         ({"bind": []}, "listen.rmq.bind", "non-empty list"),
@@ -482,6 +494,16 @@ def test_document_level_errors() -> None:
     assert g.global_.syslog_address == "192.0.2.1:514"
     errs = errors_of({"listen": {"x": {"bind": ":1", "server": [{"name": "s"}]}}})
     assert errs == [("listen.x.server[0].address", 'is required (e.g. "192.0.2.11:5672")')]
+
+
+def test_bind_and_server_not_in_defaults() -> None:
+    data = minimal()
+    data["defaults"]["bind"] = ":1"
+    data["defaults"]["server"] = []
+    assert errors_of(data) == [
+        ("defaults.bind", "not allowed in [defaults]: set it in each [listen.NAME]"),
+        ("defaults.server", "not allowed in [defaults]: set it in each [listen.NAME]"),
+    ]
 
 
 def test_duplicate_binds() -> None:

@@ -1,0 +1,536 @@
+"""What every benchmark part shares: environment capture, alternating rounds, statistics, figures, output.
+
+A part (``bench/<part>.py``) exposes ``run(rounds: int) -> dict``. The dict it returns is a *part result*::
+
+    {
+      "part": "amqp",                       # short name, also the chart file name (bench/results/amqp.png)
+      "title": "AMQP through the LB",       # section heading in the Markdown table
+      "rounds": 3,
+      "impls": ["tcplb", "haproxy", "direct"],   # column order
+      "subject": "tcplb", "baseline": "haproxy", # per-round ratio subject/baseline in the table
+      "figures": [ Figure dicts, see :func:`figure` ],
+      "notes": ["free text lines printed under the table"],
+      "raw": {...},                          # anything else worth keeping (every sample lives in figures)
+    }
+
+A *figure* is one measured quantity, with one sample per round per implementation (rounds alternate the
+order in which the implementations run, see :func:`round_order`)::
+
+    {"id": "pub_noconfirm", "label": "publish, no confirms", "unit": "msg/s", "better": "higher",
+     "samples": {"tcplb": [5123.0, 5210.2, 4990.1], "haproxy": [...], "direct": [...]},
+     "chart": True}
+
+The table shows for each implementation the median and the min-max over rounds, and the median (min-max)
+of the per-round ratio subject/baseline: round *i* of tcplb over round *i* of HAProxy, so a noisy round
+affects both sides of its own ratio. Results of parts that do not follow this layout (a part written
+before it) are kept verbatim in the JSON and summarised by :func:`normalize`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+
+Samples = dict[str, list[float]]
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+
+def _cmd(argv: list[str], pattern: str | None = None) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (res.stdout + res.stderr).strip()
+    if pattern is not None:
+        m = re.search(pattern, text)
+        return m.group(1) if m else None
+    return text.splitlines()[0] if text else None
+
+
+def _dpkg_version(pkg: str) -> str | None:
+    return _cmd(["dpkg-query", "-W", "-f=${Version}", pkg])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Versions, CPU, kernel and date of this run (what a reader needs to compare two runs)."""
+    try:
+        uv: str | None = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        uv = None
+    mem_total = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_total = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "python": platform.python_version(),
+        "uvloop": uv,
+        "haproxy": _cmd(["haproxy", "-v"], r"version (\S+)"),
+        "keepalived": _cmd(["keepalived", "-v"], r"Keepalived v(\S+)"),
+        "rabbitmq": _dpkg_version("rabbitmq-server"),
+        "erlang": _dpkg_version("erlang-base"),
+        "nginx": _cmd(["nginx", "-v"], r"nginx/(\S+)"),
+        "iperf3": _cmd(["iperf3", "--version"], r"iperf (\S+)"),
+        "wrk": _cmd(["wrk", "--version"], r"wrk (\S+)"),
+        "kernel": platform.release(),
+        "os": _os_release(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "mem_mib": mem_total,
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "loadavg_start": _loadavg(),
+    }
+
+
+def _os_release() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    return None
+
+
+def _loadavg() -> list[float] | None:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ------------------------------------------------------------------------------------------ rounds
+
+
+def round_order(impls: Sequence[str], round_index: int) -> list[str]:
+    """The order of the implementations in round ``round_index``: rotated by one each round.
+
+    Over ``len(impls)`` rounds every implementation runs once in every position, so a slow drift of the
+    machine (another job starting) does not favour whoever always runs first.
+    """
+    if not impls:
+        return []
+    k = round_index % len(impls)
+    return [*impls[k:], *impls[:k]]
+
+
+def rounds_for(rounds: int, quick: bool) -> int:
+    return max(1, min(rounds, 2) if quick else rounds)
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (``p`` in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    if len(xs) == 1:
+        return float(xs[0])
+    pos = (len(xs) - 1) * p / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and isinstance(v, int | float) and math.isfinite(v)]
+
+
+def summary(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    """Median, min, max and count of the finite values (None when there are none)."""
+    xs = finite(values)
+    if not xs:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def ratios(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
+    """Per-round ratios a[i]/b[i] (None where either side is missing or b is 0)."""
+    out: list[float | None] = []
+    for x, y in zip(a, b, strict=False):
+        if x is None or y is None or not math.isfinite(x) or not math.isfinite(y) or y == 0:
+            out.append(None)
+        else:
+            out.append(x / y)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def figure(
+    fid: str,
+    label: str,
+    unit: str,
+    *,
+    better: str = "higher",
+    impls: Sequence[str] = (),
+    chart: bool = True,
+    group: str = "",
+) -> dict[str, Any]:
+    """A new, empty figure; append one sample per round per implementation with :func:`add`."""
+    if better not in ("higher", "lower", "info"):
+        raise ValueError(f"better must be higher, lower or info, not {better!r}")
+    return {
+        "id": fid,
+        "label": label,
+        "unit": unit,
+        "better": better,
+        "chart": chart,
+        "group": group,
+        "samples": {i: [] for i in impls},
+    }
+
+
+def add(fig: dict[str, Any], impl: str, value: float | None) -> None:
+    fig["samples"].setdefault(impl, []).append(None if value is None else float(value))
+
+
+def pad_samples(fig: dict[str, Any], rounds: int) -> None:
+    """Give every implementation exactly ``rounds`` samples (None where a round failed)."""
+    for impl, xs in fig["samples"].items():
+        if len(xs) < rounds:
+            fig["samples"][impl] = [*xs, *([None] * (rounds - len(xs)))]
+
+
+def part_result(
+    part: str,
+    title: str,
+    impls: Sequence[str],
+    figures: list[dict[str, Any]],
+    *,
+    rounds: int,
+    subject: str | None = None,
+    baseline: str | None = None,
+    notes: Sequence[str] = (),
+    raw: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "part": part,
+        "title": title,
+        "rounds": rounds,
+        "impls": list(impls),
+        "subject": subject,
+        "baseline": baseline,
+        "figures": figures,
+        "notes": list(notes),
+        "raw": dict(raw or {}),
+    }
+
+
+def _numbers(x: Any) -> list[float] | None:
+    if (
+        isinstance(x, list)
+        and x
+        and all(v is None or isinstance(v, int | float) for v in x)
+        and any(isinstance(v, int | float) and not isinstance(v, bool) for v in x)
+    ):
+        return [math.nan if v is None else float(v) for v in x]
+    return None
+
+
+def normalize(name: str, result: Any) -> dict[str, Any]:
+    """Make a part result of any shape renderable: ours pass through; others get figures found inside.
+
+    A foreign result is searched for mappings ``{impl: [numbers]}`` with at least two implementations;
+    each becomes a figure labelled by its path. The original stays under ``raw``.
+    """
+    if isinstance(result, dict) and isinstance(result.get("figures"), list) and all(
+        isinstance(f, dict) and "samples" in f for f in result["figures"]
+    ):
+        out = dict(result)
+        out.setdefault("part", name)
+        out.setdefault("title", name)
+        out.setdefault("notes", [])
+        if not out.get("impls"):
+            seen: list[str] = []
+            for f in out["figures"]:
+                seen += [k for k in f["samples"] if k not in seen]
+            out["impls"] = seen
+        return out
+    figures: list[dict[str, Any]] = []
+    impls: list[str] = []
+
+    def walk(x: Any, path: list[str]) -> None:
+        if isinstance(x, dict):
+            series = {str(k): _numbers(v) for k, v in x.items()}
+            found = {k: v for k, v in series.items() if v is not None}
+            if len(found) >= 2:
+                label = " / ".join(path) or name
+                fig = figure(re.sub(r"\W+", "_", label), label, "", better="info", chart=False)
+                for k, v in found.items():
+                    fig["samples"][k] = [None if math.isnan(s) else s for s in v]
+                    if k not in impls:
+                        impls.append(k)
+                figures.append(fig)
+            for k, v in x.items():
+                if not (isinstance(v, list) and k in found):
+                    walk(v, [*path, str(k)])
+
+    walk(result, [])
+    return {
+        "part": name,
+        "title": name,
+        "rounds": None,
+        "impls": impls,
+        "subject": None,
+        "baseline": None,
+        "figures": figures,
+        "notes": ["(layout not recognised: figures extracted from the raw result)"] if figures else [],
+        "raw": result if isinstance(result, dict) else {"value": result},
+    }
+
+
+# ------------------------------------------------------------------------------------------ Markdown
+
+
+def fmt(value: float | int | None, unit: str = "") -> str:
+    """A number with 3 significant digits (thousands separated), '-' when missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    v = float(value)
+    a = abs(v)
+    if a >= 1000:
+        s = f"{v:,.0f}"
+    elif a >= 100:
+        s = f"{v:.0f}"
+    elif a >= 10:
+        s = f"{v:.1f}"
+    elif a >= 1:
+        s = f"{v:.2f}"
+    elif a == 0:
+        s = "0"
+    else:
+        s = f"{v:.3g}"
+    return s
+
+
+def cell(values: Sequence[float | None]) -> str:
+    s = summary(values)
+    if s["n"] == 0:
+        return "-"
+    med, lo, hi = s["median"], s["min"], s["max"]
+    if s["n"] == 1 or lo == hi:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(lo)}-{fmt(hi)})"
+
+
+def ratio_cell(values: Sequence[float | None]) -> str:
+    s = summary(values)
+    if s["n"] == 0:
+        return "-"
+    med, lo, hi = s["median"], s["min"], s["max"]
+    assert med is not None and lo is not None and hi is not None
+    if s["n"] == 1 or lo == hi:
+        return f"{med:.2f}x"
+    return f"{med:.2f}x ({lo:.2f}-{hi:.2f})"
+
+
+def markdown_part(res: Mapping[str, Any]) -> str:
+    impls: list[str] = list(res.get("impls") or [])
+    subject, baseline = res.get("subject"), res.get("baseline")
+    title = res.get("title") or res.get("part")
+    lines = [f"### {title}", ""]
+    if res.get("error"):
+        last = [x for x in str(res["error"]).splitlines() if x.strip()] or ["?"]
+        lines += [f"**Failed:** `{last[-1].strip()[:300]}` (traceback in the run JSON)", ""]
+    if res.get("skipped"):
+        lines += [f"Skipped: {res['skipped']}", ""]
+    figs = [f for f in res.get("figures", []) if isinstance(f, dict)]
+    if figs:
+        cols = list(impls)
+        for f in figs:
+            cols += [k for k in f.get("samples", {}) if k not in cols]
+        has_ratio = bool(subject and baseline)
+        head = ["Figure", "Unit", *cols]
+        if has_ratio:
+            head.append(f"{subject} / {baseline} per round")
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join(["---", "---", *["---:"] * (len(head) - 2)]) + "|")
+        for f in figs:
+            samples = f.get("samples", {})
+            row = [str(f.get("label", f.get("id"))), str(f.get("unit", ""))]
+            row += [cell(samples.get(c, [])) for c in cols]
+            if has_ratio:
+                a, b = samples.get(subject), samples.get(baseline)
+                row.append(ratio_cell(ratios(a, b)) if a and b and f.get("better") != "info" else "")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        rounds = res.get("rounds")
+        lines.append(
+            f"Median over {rounds} rounds, (min-max) in brackets." if rounds else "Median (min-max)."
+        )
+    notes = [str(n) for n in res.get("notes", [])]
+    if notes:
+        lines.append("")
+        lines += [f"- {n}" for n in notes]
+    for c in res.get("charts", []) or []:
+        lines += ["", f"![{title}]({c})"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(run: Mapping[str, Any], *, chart_prefix: str = "") -> str:
+    env = run.get("environment", {})
+    lines = [
+        f"## Benchmark results ({env.get('date', '?')})",
+        "",
+        f"Command: `{run.get('command', '?')}` — {run.get('seconds', 0):.0f} s.",
+        "",
+        "Environment: "
+        + ", ".join(
+            f"{k} {env[k]}"
+            for k in ("python", "uvloop", "haproxy", "keepalived", "rabbitmq", "kernel", "cpu", "cpus")
+            if env.get(k) is not None
+        )
+        + ".",
+        "",
+    ]
+    for res in run.get("parts", {}).values():
+        r = dict(res)
+        if chart_prefix and r.get("charts"):
+            r["charts"] = [chart_prefix + Path(c).name for c in r["charts"]]
+        lines.append(markdown_part(r))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ JSON
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def sanitize(x: Any) -> Any:
+    """NaN/inf -> None, tuples -> lists, recursively (JSON without NaN)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): sanitize(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [sanitize(v) for v in x]
+    return x
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of ``pid`` (and its reaped children), in seconds, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    tck = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tck
+
+
+def proc_rss_kib(pid: int) -> int | None:
+    """VmRSS of ``pid`` in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def children_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (keepalived forks a VRRP child; HAProxy -W a worker)."""
+    out = [pid]
+    i = 0
+    while i < len(out):
+        p = out[i]
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                    out += [int(k) for k in kids if int(k) not in out]
+        i += 1
+    return out
+
+
+def cpu_percent(
+    pids: Sequence[int], seconds: float, sleep: Callable[[float], None] = time.sleep
+) -> float | None:
+    """CPU used by ``pids`` over the next ``seconds``, in percent of one core."""
+    before = [proc_cpu_seconds(p) for p in pids]
+    t0 = time.monotonic()
+    sleep(seconds)
+    after = [proc_cpu_seconds(p) for p in pids]
+    wall = time.monotonic() - t0
+    used = sum(b - a for a, b in zip(before, after, strict=True) if a is not None and b is not None)
+    return 100.0 * used / wall if wall > 0 else None
+
+
+def rss_mib(pids: Sequence[int]) -> float | None:
+    vals = [proc_rss_kib(p) for p in pids]
+    got = [v for v in vals if v is not None]
+    return sum(got) / 1024 if got else None
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_wrk(text: str) -> dict[str, float | None]:
+    """Requests/s, p50/p99 latency (ms), errors from ``wrk --latency`` output."""
+    out: dict[str, float | None] = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0.0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        out["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\b", text, re.M)
+        if m:
+            out[key] = float(m.group(1)) * _WRK_UNITS[m.group(2)]
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errs = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        errs += int(m.group(1))
+    out["errors"] = float(errs)
+    return out
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

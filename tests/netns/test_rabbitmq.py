@@ -1,0 +1,71 @@
+"""The shared 3-node RabbitMQ cluster: clustered, quorum queues, the ha-mode policy, a node restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from netns import wait_until
+from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
+from netns.plugin import SessionLab
+from netns.rabbitmq import RabbitCluster
+
+pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq]
+
+
+def test_three_running_nodes(rabbit: RabbitCluster, session_lab: SessionLab) -> None:
+    assert rabbit.running_nodes() == ["rabbit@rmq1", "rabbit@rmq2", "rabbit@rmq3"]
+    assert session_lab.boot_seconds < 90
+    for node in rabbit.nodes:
+        # our epmd and our VM, by PID, in the node's own namespace
+        assert node.epmd is not None and node.epmd.alive()
+        assert node.server is not None and node.server.alive()
+        assert Path(f"/proc/{node.server.pid}/comm").read_text().strip() == "beam.smp"
+
+
+@pytest.mark.parametrize("queue_type", [QUORUM, CLASSIC])
+def test_publish_on_one_node_consume_on_another(
+    rabbit: RabbitCluster, session_lab: SessionLab, queue_type: str
+) -> None:
+    client = session_lab.stack().client
+    queue = f"{'ha.' if queue_type == CLASSIC else ''}direct-{queue_type}-{time.monotonic_ns() % 10**6}"
+    if queue_type == CLASSIC:
+        rabbit.set_ha_policy()
+    try:
+        pub = AmqpLoad(
+            client, rabbit.nodes[0].ip, queue, consumers=0, rate=0, queue_type=queue_type, tag=f"{queue}-pub"
+        ).start()
+        cons = AmqpLoad(
+            client, rabbit.nodes[2].ip, queue, publishers=0, queue_type=queue_type, tag=f"{queue}-cons"
+        ).start()
+        wait_until(
+            lambda: pub.confirmed() >= 300 and cons.consumed() >= 300, 30, what="300 through the cluster"
+        )
+        pub.stop()
+        cons.stop(drained=lambda: rabbit.queue_depth(queue) == 0)
+        ledger = Ledger.from_files([*pub.outputs, *cons.outputs])
+        assert ledger.summary()["confirmed"] >= 300
+        assert ledger.lost == []
+        info = {str(q["name"]): q for q in rabbit.queues()}[queue]
+        assert info["type"] == queue_type
+        if queue_type == CLASSIC:
+            assert info["policy"] == "ha-all"
+            out = rabbit.nodes[0].ctl("list_queues", "name", "slave_pids", "--quiet")
+            line = next(ln for ln in out.splitlines() if ln.startswith(queue))
+            assert line.count("rabbit@") == 2  # mirrored on the two other nodes
+    finally:
+        rabbit.delete_queues([queue])
+        rabbit.clear_ha_policy()
+
+
+def test_killed_node_restarts_and_rejoins(rabbit: RabbitCluster) -> None:
+    node = rabbit["rmq3"]
+    node.kill()
+    assert not node.alive()
+    rabbit.wait_running(2, timeout=30)
+    t0 = time.monotonic()
+    node.start()
+    rabbit.wait_running(3, timeout=60)
+    assert time.monotonic() - t0 < 45

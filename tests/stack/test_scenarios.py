@@ -1,0 +1,251 @@
+"""End-to-end failover scenarios on the full stack: vrrpd + tcplb on lb1/lb2, 3 RabbitMQ nodes, a client.
+
+Every scenario runs publishers (confirms) and consumers (manual acks) through the VIP and asserts:
+no confirmed message lost (duplicates are counted and reported), the client outage bounded, and the VIP
+on exactly one host at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from netns import wait_until
+from netns.amqp import CLASSIC, QUORUM
+from netns.stack import ADVERT_INT, PRIORITIES, Outcome, Stack, master_down_interval, skew_time
+
+pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq, pytest.mark.slow]
+
+Record = Callable[[Outcome], None]
+
+MDI_BACKUP = master_down_interval(PRIORITIES["lb2"])  # 3.609 s
+# client-side slack on top of the VRRP takeover: reconnect, channel, queue declare, first confirm
+CLIENT_SLACK = 1.0
+
+
+def assert_common(out: Outcome, stack: Stack, master: str = "lb1") -> None:
+    assert out.lost == [], f"confirmed but never consumed: {out.lost[:20]}"
+    assert out.summary["confirmed"] > 0 and out.summary["consumed"] >= out.summary["confirmed"]
+    assert not out.ledger.unexpected
+    assert stack.vip_holders() == [master], out.timeline
+
+
+def test_master_crash(stack: Stack, record: Record) -> None:
+    """SIGKILL of vrrpd and tcplb on the master: lb2 takes over after its Master_Down_Interval."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("SIGKILL vrrpd+tcplb on lb1")
+    stack.lbs["lb1"].crash()
+    stack.wait_master("lb2", 10, alone=False)  # the crashed lb1 still has the VIP configured
+    load.wait_flowing(100)
+    tr = stack.event("lb1 restarted")
+    stack.lbs["lb1"].start()
+    stack.wait_master("lb1", 20)  # lb1 comes back as backup, drops the stale VIP, preempts
+    load.wait_flowing(100)
+    out = stack.finish(load, "master crash", t, [("failback", tr)])
+    record(out)
+    assert_common(out, stack)
+    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
+
+
+def test_master_frozen(stack: Stack, record: Record) -> None:
+    """SIGSTOP of the master's daemons, then SIGCONT: lb2 takes over, lb1 takes the VIP back on resume."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("SIGSTOP lb1")
+    stack.lbs["lb1"].freeze()
+    stack.wait_master("lb2", 10, alone=False)
+    load.wait_flowing(100)
+    tc = stack.event("SIGCONT lb1")
+    stack.lbs["lb1"].thaw()
+    stack.wait_master("lb1", 10)
+    load.wait_flowing(100)
+    out = stack.finish(load, "master frozen", t, [("resume", tc)])
+    record(out)
+    assert_common(out, stack)
+    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    # a frozen tcplb keeps the client's connection open: the client learns of the takeover from a reset
+    # when its next packet (a heartbeat at worst) reaches lb2
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + 3.0 + CLIENT_SLACK
+
+
+def test_graceful_stop(stack: Stack, record: Record) -> None:
+    """SIGTERM: the master sends priority 0 and lb2 takes over after Skew_Time."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("SIGTERM vrrpd, then tcplb on lb1")
+    stack.lbs["lb1"].graceful_stop()
+    stack.wait_master("lb2", 5)  # the VIP is removed by the stopping master
+    load.wait_flowing(100)
+    tr = stack.event("lb1 restarted")
+    stack.lbs["lb1"].start()
+    stack.wait_master("lb1", 20)
+    load.wait_flowing(100)
+    out = stack.finish(load, "graceful stop", t, [("failback", tr)])
+    record(out)
+    assert_common(out, stack)
+    assert out.detection is not None and out.detection <= skew_time(PRIORITIES["lb2"]) + 0.2
+    assert out.outage["fault"] <= skew_time(PRIORITIES["lb2"]) + 0.1 + CLIENT_SLACK
+
+
+def test_tcplb_dies_on_the_master(stack: Stack, record: Record) -> None:
+    """tcplb alone dies: the track script fails (fall 2), lb1 drops to 90 and lb2 (100) takes the VIP."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("SIGKILL tcplb on lb1")
+    stack.lbs["lb1"].kill_balancer()
+    stack.wait_master("lb2", 15)
+    load.wait_flowing(100)
+    tr = stack.event("tcplb restarted on lb1")
+    stack.lbs["lb1"].start_balancer()
+    stack.wait_master("lb1", 20)
+    load.wait_flowing(100)
+    out = stack.finish(load, "tcplb dies on the master", t, [("failback", tr)])
+    record(out)
+    assert_common(out, stack)
+    # fall 2 at interval 1 (<= 3 s including a check in flight), then lb2's Master_Down_Interval
+    assert out.outage["fault"] <= 3.0 + MDI_BACKUP + CLIENT_SLACK
+
+
+def test_master_link_down(stack: Stack, record: Record) -> None:
+    """The master's interface goes down: lb2 takes over; on link up lb1 preempts back."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("link down on lb1")
+    stack.lbs["lb1"].host.link_down()
+    wait_until(lambda: "lb2" in stack.vip_holders(), 10, what="VIP on lb2")
+    stack.wait_master("lb2", 10, alone=False)
+    load.wait_flowing(100)
+    tu = stack.event("link up on lb1")
+    stack.lbs["lb1"].host.link_up()
+    stack.wait_master("lb1", 20)
+    load.wait_flowing(100)
+    out = stack.finish(load, "master link down", t, [("link up", tu)])
+    record(out)
+    assert_common(out, stack)
+    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
+
+
+def test_partition_and_heal(stack: Stack, record: Record) -> None:
+    """lb1 cut off: both are master while apart; on heal exactly one master within one advert interval."""
+    stack.start_lbs()
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event("lb1 cut off the switch")
+    stack.lab.partition(stack.lbs["lb1"].host)
+    wait_until(lambda: stack.vip_holders() == ["lb1", "lb2"], 10, what="both hold the VIP while apart")
+    assert stack.masters() == ["lb1", "lb2"]
+    assert stack.client_reaches_vip()  # lb2's gratuitous ARP moved the client
+    load.wait_flowing(100)
+    th = stack.event("healed")
+    stack.lab.heal(stack.lbs["lb1"].host)
+    single = wait_until(
+        lambda: len(stack.vip_holders()) == 1 and time.time(), 5, interval=0.01, what="one VIP holder"
+    )
+    assert single - th <= ADVERT_INT + 0.1, f"split brain lasted {single - th:.3f} s after heal"
+    stack.wait_master("lb1", 10)
+    load.wait_flowing(100)
+    out = stack.finish(load, "partition and heal", t, [("heal", th)])
+    record(out)
+    assert_common(out, stack)
+    assert out.outage["heal"] <= ADVERT_INT + 0.1 + CLIENT_SLACK
+
+
+@pytest.mark.parametrize("queue_type", [QUORUM, CLASSIC])
+def test_rabbitmq_node_killed_under_load(stack: Stack, record: Record, queue_type: str) -> None:
+    """A RabbitMQ node is SIGKILLed and restarted: tcplb routes around it, no client connection fails."""
+    stack.start_lbs()
+    load = stack.load(publishers=3, consumers=3, rate=150, queue_type=queue_type).start()
+    load.wait_flowing(150)
+    victim = stack.rabbit["rmq2"]
+    t = stack.event("SIGKILL rmq2")
+    victim.kill()
+    load.wait_flowing(150, timeout=40)
+    tr = stack.event("rmq2 restarted")
+    victim.start()
+    stack.rabbit.wait_running(3, timeout=60)
+    load.wait_flowing(150)
+    out = stack.finish(load, f"rabbitmq node killed ({queue_type})", t, [("restart", tr)])
+    record(out)
+    assert_common(out, stack)
+    assert out.summary["failed_connection_attempts"] == 0, out.ledger.report()
+
+
+def test_rolling_restart(stack: Stack, record: Record) -> None:
+    """Each RabbitMQ node stopped and started in turn under load: no loss, no failed connection."""
+    stack.start_lbs()
+    load = stack.load(publishers=3, consumers=3, rate=150).start()
+    load.wait_flowing(150)
+    t = stack.event("rolling restart")
+    for node in stack.rabbit.nodes:
+        stack.event(f"stop {node.name}")
+        node.stop()
+        stack.rabbit.wait_running(2, timeout=60)
+        load.wait_flowing(50, timeout=40)
+        stack.event(f"start {node.name}")
+        node.start()
+        stack.rabbit.wait_running(3, timeout=60)
+        load.wait_flowing(50, timeout=40)
+    out = stack.finish(load, "rolling restart", t, [])
+    record(out)
+    assert_common(out, stack)
+    assert out.summary["failed_connection_attempts"] == 0, out.ledger.report()
+
+
+@pytest.mark.keepalived
+@pytest.mark.haproxy
+@pytest.mark.parametrize("classic_on", ["lb1", "lb2"])
+def test_mixed_pair(stack: Stack, record: Record, classic_on: str) -> None:
+    """keepalived + HAProxy on one LB, vrrpd + tcplb on the other: a crash of the master fails over to the
+    other implementation, and the restarted master preempts back: both directions, in both placements."""
+    kinds = {classic_on: ("keepalived", "haproxy")}
+    stack.start_lbs(kinds)  # type: ignore[arg-type]
+    load = stack.load().start()
+    load.wait_flowing(100)
+    t = stack.event(f"crash lb1 ({'keepalived+haproxy' if classic_on == 'lb1' else 'vrrpd+tcplb'})")
+    stack.lbs["lb1"].crash()
+    stack.wait_master("lb2", 10, alone=False)
+    load.wait_flowing(100)
+    tr = stack.event("lb1 restarted")
+    stack.lbs["lb1"].start()
+    stack.wait_master("lb1", 20)
+    load.wait_flowing(100)
+    out = stack.finish(load, f"mixed pair, keepalived+haproxy on {classic_on}", t, [("failback", tr)])
+    record(out)
+    assert_common(out, stack)
+    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
+
+
+@pytest.mark.stress
+def test_crash_stress(stack: Stack, record: Record, stress_count: int) -> None:
+    """The crash scenario repeated (``--stress``, ``--stress-count N``, default 10) under one long load."""
+    stack.start_lbs()
+    load = stack.load(publishers=2, consumers=2, rate=150).start()
+    load.wait_flowing(150)
+    t0 = time.time()
+    phases: list[tuple[str, float]] = []
+    for i in range(stress_count):
+        phases.append((f"crash {i + 1}", stack.event(f"crash {i + 1}")))
+        stack.lbs["lb1"].crash()
+        stack.wait_master("lb2", 10, alone=False)
+        load.wait_flowing(100)
+        phases.append((f"failback {i + 1}", stack.event(f"failback {i + 1}")))
+        stack.lbs["lb1"].start()
+        stack.wait_master("lb1", 20)
+        load.wait_flowing(100)
+    out = stack.finish(load, f"crash x{stress_count}", t0, phases)
+    record(out)
+    assert_common(out, stack)
+    crash_outages = [v for k, v in out.outage.items() if k.startswith("crash")]
+    assert len(crash_outages) == stress_count
+    assert max(crash_outages) <= MDI_BACKUP + 0.1 + CLIENT_SLACK, crash_outages
