@@ -184,6 +184,8 @@ class Conn(asyncio.Protocol):
                 self.on_body(b"")
             return
         if ftype == 3:
+            if self._body_left <= 0:
+                return  # no content in progress (an empty body frame)
             part = bytes(buf[a : min(b, a + 16)]) if not self._body_parts else b""
             if part:
                 self._body_parts.append(part)
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "publish":
             s.add_argument("--window", type=int, default=0, help="unconfirmed messages in flight (0: none)")
             s.add_argument("--batch", type=int, default=50, help="messages per write")
-            s.add_argument("--barrier", type=int, default=500,
+            s.add_argument("--barrier", type=int, default=1000,
                            help="without confirms: a synchronous passive declare after this many messages")
         else:
             s.add_argument("--rate", type=float, default=1000.0)

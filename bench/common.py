@@ -53,6 +53,20 @@ PY = sys.executable
 Samples = dict[str, list[float]]
 
 
+def results_dir() -> Path:
+    """Where this run writes: ``bench/results`` (``bench/results/quick`` for --quick runs, via the
+    ``BENCH_RESULTS`` environment variable that ``python -m bench`` sets for its part processes)."""
+    return Path(os.environ.get("BENCH_RESULTS") or RESULTS)
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository (how the Markdown refers to charts)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 # ------------------------------------------------------------------------------------------ environment
 
 
@@ -202,7 +216,7 @@ def figure(
     *,
     better: str = "higher",
     impls: Sequence[str] = (),
-    chart: bool = True,
+    chart: bool | str = True,
     group: str = "",
 ) -> dict[str, Any]:
     """A new, empty figure; append one sample per round per implementation with :func:`add`."""
@@ -255,6 +269,13 @@ def part_result(
     }
 
 
+def _unit_of(key: str) -> str:
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_mib", "MiB"), ("_pct", "%"), ("_percent", "%")):
+        if key.endswith(suffix):
+            return unit
+    return ""
+
+
 def _numbers(x: Any) -> list[float] | None:
     if (
         isinstance(x, list)
@@ -287,6 +308,35 @@ def normalize(name: str, result: Any) -> dict[str, Any]:
         return out
     figures: list[dict[str, Any]] = []
     impls: list[str] = []
+    trials = result.get("rounds") if isinstance(result, dict) else None
+    if isinstance(trials, list) and trials and all(isinstance(t, dict) and "impl" in t for t in trials):
+        # a list of trials [{"impl": ..., "<measure>": number, ...}]: one strip chart per measure
+        keys: list[str] = []
+        for t in trials:
+            keys += [k for k, v in t.items() if k not in keys and k not in ("impl", "round")
+                     and isinstance(v, int | float) and not isinstance(v, bool)]  # fmt: skip
+        for t in trials:
+            if str(t["impl"]) not in impls:
+                impls.append(str(t["impl"]))
+        for k in keys:
+            fig = figure(k, k.replace("_", " "), _unit_of(k), better="info", chart="strip")
+            for t in trials:
+                v = t.get(k)
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    add(fig, str(t["impl"]), v)
+            figures.append(fig)
+        return {
+            "part": name,
+            "title": name,
+            "rounds": None,
+            "impls": impls,
+            "subject": None,
+            "baseline": None,
+            "figures": figures,
+            "notes": [],
+            "markdown": result.get("markdown") if isinstance(result, dict) else None,
+            "raw": result,
+        }
 
     def walk(x: Any, path: list[str]) -> None:
         if isinstance(x, dict):
@@ -368,6 +418,12 @@ def markdown_part(res: Mapping[str, Any]) -> str:
     subject, baseline = res.get("subject"), res.get("baseline")
     title = res.get("title") or res.get("part")
     lines = [f"### {title}", ""]
+    if res.get("markdown"):
+        # the part rendered its own table
+        lines.append(str(res["markdown"]).rstrip())
+        for c in res.get("charts", []) or []:
+            lines += ["", f"![{title}]({c})"]
+        return "\n".join(lines) + "\n"
     if res.get("error"):
         last = [x for x in str(res["error"]).splitlines() if x.strip()] or ["?"]
         lines += [f"**Failed:** `{last[-1].strip()[:300]}` (traceback in the run JSON)", ""]
@@ -456,7 +512,17 @@ def sanitize(x: Any) -> Any:
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
-    """utime+stime of ``pid`` (and its reaped children), in seconds, from /proc."""
+    """CPU time of ``pid`` (all its threads) in seconds: the sum of /proc/PID/task/*/schedstat (nanosecond
+    resolution); utime+stime from /proc/PID/stat (10 ms ticks) when schedstat is not there."""
+    total = 0
+    found = False
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+                found = True
+    if found:
+        return total / 1e9
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):

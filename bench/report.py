@@ -19,12 +19,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, finite, markdown, normalize, ratios, summary, write_json
+from bench.common import RESULTS, finite, markdown, normalize, ratios, rel, summary, write_json
 
 COLORS = {
     "tcplb": "#1f77b4",
     "haproxy": "#d62728",
     "direct": "#7f7f7f",
+    "tcplb-redispatch": "#6baed6",
+    "haproxy-redispatch": "#fc9272",
+    "haproxy-splice": "#fc9272",
     "vrrpd": "#1f77b4",
     "keepalived": "#d62728",
 }
@@ -144,9 +147,12 @@ def render(run: dict[str, Any], out_dir: Path = RESULTS, *, charts: bool = True)
     """Normalise every part, draw the bar charts, write ``latest.md``; returns the Markdown."""
     parts: dict[str, Any] = run.setdefault("parts", {})
     for name in list(parts):
-        res = normalize(name, parts[name])
-        if "error" in parts[name] and isinstance(parts[name], dict):
-            res["error"] = parts[name]["error"]
+        orig = parts[name]
+        res = normalize(name, orig)
+        if isinstance(orig, dict):
+            for key in ("error", "skipped", "seconds", "wall_seconds", "charts", "markdown", "title"):
+                if key in orig and not res.get(key):
+                    res[key] = orig[key]
         own = [c for c in res.get("charts", []) or [] if not str(c).endswith(f"/{name}.png")]
         res["charts"] = own
         if charts:
@@ -156,7 +162,7 @@ def render(run: dict[str, Any], out_dir: Path = RESULTS, *, charts: bool = True)
                 res.setdefault("notes", []).append(f"chart failed: {exc!r}")
                 p = None
             if p is not None:
-                res["charts"] = [f"bench/results/{p.name}", *own]
+                res["charts"] = [rel(p), *own]
         parts[name] = res
     md = markdown(run)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +171,7 @@ def render(run: dict[str, Any], out_dir: Path = RESULTS, *, charts: bool = True)
 
 
 def newest_run(out_dir: Path = RESULTS) -> Path | None:
-    runs = sorted(out_dir.glob("run-*.json"))
+    runs = sorted(out_dir.glob("run-*.json"), key=lambda p: p.stat().st_mtime)
     return runs[-1] if runs else None
 
 

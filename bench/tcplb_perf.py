@@ -99,8 +99,12 @@ def haproxy_cfg(splice: bool, servers3: bool = False) -> str:
         lines += [f"  server s{i} {SRV_IP}:{WEB} check inter 1s" for i in (1, 2, 3)]
         return "\n".join(lines) + "\n"
     for name, port in (("iperf", IPERF), ("web", WEB), ("hold", HOLD)):
-        lines += [f"listen {name}", f"  bind {LB_IP}:{port}", "  balance leastconn",
-                  f"  server s1 {SRV_IP}:{port}"]
+        lines += [
+            f"listen {name}",
+            f"  bind {LB_IP}:{port}",
+            "  balance leastconn",
+            f"  server s1 {SRV_IP}:{port}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -151,8 +155,9 @@ def start_impl(impl: str, lb: Host, workdir: Path, servers3: bool = False) -> Pr
         argv = [*NOFILE, PY, "-m", "tcplb", "-c", str(cfg), "--loop", "uvloop"]
         env = {"PYTHONPATH": str(ROOT)}
     ports = [WEB] if servers3 else [IPERF, WEB, HOLD]
-    p = lb.start(argv, name=impl, env=env, ready=lambda: all(_listening(lb, pt) for pt in ports),
-                 ready_timeout=20)
+    p = lb.start(
+        argv, name=impl, env=env, ready=lambda: all(_listening(lb, pt) for pt in ports), ready_timeout=20
+    )
     return p
 
 
@@ -167,8 +172,9 @@ def lb_pid(p: Proc) -> int:
 
 
 def iperf(client: Host, secs: int) -> float | None:
-    r = client.run(["iperf3", "-c", LB_IP, "-p", str(IPERF), "-t", str(secs), "-J"], check=False,
-                   timeout=secs + 30)
+    r = client.run(
+        ["iperf3", "-c", LB_IP, "-p", str(IPERF), "-t", str(secs), "-J"], check=False, timeout=secs + 30
+    )
     try:
         return float(json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
     except (ValueError, KeyError):
@@ -187,9 +193,13 @@ def wrk(client: Host, secs: int, conns: int, close: bool) -> tuple[float | None,
 
 def build(lab: Lab) -> tuple[Host, Host, Host]:
     sw = lab.switch()
-    client = lab.host("client")
-    lb = lab.host("lb")
-    srv = lab.host("srv")
+    # churn leaves tens of thousands of TIME-WAIT sockets (60 s each) in every namespace; without reuse and a
+    # wide port range the implementation that runs last in a round would meet an exhausted port space
+    # (RabbitMQ's networking guide gives the same advice for hosts with connection churn)
+    churn = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "1024 65000"}
+    client = lab.host("client", sysctls=churn)
+    lb = lab.host("lb", sysctls=churn)
+    srv = lab.host("srv", sysctls=churn)
     lab.link(client, sw, f"{CLIENT_IP}/24")
     lab.link(lb, sw, f"{LB_IP}/24")
     lab.link(srv, sw, f"{SRV_IP}/24")
@@ -198,7 +208,8 @@ def build(lab: Lab) -> tuple[Host, Host, Host]:
 
 def start_backends(srv: Host, workdir: Path) -> None:
     conf = workdir / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""
+    conf.write_text(
+        textwrap.dedent(f"""
         worker_processes 1;
         worker_rlimit_nofile 20000;
         daemon off;
@@ -210,19 +221,32 @@ def start_backends(srv: Host, workdir: Path) -> None:
           keepalive_requests 1000000;
           server {{ listen {SRV_IP}:{WEB} backlog=4096; location / {{ return 200 "hello\\n"; }} }}
         }}
-    """))
-    srv.start([*NOFILE, "nginx", "-c", str(conf), "-e", str(workdir / "nginx-error.log")], name="nginx",
-              ready=lambda: "LISTEN" in srv.run(["ss", "-Hltn", f"sport = :{WEB}"], check=False).stdout
-              or bool(srv.run(["ss", "-Hltn", f"sport = :{WEB}"], check=False).stdout.strip()))
-    srv.start(["iperf3", "-s", "-B", SRV_IP, "-p", str(IPERF)], name="iperf3",
-              ready=lambda: bool(srv.run(["ss", "-Hltn", f"sport = :{IPERF}"], check=False).stdout.strip()))
+    """)
+    )
+    srv.start(
+        [*NOFILE, "nginx", "-c", str(conf), "-e", str(workdir / "nginx-error.log")],
+        name="nginx",
+        ready=lambda: (
+            "LISTEN" in srv.run(["ss", "-Hltn", f"sport = :{WEB}"], check=False).stdout
+            or bool(srv.run(["ss", "-Hltn", f"sport = :{WEB}"], check=False).stdout.strip())
+        ),
+    )
+    srv.start(
+        ["iperf3", "-s", "-B", SRV_IP, "-p", str(IPERF)],
+        name="iperf3",
+        ready=lambda: bool(srv.run(["ss", "-Hltn", f"sport = :{IPERF}"], check=False).stdout.strip()),
+    )
     srv.start([*NOFILE, PY, "-c", HOLD_SERVER, SRV_IP, str(HOLD)], name="hold", ready_log="listening")
 
 
 def idle_conns(client: Host, lb: Host, p: Proc, n: int) -> float | None:
     base = proc_rss_kib(lb_pid(p))
-    holder = client.start([*NOFILE, PY, "-c", HOLD_CLIENT, LB_IP, str(HOLD), str(n)], name=f"hold-{p.name}",
-                          ready_log=f"held {n}", ready_timeout=120)
+    holder = client.start(
+        [*NOFILE, PY, "-c", HOLD_CLIENT, LB_IP, str(HOLD), str(n)],
+        name=f"hold-{p.name}",
+        ready_log=f"held {n}",
+        ready_timeout=120,
+    )
     time.sleep(1.0)
     rss = proc_rss_kib(lb_pid(p))
     holder.kill()
@@ -236,22 +260,42 @@ def idle_conns(client: Host, lb: Host, p: Proc, n: int) -> float | None:
 def run(rounds: int = 3, quick: bool = False) -> dict[str, Any]:
     raise_nofile()
     secs = 3 if quick else 5
-    # 10,000 proxied connections need 20,000+ descriptors in the LB; the hard limit here is 20,000 and cannot be
+    # 10,000 proxied connections need 20,000+ descriptors in the LB; the hard limit here is 20,000 and cannot
+    # be
     # raised (no CAP_SYS_RESOURCE), so 9,900 are held and the RSS is scaled linearly to 10,000
     n_idle = 2000 if quick else 9900
     figs = {
         "bulk": figure("bulk", "iperf3 single stream", "Gbit/s", impls=IMPLS, group="throughput"),
-        "small": figure("small", "wrk 20 keep-alive conns, 6-byte answers", "req/s", impls=IMPLS,
-                        group="requests"),
+        "small": figure(
+            "small", "wrk 20 keep-alive conns, 6-byte answers", "req/s", impls=IMPLS, group="requests"
+        ),
         "churn": figure("churn", "wrk Connection: close, 50 concurrent", "req/s", impls=IMPLS, group="churn"),
     }
     extra = {
-        "idle10k": figure("idle10k", f"RSS with 10,000 idle connections (scaled from {n_idle})", "MiB", better="lower",
-                          impls=["haproxy", "tcplb"], group="footprint"),
-        "idle_rss": figure("idle_rss", "idle RSS, 3 servers checked every 1s", "MiB", better="lower",
-                           impls=["haproxy", "tcplb"], group="footprint"),
-        "idle_cpu": figure("idle_cpu", "idle CPU, 3 servers checked every 1s", "%", better="lower",
-                           impls=["haproxy", "tcplb"], group="footprint"),
+        "idle10k": figure(
+            "idle10k",
+            f"RSS with 10,000 idle connections (scaled from {n_idle})",
+            "MiB",
+            better="lower",
+            impls=["haproxy", "tcplb"],
+            group="footprint",
+        ),
+        "idle_rss": figure(
+            "idle_rss",
+            "idle RSS, 3 servers checked every 1s",
+            "MiB",
+            better="lower",
+            impls=["haproxy", "tcplb"],
+            group="footprint",
+        ),
+        "idle_cpu": figure(
+            "idle_cpu",
+            "idle CPU, 3 servers checked every 1s",
+            "%",
+            better="lower",
+            impls=["haproxy", "tcplb"],
+            group="footprint",
+        ),
     }
     errors: dict[str, list[float]] = {i: [] for i in IMPLS}
     with Lab("tcplb-perf") as lab:
@@ -271,8 +315,10 @@ def run(rounds: int = 3, quick: bool = False) -> dict[str, Any]:
                 add(figs["small"], impl, small)
                 add(figs["churn"], impl, churn)
                 errors[impl].append(e1 + e2)
-                log(f"round {r + 1} {impl}: bulk {bulk} Gbit/s, small {small} req/s, churn {churn} req/s, "
-                    f"errors {e1 + e2:g}")
+                log(
+                    f"round {r + 1} {impl}: bulk {bulk} Gbit/s, small {small} req/s, churn {churn} req/s, "
+                    f"errors {e1 + e2:g}"
+                )
         for impl in ("haproxy", "tcplb"):
             p = start_impl(impl, lb, workdir)
             try:
@@ -302,25 +348,52 @@ def run(rounds: int = 3, quick: bool = False) -> dict[str, Any]:
         "churn_vs_haproxy": med(ratios(s["churn"]["tcplb"], s["churn"]["haproxy"])),
     }
     targets = {
-        "bulk_vs_haproxy": 1.3, "bulk_vs_haproxy_splice": 1.0, "small_vs_haproxy": 0.9, "churn_vs_haproxy": 0.7,
+        "bulk_vs_haproxy": 1.3,
+        "bulk_vs_haproxy_splice": 1.0,
+        "small_vs_haproxy": 0.9,
+        "churn_vs_haproxy": 0.7,
     }
     e = {k: f["samples"] for k, f in extra.items()}
     footprint = {
-        "idle10k_mib": med(e["idle10k"]["tcplb"]), "idle_rss_mib": med(e["idle_rss"]["tcplb"]),
+        "idle10k_mib": med(e["idle10k"]["tcplb"]),
+        "idle_rss_mib": med(e["idle_rss"]["tcplb"]),
         "idle_cpu_pct": med(e["idle_cpu"]["tcplb"]),
     }
     limits = {"idle10k_mib": 150.0, "idle_rss_mib": 35.0, "idle_cpu_pct": 0.5}
-    notes = [f"median per-round ratio {k}: {v:.2f}x (target >= {targets[k]}x) "
-             f"{'MET' if v is not None and v >= targets[k] else 'NOT MET'}" if v is not None else f"{k}: n/a"
-             for k, v in ratio.items()]
-    notes += [f"tcplb {k}: {v:.2f} (limit <= {limits[k]}) {'MET' if v <= limits[k] else 'NOT MET'}"
-              if v is not None else f"{k}: n/a" for k, v in footprint.items()]
-    notes.append("haproxy = HAProxy 2.6 defaults (no splice); haproxy-splice = option splice-request + "
-                 "splice-response; tcplb on uvloop; client/lb/server in separate namespaces on one bridge")
-    res = part_result("tcplb", "tcplb vs HAProxy: throughput, requests, churn, footprint", IMPLS,
-                      [*figs.values(), *extra.values()], rounds=rounds, subject="tcplb", baseline="haproxy",
-                      notes=notes, raw={"ratios": ratio, "targets": targets, "footprint": footprint,
-                                        "limits": limits, "wrk_errors": errors})
+    notes = [
+        f"median per-round ratio {k}: {v:.2f}x (target >= {targets[k]}x) "
+        f"{'MET' if v is not None and v >= targets[k] else 'NOT MET'}"
+        if v is not None
+        else f"{k}: n/a"
+        for k, v in ratio.items()
+    ]
+    notes += [
+        f"tcplb {k}: {v:.2f} (limit <= {limits[k]}) {'MET' if v <= limits[k] else 'NOT MET'}"
+        if v is not None
+        else f"{k}: n/a"
+        for k, v in footprint.items()
+    ]
+    notes.append(
+        "haproxy = HAProxy 2.6 defaults (no splice); haproxy-splice = option splice-request + "
+        "splice-response; tcplb on uvloop; client/lb/server in separate namespaces on one bridge"
+    )
+    res = part_result(
+        "tcplb",
+        "tcplb vs HAProxy: throughput, requests, churn, footprint",
+        IMPLS,
+        [*figs.values(), *extra.values()],
+        rounds=rounds,
+        subject="tcplb",
+        baseline="haproxy",
+        notes=notes,
+        raw={
+            "ratios": ratio,
+            "targets": targets,
+            "footprint": footprint,
+            "limits": limits,
+            "wrk_errors": errors,
+        },
+    )
     return res
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from netns.lab import Host, LabError, Proc, wait_until
+from netns.lab import Host, LabError, Proc, WaitTimeout, wait_until
 
 QUORUM = "quorum"
 CLASSIC = "classic"
@@ -191,7 +191,9 @@ def publish(args: argparse.Namespace) -> int:
             )
         except (NackError, UnroutableError) as exc:
             nacked += 1
-            st.event("nack", repr(exc))
+            if nacked <= 20 or nacked % 100 == 0:
+                st.event("nack", f"#{nacked} {exc!r}")
+            time.sleep(args.retry_delay)
             continue  # retried with the same id
         except (AMQPError, OSError) as exc:
             st.disconnects += 1
@@ -236,6 +238,7 @@ def consume(args: argparse.Namespace) -> int:
     last_delivery = time.monotonic()
     status_path = Path(args.out + ".status")
     status_at = 0.0
+    ids_file = open(args.out + ".ids", "a", buffering=1)  # noqa: SIM115 - one line per delivery, for drains
 
     def write_status() -> None:
         _write_json(
@@ -257,6 +260,7 @@ def consume(args: argparse.Namespace) -> int:
             except (ValueError, KeyError):
                 mid = "?"
         consumed.append((str(mid), time.time()))
+        ids_file.write(f"{mid}\n")
         if method.redelivered:
             redelivered += 1
         last_delivery = time.monotonic()
@@ -311,6 +315,7 @@ def consume(args: argparse.Namespace) -> int:
     st.connected = False
     write_status()
     record = st.base_record()
+    ids_file.close()
     record.update({"consumed": consumed, "redelivered": redelivered, "stop_requested": stopper.stop_at})
     _write_json(st.out, record)
     return 0
@@ -484,6 +489,26 @@ class AmqpLoad:
             )
         return self
 
+    def _confirmed_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for path in self.outputs:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("role") == "publisher":
+                ids.update(str(i) for i, _t in data.get("confirmed", []))
+        return ids
+
+    def _consumed_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for path in self.outputs:
+            try:
+                ids.update(Path(str(path) + ".ids").read_text().split())
+            except OSError:
+                continue
+        return ids
+
     def status(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for path in self.outputs:
@@ -514,14 +539,24 @@ class AmqpLoad:
     def stop(self, timeout: float = 60.0, drained: Callable[[], bool] | None = None) -> Ledger:
         """Stop the publishers, let the consumers drain, and account for every id.
 
-        ``drained`` (e.g. "the queue holds no message, ready or unacked") is awaited before the consumers are
-        told to stop: messages held unacked by a half-dead connection come back only when the broker notices.
+        The consumers are told to stop once every confirmed id has reached one of them (bounded by
+        ``timeout``), plus an optional ``drained`` condition. RabbitMQ's queue counters are no help here:
+        for quorum queues they lag by the statistics interval.
         """
         for p in self.publishers:
             p.term()
         for p in self.publishers:
             if p.wait(timeout) is None:
                 raise LabError(f"{p.name} did not stop:\n{p.output()[-2000:]}")
+        if self.consumers:
+            # every confirmed id delivered to a consumer (messages held unacked by a half-dead connection come
+            # back only when the broker notices it is dead: up to two heartbeat intervals)
+            confirmed = self._confirmed_ids()
+            with contextlib.suppress(WaitTimeout):  # the ledger reports what is missing
+                wait_until(
+                    lambda: not confirmed - self._consumed_ids(), timeout, interval=0.25,
+                    what=f"every confirmed message of {self.queue} consumed",
+                )  # fmt: skip
         if drained is not None:
             wait_until(drained, timeout, interval=0.5, what=f"queue {self.queue} drained")
         for p in self.consumers:
@@ -551,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--queue-type", choices=[QUORUM, CLASSIC], default=QUORUM)
         s.add_argument("--out", required=True)
         s.add_argument("--heartbeat", type=int, default=3)
-        s.add_argument("--retry-delay", type=float, default=0.1)
+        s.add_argument("--retry-delay", type=float, default=0.02)
         if name == "publish":
             s.add_argument(
                 "--rate", type=float, default=100.0, help="messages per second (0: as fast as possible)"

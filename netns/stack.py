@@ -101,6 +101,7 @@ def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") ->
 
         [stats]
         bind = "127.0.0.1:{STATS_PORT}"
+        admin = true
         """
         )
     )
@@ -360,6 +361,13 @@ class LBNode:
     def has_vip(self) -> bool:
         return self.host.has_address(VIP)
 
+    def set_server_state(self, server: str, state: str) -> None:
+        """tcplb's admin API: ``ready``, ``drain`` (no new connections) or ``maint``."""
+        if self.balancer_kind != "tcplb" or self.balancer is None or not self.balancer.alive():
+            return
+        url = f"http://127.0.0.1:{STATS_PORT}/api/servers/rabbitmq/{server}/{state}"
+        self.host.run(["curl", "-sf", "-m", "2", "-X", "POST", url], timeout=10)
+
     # faults
     def crash(self) -> None:
         """SIGKILL both daemons (and their children): the host's software dies, the VIP stays configured."""
@@ -560,6 +568,11 @@ class Stack:
     def vip_holders(self) -> list[str]:
         return [lb.name for lb in self.lbs.values() if lb.has_vip()]
 
+    def set_server_state(self, server: str, state: str) -> None:
+        """Drain/ready a RabbitMQ node in every tcplb (as an operator does around a planned restart)."""
+        for lb in self.lbs.values():
+            lb.set_server_state(server, state)
+
     def masters(self) -> list[str]:
         return [lb.name for lb in self.lbs.values() if lb.state() == "MASTER"]
 
@@ -651,7 +664,7 @@ class Stack:
         measured in [fault_at, first phase], each phase's outage in [its time, next phase or the end].
         """
         end = time.time()
-        ledger = load.stop(timeout=90, drained=self.drained(load))
+        ledger = load.stop(timeout=60)
         marks = [("fault", fault_at), *phases, ("end", end)]
         outages: dict[str, float] = {}
         consume_outages: dict[str, float] = {}

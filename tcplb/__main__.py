@@ -11,10 +11,14 @@ from .config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="tcplb", description="Layer-4 load balancer for RabbitMQ (HAProxy mode tcp)")
+    ap = argparse.ArgumentParser(
+        prog="tcplb", description="Layer-4 load balancer for RabbitMQ (HAProxy mode tcp)"
+    )
     ap.add_argument("-c", "--config", required=True, help="configuration file (TOML)")
     ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0: valid)")
-    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)")
+    ap.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)"
+    )
     ap.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     args = ap.parse_args(argv)
     try:

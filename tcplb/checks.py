@@ -44,8 +44,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, host: str, port: int, timeout: float,
-                   source: str | None = None) -> socket.socket:
+async def _connect(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, timeout: float, source: str | None = None
+) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -59,8 +60,14 @@ async def _connect(loop: asyncio.AbstractEventLoop, host: str, port: int, timeou
     return sock
 
 
-async def _recv_at_least(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int, *,
-                         until: bytes | None = None, limit: int = 65536) -> bytes:
+async def _recv_at_least(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    n: int,
+    *,
+    until: bytes | None = None,
+    limit: int = 65536,
+) -> bytes:
     buf = b""
     while len(buf) < n or (until is not None and until not in buf):
         chunk = await loop.sock_recv(sock, 65536)
@@ -76,8 +83,14 @@ def _l4_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "L4TOUT", "connect timeout"
     if isinstance(exc, OSError):
-        if exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                         errno.ECONNABORTED, errno.ETIMEDOUT):
+        if exc.errno in (
+            errno.ECONNREFUSED,
+            errno.ECONNRESET,
+            errno.EHOSTUNREACH,
+            errno.ENETUNREACH,
+            errno.ECONNABORTED,
+            errno.ETIMEDOUT,
+        ):
             return "L4CON", os.strerror(exc.errno)
         return "SOCKERR", os.strerror(exc.errno) if exc.errno else str(exc)
     return "SOCKERR", repr(exc)
@@ -103,8 +116,9 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
     except TimeoutError:
         return CheckResult(False, "L7TOUT", "no answer in time", time.monotonic() - t0)
     except OSError as e:
-        return CheckResult(False, "L7RSP" if check.type != "tcp" else "L4CON", e.strerror or str(e),
-                           time.monotonic() - t0)
+        return CheckResult(
+            False, "L7RSP" if check.type != "tcp" else "L4CON", e.strerror or str(e), time.monotonic() - t0
+        )
     finally:
         sock.close()
 
@@ -123,12 +137,18 @@ async def _amqp(loop: asyncio.AbstractEventLoop, sock: socket.socket, t0: float)
     return CheckResult(False, "L7RSP", f"not Connection.Start: {data[:11].hex()}", dt)
 
 
-async def _http(loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, host: str,
-                port: int, t0: float) -> CheckResult:
+async def _http(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, host: str, port: int, t0: float
+) -> CheckResult:
     h = check.http
     hosthdr = h.host or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    lines = [f"{h.method} {h.path} HTTP/1.1", f"Host: {hosthdr}", "User-Agent: tcplb-check",
-             "Accept: */*", "Connection: close"]
+    lines = [
+        f"{h.method} {h.path} HTTP/1.1",
+        f"Host: {hosthdr}",
+        "User-Agent: tcplb-check",
+        "Accept: */*",
+        "Connection: close",
+    ]
     if h.user is not None:
         token = base64.b64encode(f"{h.user}:{h.password or ''}".encode()).decode()
         lines.append(f"Authorization: Basic {token}")
@@ -155,9 +175,18 @@ class Checker:
     passive failure.
     """
 
-    def __init__(self, check: CheckConfig, host: str, port: int, *, interval: Callable[[], float],
-                 report: Callable[[CheckResult], None], spread: int = 0, source: str | None = None,
-                 first_delay: float | None = None) -> None:
+    def __init__(
+        self,
+        check: CheckConfig,
+        host: str,
+        port: int,
+        *,
+        interval: Callable[[], float],
+        report: Callable[[CheckResult], None],
+        spread: int = 0,
+        source: str | None = None,
+        first_delay: float | None = None,
+    ) -> None:
         self.check = check
         self.host = host
         self.port = port

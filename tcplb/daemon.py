@@ -46,13 +46,15 @@ def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
         if not g.syslog_address.startswith("/"):
             host, _, port = g.syslog_address.rpartition(":")
             addr = (host, int(port))
-        handler = logging.handlers.SysLogHandler(address=addr,
-                                                 facility=logging.handlers.SysLogHandler.LOG_LOCAL0)
+        handler = logging.handlers.SysLogHandler(
+            address=addr, facility=logging.handlers.SysLogHandler.LOG_LOCAL0
+        )
         handler.setFormatter(logging.Formatter(f"{g.log_tag}[%(process)d]: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stdout if g.log == "stdout" else sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s")
+        )
     root.addHandler(handler)
 
 
@@ -143,8 +145,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
-        log.info("tcplb started: pid %d, %s loop, %d listeners, maxconn %d", os.getpid(), self.loop_kind,
-                 len(self.cfg.listeners), lb.maxconn)
+        log.info(
+            "tcplb started: pid %d, %s loop, %d listeners, maxconn %d",
+            os.getpid(),
+            self.loop_kind,
+            len(self.cfg.listeners),
+            lb.maxconn,
+        )
         try:
             await self._stop.wait()
             await self._graceful_stop()
@@ -159,8 +166,11 @@ class Daemon:
         hard = self.cfg.global_.hard_stop_after
         lb.stop_accepting()
         await self._stop_stats()
-        log.info("stopping: listeners closed, %d connections to finish%s", lb.actconn,
-                 f" (hard stop after {hard:g}s)" if hard is not None else "")
+        log.info(
+            "stopping: listeners closed, %d connections to finish%s",
+            lb.actconn,
+            f" (hard stop after {hard:g}s)" if hard is not None else "",
+        )
         if lb.actconn:
             try:
                 async with asyncio.timeout(hard):

@@ -2,23 +2,26 @@
 
 Design (see docs/tcplb.md, "Data path"):
 
-* Plain ``asyncio.Protocol`` on both loops. uvloop reads into its own 256 KB buffer and hands us one ``bytes``
-  per read; ``transport.write(bytes)`` either completes at once or keeps a reference to that immutable object, so
-  there is exactly one copy per chunk and nothing we hand to the loop can be overwritten under it.
+* Plain ``asyncio.Protocol`` on both loops. uvloop reads into its own 256 KB buffer and hands us one
+  ``bytes`` per read; ``transport.write(bytes)`` either completes at once or keeps a reference to that
+  immutable object, so there is exactly one copy per chunk and nothing we hand to the loop can be
+  overwritten under it.
   (``BufferedProtocol`` with a reused buffer is *unsafe* on uvloop: a partially written ``memoryview`` stays
   queued inside uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
-* Backpressure both ways: ``pause_writing`` on one side pauses reading on the other, ``resume_writing`` resumes it.
-* Half-close: ``eof_received`` forwards ``write_eof()`` to the peer and returns True; once BOTH directions have
-  ended the pair is closed (flushing what is still buffered).
+* Backpressure both ways: ``pause_writing`` on one side pauses reading on the other, ``resume_writing``
+  resumes it.
+* Half-close: ``eof_received`` forwards ``write_eof()`` to the peer and returns True; once BOTH directions
+  have ended the pair is closed (flushing what is still buffered).
 * Resets: when one side dies with an error the other is aborted with SO_LINGER 0, so the peer sees an RST too.
-* Inactivity timeouts: one timer per pair that wakes up at most every ``timeout / 8`` and compares byte counters;
-  nothing time-related happens per chunk.
+* Inactivity timeouts: one timer per pair that wakes up at most every ``timeout / 8`` and compares byte
+  counters; nothing time-related happens per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -37,8 +40,10 @@ SERVER_TIMEOUT = "s"
 NORMAL = "-"
 
 _LINGER0 = struct.pack("ii", 1, 0)
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+# write buffer limits per socket: above HIGH_WATER queued bytes the other side stops reading. Bigger than
+# a read (uvloop reads up to 256 KB) so that a bulk transfer is not paused after every read.
+HIGH_WATER = int(os.environ.get("TCPLB_HIGH_WATER", 512 * 1024))
+LOW_WATER = HIGH_WATER // 4
 EARLY_LIMIT = 64 * 1024  # client bytes buffered while the server connection is being set up
 
 
@@ -50,8 +55,9 @@ def set_linger0(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
 
 
-def set_keepalive(transport: asyncio.BaseTransport, idle: int | None, intvl: int | None,
-                  cnt: int | None) -> None:
+def set_keepalive(
+    transport: asyncio.BaseTransport, idle: int | None, intvl: int | None, cnt: int | None
+) -> None:
     """SO_KEEPALIVE plus the per-socket TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT (None: system default)."""
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -81,9 +87,11 @@ class Side(asyncio.Protocol):
         self.eof = False  # this socket sent us a FIN
         self.lost = False
 
-    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if HIGH_WATER:
+            transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
         self.pipe._made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -117,7 +125,9 @@ class Pipe:
     once a server connection is wanted. ``on_close(pipe)`` is called exactly once, when both sockets are gone.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_close: Callable[[Pipe], None] | None = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_close: Callable[[Pipe], None] | None = None
+    ) -> None:
         self.loop = loop
         self.on_close = on_close
         self.client = Side(self)
@@ -128,9 +138,10 @@ class Pipe:
         self.closing = False
         self.closed = False
         self.term = ["-", "-"]  # termination cause, phase
-        self.phase = "R"  # R(equest: waiting for a server), Q(ueue), C(onnect), D(ata)
-        self.client_ready: asyncio.Future[None] = loop.create_future()
-        self.client_gone: asyncio.Future[None] = loop.create_future()
+        self.phase = "Q"  # Q(ueue: choosing or waiting for a server), C(onnect), D(ata)
+        self.client_ready: asyncio.Future[None] | None = None  # created on demand (wait_client)
+        self.on_client_lost: Callable[[], None] | None = None  # called once when the client socket is gone
+        self.on_client_made: Callable[[], None] | None = None  # called from the client's connection_made
         # inactivity timer (data phase)
         self.timeout: float | None = None  # idle timeout while both directions are open
         self.timeout_flag = CLIENT_TIMEOUT
@@ -204,9 +215,27 @@ class Pipe:
         self._arm()
 
     # -- callbacks from the sides --------------------------------------------------------------------------
+    async def wait_client(self) -> None:
+        """Until the client side's connection_made ran."""
+        if self.client.transport is None:
+            self.client_ready = self.loop.create_future()
+            await self.client_ready
+
     def _made(self, side: Side) -> None:
-        if side is self.client and not self.client_ready.done():
-            self.client_ready.set_result(None)
+        if side is self.client:
+            f = self.client_ready
+            if f is not None and not f.done():
+                f.set_result(None)
+            cb = self.on_client_made
+            if cb is not None:
+                self.on_client_made = None
+                cb()
+
+    def _client_gone(self) -> None:
+        cb = self.on_client_lost
+        if cb is not None:
+            self.on_client_lost = None
+            cb()
 
     def _early(self, side: Side, data: bytes) -> None:
         if side is not self.client:
@@ -239,9 +268,10 @@ class Pipe:
 
     def _lost(self, side: Side, exc: Exception | None) -> None:
         if side is self.client:
-            if not self.client_gone.done():
-                self.client_gone.set_result(None)
-            if exc is not None or (not (side.eof and (self.server is None or self.server.eof)) and not self.closing):
+            self._client_gone()
+            if exc is not None or (
+                not (side.eof and (self.server is None or self.server.eof)) and not self.closing
+            ):
                 self._set_term(CLIENT_ABORT)
             other = self.server
         else:
@@ -271,7 +301,11 @@ class Pipe:
         other = self.server if side is self.client else self.client
         if other is not None and other.transport is not None:
             self._reads_paused[other is self.server] = False
-            if not other.eof and not other.lost and not (other is self.client and self._client_paused_reading):
+            if (
+                not other.eof
+                and not other.lost
+                and not (other is self.client and self._client_paused_reading)
+            ):
                 with contextlib.suppress(RuntimeError):
                     other.transport.resume_reading()
 
@@ -313,8 +347,7 @@ class Pipe:
         self.closed = True
         self.closing = True
         self._cancel_timer()
-        if not self.client_gone.done():
-            self.client_gone.set_result(None)
+        self._client_gone()
         cb = self.on_close
         self.on_close = None
         if cb is not None:

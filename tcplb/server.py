@@ -18,7 +18,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import config as cfgmod
@@ -33,7 +33,6 @@ log = logging.getLogger("tcplb")
 tlog = logging.getLogger("tcplb.traffic")
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
-ACCEPT_BATCH = 64
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -170,7 +169,7 @@ class Session:
     task: asyncio.Task[None] | None = None
     srv_queue: int = 0
     be_queue: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    parked: bool = False
 
 
 # ------------------------------------------------------------------------------------------- frontends
@@ -190,7 +189,11 @@ class Frontend:
         self.balancer: Balancer = make_balancer(cfg.balance)
         self.servers: list[ServerState] = [ServerState(s, self) for s in cfg.servers]
         self.sockets: dict[tuple[str, int], socket.socket] = {}
-        self.reading: set[int] = set()  # fds with an accept reader installed
+        self.aservers: dict[tuple[str, int], asyncio.Server] = {}  # serving a dup of each listening socket
+        self.starting: set[tuple[str, int]] = set()
+        self.want_accept = False
+        self.reading: set[int] = set()  # stock asyncio: fds with our accept reader installed
+        self.parked: deque[Session] = deque()  # accepted beyond maxconn, waiting for a slot
         self.cur = 0
         self.smax = 0
         self.stot = 0
@@ -233,20 +236,95 @@ class Frontend:
             self.sockets[addr] = make_listen_socket(addr, backlog)
 
     def start_accepting(self) -> None:
+        """Serve every listening socket (through a dup of it: pausing closes the dup, never the socket)."""
+        self.want_accept = True
         if self.stopped:
             return
-        loop = self.lb.loop
-        for sock in self.sockets.values():
-            fd = sock.fileno()
-            if fd not in self.reading:
-                loop.add_reader(fd, self._accept, sock)
-                self.reading.add(fd)
+        if not self.lb.native_accept:
+            # stock asyncio: our own accept loop (closing an asyncio Server while it has accepted connections
+            # in flight drops them with a reset, so asyncio's servers cannot be paused safely)
+            loop = self.lb.loop
+            for sock in self.sockets.values():
+                fd = sock.fileno()
+                if fd not in self.reading:
+                    loop.add_reader(fd, self._accept, sock)
+                    self.reading.add(fd)
+            return
+        for addr in self.sockets:
+            if addr not in self.aservers and addr not in self.starting:
+                self.starting.add(addr)
+                t = self.lb.loop.create_task(self._serve(addr))
+                self.lb.bg.add(t)
+                t.add_done_callback(self.lb.bg.discard)
+
+    async def _serve(self, addr: tuple[str, int]) -> None:
+        try:
+            sock = self.sockets.get(addr)
+            if sock is None or not self.want_accept or self.stopped:
+                return
+            dup = sock.dup()
+            try:
+                srv = await self.lb.loop.create_server(
+                    self._factory, sock=dup, backlog=self.cfg.backlog or self.maxconn
+                )
+            except BaseException:
+                dup.close()
+                raise
+            if not self.want_accept or self.stopped or self.sockets.get(addr) is not sock:
+                srv.close()
+                return
+            self.aservers[addr] = srv
+        finally:
+            self.starting.discard(addr)
 
     def pause_accepting(self) -> None:
+        """Stop accepting: new connections wait in the kernel's backlog (closes only our dup's)."""
+        self.want_accept = False
+        for srv in self.aservers.values():
+            srv.close()
+        self.aservers.clear()
         loop = self.lb.loop
         for fd in self.reading:
             loop.remove_reader(fd)
         self.reading.clear()
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self.aservers or self.reading)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        """Accept loop for stock asyncio (uvloop accepts in C through create_server)."""
+        lb = self.lb
+        for _ in range(64):
+            if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
+                lb.pause_full()
+                return
+            try:
+                csock, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning(
+                        "listen %s: accept failed (%s); pausing accepts for 100 ms", self.name, e.strerror
+                    )
+                    self.pause_accepting()
+                    lb.loop.call_later(0.1, self.start_accepting)
+                    return
+                if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
+                    continue
+                raise
+            csock.setblocking(False)
+            proto = self._factory()
+            t = lb.loop.create_task(self._wrap(csock, proto))
+            lb.bg.add(t)
+            t.add_done_callback(lb.bg.discard)
+
+    async def _wrap(self, csock: socket.socket, proto: asyncio.Protocol) -> None:
+        try:
+            await self.lb.loop.connect_accepted_socket(lambda: proto, csock)
+        except (OSError, RuntimeError):
+            csock.close()
 
     def close_sockets(self) -> None:
         self.pause_accepting()
@@ -254,72 +332,78 @@ class Frontend:
             sock.close()
         self.sockets.clear()
 
-    def _accept(self, lsock: socket.socket) -> None:
-        lb = self.lb
-        for _ in range(ACCEPT_BATCH):
-            if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
-                lb.pause_full()
-                return
-            try:
-                csock, addr = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("listen %s: accept failed (%s); pausing accepts for 100 ms", self.name,
-                                e.strerror)
-                    self.pause_accepting()
-                    lb.loop.call_later(0.1, self.start_accepting)
-                    return
-                if e.errno in (errno.ECONNABORTED, errno.EPERM, errno.EPROTO):
-                    continue
-                raise
-            self._new_session(csock, addr)
-
     # -- sessions ----------------------------------------------------------------------------------------
-    def _new_session(self, csock: socket.socket, addr: Any) -> None:
-        lb = self.lb
-        loop = lb.loop
-        csock.setblocking(False)
-        if self.cfg.nodelay:
-            csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _factory(self) -> asyncio.Protocol:
+        loop = self.lb.loop
         pipe = Pipe(loop)
-        sess = Session(self, pipe, (addr[0], addr[1]), time.time(), loop.time())
+        sess = Session(self, pipe, ("", 0), time.time(), loop.time())
         pipe.on_close = lambda _p: self._closed(sess)
+        pipe.on_client_made = lambda: self._client_made(sess)
         pipe.timeout, pipe.timeout_flag = self.idle, self.idle_flag
         pipe.fin_timeout, pipe.fin_flag = self.fin_idle, self.fin_flag
+        return pipe.client
+
+    def _client_made(self, sess: Session) -> None:
+        lb = self.lb
+        tr = sess.pipe.client.transport
+        assert tr is not None
+        peer = tr.get_extra_info("peername")
+        if peer:
+            sess.client = (peer[0], peer[1])
+        if not (lb.native_accept and self.cfg.nodelay):  # uvloop sets TCP_NODELAY on every TCP transport
+            sock = tr.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if self.cfg.nodelay else 0)
+        ka = self.cfg.tcpka
+        if ka is not None and ka.client is not None:
+            set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
+        if lb.actconn >= lb.maxconn or self.cur >= self.maxconn or self.stopped:
+            # accepted by the loop beyond maxconn (it accepts in batches): park it, as if it were still in
+            # the kernel's backlog, until a slot frees
+            sess.parked = True
+            self.parked.append(sess)
+            lb.pause_full()
+            return
+        self._activate(sess)
+
+    def _activate(self, sess: Session) -> None:
+        lb = self.lb
+        sess.parked = False
         lb.actconn += 1
         self.cur += 1
         self.stot += 1
         if self.cur > self.smax:
             self.smax = self.cur
         lb.sessions.add(sess)
-        sess.task = loop.create_task(self._setup(sess, csock))
+        sess.t0 = lb.loop.time()
+        sess.task = lb.loop.create_task(self._setup(sess))
+        if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
+            lb.pause_full()
 
-    async def _setup(self, sess: Session, csock: socket.socket) -> None:
-        loop = self.lb.loop
+    def unpark(self) -> bool:
+        """Start the oldest parked connection if there is room; True if one was started."""
+        lb = self.lb
+        while self.parked and lb.actconn < lb.maxconn and self.cur < self.maxconn:
+            sess = self.parked.popleft()
+            if sess.pipe.closed or sess.pipe.client.lost:
+                continue
+            self._activate(sess)
+            return True
+        return False
+
+    async def _setup(self, sess: Session) -> None:
         pipe = sess.pipe
-        try:
-            await loop.connect_accepted_socket(lambda: pipe.client, csock)
-        except (OSError, RuntimeError):
-            csock.close()
-            pipe._finish()
-            return
-        tr = pipe.client.transport
-        assert tr is not None
-        ka = self.cfg.tcpka
-        if ka is not None and ka.client is not None:
-            set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
         if pipe.closed or pipe.client.lost:
             return
         # if the client goes away while we queue or connect, stop at once
         me = asyncio.current_task()
 
-        def gone_cb(_f: asyncio.Future[None]) -> None:
-            if me is not None:
+        def gone_cb() -> None:
+            if me is not None and not me.done():
                 me.cancel()
 
-        pipe.client_gone.add_done_callback(gone_cb)
+        pipe.on_client_lost = gone_cb
         try:
             await self._establish(sess)
         except asyncio.CancelledError:
@@ -330,7 +414,8 @@ class Frontend:
             if not pipe.client.lost and not self.lb.stopping:
                 raise
         finally:
-            pipe.client_gone.remove_done_callback(gone_cb)
+            if pipe.on_client_lost is gone_cb:
+                pipe.on_client_lost = None
 
     def _drop_slot(self, sess: Session) -> None:
         if sess.slot and sess.srv is not None:
@@ -400,8 +485,9 @@ class Frontend:
     def _eligible(self, exclude: set[str]) -> list[ServerState]:
         return [s for s in self.servers if s.name not in exclude]
 
-    async def _acquire(self, sess: Session, exclude: set[str], pinned: ServerState | None
-                       ) -> tuple[ServerState | None, str]:
+    async def _acquire(
+        self, sess: Session, exclude: set[str], pinned: ServerState | None
+    ) -> tuple[ServerState | None, str]:
         """A server with a free slot (slot taken), waiting in its queue if needed; or (None, term)."""
         loop = self.lb.loop
         while True:
@@ -414,8 +500,9 @@ class Frontend:
                 if srv is None:
                     # all full? then queue on the one with the shortest queue that still has room
                     qfull = {s.name for s in self.servers if s.queue_full}
-                    srv = select(self.balancer, self.servers, sess.client, exclude | qfull,
-                                 self.cfg.allbackups)
+                    srv = select(
+                        self.balancer, self.servers, sess.client, exclude | qfull, self.cfg.allbackups
+                    )
                     if srv is None:
                         if any(s.usable and s.weight > 0 and s.name not in exclude for s in self.servers):
                             return None, "sQ"  # every queue is full
@@ -460,11 +547,15 @@ class Frontend:
             if self.t_connect is not None:
                 async with asyncio.timeout(self.t_connect):
                     await loop.create_connection(
-                        lambda: side, scfg.host, scfg.port,
-                        local_addr=(scfg.source, 0) if scfg.source else None)
+                        lambda: side,
+                        scfg.host,
+                        scfg.port,
+                        local_addr=(scfg.source, 0) if scfg.source else None,
+                    )
             else:
                 await loop.create_connection(
-                    lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0) if scfg.source else None)
+                    lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0) if scfg.source else None
+                )
         except TimeoutError:
             return CheckStatus.L4TOUT, "connect timeout"
         except OSError as e:
@@ -486,6 +577,11 @@ class Frontend:
     def _closed(self, sess: Session) -> None:
         lb = self.lb
         p = sess.pipe
+        if sess.parked:
+            # accepted beyond maxconn and gone before it got a slot: nothing to count, nothing to log
+            with contextlib.suppress(ValueError):
+                self.parked.remove(sess)
+            return
         if sess.task is not None and not sess.task.done() and p.phase != "D":
             sess.task.cancel()
         lb.log_session(sess)  # counts as HAProxy logs them: this connection included
@@ -566,8 +662,9 @@ def make_listen_socket(addr: tuple[str, int], backlog: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         with contextlib.suppress(OSError):
             # bind to an address that is not (yet) local, e.g. a VRRP VIP on the backup node
-            sock.setsockopt(socket.IPPROTO_IP if fam == socket.AF_INET else socket.IPPROTO_IPV6,
-                            IP_FREEBIND, 1)
+            sock.setsockopt(
+                socket.IPPROTO_IP if fam == socket.AF_INET else socket.IPPROTO_IPV6, IP_FREEBIND, 1
+            )
         sock.bind((host, port))
         sock.listen(max(1, backlog))
         sock.setblocking(False)
@@ -598,6 +695,9 @@ class LoadBalancer:
         self.reloads = 0
         self.on_event: Callable[[str], None] | None = None  # test hook: every log line of ours
         self._idle: asyncio.Event | None = None
+        self.bg: set[asyncio.Task[None]] = set()
+        # uvloop accepts in C and calls our protocol factory synchronously: serve through create_server
+        self.native_accept = type(self.loop).__module__.startswith("uvloop")
 
     async def wait_idle(self) -> None:
         """Until no client connection is left."""
@@ -672,6 +772,11 @@ class LoadBalancer:
         for fe in self.frontends.values():
             fe.stopped = True
             fe.close_sockets()
+            while fe.parked:  # accepted beyond maxconn, never served: close them like a closed listener
+                sess = fe.parked.popleft()
+                sess.parked = False
+                sess.pipe.on_close = None
+                sess.pipe.abort("P", "Q", reset=False)
 
     def stop_checks(self) -> None:
         for fe in self.frontends.values():
@@ -699,6 +804,9 @@ class LoadBalancer:
     def resume_if_room(self, force: bool = False) -> None:
         if self.stopping or (not self.paused_full and not force):
             return
+        for fe in self.frontends.values():
+            while fe.parked and fe.unpark():
+                pass
         if self.actconn >= self.maxconn:
             return
         still = False
@@ -723,8 +831,15 @@ class LoadBalancer:
         def report(res: CheckResult) -> None:
             self.on_check(st, res)
 
-        st.checker = Checker(ck, st.cfg.check_host, st.cfg.check_port, interval=interval, report=report,
-                             spread=self.cfg.global_.spread_checks, source=st.cfg.source)
+        st.checker = Checker(
+            ck,
+            st.cfg.check_host,
+            st.cfg.check_port,
+            interval=interval,
+            report=report,
+            spread=self.cfg.global_.spread_checks,
+            source=st.cfg.source,
+        )
         st.checker.start()
 
     def stop_checker(self, st: ServerState) -> None:
@@ -757,10 +872,20 @@ class LoadBalancer:
         if tr.passive and not tr.up:
             info = f"{info} (live connection)" if info else "live connection failed"
         msg = format_health_change(
-            fe.name, st.name, tr.up, tr.status, info=info,
+            fe.name,
+            st.name,
+            tr.up,
+            tr.status,
+            info=info,
             duration_ms=_ms(res.duration) if res is not None else None,
-            code=res.code if res is not None else None, active=act, backup=bck, is_backup=st.backup,
-            sessions=None if tr.up else st.cur, requeued=requeued, queued=len(st.queue))
+            code=res.code if res is not None else None,
+            active=act,
+            backup=bck,
+            is_backup=st.backup,
+            sessions=None if tr.up else st.cur,
+            requeued=requeued,
+            queued=len(st.queue),
+        )
         self._event(msg, logging.WARNING if not tr.up else logging.INFO)
         self._availability(fe)
 
@@ -789,9 +914,21 @@ class LoadBalancer:
                 self.stop_checker(st)
                 n = st.flush_queue()
                 act, bck = count_usable(st.fe.servers)
-                self._event(format_maintenance(fe_name, srv_name, True, active=act, backup=bck,
-                                               is_backup=st.backup, sessions=st.cur, requeued=n,
-                                               queued=0, by="admin API"), logging.WARNING)
+                self._event(
+                    format_maintenance(
+                        fe_name,
+                        srv_name,
+                        True,
+                        active=act,
+                        backup=bck,
+                        is_backup=st.backup,
+                        sessions=st.cur,
+                        requeued=n,
+                        queued=0,
+                        by="admin API",
+                    ),
+                    logging.WARNING,
+                )
                 self._availability(st.fe)
         elif state == "drain":
             st.drain = True
@@ -806,8 +943,11 @@ class LoadBalancer:
             self.start_checker(st)
             if was:
                 act, bck = count_usable(st.fe.servers)
-                self._event(format_maintenance(fe_name, srv_name, False, active=act, backup=bck,
-                                               is_backup=st.backup, by="admin API"))
+                self._event(
+                    format_maintenance(
+                        fe_name, srv_name, False, active=act, backup=bck, is_backup=st.backup, by="admin API"
+                    )
+                )
                 st.fe.was_available = act + bck > 0
             else:
                 self._event(f"Server {fe_name}/{srv_name} is READY (admin API).")
@@ -830,7 +970,7 @@ class LoadBalancer:
 
     def log_session(self, sess: Session, asap: bool = False) -> None:
         fe = sess.fe
-        if not fe.cfg.log:
+        if not fe.cfg.log or (self.cfg.global_.log == "none" and self.on_event is None):
             return
         p = sess.pipe
         if fe.cfg.dontlognull and not asap and p.bytes_in == 0 and p.bytes_out == 0:
@@ -856,29 +996,61 @@ class LoadBalancer:
             now = time.monotonic()
             for st in fe.servers:
                 lc = st.last_check
-                servers.append({
-                    "name": st.name, "address": st.cfg.address, "status": st.status(),
-                    "weight": st.weight, "cfg_weight": st.cfg_weight, "backup": st.backup,
-                    "scur": st.cur, "smax": st.smax, "slim": st.cfg.maxconn, "stot": st.stot,
-                    "lbtot": st.lbtot, "qcur": len(st.queue), "qmax": st.qmax, "qlimit": st.cfg.maxqueue,
-                    "bin": st.bin, "bout": st.bout, "econ": st.econ, "eresp": st.eresp,
-                    "wretr": st.wretr, "wredis": st.wredis, "chkfail": st.chkfail, "chkdown": st.chkdown,
-                    "lastchg": int(now - st.lastchg),
-                    "downtime": int(st.downtime + (now - st.down_since if st.down_since else 0)),
-                    "check": st.cfg.check.type if st.checks_enabled else None,
-                    "check_status": str(st.health.status) if st.checks_enabled else None,
-                    "check_info": lc.detail if lc else "",
-                    "check_duration_ms": _ms(lc.duration) if lc else None,
-                    "check_rise": st.health.rise, "check_fall": st.health.fall,
-                    "check_health": st.health.health, "maint": st.maint, "drain": st.drain,
-                })
-            out["listeners"].append({
-                "name": fe.name, "bind": [f"{h}:{p}" for h, p in fe.cfg.bind], "balance": fe.cfg.balance,
-                "scur": fe.cur, "smax": fe.smax, "slim": fe.maxconn, "stot": fe.stot, "bin": fe.bin,
-                "bout": fe.bout, "econ": fe.econ, "active_servers": act, "backup_servers": bck,
-                "status": "OPEN" if fe.reading else ("FULL" if not fe.stopped else "STOP"),
-                "servers": servers,
-            })
+                servers.append(
+                    {
+                        "name": st.name,
+                        "address": st.cfg.address,
+                        "status": st.status(),
+                        "weight": st.weight,
+                        "cfg_weight": st.cfg_weight,
+                        "backup": st.backup,
+                        "scur": st.cur,
+                        "smax": st.smax,
+                        "slim": st.cfg.maxconn,
+                        "stot": st.stot,
+                        "lbtot": st.lbtot,
+                        "qcur": len(st.queue),
+                        "qmax": st.qmax,
+                        "qlimit": st.cfg.maxqueue,
+                        "bin": st.bin,
+                        "bout": st.bout,
+                        "econ": st.econ,
+                        "eresp": st.eresp,
+                        "wretr": st.wretr,
+                        "wredis": st.wredis,
+                        "chkfail": st.chkfail,
+                        "chkdown": st.chkdown,
+                        "lastchg": int(now - st.lastchg),
+                        "downtime": int(st.downtime + (now - st.down_since if st.down_since else 0)),
+                        "check": st.cfg.check.type if st.checks_enabled else None,
+                        "check_status": str(st.health.status) if st.checks_enabled else None,
+                        "check_info": lc.detail if lc else "",
+                        "check_duration_ms": _ms(lc.duration) if lc else None,
+                        "check_rise": st.health.rise,
+                        "check_fall": st.health.fall,
+                        "check_health": st.health.health,
+                        "maint": st.maint,
+                        "drain": st.drain,
+                    }
+                )
+            out["listeners"].append(
+                {
+                    "name": fe.name,
+                    "bind": [f"{h}:{p}" for h, p in fe.cfg.bind],
+                    "balance": fe.cfg.balance,
+                    "scur": fe.cur,
+                    "smax": fe.smax,
+                    "slim": fe.maxconn,
+                    "stot": fe.stot,
+                    "bin": fe.bin,
+                    "bout": fe.bout,
+                    "econ": fe.econ,
+                    "active_servers": act,
+                    "backup_servers": bck,
+                    "status": "OPEN" if fe.accepting else ("FULL" if not fe.stopped else "STOP"),
+                    "servers": servers,
+                }
+            )
         return out
 
 

@@ -33,15 +33,83 @@ MAX_REQUEST = 16384
 
 # HAProxy's first CSV columns (management.txt §9.1), in order; we fill what we have
 CSV_FIELDS = [
-    "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq", "dresp",
-    "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight", "act", "bck", "chkfail", "chkdown",
-    "lastchg", "downtime", "qlimit", "pid", "iid", "sid", "throttle", "lbtot", "tracked", "type", "rate",
-    "rate_lim", "rate_max", "check_status", "check_code", "check_duration", "hrsp_1xx", "hrsp_2xx",
-    "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other", "hanafail", "req_rate", "req_rate_max", "req_tot",
-    "cli_abrt", "srv_abrt", "comp_in", "comp_out", "comp_byp", "comp_rsp", "lastsess", "last_chk",
-    "last_agt", "qtime", "ctime", "rtime", "ttime", "agent_status", "agent_code", "agent_duration",
-    "check_desc", "agent_desc", "check_rise", "check_fall", "check_health", "agent_rise", "agent_fall",
-    "agent_health", "addr", "cookie", "mode", "algo",
+    "pxname",
+    "svname",
+    "qcur",
+    "qmax",
+    "scur",
+    "smax",
+    "slim",
+    "stot",
+    "bin",
+    "bout",
+    "dreq",
+    "dresp",
+    "ereq",
+    "econ",
+    "eresp",
+    "wretr",
+    "wredis",
+    "status",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "lastchg",
+    "downtime",
+    "qlimit",
+    "pid",
+    "iid",
+    "sid",
+    "throttle",
+    "lbtot",
+    "tracked",
+    "type",
+    "rate",
+    "rate_lim",
+    "rate_max",
+    "check_status",
+    "check_code",
+    "check_duration",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+    "hanafail",
+    "req_rate",
+    "req_rate_max",
+    "req_tot",
+    "cli_abrt",
+    "srv_abrt",
+    "comp_in",
+    "comp_out",
+    "comp_byp",
+    "comp_rsp",
+    "lastsess",
+    "last_chk",
+    "last_agt",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "agent_status",
+    "agent_code",
+    "agent_duration",
+    "check_desc",
+    "agent_desc",
+    "check_rise",
+    "check_fall",
+    "check_health",
+    "agent_rise",
+    "agent_fall",
+    "agent_health",
+    "addr",
+    "cookie",
+    "mode",
+    "algo",
 ]
 
 
@@ -58,9 +126,21 @@ def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     pid = snap["pid"]
     for iid, fe in enumerate(snap["listeners"], start=1):
         base = {"pxname": fe["name"], "pid": pid, "iid": iid, "mode": "tcp", "algo": fe["balance"]}
-        rows.append({**base, "svname": "FRONTEND", "scur": fe["scur"], "smax": fe["smax"], "slim": fe["slim"],
-                     "stot": fe["stot"], "bin": fe["bin"], "bout": fe["bout"], "status": fe["status"],
-                     "sid": 0, "type": 0})
+        rows.append(
+            {
+                **base,
+                "svname": "FRONTEND",
+                "scur": fe["scur"],
+                "smax": fe["smax"],
+                "slim": fe["slim"],
+                "stot": fe["stot"],
+                "bin": fe["bin"],
+                "bout": fe["bout"],
+                "status": fe["status"],
+                "sid": 0,
+                "type": 0,
+            }
+        )
         act = bck = 0
         for sid, s in enumerate(fe["servers"], start=1):
             up = s["status"] not in ("DOWN", "MAINT") and not s["status"].startswith("DOWN")
@@ -69,22 +149,62 @@ def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                     bck += 1
                 else:
                     act += 1
-            rows.append({
-                **base, "svname": s["name"], "qcur": s["qcur"], "qmax": s["qmax"], "scur": s["scur"],
-                "smax": s["smax"], "slim": s["slim"], "stot": s["stot"], "bin": s["bin"], "bout": s["bout"],
-                "econ": s["econ"], "eresp": s["eresp"], "wretr": s["wretr"], "wredis": s["wredis"],
-                "status": s["status"], "weight": s["weight"], "act": 0 if s["backup"] else 1,
-                "bck": 1 if s["backup"] else 0, "chkfail": s["chkfail"], "chkdown": s["chkdown"],
-                "lastchg": s["lastchg"], "downtime": s["downtime"], "qlimit": s["qlimit"], "sid": sid,
-                "lbtot": s["lbtot"], "type": 2, "check_status": s["check_status"],
-                "check_duration": s["check_duration_ms"], "check_desc": s["check_info"],
-                "check_rise": s["check_rise"], "check_fall": s["check_fall"],
-                "check_health": s["check_health"], "addr": s["address"],
-            })
-        rows.append({**base, "svname": "BACKEND", "scur": fe["scur"], "smax": fe["smax"], "slim": fe["slim"],
-                     "stot": fe["stot"], "bin": fe["bin"], "bout": fe["bout"], "econ": fe["econ"],
-                     "status": "UP" if act + bck else "DOWN", "act": act, "bck": bck, "sid": 0, "type": 1,
-                     "weight": sum(s["weight"] for s in fe["servers"] if not s["backup"])})
+            rows.append(
+                {
+                    **base,
+                    "svname": s["name"],
+                    "qcur": s["qcur"],
+                    "qmax": s["qmax"],
+                    "scur": s["scur"],
+                    "smax": s["smax"],
+                    "slim": s["slim"],
+                    "stot": s["stot"],
+                    "bin": s["bin"],
+                    "bout": s["bout"],
+                    "econ": s["econ"],
+                    "eresp": s["eresp"],
+                    "wretr": s["wretr"],
+                    "wredis": s["wredis"],
+                    "status": s["status"],
+                    "weight": s["weight"],
+                    "act": 0 if s["backup"] else 1,
+                    "bck": 1 if s["backup"] else 0,
+                    "chkfail": s["chkfail"],
+                    "chkdown": s["chkdown"],
+                    "lastchg": s["lastchg"],
+                    "downtime": s["downtime"],
+                    "qlimit": s["qlimit"],
+                    "sid": sid,
+                    "lbtot": s["lbtot"],
+                    "type": 2,
+                    "check_status": s["check_status"],
+                    "check_duration": s["check_duration_ms"],
+                    "check_desc": s["check_info"],
+                    "check_rise": s["check_rise"],
+                    "check_fall": s["check_fall"],
+                    "check_health": s["check_health"],
+                    "addr": s["address"],
+                }
+            )
+        rows.append(
+            {
+                **base,
+                "svname": "BACKEND",
+                "scur": fe["scur"],
+                "smax": fe["smax"],
+                "slim": fe["slim"],
+                "stot": fe["stot"],
+                "bin": fe["bin"],
+                "bout": fe["bout"],
+                "econ": fe["econ"],
+                "status": "UP" if act + bck else "DOWN",
+                "act": act,
+                "bck": bck,
+                "sid": 0,
+                "type": 1,
+                "weight": sum(s["weight"] for s in fe["servers"] if not s["backup"]),
+            }
+        )
     return rows
 
 
@@ -104,23 +224,51 @@ tr.fe,tr.be{background:#eee}caption{text-align:left;font-weight:bold;font-size:1
 
 def render_html(snap: dict[str, Any], refresh: float | None = None) -> str:
     e = html.escape
-    head = ["Name", "Queue Cur", "Max", "Limit", "Sessions Cur", "Max", "Limit", "Total", "LbTot",
-            "Bytes In", "Out", "Errors Conn", "Warn Retr", "Redis", "Status", "LastChk", "Wght", "Act",
-            "Bck", "Chk", "Dwn", "Dwntme", "Address"]
+    head = [
+        "Name",
+        "Queue Cur",
+        "Max",
+        "Limit",
+        "Sessions Cur",
+        "Max",
+        "Limit",
+        "Total",
+        "LbTot",
+        "Bytes In",
+        "Out",
+        "Errors Conn",
+        "Warn Retr",
+        "Redis",
+        "Status",
+        "LastChk",
+        "Wght",
+        "Act",
+        "Bck",
+        "Chk",
+        "Dwn",
+        "Dwntme",
+        "Address",
+    ]
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>tcplb statistics</title>"]
     if refresh:
         out.append(f"<meta http-equiv='refresh' content='{int(refresh)}'>")
     out.append(f"<style>{_STYLE}</style></head><body><h1>tcplb statistics</h1>")
-    out.append(f"<p>pid {snap['pid']}, uptime {int(snap['uptime'])}s, {snap['actconn']} connections "
-               f"(maxconn {snap['maxconn']}), {snap['reloads']} reloads. "
-               "<a href='/stats;csv'>CSV</a> <a href='/stats.json'>JSON</a></p>")
+    out.append(
+        f"<p>pid {snap['pid']}, uptime {int(snap['uptime'])}s, {snap['actconn']} connections "
+        f"(maxconn {snap['maxconn']}), {snap['reloads']} reloads. "
+        "<a href='/stats;csv'>CSV</a> <a href='/stats.json'>JSON</a></p>"
+    )
     for fe in snap["listeners"]:
-        out.append(f"<table><caption>{e(fe['name'])} ({e(', '.join(fe['bind']))}, {e(fe['balance'])})"
-                   "</caption><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
-        out.append(f"<tr class='fe'><td class='n'>Frontend</td><td></td><td></td><td></td><td>{fe['scur']}</td>"
-                   f"<td>{fe['smax']}</td><td>{fe['slim']}</td><td>{fe['stot']}</td><td></td>"
-                   f"<td>{fe['bin']}</td><td>{fe['bout']}</td><td>{fe['econ']}</td><td></td><td></td>"
-                   f"<td>{fe['status']}</td>" + "<td></td>" * 8 + "</tr>")
+        out.append(
+            f"<table><caption>{e(fe['name'])} ({e(', '.join(fe['bind']))}, {e(fe['balance'])})"
+            "</caption><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+        )
+        out.append(
+            f"<tr class='fe'><td class='n'>Frontend</td><td></td><td></td><td></td><td>{fe['scur']}</td>"
+            f"<td>{fe['smax']}</td><td>{fe['slim']}</td><td>{fe['stot']}</td><td></td>"
+            f"<td>{fe['bin']}</td><td>{fe['bout']}</td><td>{fe['econ']}</td><td></td><td></td>"
+            f"<td>{fe['status']}</td>" + "<td></td>" * 8 + "</tr>"
+        )
         for s in fe["servers"]:
             st = s["status"]
             cls = st if st in ("UP", "DOWN", "MAINT", "DRAIN") else "trans" if " " in st else "UP"
@@ -135,9 +283,12 @@ def render_html(snap: dict[str, Any], refresh: float | None = None) -> str:
                 f"<td title='{e(s['check_info'] or '')}'>{e(chk.strip())}</td><td>{s['weight']}</td>"
                 f"<td>{'' if s['backup'] else 'Y'}</td><td>{'Y' if s['backup'] else ''}</td>"
                 f"<td>{s['chkfail']}</td><td>{s['chkdown']}</td><td>{s['downtime']}s</td>"
-                f"<td>{e(s['address'])}</td></tr>")
-        out.append(f"<tr class='be'><td class='n'>Backend</td><td colspan='13'></td><td>"
-                   f"{fe['active_servers']} active, {fe['backup_servers']} backup</td><td colspan='8'></td></tr>")
+                f"<td>{e(s['address'])}</td></tr>"
+            )
+        out.append(
+            f"<tr class='be'><td class='n'>Backend</td><td colspan='13'></td><td>"
+            f"{fe['active_servers']} active, {fe['backup_servers']} backup</td><td colspan='8'></td></tr>"
+        )
         out.append("</table>")
     out.append("</body></html>")
     return "".join(out)
@@ -150,15 +301,23 @@ class HttpError(Exception):
         self.text = text
 
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
 
 
 class StatsServer:
     def __init__(self, lb: LoadBalancer, cfg: StatsConfig) -> None:
         self.lb = lb
         self.cfg = cfg
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
         host, port = self.cfg.bind
@@ -191,8 +350,10 @@ class StatsServer:
             log.exception("stats request failed")
             status, ctype, body = 500, "text/plain; charset=utf-8", "internal error\n"
         data = body.encode()
-        hdr = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-               f"Content-Length: {len(data)}\r\nCache-Control: no-cache\r\nConnection: close\r\n")
+        hdr = (
+            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(data)}\r\nCache-Control: no-cache\r\nConnection: close\r\n"
+        )
         if status == 401:
             hdr += 'WWW-Authenticate: Basic realm="tcplb"\r\n'
         try:
@@ -287,5 +448,9 @@ class StatsServer:
             raise HttpError(404, str(e.args[0])) from None
         except ValueError as e:
             raise HttpError(400, str(e)) from None
-        return 200, "application/json", json.dumps(
-            {"listener": fe, "server": st.name, "status": st.status(), "weight": st.weight}) + "\n"
+        return (
+            200,
+            "application/json",
+            json.dumps({"listener": fe, "server": st.name, "status": st.status(), "weight": st.weight})
+            + "\n",
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -35,9 +36,40 @@ DISCARD_LOG_INTERVAL = 10.0  # seconds between two log lines for the same (insta
 SHUTDOWN_BUDGET = 0.8  # seconds the notify queue may use at SIGTERM (the whole exit stays under one second)
 
 
+class DeferringHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler that can hold records while an action batch runs, so that writing log lines never
+    delays the packets of that batch (advert, VIPs, GARP go out in the same millisecond). Records keep the
+    time they were created at."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self._depth = 0
+        self._held: list[logging.LogRecord] = []
+
+    def hold(self) -> None:
+        self._depth += 1
+
+    def release(self) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self._held:
+            held, self._held = self._held, []
+            for rec in held:
+                super().emit(rec)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._depth:
+            self._held.append(record)
+        else:
+            super().emit(record)
+
+
+_HANDLER: DeferringHandler | None = None
+
+
 def setup_logging(level: str = "info") -> None:
     """One line per event on stderr; no timestamps under systemd (JOURNAL_STREAM set: journald adds them)."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _HANDLER
+    handler = _HANDLER = DeferringHandler()
     if os.environ.get("JOURNAL_STREAM"):
         fmt = logging.Formatter("%(levelname)s %(message)s")
     else:
@@ -172,6 +204,7 @@ class Daemon:
         self.stopping: asyncio.Event = asyncio.Event()
         self.started = time.time()
         self.reloads = 0
+        self.ready = False
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -190,6 +223,10 @@ class Daemon:
         return ra
 
     async def start(self) -> None:
+        # Signals first: a SIGTERM during start-up must still end in an orderly shutdown.
+        self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.monitor = open_monitor()
         self.loop.add_reader(self.monitor.fileno(), self._on_netlink)
         self.links = self.nl.links()
@@ -198,9 +235,7 @@ class Daemon:
         for c in self.cfg.instances:
             self._start_instance(c)
         await self._start_control()
-        self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.ready = True
         log.info(
             "vrrpd started (%s loop), %d instance(s), control socket %s",
             self.loop_kind,
@@ -263,6 +298,11 @@ class Daemon:
             try:
                 ifc.vrrp = VrrpSocket(ifc.name, link.index, multicast=multicast)
             except OSError as e:
+                if e.errno in (errno.EPERM, errno.EACCES):
+                    raise OSError(
+                        e.errno,
+                        f"cannot open a raw socket on {ifc.name} (needs root or CAP_NET_RAW + CAP_NET_ADMIN)",
+                    ) from e
                 log.error("%s: cannot open the VRRP socket: %s", ifc.name, e)
                 return
             self.loop.add_reader(ifc.vrrp.fileno(), self._on_readable, ifc)
@@ -408,17 +448,24 @@ class Daemon:
     # --------------------------------------------------------------------------------------- event feeding
 
     def _feed(self, inst: Instance, event: fsm.Event, now: float) -> None:
+        handler = _HANDLER
+        if handler is not None:
+            handler.hold()  # log lines are written after the batch's packets are out
         try:
-            actions = inst.vr.handle(event, now)
-        except ValueError as e:  # local misuse: log, never crash the daemon
-            log.error("%s: %s rejected: %s", inst.name, type(event).__name__, e)
-            return
-        for a in actions:
             try:
-                self._apply(inst, a, now)
-            except Exception:
-                log.exception("%s: failed to apply %s", inst.name, a)
-        self._rearm(inst)
+                actions = inst.vr.handle(event, now)
+            except ValueError as e:  # local misuse: log, never crash the daemon
+                log.error("%s: %s rejected: %s", inst.name, type(event).__name__, e)
+                return
+            for a in actions:
+                try:
+                    self._apply(inst, a, now)
+                except Exception:
+                    log.exception("%s: failed to apply %s", inst.name, a)
+            self._rearm(inst)
+        finally:
+            if handler is not None:
+                handler.release()
 
     def _rearm(self, inst: Instance) -> None:
         d = inst.vr.next_deadline()
@@ -446,7 +493,12 @@ class Daemon:
         if ifc.vrrp is None:
             return
         now = self.loop.time()
-        for data in ifc.vrrp.recv_all():
+        try:
+            batch = ifc.vrrp.recv_all()
+        except OSError as e:
+            log.warning("%s: receive error: %s", ifc.name, e)
+            return
+        for data in batch:
             try:
                 pkt = wire.decode_ip(data)
             except wire.DecodeError as e:
@@ -623,7 +675,10 @@ class Daemon:
             else:
                 self.links[ev.index] = ev.link
         if changed or addr_change:
-            self._resync(events)
+            try:
+                self._resync(events)
+            except OSError as e:
+                log.error("netlink resync failed: %s", e)
 
     def _resync(self, events: list[LinkEvent] | None) -> None:
         for ifc in list(self.ifaces.values()):
@@ -671,6 +726,9 @@ class Daemon:
     # ------------------------------------------------------------------------------------------- reload
 
     def reload(self) -> None:
+        if not self.ready or self.stopping.is_set():
+            log.warning("SIGHUP ignored: %s", "stopping" if self.stopping.is_set() else "still starting")
+            return
         path = self.config_path
         if path is None:
             log.warning("SIGHUP: no configuration file to reload")

@@ -44,7 +44,7 @@ def test_publish_on_one_node_consume_on_another(
             lambda: pub.confirmed() >= 300 and cons.consumed() >= 300, 30, what="300 through the cluster"
         )
         pub.stop()
-        cons.stop(drained=lambda: rabbit.queue_depth(queue) == 0)
+        cons.stop()
         ledger = Ledger.from_files([*pub.outputs, *cons.outputs])
         assert ledger.summary()["confirmed"] >= 300
         assert ledger.lost == []

@@ -18,7 +18,9 @@ from tcplb.daemon import new_loop
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
-CONNECTION_START = struct.pack("!BHI", 1, 0, 4 + 10) + struct.pack("!HH", 10, 10) + b"\x00\x09" + b"\0" * 8 + b"\xce"
+CONNECTION_START = (
+    struct.pack("!BHI", 1, 0, 4 + 10) + struct.pack("!HH", 10, 10) + b"\x00\x09" + b"\0" * 8 + b"\xce"
+)
 
 
 def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
@@ -157,8 +159,12 @@ def test_http_check(loop: str) -> None:
 
     async def main() -> None:
         f = await Fake(answer).start()
-        h = HttpCheck(path="/api/health/checks/ready-to-serve-clients", user="guest", password="secret",
-                      expect_status=((200, 200),))
+        h = HttpCheck(
+            path="/api/health/checks/ready-to-serve-clients",
+            user="guest",
+            password="secret",
+            expect_status=((200, 200),),
+        )
         res = await checks.probe(ck(type="http", http=h), "127.0.0.1", f.port)
         assert res.ok and res.status == "L7OK" and res.code == 200, res
         assert b"Host: 127.0.0.1:" in f.seen[0]

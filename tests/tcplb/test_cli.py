@@ -5,6 +5,7 @@ tcplb runs as a subprocess on loopback, on both loops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,14 +68,19 @@ class EchoServer:
     def close(self) -> None:
         self.sock.close()
         for c in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
 
 
-def write_cfg(path: Path, port: int, servers: list[tuple[str, int, int]], *, stats: int | None = None,
-              hard_stop: str = "10s", extra_defaults: str = 'timeout_client = "30s"\ntimeout_server = "30s"') -> None:
+def write_cfg(
+    path: Path,
+    port: int,
+    servers: list[tuple[str, int, int]],
+    *,
+    stats: int | None = None,
+    hard_stop: str = "10s",
+    extra_defaults: str = 'timeout_client = "30s"\ntimeout_server = "30s"',
+) -> None:
     srv = ",\n".join(f'  {{ name = "{n}", address = "127.0.0.1:{p}", weight = {w} }}' for n, p, w in servers)
     text = f"""[global]
 hard_stop_after = "{hard_stop}"
@@ -102,8 +108,12 @@ class Tcplb:
     def __init__(self, cfg: Path, loop: str, log: Path) -> None:
         self.log = log
         self.fh = log.open("w")
-        self.p = subprocess.Popen([PY, "-m", "tcplb", "-c", str(cfg), "--loop", loop], stdout=self.fh,
-                                  stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[2]))
+        self.p = subprocess.Popen(
+            [PY, "-m", "tcplb", "-c", str(cfg), "--loop", loop],
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
 
     def output(self) -> str:
         return self.log.read_text()
@@ -141,8 +151,9 @@ def roundtrip(port: int, msg: bytes = b"ping") -> bool:
 def test_check_valid(tmp_path: Path) -> None:
     cfg = tmp_path / "lb.toml"
     write_cfg(cfg, 5672, [("a", 5673, 1)])
-    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 0, p.stderr
     assert "valid" in p.stdout
 
@@ -157,8 +168,9 @@ balance = "fastest"
 server = [{ name = "a", address = "192.0.2.11:5672", weight = -1 }]
 bogus = 1
 """)
-    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "-c", str(cfg), "--check"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) >= 4, p.stderr
@@ -170,8 +182,12 @@ bogus = 1
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
-    p = subprocess.run([PY, "-m", "tcplb", "-c", str(tmp_path / "nope.toml"), "--check"], capture_output=True,
-                       text=True, timeout=30)
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "-c", str(tmp_path / "nope.toml"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode != 0 and p.stderr.strip()
 
 
@@ -316,7 +332,9 @@ def test_stats_page_and_admin_api(tmp_path: Path, loop: str, echo: EchoServer) -
         assert csv[0].startswith("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout")
         rows = {ln.split(",")[1]: ln.split(",") for ln in csv[1:]}
         assert set(rows) == {"FRONTEND", "a", "b", "BACKEND"}
-        assert urllib.request.urlopen(base + "/stats.csv", timeout=3).read().decode().splitlines()[0] == csv[0]
+        assert (
+            urllib.request.urlopen(base + "/stats.csv", timeout=3).read().decode().splitlines()[0] == csv[0]
+        )
         snap = json.loads(urllib.request.urlopen(base + "/stats.json", timeout=3).read())
         assert snap["listeners"][0]["stot"] >= 1
         req = urllib.request.Request(base + "/api/servers/t/b/weight", data=b"weight=7", method="POST")
@@ -342,8 +360,13 @@ def test_loop_flag_and_bad_bind(tmp_path: Path) -> None:
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     write_cfg(cfg, busy.getsockname()[1], [("a", 1, 1)])
-    p = subprocess.run([PY, "-m", "tcplb", "-c", str(cfg), "--loop", "asyncio"], capture_output=True,
-                       text=True, timeout=30, env={**os.environ})
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "-c", str(cfg), "--loop", "asyncio"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ},
+    )
     busy.close()
     assert p.returncode == 1
     assert "cannot bind" in p.stderr

@@ -88,8 +88,9 @@ def build(lab: Lab) -> tuple[Host, Host, list[Host]]:
 
 
 def start_echo(h: Host, i: int) -> Proc:
-    return h.start([sys.executable, "-c", ECHO, f"192.0.2.1{i}", f"s{i}"], name=f"echo-s{i}",
-                   ready_log="listening")
+    return h.start(
+        [sys.executable, "-c", ECHO, f"192.0.2.1{i}", f"s{i}"], name=f"echo-s{i}", ready_log="listening"
+    )
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
@@ -120,8 +121,12 @@ server = [
 bind = "192.0.2.10:8404"
 """)
     # the VIP is not on the LB yet: tcplb binds it anyway (IP_FREEBIND), as a VRRP backup node must
-    proc = lb.start([sys.executable, "-m", "tcplb", "-c", str(cfg), "--loop", loop], name="tcplb",
-                    cwd=str(ROOT), ready_log="tcplb started")
+    proc = lb.start(
+        [sys.executable, "-m", "tcplb", "-c", str(cfg), "--loop", loop],
+        name="tcplb",
+        cwd=str(ROOT),
+        ready_log="tcplb started",
+    )
     lb.run(["ip", "addr", "add", "192.0.2.100/24", "dev", "eth0"])
     load = client.start([sys.executable, "-c", LOAD, "192.0.2.100", "14", "20"], name="load")
     time.sleep(2.0)
@@ -134,8 +139,10 @@ bind = "192.0.2.10:8404"
     echos[1] = start_echo(servers[1], 2)
     assert load.wait(20) == 0, load.output()
     res = json.loads(load.output().strip().splitlines()[-1])
-    print(f"\n{loop}: {res['ok']} ok, {res['failed']} failed, {res['reset']} reset in flight; "
-          f"per server {res['servers']}")
+    print(
+        f"\n{loop}: {res['ok']} ok, {res['failed']} failed, {res['reset']} reset in flight; "
+        f"per server {res['servers']}"
+    )
     assert res["failed"] == 0, res["errors"][:5]
     # a reset reaches only connections established on a backend at the instant it was killed (at most the
     # 20 concurrent ones, per kill); every connection opened afterwards is redispatched and served

@@ -75,8 +75,9 @@ class Backend:
         self.writers.append(w)
         try:
             if self.mode == "reset":
-                w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                      struct.pack("ii", 1, 0))
+                w.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 w.transport.abort()
                 return
             if self.banner:
@@ -129,11 +130,17 @@ class Blackhole:
         self.sock.close()
 
 
-def make_cfg(servers: str, *, listen_extra: str = "", defaults: str = "", glob: str = "",
-             port: int | None = None) -> tuple[config.Config, int]:
+def make_cfg(
+    servers: str, *, listen_extra: str = "", defaults: str = "", glob: str = "", port: int | None = None
+) -> tuple[config.Config, int]:
     port = port or free_port()
-    d = {"timeout_connect": '"1s"', "timeout_client": '"30s"', "timeout_server": '"30s"', "retries": "3",
-         "redispatch": "true"}
+    d = {
+        "timeout_connect": '"1s"',
+        "timeout_client": '"30s"',
+        "timeout_server": '"30s"',
+        "retries": "3",
+        "redispatch": "true",
+    }
     for line in defaults.splitlines():
         if "=" in line:
             k, v = line.split("=", 1)
@@ -218,7 +225,8 @@ def test_keepalive_and_nodelay_per_side(loop: str) -> None:
         b = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "s1", address = "{b.addr}", check = false }},',
-            listen_extra="tcpka = { client = { idle = 30, interval = 5, count = 4 }, server = true }")
+            listen_extra="tcpka = { client = { idle = 30, interval = 5, count = 4 }, server = true }",
+        )
         lb, _ = await start_lb(cfg)
         r, w = await connect(port)
         w.write(b"x")
@@ -300,8 +308,9 @@ def test_idle_timeouts(loop: str, defaults: str, expect_state: str, lo: float, h
 def test_activity_keeps_connection_open(loop: str) -> None:
     async def main() -> None:
         b = await Backend().start()
-        cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},',
-                             defaults='timeout_tunnel = "300ms"')
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", check = false }},', defaults='timeout_tunnel = "300ms"'
+        )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         for _ in range(8):  # 1.2 s of traffic every 150 ms
@@ -331,8 +340,10 @@ def test_client_fin_timeout(loop: str) -> None:
         b.server.close()  # type: ignore[union-attr]
         b.server = await asyncio.start_server(hold, "127.0.0.1", 0)
         b.port = b.server.sockets[0].getsockname()[1]
-        cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},',
-                             defaults='timeout_client_fin = "300ms"')
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", check = false }},',
+            defaults='timeout_client_fin = "300ms"',
+        )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         w.write(b"bye")
@@ -359,7 +370,8 @@ def test_connect_timeout_then_redispatch(loop: str) -> None:
         cfg, port = make_cfg(
             f'{{ name = "hole", address = "{bh.addr}" }},\n{{ name = "ok", address = "{b.addr}" }},',
             defaults='timeout_connect = "300ms"',
-            listen_extra='balance = "roundrobin"\ncheck = { inter = "10s" }')
+            listen_extra='balance = "roundrobin"\ncheck = { inter = "10s" }',
+        )
         lb, events = await start_lb(cfg)
         results = await asyncio.gather(*(echo_ok(port) for _ in range(4)))
         assert all(results)
@@ -378,8 +390,10 @@ def test_connect_timeout_then_redispatch(loop: str) -> None:
 def test_connect_timeout_all_servers(loop: str) -> None:
     async def main() -> None:
         bh = Blackhole()
-        cfg, port = make_cfg(f'{{ name = "hole", address = "{bh.addr}", check = false }},',
-                             defaults='timeout_connect = "200ms"\nretries = 1')
+        cfg, port = make_cfg(
+            f'{{ name = "hole", address = "{bh.addr}", check = false }},',
+            defaults='timeout_connect = "200ms"\nretries = 1',
+        )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         t0 = asyncio.get_running_loop().time()
@@ -409,7 +423,8 @@ def test_dead_server_no_client_fails(loop: str) -> None:
         cfg, port = make_cfg(
             f'{{ name = "a", address = "{b1.addr}" }},\n{{ name = "dead", address = "127.0.0.1:{dead}" }},\n'
             f'{{ name = "b", address = "{b2.addr}" }},',
-            listen_extra='balance = "roundrobin"\ncheck = { inter = "10s" }')
+            listen_extra='balance = "roundrobin"\ncheck = { inter = "10s" }',
+        )
         lb, events = await start_lb(cfg)
         results = await asyncio.gather(*(echo_ok(port) for _ in range(30)))
         assert all(results)
@@ -432,8 +447,9 @@ def test_server_killed_under_load(loop: str) -> None:
         b2 = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "a", address = "{b1.addr}" }},\n{{ name = "b", address = "{b2.addr}" }},',
-            listen_extra='balance = "leastconn"\ncheck = { inter = "5s" }')
-        lb, events = await start_lb(cfg)
+            listen_extra='balance = "leastconn"\ncheck = { inter = "5s" }',
+        )
+        lb, _events = await start_lb(cfg)
         ok = 0
         for i in range(60):
             if i == 20:
@@ -453,8 +469,10 @@ def test_server_killed_under_load(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_no_server_at_all(loop: str) -> None:
     async def main() -> None:
-        cfg, port = make_cfg(f'{{ name = "dead", address = "127.0.0.1:{free_port()}", check = false }},',
-                             defaults="retries = 2")
+        cfg, port = make_cfg(
+            f'{{ name = "dead", address = "127.0.0.1:{free_port()}", check = false }},',
+            defaults="retries = 2",
+        )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         assert await asyncio.wait_for(r.read(-1), 8) == b""
@@ -495,8 +513,10 @@ def test_backend_resets(loop: str) -> None:
 def test_backend_accepts_never_answers(loop: str) -> None:
     async def main() -> None:
         b = await Backend("silent").start()
-        cfg, port = make_cfg(f'{{ name = "mute", address = "{b.addr}", check = false }},',
-                             defaults='timeout_server = "300ms"\ntimeout_client = "5s"')
+        cfg, port = make_cfg(
+            f'{{ name = "mute", address = "{b.addr}", check = false }},',
+            defaults='timeout_server = "300ms"\ntimeout_client = "5s"',
+        )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         w.write(b"AMQP\x00\x00\x09\x01")
@@ -517,8 +537,10 @@ def test_garbage_and_half_open_clients(loop: str) -> None:
 
     async def main() -> None:
         b = await Backend().start()
-        cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},',
-                             defaults='timeout_client = "400ms"\ntimeout_server = "400ms"')
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", check = false }},',
+            defaults='timeout_client = "400ms"\ntimeout_server = "400ms"',
+        )
         lb, events = await start_lb(cfg)
         junk = os.urandom(100_000)
         r, w = await connect(port)
@@ -553,7 +575,7 @@ def test_global_maxconn_stops_accepting(loop: str) -> None:
     async def main() -> None:
         b = await Backend().start()
         cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},', glob="maxconn = 2")
-        lb, events = await start_lb(cfg)
+        lb, _events = await start_lb(cfg)
         conns = [await connect(port) for _ in range(2)]
         for r, w in conns:
             w.write(b"a")
@@ -578,8 +600,9 @@ def test_global_maxconn_stops_accepting(loop: str) -> None:
 def test_listener_maxconn(loop: str) -> None:
     async def main() -> None:
         b = await Backend().start()
-        cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},',
-                             listen_extra="maxconn = 1")
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", check = false }},', listen_extra="maxconn = 1"
+        )
         lb, _ = await start_lb(cfg)
         r1, w1 = await connect(port)
         w1.write(b"a")
@@ -601,8 +624,10 @@ def test_listener_maxconn(loop: str) -> None:
 def test_server_maxconn_queue_fifo(loop: str) -> None:
     async def main() -> None:
         b = await Backend().start()
-        cfg, port = make_cfg(f'{{ name = "s1", address = "{b.addr}", maxconn = 1, check = false }},',
-                             defaults='timeout_queue = "5s"')
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", maxconn = 1, check = false }},',
+            defaults='timeout_queue = "5s"',
+        )
         lb, events = await start_lb(cfg)
         r1, w1 = await connect(port)
         w1.write(b"1")
@@ -644,7 +669,8 @@ def test_queue_timeout_and_maxqueue(loop: str) -> None:
         b = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "s1", address = "{b.addr}", maxconn = 1, maxqueue = 1, check = false }},',
-            defaults='timeout_queue = "300ms"')
+            defaults='timeout_queue = "300ms"',
+        )
         lb, events = await start_lb(cfg)
         r1, w1 = await connect(port)
         w1.write(b"1")
@@ -676,7 +702,7 @@ def test_reload_keeps_sockets_and_connections(loop: str) -> None:
         b1 = await Backend().start()
         b2 = await Backend().start()
         cfg, port = make_cfg(f'{{ name = "s1", address = "{b1.addr}", check = false }},')
-        lb, events = await start_lb(cfg)
+        lb, _events = await start_lb(cfg)
         fe = lb.frontends["t"]
         lsock = fe.sockets[("127.0.0.1", port)]
         r, w = await connect(port)
@@ -685,7 +711,9 @@ def test_reload_keeps_sockets_and_connections(loop: str) -> None:
         # new config: s1 drained (weight 0), s2 added
         cfg2, _ = make_cfg(
             f'{{ name = "s1", address = "{b1.addr}", weight = 0, check = false }},\n'
-            f'{{ name = "s2", address = "{b2.addr}", check = false }},', port=port)
+            f'{{ name = "s2", address = "{b2.addr}", check = false }},',
+            port=port,
+        )
         lb.reload(cfg2)
         assert fe.sockets[("127.0.0.1", port)] is lsock  # same listening socket object
         assert lb.frontends["t"] is fe
@@ -711,7 +739,9 @@ def test_admin_drain_and_maint(loop: str) -> None:
         b2 = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "a", address = "{b1.addr}", check = false }},\n'
-            f'{{ name = "b", address = "{b2.addr}", check = false }},', listen_extra='balance = "roundrobin"')
+            f'{{ name = "b", address = "{b2.addr}", check = false }},',
+            listen_extra='balance = "roundrobin"',
+        )
         lb, events = await start_lb(cfg)
         lb.set_state("t", "a", "drain")
         for _ in range(4):

@@ -1,8 +1,8 @@
 """Churn soak: 100,000+ connections through tcplb on each loop; file descriptors and RSS back to baseline.
 
 tcplb runs as a subprocess in front of nginx (or a tiny Python HTTP backend when nginx is missing); a lean
-asyncio client (tests/tcplb/uvloop_repro/churn_client.py) drives it with 200 concurrent connections, a third of
-them reset right after the request, a third half-closed first, a third clean. Run alone: ``-m slow``.
+asyncio client (tests/tcplb/uvloop_repro/churn_client.py) drives it with 200 concurrent connections, a third
+of them reset right after the request, a third half-closed first, a third clean. Run alone: ``-m slow``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ http {{
   server {{ listen 127.0.0.2:{port} backlog=4096; location / {{ return 200 "hello\\n"; }} }}
 }}
 """)
-        p = subprocess.Popen([nginx, "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [nginx, "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     else:
         p = subprocess.Popen([sys.executable, str(HERE / "uvloop_repro" / "backend.py"), str(port)])
     wait_until(lambda: _connectable("127.0.0.2" if nginx else "127.0.0.1", port), 10, what="backend")
@@ -87,8 +90,12 @@ def _stats(port: int) -> dict[str, object]:
 
 
 def _churn(port: int, total: int, conc: int, mix: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, str(CLIENT), "127.0.0.1", str(port), str(total), str(conc), mix],
-                         capture_output=True, text=True, timeout=170)
+    out = subprocess.run(
+        [sys.executable, str(CLIENT), "127.0.0.1", str(port), str(total), str(conc), mix],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -118,8 +125,12 @@ bind = "127.0.0.1:{sport}"
 """)
     log = tmp_path / "lb.log"
     with log.open("w") as fh:
-        p = subprocess.Popen([sys.executable, "-m", "tcplb", "-c", str(cfg), "--loop", loop], stdout=fh,
-                             stderr=subprocess.STDOUT, cwd=str(ROOT))
+        p = subprocess.Popen(
+            [sys.executable, "-m", "tcplb", "-c", str(cfg), "--loop", loop],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
     try:
         wait_until(lambda: _connectable("127.0.0.1", port), 10, what="tcplb listening")
         warm = _churn(port, 4000, CONC, "nasty")
@@ -133,8 +144,10 @@ bind = "127.0.0.1:{sport}"
         assert res["ok"] == TOTAL
         wait_until(lambda: _stats(sport)["actconn"] == 0, 15, what="all connections closed")
         fds, rss = _fds(p.pid), _rss_kib(p.pid)
-        print(f"\n{loop}: {TOTAL} connections in {dt:.1f}s ({TOTAL / dt:.0f}/s); fds {base_fds}->{fds}; "
-              f"RSS {base_rss}->{rss} KiB")
+        print(
+            f"\n{loop}: {TOTAL} connections in {dt:.1f}s ({TOTAL / dt:.0f}/s); fds {base_fds}->{fds}; "
+            f"RSS {base_rss}->{rss} KiB"
+        )
         assert fds <= base_fds + 2, (base_fds, fds)
         assert rss <= base_rss + 12 * 1024, (base_rss, rss)
         assert p.poll() is None, "tcplb died"

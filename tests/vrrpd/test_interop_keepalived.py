@@ -126,6 +126,7 @@ def setup(
     return r, ka
 
 
+@pytest.mark.slow
 def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
     r, ka = setup(lab, 150, 100)
     r.wait_state("MASTER", 3.41 + 1 + SLACK)
@@ -164,6 +165,7 @@ def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
     assert time.monotonic() - t0 > 2.0
 
 
+@pytest.mark.slow
 def test_keepalived_master_vrrpd_backup(lab: Lab) -> None:
     r, ka = setup(lab, 100, 150)
     wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived master")

@@ -1,4 +1,4 @@
-"""A tiny HTTP backend for the churn reproducer: answers every request with 6 bytes, honours Connection: close."""
+"""A tiny HTTP backend for the churn reproducer: 6-byte answers, honours Connection: close."""
 
 import asyncio
 import sys
@@ -9,7 +9,7 @@ RESP_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n
 
 class H(asyncio.Protocol):
     def connection_made(self, t: asyncio.BaseTransport) -> None:
-        self.t = t  # type: ignore[assignment]
+        self.t = t
         self.buf = b""
 
     def data_received(self, data: bytes) -> None:

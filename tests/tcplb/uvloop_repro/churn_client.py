@@ -20,8 +20,9 @@ REQ = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 LINGER0 = struct.pack("ii", 1, 0)
 
 
-async def worker(loop: asyncio.AbstractEventLoop, addr: tuple[str, int], n: int, mix: str, res: list[int],
-                 wid: int) -> None:
+async def worker(
+    loop: asyncio.AbstractEventLoop, addr: tuple[str, int], n: int, mix: str, res: list[int], wid: int
+) -> None:
     for i in range(n):
         kind = (i + wid) % 3 if mix == "nasty" else 2
         s = socket.socket()

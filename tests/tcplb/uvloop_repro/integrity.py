@@ -37,6 +37,8 @@ async def main(mode: str) -> int:
     rr.Buffered.mode = mode
     cls = rr.Plain if mode == "plain" else rr.Buffered
 
+    tasks: set[asyncio.Task[None]] = set()
+
     def factory() -> asyncio.BaseProtocol:
         client = cls()
 
@@ -46,7 +48,7 @@ async def main(mode: str) -> int:
             await loop.create_connection(lambda: server, "127.0.0.1", sport)
             server.connected = client.connected = True
 
-        loop.create_task(connect())
+        tasks.add(loop.create_task(connect()))
         return client
 
     relay = await loop.create_server(factory, "127.0.0.1", 0)

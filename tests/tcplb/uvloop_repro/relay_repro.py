@@ -23,7 +23,7 @@ HIGH_WATER = int(os.environ.get("RELAY_HIGH_WATER", "0"))  # 0: the loop's defau
 
 
 class Half:
-    peer: "Half | None" = None
+    peer: Half | None = None
     transport: asyncio.Transport | None = None
     eof = False
     connected = False
@@ -100,6 +100,8 @@ async def main(mode: str, port: int, backend: int, loop_kind: str) -> None:
     Buffered.mode = mode
     cls = Plain if mode == "plain" else Buffered
 
+    tasks: set[asyncio.Task[None]] = set()
+
     def factory() -> asyncio.BaseProtocol:
         client = cls()
 
@@ -120,7 +122,7 @@ async def main(mode: str, port: int, backend: int, loop_kind: str) -> None:
             if client.eof and server.transport is not None:
                 server.transport.write_eof()
 
-        loop.create_task(connect())
+        tasks.add(loop.create_task(connect()))
         return client
 
     srv = await loop.create_server(factory, "127.0.0.1", port, backlog=1024)
