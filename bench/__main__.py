@@ -36,9 +36,9 @@ class Part:
 
 
 PARTS = [
-    Part("tcplb", "bench.tcplb_perf", 3, 300, "bulk TCP (iperf3), small requests and churn (wrk), idle RSS"),
-    Part("failover", "bench.vrrp_failover", 6, 360, "vrrpd vs keepalived: crash and graceful stop"),
-    Part("amqp", "bench.amqp_bench", 3, 240, "AMQP publish rate, confirms, latency: tcplb/HAProxy/direct"),
+    Part("tcplb", "bench.tcplb_perf", 3, 240, "bulk TCP (iperf3), small requests and churn (wrk), idle RSS"),
+    Part("failover", "bench.vrrp_failover", 6, 330, "vrrpd vs keepalived: crash and graceful stop"),
+    Part("amqp", "bench.amqp_bench", 3, 330, "AMQP publish rate, confirms, latency: tcplb/HAProxy/direct"),
     Part("scale", "bench.scale", 2, 200, "1,000 and 10,000 idle connections: RSS, CPU, latency"),
     Part("backend-death", "bench.backend_death", 3, 160, "a backend dies under connection load"),
 ]
@@ -92,6 +92,7 @@ def worker(args: argparse.Namespace) -> int:
         res = {"part": part.name, "title": part.what, "error": "".join(traceback.format_exception(exc))}
         log(f"{part.name} failed: {exc!r}")
     res.setdefault("part", part.name)
+    res.setdefault("title", part.what[:1].upper() + part.what[1:])
     res["seconds"] = round(time.monotonic() - t0, 1)
     write_json(Path(args.out), sanitize(res))
     return 0

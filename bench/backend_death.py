@@ -71,6 +71,7 @@ def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
                        impls=VARIANTS, chart=False)  # fmt: skip
     figures = [f_failed, f_hang, f_slow, f_window, f_delayed]
     raw: list[dict[str, Any]] = []
+    notes: list[str] = []
     timelines: dict[str, list[dict[str, Any]]] = {}
     with Lab("bench-backend-death") as lab:
         sw = lab.switch()
@@ -86,44 +87,58 @@ def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
             backends[h.name] = h
             procs[h.name] = start_backend(h)
         servers = [(n, h.ip, BACKEND_PORT) for n, h in backends.items()]
+
+        def one(r: int, variant: str) -> None:
+            if not procs["b1"].alive():
+                procs["b1"] = start_backend(backends["b1"])
+            spec = LBSpec(binds=[(lbh.ip, LB_PORT)], servers=servers, balance="roundrobin",
+                          redispatch=variant.endswith("-redispatch"), maxconn=4000)  # fmt: skip
+            lb = start_lb(variant, lbh, spec, name=f"{variant}-r{r}", workdir=lab.workdir)
+            time.sleep(1.5)
+            start_at = time.time() + 0.5
+            argv = [PY, "-m", "bench.connload", "burst", "--host", lbh.ip, "--port", str(LB_PORT),
+                    "--rate", str(RATE), "--duration", str(BEFORE + AFTER), "--timeout", "10",
+                    "--start-at", str(start_at)]  # fmt: skip
+            load = client.start(argv, name=f"load-{variant}-r{r}", env={"PYTHONPATH": str(ROOT)})
+            time.sleep(max(0.0, start_at + BEFORE - time.time()))
+            t_kill = time.time()
+            procs["b1"].kill()
+            rc = load.wait(BEFORE + AFTER + 20)
+            lb.terminate(3)
+            lines = [x for x in load.output().splitlines() if x.startswith("{")]
+            if rc != 0 or not lines:
+                log(f"backend-death {variant} r{r}: load failed ({rc}): {load.output()[-500:]}")
+                for f in figures:
+                    add(f, variant, None)
+                return
+            conns: list[list[Any]] = json.loads(lines[-1])["conns"]
+            a = analyse(conns, t_kill)
+            add(f_failed, variant, a["failed"])
+            add(f_hang, variant, a["failed_hang_median"] if a["failed"] else 0.0)
+            add(f_slow, variant, a["slowest"])
+            add(f_window, variant, a["fail_window"])
+            add(f_delayed, variant, a["slow_ok"])
+            raw.append({"round": r, "variant": variant, **a})
+            timelines[variant] = [
+                {"t": round(c[0] - t_kill, 3), "dur": c[1], "ok": c[2]} for c in conns
+            ]  # the last round's timeline is drawn
+            log(f"backend-death r{r} {variant}: {a['failed']} failed of {a['total']} "
+                f"(hung {a['failed_hang_median']} s), slowest {a['slowest']:.2f} s")  # fmt: skip
+            wait_until(lambda: not listening(lbh, lbh.ip, LB_PORT), 10, what="LB port closed")
+
         for r in range(rounds):
             for variant in round_order(VARIANTS, r):
-                if not procs["b1"].alive():
-                    procs["b1"] = start_backend(backends["b1"])
-                spec = LBSpec(binds=[(lbh.ip, LB_PORT)], servers=servers, balance="roundrobin",
-                              redispatch=variant.endswith("-redispatch"), maxconn=4000)  # fmt: skip
-                lb = start_lb(variant, lbh, spec, name=f"{variant}-r{r}", workdir=lab.workdir)
-                time.sleep(1.5)
-                start_at = time.time() + 0.5
-                argv = [PY, "-m", "bench.connload", "burst", "--host", lbh.ip, "--port", str(LB_PORT),
-                        "--rate", str(RATE), "--duration", str(BEFORE + AFTER), "--timeout", "10",
-                        "--start-at", str(start_at)]  # fmt: skip
-                load = client.start(argv, name=f"load-{variant}-r{r}", env={"PYTHONPATH": str(ROOT)})
-                time.sleep(max(0.0, start_at + BEFORE - time.time()))
-                t_kill = time.time()
-                procs["b1"].kill()
-                rc = load.wait(BEFORE + AFTER + 20)
-                lb.terminate(3)
-                lines = [x for x in load.output().splitlines() if x.startswith("{")]
-                if rc != 0 or not lines:
-                    log(f"backend-death {variant} r{r}: load failed ({rc}): {load.output()[-500:]}")
-                    for f in figures:
+                try:
+                    one(r, variant)
+                except Exception as exc:  # a failed run leaves None, the part goes on
+                    notes.append(f"round {r} {variant}: {exc}"[:300])
+                    log(f"backend-death r{r} {variant} failed: {exc!r}")
+                    for lb in lab.running():
+                        if lb.name.startswith(variant):
+                            lb.terminate(3)
+                for f in figures:
+                    while len(f["samples"][variant]) < r + 1:
                         add(f, variant, None)
-                    continue
-                conns: list[list[Any]] = json.loads(lines[-1])["conns"]
-                a = analyse(conns, t_kill)
-                add(f_failed, variant, a["failed"])
-                add(f_hang, variant, a["failed_hang_median"] if a["failed"] else 0.0)
-                add(f_slow, variant, a["slowest"])
-                add(f_window, variant, a["fail_window"])
-                add(f_delayed, variant, a["slow_ok"])
-                raw.append({"round": r, "variant": variant, **a})
-                timelines[variant] = [
-                    {"t": round(c[0] - t_kill, 3), "dur": c[1], "ok": c[2]} for c in conns
-                ]  # the last round's timeline is drawn
-                log(f"backend-death r{r} {variant}: {a['failed']} failed of {a['total']} "
-                    f"(hung {a['failed_hang_median']} s), slowest {a['slowest']:.2f} s")  # fmt: skip
-                wait_until(lambda: not listening(lbh, lbh.ip, LB_PORT), 10, what="LB port closed")
     for f in figures:
         pad_samples(f, rounds)
     charts: list[str] = []
@@ -149,6 +164,7 @@ def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
             "HAProxy's equivalent (observe layer4) is off by default and not enabled here.",
             "'failed connections' counts connections open at or started after the kill that never got the "
             "greeting (closed by the LB or timed out after 10 s); 'hung' is how long each of them waited.",
+            *notes,
         ],
         raw={"runs": raw, "timelines_last_round": timelines},
     )

@@ -327,7 +327,7 @@ def normalize(name: str, result: Any) -> dict[str, Any]:
             figures.append(fig)
         return {
             "part": name,
-            "title": name,
+            "title": (result.get("title") if isinstance(result, dict) else None) or name,
             "rounds": None,
             "impls": impls,
             "subject": None,
@@ -357,7 +357,7 @@ def normalize(name: str, result: Any) -> dict[str, Any]:
     walk(result, [])
     return {
         "part": name,
-        "title": name,
+        "title": (result.get("title") if isinstance(result, dict) else None) or name,
         "rounds": None,
         "impls": impls,
         "subject": None,
@@ -418,6 +418,8 @@ def markdown_part(res: Mapping[str, Any]) -> str:
     subject, baseline = res.get("subject"), res.get("baseline")
     title = res.get("title") or res.get("part")
     lines = [f"### {title}", ""]
+    if res.get("from_run"):
+        lines += [f"*Run: {res['from_run']}.*", ""]
     if res.get("markdown"):
         # the part rendered its own table
         lines.append(str(res["markdown"]).rstrip())
@@ -467,7 +469,7 @@ def markdown(run: Mapping[str, Any], *, chart_prefix: str = "") -> str:
     lines = [
         f"## Benchmark results ({env.get('date', '?')})",
         "",
-        f"Command: `{run.get('command', '?')}` — {run.get('seconds', 0):.0f} s.",
+        f"Latest command: `{run.get('command', '?')}` ({run.get('seconds', 0):.0f} s).",
         "",
         "Environment: "
         + ", ".join(

@@ -166,6 +166,41 @@ def render(run: dict[str, Any], out_dir: Path = RESULTS, *, charts: bool = True)
         parts[name] = res
     md = markdown(run)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_latest(out_dir, run)
+    return md
+
+
+def write_latest(out_dir: Path, current: dict[str, Any] | None = None) -> str:
+    """``latest.md``: every part's newest result over the run files in ``out_dir`` (a run of one part
+    refreshes that part's section and leaves the others), each section naming the run it comes from."""
+    runs: list[dict[str, Any]] = []
+    for p in sorted(out_dir.glob("run-*.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            runs.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    if current is not None:
+        runs.append(current)
+    parts: dict[str, Any] = {}
+    for run in runs:
+        env = run.get("environment", {})
+        for name, res in run.get("parts", {}).items():
+            if not isinstance(res, dict) or res.get("skipped"):
+                continue
+            r = normalize(name, res) if "figures" not in res else dict(res)
+            r["from_run"] = f"{env.get('date', '?')}, `{run.get('command', '?')}`"
+            parts.pop(name, None)
+            parts[name] = r
+    order: list[str] = [n for n in ("tcplb", "failover", "amqp", "scale", "backend-death") if n in parts]
+    order += [n for n in parts if n not in order]
+    newest = runs[-1] if runs else {}
+    merged = {
+        "command": newest.get("command", "?"),
+        "environment": newest.get("environment", {}),
+        "seconds": newest.get("seconds", 0.0),
+        "parts": {n: parts[n] for n in order},
+    }
+    md = markdown(merged)
     (out_dir / "latest.md").write_text(md)
     return md
 

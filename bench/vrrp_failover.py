@@ -309,8 +309,13 @@ def _summ(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(rounds: int = 5, idle_seconds: float = 20.0, seed: int | None = None) -> dict[str, Any]:
-    """Measure ``rounds`` crash/graceful rounds per implementation (alternating order) and the idle cost."""
+def run(
+    rounds: int = 5, idle_seconds: float = 20.0, seed: int | None = None, quick: bool = False
+) -> dict[str, Any]:
+    """Measure ``rounds`` crash/graceful rounds per implementation (alternating order) and the idle cost.
+    ``quick``: a 5 s idle measurement instead of ``idle_seconds``."""
+    if quick:
+        idle_seconds = min(idle_seconds, 5.0)
     rng = random.Random(seed)
     results: list[dict[str, Any]] = []
     for i in range(rounds):

@@ -123,6 +123,7 @@ class Proc:
         self.log_path = log_path
         self.host = host
         self.starttime = state.proc_starttime(popen.pid)
+        self.pcap: Path | None = None  # set for captures
 
     def __repr__(self) -> str:
         return f"<Proc {self.name} pid={self.pid} on {self.host.name} rc={self._popen.returncode}>"
@@ -697,7 +698,7 @@ class Lab:
         wait_until(lambda: "listening on" in proc.output() or not proc.alive(), 10, what="tcpdump listening")
         if not proc.alive():
             raise LabError(f"tcpdump failed: {proc.output()[-500:]}")
-        proc.pcap = pcap  # type: ignore[attr-defined]
+        proc.pcap = pcap
         return proc
 
     # ---- processes -----------------------------------------------------------------------------------

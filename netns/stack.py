@@ -43,6 +43,10 @@ LB_ADDRS = {"lb1": "192.0.2.21", "lb2": "192.0.2.22"}
 CLIENT_ADDR = "192.0.2.50"
 STATS_PORT = 8404
 TRACK_WEIGHT = -60
+# A healed partition where the backup hears the master's advert first ends without any gratuitous ARP (the
+# master heard no lower-priority advert): clients keep the other box's MAC until their ARP entry expires
+# (30-45 s). keepalived behaves the same; its remedy, a periodic GARP from the master, is used here.
+GARP_REFRESH = 1
 PY = os.environ.get("NETNS_PYTHON", "") or __import__("sys").executable
 
 VrrpKind = Literal["vrrpd", "keepalived"]
@@ -159,6 +163,7 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
         advert_int = {ADVERT_INT}
         auth_pass = "{AUTH_PASS}"
         virtual_ipaddress = ["{VIP}/24"]
+        garp_master_refresh = {GARP_REFRESH}
         track_script = ["chk_lb"]
         notify = ["{notify}"]
 
@@ -201,6 +206,7 @@ def keepalived_conf(name: str, priority: int, notify: Path) -> str:
           virtual_ipaddress {{
             {VIP}/24 dev eth0
           }}
+          garp_master_refresh {GARP_REFRESH}
           track_script {{
             chk_lb
           }}
@@ -481,6 +487,7 @@ class Outcome:
     detection: float | None  # fault -> the VIP on the backup
     timeline: list[str]
     holders_end: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lost(self) -> list[str]:
@@ -495,10 +502,12 @@ class Outcome:
             "messages": self.summary,
             "vip_end": self.holders_end,
             "timeline": self.timeline,
+            **self.extra,
         }
 
     def report(self) -> str:
-        lines = [f"{self.name}: detection {self.detection} s, outage {self.outage}", self.ledger.report()]
+        lines = [f"{self.name}: detection {self.detection} s, outage {self.outage} {self.extra or ''}"]
+        lines.append(self.ledger.report())
         lines += [f"  {t}" for t in self.timeline]
         return "\n".join(lines)
 

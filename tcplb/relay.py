@@ -263,7 +263,7 @@ class Pipe:
                 pass
         if other.eof:
             self.close()  # both directions have ended
-        else:
+        elif self.fin_timeout is not None and self.fin_timeout != self.timeout:
             self._arm()  # switch to the half-closed timeout
 
     def _lost(self, side: Side, exc: Exception | None) -> None:

@@ -542,6 +542,13 @@ def _parse_instance(errs: Errors, idx: int, data: dict[str, Any], scripts: set[s
                 seen.add(vp.ip)
                 vips.append(vp)
             kw["virtual_ipaddress"] = tuple(vips)
+            ifname = data.get("interface")
+            for i, vp in enumerate(vips):
+                label_ok = vp.label is None or vp.dev is not None or not isinstance(ifname, str)
+                if not label_ok and vp.label != ifname and not str(vp.label).startswith(f"{ifname}:"):
+                    rule = f'must be "{ifname}" or start with "{ifname}:" (the kernel\'s rule for labels)'
+                    errs.append((f"{path}.virtual_ipaddress[{i}].label", rule))
+                    bad()
     for k in ("mcast_src_ip", "unicast_src_ip"):
         if k in data:
             kw[k] = _ipv4(errs, f"{path}.{k}", data[k])

@@ -773,10 +773,11 @@ class Daemon:
             if key not in new_by_key:
                 log.info("%s: removed from the configuration, stopping", inst.name)
                 self._stop_instance(inst)
+        # Kept instances first (a VIP moving to a new instance is released by its old owner first), then new.
+        fresh = [c for key, c in new_by_key.items() if key not in self.instances]
         for key, c in new_by_key.items():
             found = self.instances.get(key)
             if found is None:
-                self._start_instance(c)
                 continue
             inst = found
             old_c = inst.cfg
@@ -799,6 +800,8 @@ class Daemon:
                     self._add_vips(inst, [v for v in c.virtual_ipaddress if v.ip in changed])
             self._feed(inst, fsm.ParamsChanged(params), self.loop.time())
             self._refresh_faults(inst)
+        for c in fresh:
+            self._start_instance(c)
 
     # ------------------------------------------------------------------------------------ control socket
 

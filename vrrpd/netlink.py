@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-__all__ = ["Addr", "Link", "LinkEvent", "Netlink", "NetlinkError", "open_monitor", "read_events"]
+__all__ = [
+    "Addr",
+    "Link",
+    "LinkEvent",
+    "Netlink",
+    "NetlinkError",
+    "encode_addr",
+    "open_monitor",
+    "read_events",
+]
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -136,6 +145,15 @@ def _parse_addr(body: bytes) -> Addr | None:
     )
 
 
+def encode_addr(index: int, addr: IPv4Interface, label: str | None) -> bytes:
+    """The body (ifaddrmsg + attributes) of an RTM_NEWADDR / RTM_DELADDR request."""
+    body = _IFADDRMSG.pack(socket.AF_INET, addr.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+    body += _attr(IFA_LOCAL, addr.ip.packed) + _attr(IFA_ADDRESS, addr.ip.packed)
+    if label:
+        body += _attr(IFA_LABEL, label.encode() + b"\0")
+    return body
+
+
 class Netlink:
     """Synchronous rtnetlink requests on one NETLINK_ROUTE socket."""
 
@@ -194,19 +212,10 @@ class Netlink:
                     out.append(a)
         return out
 
-    def _addr_msg(self, index: int, addr: IPv4Interface, label: str | None) -> bytes:
-        body = _IFADDRMSG.pack(socket.AF_INET, addr.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-        body += _attr(IFA_LOCAL, addr.ip.packed) + _attr(IFA_ADDRESS, addr.ip.packed)
-        if label:
-            body += _attr(IFA_LABEL, label.encode() + b"\0")
-        return body
-
     def add_address(self, index: int, addr: IPv4Interface, label: str | None = None) -> bool:
         """Add ``addr`` to link ``index``; False if it was already there."""
         try:
-            self._request(
-                RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, self._addr_msg(index, addr, label)
-            )
+            self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, encode_addr(index, addr, label))
         except NetlinkError as e:
             if e.errno == errno.EEXIST:
                 return False
@@ -216,7 +225,7 @@ class Netlink:
     def del_address(self, index: int, addr: IPv4Interface) -> bool:
         """Remove ``addr`` from link ``index``; False if it was not there."""
         try:
-            self._request(RTM_DELADDR, NLM_F_ACK, self._addr_msg(index, addr, None))
+            self._request(RTM_DELADDR, NLM_F_ACK, encode_addr(index, addr, None))
         except NetlinkError as e:
             if e.errno in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 return False

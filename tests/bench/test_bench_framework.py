@@ -165,10 +165,13 @@ def test_markdown_run_and_render(tmp_path: Path) -> None:
         },
     }
     md = report.render(run, tmp_path, charts=False)
-    assert "Command: `python -m bench x`" in md
+    assert "Latest command: `python -m bench x`" in md
     assert "**Failed:** `RuntimeError: boom`" in md
     assert "Skipped: bench.later is not there yet" in md
-    assert (tmp_path / "latest.md").read_text() == md
+    latest = (tmp_path / "latest.md").read_text()
+    assert "*Run: 2026-11-22 00:00:00 UTC, `python -m bench x`.*" in latest
+    assert "Skipped" not in latest  # latest.md keeps the newest real result of each part
+    assert "### X" in latest and "boom" in latest
 
 
 def test_charts_are_written(tmp_path: Path) -> None:

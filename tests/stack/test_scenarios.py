@@ -155,6 +155,7 @@ def test_partition_and_heal(stack: Stack, record: Record) -> None:
     stack.wait_master("lb1", 10)
     load.wait_flowing(100)
     out = stack.finish(load, "partition and heal", t, [("heal", th)])
+    out.extra["single_master_after_heal_s"] = round(single - th, 3)
     record(out)
     assert_common(out, stack)
     assert out.outage["heal"] <= ADVERT_INT + 0.1 + CLIENT_SLACK
@@ -231,6 +232,7 @@ def test_mixed_pair(stack: Stack, record: Record, classic_on: str) -> None:
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(3600)
 def test_crash_stress(stack: Stack, record: Record, stress_count: int) -> None:
     """The crash scenario repeated (``--stress``, ``--stress-count N``, default 10) under one long load."""
     stack.start_lbs()

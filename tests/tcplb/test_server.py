@@ -796,3 +796,57 @@ def test_server_speaks_first_and_closes(loop: str) -> None:
         srv.close()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_server_fin_timeout(loop: str) -> None:
+    """The server half-closes and the client never answers nor closes: timeout_server_fin ends it."""
+
+    async def main() -> None:
+        async def half(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"bye")
+            w.write_eof()
+            await r.read(-1)
+            w.close()
+
+        srv = await asyncio.start_server(half, "127.0.0.1", 0)
+        bport = srv.sockets[0].getsockname()[1]
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "127.0.0.1:{bport}", check = false }},',
+            defaults='timeout_server_fin = "300ms"\ntimeout_client_fin = "5s"',
+        )
+        lb, events = await start_lb(cfg)
+        r, w = await connect(port)
+        assert await asyncio.wait_for(r.read(-1), 3) == b"bye"  # data and FIN forwarded
+        t0 = asyncio.get_running_loop().time()
+        line = (await wait_for(lambda: traffic(events), 3))[0]
+        assert asyncio.get_running_loop().time() - t0 < 1.0
+        assert " sD " in line, line
+        w.close()
+        await stop_lb(lb)
+        srv.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_logasap(loop: str) -> None:
+    async def main() -> None:
+        b = await Backend().start()
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "{b.addr}", check = false }},', listen_extra="logasap = true"
+        )
+        lb, events = await start_lb(cfg)
+        r, w = await connect(port)
+        w.write(b"abc")
+        await r.readexactly(3)
+        first = (await wait_for(lambda: traffic(events)))[0]
+        f = first.split()
+        assert f[4].split("/")[2].startswith("+") and f[5].startswith("+"), first  # Tt and bytes so far
+        w.close()
+        lines = await wait_for(lambda: len(traffic(events)) >= 2 and traffic(events))
+        assert " -- " in lines[1] and "/+" not in lines[1].split()[4]
+        await stop_lb(lb)
+        await b.stop()
+
+    run(loop, main)

@@ -164,6 +164,16 @@ def test_table_entries() -> None:
             "vrrp_instance[0].virtual_ipaddress[1]",
             "duplicate",
         ),
+        (
+            {"virtual_ipaddress": [{"address": "192.0.2.5", "label": "eth1:x"}]},
+            "vrrp_instance[0].virtual_ipaddress[0].label",
+            'start with "eth0:"',
+        ),
+        (
+            {"virtual_ipaddress": [{"address": "192.0.2.5", "dev": "eth1", "label": "eth0:x"}]},
+            "vrrp_instance[0].virtual_ipaddress[0].label",
+            'start with "eth1:"',
+        ),
         ({"nopreempt": "yes"}, "vrrp_instance[0].nopreempt", "true or false"),
         ({"preempt_delay": 1001}, "vrrp_instance[0].preempt_delay", "0..1000"),
         ({"state": "master"}, "vrrp_instance[0].state", "MASTER"),

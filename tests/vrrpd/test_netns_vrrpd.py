@@ -23,19 +23,19 @@ pytestmark = pytest.mark.netns
 SLACK = 1.5  # seconds of scheduling slack on top of the protocol's own timers
 
 
-def pair(lab: Lab, p1: int = 150, p2: int = 100, extra1: str = "", extra2: str = "") -> tuple[Router, Router]:
+def pair(lab: Lab, p1: int = 150, p2: int = 100, loop: str = "uvloop") -> tuple[Router, Router]:
     _sw, (h1, h2) = topology(lab, 2)
-    r1 = make_router(lab, h1, instance_toml(prio=p1, extra=extra1))
-    r2 = make_router(lab, h2, instance_toml(prio=p2, extra=extra2))
-    r1.start()
-    r2.start()
+    r1 = make_router(lab, h1, instance_toml(prio=p1))
+    r2 = make_router(lab, h2, instance_toml(prio=p2))
+    r1.start(loop=loop)
+    r2.start(loop=loop)
     return r1, r2
 
 
 def test_election_crash_failover_and_preemption_back(lab: Lab) -> None:
     r1, r2 = pair(lab)
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
-    r2.wait_state("BACKUP", 1)
+    r2.wait_state("BACKUP", 2)
     assert vip_holders([r1.host, r2.host]) == ["lb1"]
     assert r2.inst()["master_ip"] == "192.0.2.21"
     wait_until(lambda: r2.counters()["adverts_received"] >= 2, 3, what="backup hears adverts")
@@ -53,14 +53,15 @@ def test_election_crash_failover_and_preemption_back(lab: Lab) -> None:
     r1.start()
     wait_until(lambda: not r1.has_vip() or r1.state() == "MASTER", 3, what="stale VIP removed")
     r1.wait_state("MASTER", 3.41 + SLACK)
-    r2.wait_state("BACKUP", 1)
+    r2.wait_state("BACKUP", 2)
     wait_until(lambda: vip_holders([r1.host, r2.host]) == ["lb1"], 2, what="VIP back on lb1 only")
     c2 = r2.counters()
     assert c2["became_master"] == 1 and c2["released_master"] == 1
 
 
-def test_graceful_stop_hands_over_with_priority_zero(lab: Lab) -> None:
-    r1, r2 = pair(lab)
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_graceful_stop_hands_over_with_priority_zero(lab: Lab, loop: str) -> None:
+    r1, r2 = pair(lab, loop=loop)
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
     wait_until(lambda: r2.counters()["adverts_received"] >= 1, 3)
     assert r1.proc is not None
@@ -123,7 +124,7 @@ def test_link_down_is_fault_and_back(lab: Lab) -> None:
     r1.host.link_up("eth0")
     wait_until(lambda: r1.state() in ("BACKUP", "MASTER"), 3, what="lb1 leaves FAULT")
     r1.wait_state("MASTER", 3.41 + SLACK)  # preempts back
-    r2.wait_state("BACKUP", 1)
+    r2.wait_state("BACKUP", 2)
 
 
 def _public_dir(lab: Lab) -> Path:
@@ -161,7 +162,7 @@ def test_track_script_moves_the_vip(lab: Lab) -> None:
     wait_until(lambda: r1.inst()["effective_priority"] == 90, 2, what="priority 150-60")
     assert r1.inst()["track_scripts"][0]["state"] == "FAIL"
     r2.wait_state("MASTER", 3.61 + SLACK)  # lb2 (100) ignores the lower (90) adverts and preempts
-    r1.wait_state("BACKUP", 1)
+    r1.wait_state("BACKUP", 2)
     assert vip_holders([r1.host, r2.host]) == ["lb2"]
     flag.write_text("ok")
     wait_until(lambda: r1.inst()["effective_priority"] == 150, 2, what="priority back to 150")
@@ -307,13 +308,13 @@ def test_unicast_mode(lab: Lab) -> None:
     for r in (r1, r2, r3):
         r.start()
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
-    r2.wait_state("BACKUP", 1)
+    r2.wait_state("BACKUP", 2)
     assert r1.inst()["mode"] == "unicast"
     # lb3 hears lb1's unicast adverts? No: lb1 only sends to lb2, so lb3 becomes Master of its own view
     r3.wait_state("MASTER", 3.81 + SLACK)
     wait_until(lambda: r1.counters()["discards"]["peer"] >= 1, 3, what="lb1 discards lb3 (not a peer)")
     assert r1.state() == "MASTER"
-    r2.wait_state("BACKUP", 1)
+    r2.wait_state("BACKUP", 2)
     assert r2.counters()["adverts_received"] >= 1
     # unicast with no peer: FAULT, never a silent fall-back to multicast
     nop = r1.inst("NOPEER")
@@ -372,7 +373,7 @@ def test_instances_on_two_interfaces_with_vip_dev_and_label(lab: Lab) -> None:
     r2.start()
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
     r2.wait_state("MASTER", 3.41 + 1 + SLACK, name="VI_2")
-    r1.wait_state("BACKUP", 1, name="VI_2")
+    r1.wait_state("BACKUP", 2, name="VI_2")
     assert r1.inst("VI_2")["vrid"] == 51 and r1.inst("VI_2")["interface"] == "eth1"
     assert vip_holders(hosts) == ["lb1"]
     assert vip_holders(hosts, "198.51.100.100") == ["lb2"]

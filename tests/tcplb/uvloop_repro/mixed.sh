@@ -15,4 +15,4 @@ iperf3 -c 127.0.0.1 -p $bport -t $secs -P 4 --bidir 2>&1 | tail -4 | head -2
 wait %4 %5 2>/dev/null; sleep 1
 grep -h "Requests/sec" /tmp/mixed_wrk1.txt /tmp/mixed_wrk2.txt
 for p in $pid $bpid; do if kill -0 $p 2>/dev/null; then echo "$mode $loop $p: ALIVE"; kill $p; else wait $p; echo "$mode $loop $p: DIED rc=$?"; fi; done
-tail -3 /tmp/mixed_${mode}_$loop.log /tmp/mixedb_${mode}_$loop.log
+tail -n 3 /tmp/mixed_${mode}_$loop.log /tmp/mixedb_${mode}_$loop.log
