@@ -98,6 +98,20 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the part's process (its lab guard tears the namespaces down), SIGKILL its group after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_part(
     part: Part, rounds: int, quick: bool, only: str | None, out_dir: Path, left: float
 ) -> dict[str, Any]:
@@ -120,12 +134,10 @@ def run_part(
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log(f"{part.name}: over its {timeout:.0f} s budget, stopping it")
-            proc.send_signal(signal.SIGTERM)  # the lab guard tears the namespaces down
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            stop_child(proc)
+        except BaseException:  # Ctrl-C or SIGTERM of the run: the part's lab must not outlive it
+            stop_child(proc)
+            raise
         took = round(time.monotonic() - t0, 1)
         if out.exists():
             res: dict[str, Any] = json.loads(out.read_text())
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench needs root (network namespaces)", file=sys.stderr)
         return 2
     from bench.report import render
+
+    signal.signal(signal.SIGTERM, _sigterm)
 
     names = ALIASES[args.what]
     only = args.what if args.what in ("throughput", "requests", "churn") else None

@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import textwrap
 import threading
 import time
@@ -47,7 +48,7 @@ TRACK_WEIGHT = -60
 # master heard no lower-priority advert): clients keep the other box's MAC until their ARP entry expires
 # (30-45 s). keepalived behaves the same; its remedy, a periodic GARP from the master, is used here.
 GARP_REFRESH = 1
-PY = os.environ.get("NETNS_PYTHON", "") or __import__("sys").executable
+PY = sys.executable
 
 VrrpKind = Literal["vrrpd", "keepalived"]
 BalancerKind = Literal["tcplb", "haproxy"]

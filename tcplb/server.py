@@ -455,7 +455,9 @@ class Frontend:
             self._drop_slot(sess)
             status, info = err
             if srv.checks_enabled:
-                tr = srv.health.passive_failure(status=status, now=loop.time(), info=info)
+                tr = srv.health.passive_failure(
+                    status=CheckStatus.HANA, now=loop.time(), info=f"{status}: {info}"
+                )
                 if tr is not None:
                     self.lb.on_transition(srv, tr)
             attempt += 1
@@ -870,7 +872,7 @@ class LoadBalancer:
         requeued = 0 if tr.up else st.flush_queue()
         info = tr.info
         if tr.passive and not tr.up:
-            info = f"{info} (live connection)" if info else "live connection failed"
+            info = f"live connection: {info}" if info else "live connection failed"
         msg = format_health_change(
             fe.name,
             st.name,

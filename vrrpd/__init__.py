@@ -1,1 +1,8 @@
-"""vrrpd."""
+"""vrrpd: a VRRPv2 router (RFC 3768) that can take keepalived's place.
+
+Pure core: :mod:`vrrpd.wire` (codec), :mod:`vrrpd.fsm` (state machine), :mod:`vrrpd.track` (track-script
+arithmetic). Host side: :mod:`vrrpd.config` (TOML in keepalived's vocabulary), :mod:`vrrpd.netlink` (VIPs,
+link events), :mod:`vrrpd.sockets` (VRRP raw socket, GARP), :mod:`vrrpd.scripts` (track and notify scripts),
+:mod:`vrrpd.control` (status socket), :mod:`vrrpd.daemon` (the asyncio driver); CLI in :mod:`vrrpd.__main__`.
+Nothing is imported here, so that the daemon's memory stays small.
+"""

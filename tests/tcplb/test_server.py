@@ -850,3 +850,42 @@ def test_logasap(loop: str) -> None:
         await b.stop()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stats_auth_and_read_only(loop: str) -> None:
+    from tcplb.config import StatsConfig
+    from tcplb.stats import StatsServer
+
+    async def get(port: int, path: str, auth: str | None = None, method: str = "GET") -> tuple[int, str]:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        hdr = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        if auth:
+            hdr += f"Authorization: Basic {auth}\r\n"
+        w.write((hdr + "\r\n").encode())
+        data = await r.read(-1)
+        w.close()
+        head, _, body = data.decode().partition("\r\n\r\n")
+        return int(head.split()[1]), body
+
+    async def main() -> None:
+        import base64
+
+        b = await Backend().start()
+        cfg, _port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},')
+        lb, _events = await start_lb(cfg)
+        st = StatsServer(lb, StatsConfig(bind=("127.0.0.1", 0), user="admin", password="s3cret", admin=False))
+        await st.start()
+        good = base64.b64encode(b"admin:s3cret").decode()
+        bad = base64.b64encode(b"admin:nope").decode()
+        assert (await get(st.port, "/stats;csv"))[0] == 401
+        assert (await get(st.port, "/stats;csv", bad))[0] == 401
+        code, body = await get(st.port, "/stats;csv", good)
+        assert code == 200 and body.startswith("# pxname,svname")
+        assert (await get(st.port, "/api/servers/t/s1/maint", good, "POST"))[0] == 403  # read-only
+        assert (await get(st.port, "/nope", good))[0] == 404
+        await st.close()
+        await stop_lb(lb)
+        await b.stop()
+
+    run(loop, main)

@@ -384,3 +384,44 @@ def test_instances_on_two_interfaces_with_vip_dev_and_label(lab: Lab) -> None:
     r2.wait_state("FAULT", 2, name="VI_2")
     assert r2.state("VI_1") == "BACKUP"
     r1.wait_state("MASTER", 3.61 + SLACK, name="VI_2")
+
+
+def test_garp_bursts_on_the_wire(lab: Lab) -> None:
+    """Becoming master: advert, then garp_master_repeat GARPs at once (keepalived's frame: ARP request,
+    sender = target = VIP, target MAC ff:ff:ff:ff:ff:ff), a second burst garp_master_delay later, then one
+    GARP every garp_master_refresh seconds."""
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import ARP
+    from scapy.utils import rdpcap
+
+    sw, (h1,) = topology(lab, 1)
+    cap = lab.capture(sw, filter="arp or ip proto 112")
+    extra = "garp_master_delay = 1\ngarp_master_repeat = 3\ngarp_master_refresh = 2\n"
+    r1 = make_router(lab, h1, instance_toml(prio=150, extra=extra))
+    r1.start()
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    became = time.monotonic()
+    wait_until(lambda: time.monotonic() - became > 2.6, 5)  # past the second burst and the first refresh
+    cap.terminate(2)
+    pkts = rdpcap(str(cap.pcap))
+    mac = h1.mac("eth0").lower()
+    adverts = [float(p.time) for p in pkts if IP in p and p[IP].proto == 112]
+    garps = [p for p in pkts if ARP in p and p[ARP].psrc == VIP]
+    assert adverts and garps
+    for g in garps:
+        a = g[ARP]
+        assert (a.op, a.pdst, a.hwdst, a.hwsrc, g.dst) == (
+            1,
+            VIP,
+            "ff:ff:ff:ff:ff:ff",
+            mac,
+            "ff:ff:ff:ff:ff:ff",
+        )
+    t0 = adverts[0]
+    rel = [float(g.time) - t0 for g in garps]
+    first = [t for t in rel if t < 0.5]
+    assert len(first) == 3 and all(0 <= t < 0.05 for t in first), rel  # right after the first advert
+    second = [t for t in rel if 0.9 < t < 1.5]
+    assert len(second) == 3, rel  # garp_master_delay 1 s later, garp_master_repeat again
+    refresh = [t for t in rel if 1.9 < t < 2.5]
+    assert len(refresh) == 1, rel  # garp_master_refresh, garp_master_refresh_repeat = 1
