@@ -34,7 +34,7 @@ test: deps
 	$(PY) -m pytest -q tests
 
 test-unit: py-deps
-	$(PY) -m pytest -q tests -m "not netns"
+	$(PY) -m pytest -q tests -m "not netns and not slow"
 
 test-netns: deps
 	$(PY) -m pytest -q tests -m netns
