@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := rabbitmq-server keepalived haproxy iproute2 tcpdump iperf3 wrk nginx-light procps
+APT_PKGS := rabbitmq-server keepalived haproxy iproute2 tcpdump iperf3 wrk nginx-light procps curl
 STAMP := $(VENV)/.installed
 
 .PHONY: deps apt-deps py-deps demo test test-unit test-netns stress bench lint typecheck clean
@@ -40,7 +40,7 @@ test-netns: deps
 	$(PY) -m pytest -q tests -m netns
 
 stress: deps
-	$(PY) -m pytest -q tests/stack --stress
+	$(PY) -m pytest -q tests/stack -m stress --stress
 
 bench: deps
 	$(PY) -m bench all

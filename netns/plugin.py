@@ -161,9 +161,13 @@ def session_lab(request: pytest.FixtureRequest) -> SessionLab:
         pytest.skip(why)
     if not os.path.exists(_PACKAGES["rabbitmq"][0]):
         pytest.skip("needs Debian's rabbitmq-server")
-    lab = Lab(tag="session")
+    lab = Lab(tag="session", artifacts=Path(str(request.config.rootpath)) / ARTIFACTS_DIR / "session-setup")
     request.addfinalizer(lab.teardown)
-    return SessionLab(lab)
+    try:
+        return SessionLab(lab)
+    except BaseException:
+        lab.keep_artifacts = True  # RabbitMQ's boot logs, for the failure
+        raise
 
 
 def _save_test_artifacts(item: pytest.Item, lab: Lab, first_proc: int, extra: list[Path]) -> None:

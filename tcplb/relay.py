@@ -13,8 +13,11 @@ Design (see docs/tcplb.md, "Data path"):
 * Half-close: ``eof_received`` forwards ``write_eof()`` to the peer and returns True; once BOTH directions
   have ended the pair is closed (flushing what is still buffered).
 * Resets: when one side dies with an error the other is aborted with SO_LINGER 0, so the peer sees an RST too.
-* Inactivity timeouts: one timer per pair that wakes up at most every ``timeout / 8`` and compares byte
-  counters; nothing time-related happens per chunk.
+* Inactivity timeouts: no timer per pair. Pairs with the same timeout value share one :class:`_IdleWheel`
+  (per loop) whose single timer sweeps them every ``timeout / 16`` and compares byte counters; nothing
+  time-related happens per chunk, and setting up or closing a pair costs a dict insert/delete.
+* A closed pair breaks its own reference cycle (pipe <-> sides), so it is freed by reference counting at
+  once instead of waiting for the cyclic garbage collector (measured: ~5 us per connection under churn).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import os
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -125,6 +129,32 @@ class Pipe:
     once a server connection is wanted. ``on_close(pipe)`` is called exactly once, when both sockets are gone.
     """
 
+    __slots__ = (
+        "_client_paused_reading",
+        "_last",
+        "_reads_paused",
+        "_seen",
+        "_wheel",
+        "client",
+        "client_ready",
+        "closed",
+        "closing",
+        "early",
+        "early_size",
+        "fin_flag",
+        "fin_timeout",
+        "loop",
+        "on_client_lost",
+        "on_client_made",
+        "on_close",
+        "phase",
+        "server",
+        "server_early",
+        "term",
+        "timeout",
+        "timeout_flag",
+    )
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, on_close: Callable[[Pipe], None] | None = None
     ) -> None:
@@ -147,7 +177,7 @@ class Pipe:
         self.timeout_flag = CLIENT_TIMEOUT
         self.fin_timeout: float | None = None  # idle timeout once one direction has ended
         self.fin_flag = CLIENT_TIMEOUT
-        self._timer: asyncio.TimerHandle | None = None
+        self._wheel: _IdleWheel | None = None  # the idle sweeper this pipe is registered with
         self._seen = -1
         self._last = 0.0
         self._client_paused_reading = False  # reading paused because the early buffer is full
@@ -255,15 +285,19 @@ class Pipe:
         other = self.server if side is self.client else self.client
         if other is None or other.transport is None or self.phase != "D":
             return  # forwarded when the server side is attached
+        if other.eof:
+            # both directions have ended: close() flushes what is still queued and then sends the FIN that
+            # write_eof() would have sent (all data from ``other`` has been read: it sent its FIN), one
+            # shutdown() call less per connection
+            self.close()
+            return
         if not other.lost:
             try:
                 if other.transport.can_write_eof():
                     other.transport.write_eof()
             except (RuntimeError, OSError):
                 pass
-        if other.eof:
-            self.close()  # both directions have ended
-        elif self.fin_timeout is not None and self.fin_timeout != self.timeout:
+        if self.fin_timeout is not None and self.fin_timeout != self.timeout:
             self._arm()  # switch to the half-closed timeout
 
     def _lost(self, side: Side, exc: Exception | None) -> None:
@@ -352,6 +386,13 @@ class Pipe:
         self.on_close = None
         if cb is not None:
             cb(self)
+        # both sockets are gone (connection_lost was their last callback): break the pipe <-> side cycle so
+        # that the pair, its transports and buffers are freed by reference counting now. The pipe keeps its
+        # sides (byte counts, termination state stay readable).
+        if c.lost:
+            c.pipe = _DETACHED
+        if s is not None and s.lost:
+            s.pipe = _DETACHED
 
     # -- inactivity timer ----------------------------------------------------------------------------------
     def _current_timeout(self) -> tuple[float | None, str]:
@@ -361,40 +402,137 @@ class Pipe:
         return self.timeout, self.timeout_flag
 
     def _arm(self) -> None:
+        """(Re)start the inactivity timeout for the current state (both directions open, or half-closed)."""
         if self.closing:
             return
         t, _ = self._current_timeout()
+        w = self._wheel
         if t is None:
-            self._cancel_timer()
+            if w is not None:
+                self._wheel = None
+                w.discard(self)
             return
-        now = self.loop.time()
         self._seen = self.client.nbytes + self.bytes_out
-        self._last = now
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_at(now + max(t / 8, 0.01), self._tick)
+        self._last = self.loop.time()
+        if w is not None:
+            if w.timeout == t:
+                return
+            w.discard(self)
+        self._wheel = w = _idle_wheel(self.loop, t)
+        w.add(self)
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self.closing:
-            return
-        t, flag = self._current_timeout()
-        if t is None:
-            return
-        now = self.loop.time()
-        seen = self.client.nbytes + self.bytes_out
-        if seen != self._seen:
-            self._seen = seen
-            self._last = now
-        elif now - self._last >= t - 1e-3:
-            self.abort(flag, "D", reset=False)
-            return
-        self._timer = self.loop.call_at(min(now + max(t / 8, 0.01), self._last + t), self._tick)
+    def _idle_expired(self) -> None:
+        """Called by the wheel: nothing moved for the timeout."""
+        self._cancel_timer()
+        if not self.closing:
+            self.abort(self._current_timeout()[1], "D", reset=False)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        w = self._wheel
+        if w is not None:
+            self._wheel = None
+            w.discard(self)
 
     def info(self) -> dict[str, Any]:
         return {"in": self.bytes_in, "out": self.bytes_out, "term": self.termination, "phase": self.phase}
+
+
+class _DetachedPipe(Pipe):
+    """What a side of a finished pipe points to instead of its pipe (to break the reference cycle).
+
+    A side gets no callback after ``connection_lost``; should one come anyway, it is ignored."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # no loop, no state
+        pass
+
+    def _made(self, side: Side) -> None:
+        pass
+
+    def _early(self, side: Side, data: bytes) -> None:
+        pass
+
+    def _eof(self, side: Side) -> None:
+        pass
+
+    def _lost(self, side: Side, exc: Exception | None) -> None:
+        pass
+
+    def _pause_writing(self, side: Side) -> None:
+        pass
+
+    def _resume_writing(self, side: Side) -> None:
+        pass
+
+
+_DETACHED = _DetachedPipe()
+
+
+class _IdleWheel:
+    """Every pipe of one loop whose current idle timeout is ``timeout``, swept by one shared timer.
+
+    The sweep runs every ``timeout / 16`` while the wheel has pipes. A pipe whose byte counters moved since
+    the previous sweep restarts its idle period at the sweep time; one whose counters have not moved for
+    ``timeout`` is closed. So a connection idle for ``timeout`` after its last byte is closed between
+    ``timeout`` and ``timeout * 9/8`` after it (the last byte is noticed at most one interval late, the
+    expiry at most one interval late). Registering a pipe is a dict insert: no timer object per connection.
+    """
+
+    __slots__ = ("interval", "loop", "pipes", "timeout", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        # the loop is held weakly: the wheel lives in a registry keyed (weakly) by that same loop
+        self.loop = weakref.ref(loop)
+        self.timeout = timeout
+        self.interval = max(timeout / 16, 0.005)
+        self.pipes: dict[Pipe, None] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, pipe: Pipe) -> None:
+        self.pipes[pipe] = None
+        if self.timer is None:
+            loop = self.loop()
+            if loop is not None:
+                self.timer = loop.call_later(self.interval, self._sweep)
+
+    def discard(self, pipe: Pipe) -> None:
+        self.pipes.pop(pipe, None)
+
+    def _sweep(self) -> None:
+        self.timer = None
+        pipes = self.pipes
+        loop = self.loop()
+        if not pipes or loop is None:
+            return
+        now = loop.time()
+        limit = self.timeout - 1e-3
+        expired: list[Pipe] = []
+        for p in pipes:
+            s = p.server
+            seen = p.client.nbytes + (s.nbytes if s is not None else 0)
+            if seen != p._seen:
+                p._seen = seen
+                p._last = now
+            elif now - p._last >= limit:
+                expired.append(p)
+        for p in expired:
+            if p._wheel is self:  # still ours (closing one pipe may have closed others)
+                p._idle_expired()
+        if pipes and self.timer is None:
+            self.timer = loop.call_later(self.interval, self._sweep)
+
+
+_WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _IdleWheel]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _idle_wheel(loop: asyncio.AbstractEventLoop, timeout: float) -> _IdleWheel:
+    wheels = _WHEELS.get(loop)
+    if wheels is None:
+        wheels = _WHEELS[loop] = {}
+    w = wheels.get(timeout)
+    if w is None:
+        w = wheels[timeout] = _IdleWheel(loop, timeout)
+    return w

@@ -170,6 +170,20 @@ class Session:
     srv_queue: int = 0
     be_queue: int = 0
     parked: bool = False
+    connect_expired: bool = False  # the connect timer of the current attempt fired (and cancelled the task)
+
+    def cancel_setup(self) -> None:
+        """The client left (or a hard stop): stop queueing/connecting at once."""
+        t = self.task
+        if t is not None and not t.done():
+            t.cancel()
+
+    def connect_timeout(self) -> None:
+        """``timeout_connect`` of the current attempt expired: cancel it (turned into L4TOUT by _connect)."""
+        t = self.task
+        if t is not None and not t.done():
+            self.connect_expired = True
+            t.cancel()
 
 
 # ------------------------------------------------------------------------------------------- frontends
@@ -203,6 +217,7 @@ class Frontend:
         self.denied = 0
         self.stopped = False
         self.was_available = any(s.usable for s in self.servers)
+        self.limited = _limited(self.servers)
         self._apply_timeouts()
 
     def _apply_timeouts(self) -> None:
@@ -397,13 +412,7 @@ class Frontend:
         if pipe.closed or pipe.client.lost:
             return
         # if the client goes away while we queue or connect, stop at once
-        me = asyncio.current_task()
-
-        def gone_cb() -> None:
-            if me is not None and not me.done():
-                me.cancel()
-
-        pipe.on_client_lost = gone_cb
+        gone_cb = pipe.on_client_lost = sess.cancel_setup
         try:
             await self._establish(sess)
         except asyncio.CancelledError:
@@ -414,7 +423,7 @@ class Frontend:
             if not pipe.client.lost and not self.lb.stopping:
                 raise
         finally:
-            if pipe.on_client_lost is gone_cb:
+            if pipe.on_client_lost == gone_cb:
                 pipe.on_client_lost = None
 
     def _drop_slot(self, sess: Session) -> None:
@@ -496,6 +505,11 @@ class Frontend:
             srv: ServerState | None
             if pinned is not None and pinned.usable:
                 srv = pinned
+            elif not self.limited:
+                # no server has maxconn/maxqueue: nothing is ever full, no queue (the common case)
+                srv = select(self.balancer, self.servers, sess.client, exclude, self.cfg.allbackups)
+                if srv is None:
+                    return None, "SC"  # <NOSRV> (nothing eligible; without limits no queue can be full)
             else:
                 full = {s.name for s in self.servers if s.full or s.queue_full}
                 srv = select(self.balancer, self.servers, sess.client, exclude | full, self.cfg.allbackups)
@@ -545,27 +559,30 @@ class Frontend:
         pipe = sess.pipe
         side = pipe.new_server_side()
         scfg = srv.cfg
+        # timeout_connect: a plain timer that cancels the setup task (cheaper than asyncio.timeout(), which
+        # costs a context manager, current_task() and a reschedule per attempt); same semantics: a
+        # cancellation requested by anyone else (client gone, hard stop) is not turned into a timeout
+        timer = loop.call_later(self.t_connect, sess.connect_timeout) if self.t_connect is not None else None
+        sess.connect_expired = False
         try:
-            if self.t_connect is not None:
-                async with asyncio.timeout(self.t_connect):
-                    await loop.create_connection(
-                        lambda: side,
-                        scfg.host,
-                        scfg.port,
-                        local_addr=(scfg.source, 0) if scfg.source else None,
-                    )
+            if scfg.source:
+                await loop.create_connection(lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0))
             else:
-                await loop.create_connection(
-                    lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0) if scfg.source else None
-                )
-        except TimeoutError:
-            return CheckStatus.L4TOUT, "connect timeout"
+                await loop.create_connection(lambda: side, scfg.host, scfg.port)
         except OSError as e:
             return CheckStatus.L4CON, os.strerror(e.errno) if e.errno else str(e)
         except asyncio.CancelledError:
             if side.transport is not None:
                 side.transport.abort()
+            if sess.connect_expired:
+                sess.connect_expired = False
+                task = sess.task
+                if task is not None and task.uncancel() == 0:
+                    return CheckStatus.L4TOUT, "connect timeout"
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         tr = side.transport
         assert tr is not None
         if side.lost:
@@ -644,8 +661,14 @@ class Frontend:
             gone.flush_queue()
             self.balancer.forget(gone.name)
         self.servers = new
+        self.limited = _limited(new)
         for st in self.servers:
             self.lb.start_checker(st)
+
+
+def _limited(servers: Iterable[ServerState]) -> bool:
+    """Whether any server has a connection or queue limit (else no server can ever be full)."""
+    return any(s.cfg.maxconn is not None or s.cfg.maxqueue is not None for s in servers)
 
 
 def _min_flag(client: float | None, server: float | None) -> tuple[float | None, str]:

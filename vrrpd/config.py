@@ -126,6 +126,7 @@ class InstanceConfig:
     garp_master_refresh_repeat: int = 1
     garp_lower_prio_repeat: int = 5
     lower_prio_no_advert: bool = False
+    higher_prio_send_advert: bool = True
     notify_master: tuple[str, ...] | None = None
     notify_backup: tuple[str, ...] | None = None
     notify_fault: tuple[str, ...] | None = None
@@ -379,6 +380,7 @@ _INSTANCE_KEYS = {
     "garp_master_refresh_repeat",
     "garp_lower_prio_repeat",
     "lower_prio_no_advert",
+    "higher_prio_send_advert",
     "notify_master",
     "notify_backup",
     "notify_fault",
@@ -647,6 +649,10 @@ def _parse_instance(errs: Errors, idx: int, data: dict[str, Any], scripts: set[s
             kw[k] = _int(errs, f"{path}.{k}", data[k], lo, hi)
     if "lower_prio_no_advert" in data:
         kw["lower_prio_no_advert"] = _bool(errs, f"{path}.lower_prio_no_advert", data["lower_prio_no_advert"])
+    if "higher_prio_send_advert" in data:
+        kw["higher_prio_send_advert"] = _bool(
+            errs, f"{path}.higher_prio_send_advert", data["higher_prio_send_advert"]
+        )
     for k in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
         if k in data:
             kw[k] = _argv(errs, f"{path}.{k}", data[k])

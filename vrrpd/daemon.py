@@ -102,6 +102,7 @@ def make_params(c: InstanceConfig, src_ip: IPv4Address) -> fsm.Params:
         garp_master_refresh_repeat=c.garp_master_refresh_repeat,
         garp_lower_prio_repeat=c.garp_lower_prio_repeat,
         lower_prio_no_advert=c.lower_prio_no_advert,
+        higher_prio_send_advert=c.higher_prio_send_advert,
     )
 
 

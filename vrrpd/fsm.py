@@ -113,6 +113,7 @@ class Params:
     garp_master_refresh_repeat: int = 1
     garp_lower_prio_repeat: int = 5
     lower_prio_no_advert: bool = False
+    higher_prio_send_advert: bool = True
     owner_ignore_adverts: bool = False
 
     def __post_init__(self) -> None:
@@ -646,6 +647,12 @@ class VirtualRouter:
             # Master_Down_Timer = Master_Down_Interval, go Backup. A Master always yields (nopreempt is
             # Backup-side only).
             self._log(logging.INFO, f"Master received advert from {packet.src}, priority {prio}, ours {eff}")
+            if p.higher_prio_send_advert:
+                # keepalived's higher_prio_send_advert (on by default here): one last advert at our priority
+                # makes the winner hear a lower-priority master, so it re-sends GARP. Without it, when both
+                # sides were master (a healed partition) and we hear the winner first, nobody re-sends GARP
+                # and clients keep our MAC until their ARP entry expires.
+                self._send_advert(eff)
             self._leave_master(send_zero=False)
             self.master_ip = packet.src
             self._become_backup(now)

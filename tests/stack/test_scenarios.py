@@ -23,6 +23,10 @@ Record = Callable[[Outcome], None]
 MDI_BACKUP = master_down_interval(PRIORITIES["lb2"])  # 3.609 s
 # client-side slack on top of the VRRP takeover: reconnect, channel, queue declare, first confirm
 CLIENT_SLACK = 1.0
+# When the old master vanishes from the wire (link down, partition), a frame the client sent it is lost and
+# TCP retransmits it after 0.2, 0.6, 1.4, 3.0, 6.2 s: the first retransmission after the takeover (at about
+# 3.6 s) can come as late as 6.2 s, and only then does the client meet the new master's reset.
+RETRANSMIT_WAIT = 6.2 - MDI_BACKUP
 
 
 def assert_common(out: Outcome, stack: Stack, master: str = "lb1") -> None:
@@ -132,7 +136,7 @@ def test_master_link_down(stack: Stack, record: Record) -> None:
     record(out)
     assert_common(out, stack)
     assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
-    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + RETRANSMIT_WAIT + CLIENT_SLACK
 
 
 def test_partition_and_heal(stack: Stack, record: Record) -> None:
@@ -158,6 +162,7 @@ def test_partition_and_heal(stack: Stack, record: Record) -> None:
     out.extra["single_master_after_heal_s"] = round(single - th, 3)
     record(out)
     assert_common(out, stack)
+    assert out.outage["fault"] <= MDI_BACKUP + 0.1 + RETRANSMIT_WAIT + CLIENT_SLACK
     assert out.outage["heal"] <= ADVERT_INT + 0.1 + CLIENT_SLACK
 
 

@@ -256,13 +256,24 @@ def test_preempt_delay_cleared_by_higher_priority_advert() -> None:
 
 
 def test_master_yields_to_higher_priority() -> None:
-    vr = master(0.0)
+    vr = master(0.0, higher_prio_send_advert=False)
     out = quiet(vr.handle(advert(150, LOWER_IP), 5.0))
     assert out == [RemoveVips(), StateChanged(State.MASTER, State.BACKUP, 100)]
     assert vr.master_ip == LOWER_IP
     assert vr.next_deadline() == pytest.approx(5 + 3.609375)
     assert vr.deadlines()["adver"] is None and vr.deadlines()["garp_delayed"] is None
     assert vr.counters.released_master == 1
+
+
+def test_master_yielding_sends_one_last_advert_by_default() -> None:
+    # higher_prio_send_advert: the winner then hears a lower-priority master and re-sends GARP, which heals
+    # ARP caches after a partition even when the loser heard the winner first.
+    vr = master(0.0)
+    out = quiet(vr.handle(advert(150, LOWER_IP), 5.0))
+    assert out == [SendAdvert(100), RemoveVips(), StateChanged(State.MASTER, State.BACKUP, 100)]
+    winner = master(0.0, priority=150, src_ip=LOWER_IP)
+    answer = quiet(winner.handle(advert(100, ME), 5.0))
+    assert SendAdvert(150) in answer and any(isinstance(a, SendGarp) for a in answer)
 
 
 def test_master_yields_even_with_nopreempt() -> None:
@@ -274,7 +285,7 @@ def test_master_yields_even_with_nopreempt() -> None:
 def test_tie_break_higher_ip_wins() -> None:
     vr = master(0.0)
     out = quiet(vr.handle(advert(100, HIGHER_IP), 5.0))
-    assert out[:2] == [RemoveVips(), StateChanged(State.MASTER, State.BACKUP, 100)]
+    assert out[:3] == [SendAdvert(100), RemoveVips(), StateChanged(State.MASTER, State.BACKUP, 100)]
 
 
 def test_tie_break_is_unsigned() -> None:
