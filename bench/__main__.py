@@ -38,7 +38,7 @@ class Part:
 PARTS = [
     Part("tcplb", "bench.tcplb_perf", 3, 240, "bulk TCP (iperf3), small requests and churn (wrk), idle RSS"),
     Part("failover", "bench.vrrp_failover", 6, 330, "vrrpd vs keepalived: crash and graceful stop"),
-    Part("amqp", "bench.amqp_bench", 3, 330, "AMQP publish rate, confirms, latency: tcplb/HAProxy/direct"),
+    Part("amqp", "bench.amqp_bench", 3, 420, "AMQP publish rate, confirms, latency: tcplb/HAProxy/direct"),
     Part("scale", "bench.scale", 2, 200, "1,000 and 10,000 idle connections: RSS, CPU, latency"),
     Part("backend-death", "bench.backend_death", 3, 160, "a backend dies under connection load"),
 ]
@@ -58,13 +58,15 @@ ALIASES = {
 }
 
 
-def call_run(module: str, rounds: int, quick: bool, only: str | None) -> Any:
+def call_run(module: str, rounds: int, quick: bool, only: str | None, budget: float | None = None) -> Any:
     mod = importlib.import_module(module)
     run = mod.run
     params = inspect.signature(run).parameters
     kwargs: dict[str, Any] = {}
     if "quick" in params:
         kwargs["quick"] = quick
+    if "budget" in params and budget is not None:
+        kwargs["budget"] = budget
     if only is not None:
         for key in ("only", "parts", "which"):
             if key in params:
@@ -79,7 +81,7 @@ def worker(args: argparse.Namespace) -> int:
     raise_nofile()
     t0 = time.monotonic()
     try:
-        res = call_run(part.module, args.rounds, args.quick, args.only)
+        res = call_run(part.module, args.rounds, args.quick, args.only, args.budget)
         if not isinstance(res, dict):
             res = {"value": res}
         render_md = getattr(importlib.import_module(part.module), "markdown", None)
@@ -122,7 +124,8 @@ def run_part(
         return {"part": part.name, "title": part.what, "skipped": "the run's time budget is used up"}
     with tempfile.TemporaryDirectory(prefix="bench-") as td:
         out = Path(td) / "result.json"
-        argv = [PY, "-m", "bench", "--worker", part.name, "--rounds", str(rounds), "--out", str(out)]
+        argv = [PY, "-m", "bench", "--worker", part.name, "--rounds", str(rounds), "--out", str(out),
+                "--budget", str(max(20.0, timeout - 30.0))]  # fmt: skip
         if quick:
             argv.append("--quick")
         if only:
@@ -157,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", choices=sorted(BY_NAME), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--only", help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)

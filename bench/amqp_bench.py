@@ -36,6 +36,7 @@ from typing import Any
 from bench.common import (
     PY,
     ROOT,
+    Budget,
     add,
     cpu_percent,
     figure,
@@ -69,7 +70,7 @@ def gen(client: Host, args: list[str], timeout: float) -> dict[str, Any]:
     return out
 
 
-def quiesce(cluster: RabbitCluster, limit: float = 30.0, timeout: float = 4.0) -> float:
+def quiesce(cluster: RabbitCluster, limit: float = 40.0, timeout: float = 2.5) -> float:
     """Wait (bounded) until the three RabbitMQ VMs together use less than ``limit`` % of a core: the
     previous measurement's queue deletion and mirror traffic must not land in the next one."""
     pids = [n.server.pid for n in cluster.nodes if n.server is not None]
@@ -113,7 +114,9 @@ def two_generators(
     return out, None
 
 
-def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
+def run(rounds: int = 3, *, quick: bool = False, budget: float | None = None) -> dict[str, Any]:
+    clock = Budget(budget)
+    planned = rounds
     if not available():
         raise RuntimeError("RabbitMQ (Debian's rabbitmq-server) is not installed")
     dur = 2.0
@@ -188,7 +191,11 @@ def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
                 f"{tr['rate']:.0f}, confirms {cf['rate']:.0f} msg/s, latency p50 {lat['p50_ms']:.2f} "
                 f"p99 {lat['p99_ms']:.2f} ms")  # fmt: skip
 
-        for r in range(rounds):
+        for r in range(planned):
+            if not clock.next_round():
+                notes.append(f"stopped after {r} of {planned} rounds: the part's time budget")
+                rounds = r
+                break
             for impl in round_order(IMPLS, r):
                 try:
                     measure(r, impl)

@@ -26,7 +26,19 @@ import statistics
 import time
 from typing import Any
 
-from bench.common import PY, ROOT, add, figure, log, pad_samples, part_result, rel, results_dir, round_order
+from bench.common import (
+    PY,
+    ROOT,
+    Budget,
+    add,
+    figure,
+    log,
+    pad_samples,
+    part_result,
+    rel,
+    results_dir,
+    round_order,
+)
 from bench.lbs import LBSpec, listening, start_lb
 from bench.report import timeline_chart
 from netns import Host, Lab, Proc, wait_until
@@ -62,7 +74,9 @@ def analyse(conns: list[list[Any]], t_kill: float) -> dict[str, Any]:
     }
 
 
-def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
+def run(rounds: int = 3, *, quick: bool = False, budget: float | None = None) -> dict[str, Any]:
+    clock = Budget(budget)
+    planned = rounds
     f_failed = figure("failed", "failed connections", "count", better="lower", impls=VARIANTS)
     f_hang = figure("hang", "a failed connection hung (median)", "s", better="lower", impls=VARIANTS)
     f_slow = figure("slowest", "slowest connection after the kill", "s", better="lower", impls=VARIANTS)
@@ -126,7 +140,11 @@ def run(rounds: int = 3, *, quick: bool = False) -> dict[str, Any]:
                 f"(hung {a['failed_hang_median']} s), slowest {a['slowest']:.2f} s")  # fmt: skip
             wait_until(lambda: not listening(lbh, lbh.ip, LB_PORT), 10, what="LB port closed")
 
-        for r in range(rounds):
+        for r in range(planned):
+            if not clock.next_round():
+                notes.append(f"stopped after {r} of {planned} rounds: the part's time budget")
+                rounds = r
+                break
             for variant in round_order(VARIANTS, r):
                 try:
                     one(r, variant)

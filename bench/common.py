@@ -163,6 +163,28 @@ def round_order(impls: Sequence[str], round_index: int) -> list[str]:
     return [*impls[k:], *impls[:k]]
 
 
+class Budget:
+    """A part's time budget: :meth:`next_round` says whether another round still fits (the last round's
+    duration plus 15 % must fit in what is left): a slow machine yields fewer rounds, not a killed part."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.last_round = 0.0
+        self._started: float | None = None
+
+    def next_round(self) -> bool:
+        now = time.monotonic()
+        if self._started is not None:
+            self.last_round = now - self._started
+            if self.end is not None and now + 1.15 * self.last_round > self.end:
+                return False
+        self._started = now
+        return True
+
+    def left(self) -> float | None:
+        return None if self.end is None else self.end - time.monotonic()
+
+
 def rounds_for(rounds: int, quick: bool) -> int:
     return max(1, min(rounds, 2) if quick else rounds)
 

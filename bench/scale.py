@@ -28,6 +28,7 @@ from typing import Any
 from bench.common import (
     PY,
     ROOT,
+    Budget,
     add,
     children_pids,
     cpu_percent,
@@ -94,7 +95,9 @@ def wrk(client: Host, url: str, seconds: float) -> dict[str, float | None]:
     return parse_wrk(res.stdout)
 
 
-def run(rounds: int = 2, *, quick: bool = False) -> dict[str, Any]:
+def run(rounds: int = 2, *, quick: bool = False, budget: float | None = None) -> dict[str, Any]:
+    clock = Budget(budget)
+    planned = rounds
     raise_nofile()
     secs = 3.0 if quick else 4.0
     figs: dict[str, dict[str, Any]] = {}
@@ -126,7 +129,11 @@ def run(rounds: int = 2, *, quick: bool = False) -> dict[str, Any]:
             h.start(["nginx", "-c", str(conf)], name="nginx", ready=functools.partial(listening, h, h.ip, 80))
             backends.append(h)
         servers = [(h.name, h.ip, 80) for h in backends]
-        for r in range(rounds):
+        for r in range(planned):
+            if not clock.next_round():
+                notes.append(f"stopped after {r} of {planned} rounds: the part's time budget")
+                rounds = r
+                break
             for impl in round_order(IMPLS, r):
                 lbs: list[Proc] = []
                 holders: list[Proc] = []

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +330,18 @@ def test_publish_frames_layout() -> None:
     assert body_hdr == struct.pack(">BHI", 3, 1, 3)
     with pytest.raises(ValueError):
         amqpgen.shortstr("x" * 256)
+
+
+def test_budget_stops_rounds_that_would_not_fit() -> None:
+    b = common.Budget(None)
+    assert all(b.next_round() for _ in range(5)) and b.left() is None
+    b = common.Budget(10.0)
+    assert b.next_round()  # the first round always runs
+    b._started = time.monotonic() - 6.0  # that round took 6 s
+    b.end = time.monotonic() + 4.0  # and 4 s are left: another one does not fit
+    assert not b.next_round()
+    assert b.last_round >= 6.0
+    b = common.Budget(100.0)
+    assert b.next_round()
+    b._started = time.monotonic() - 1.0
+    assert b.next_round()
