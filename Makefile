@@ -30,7 +30,7 @@ py-deps: $(STAMP)
 demo: deps
 	$(PY) -m netns.demo
 
-test: deps
+test: deps lint typecheck
 	$(PY) -m pytest -q tests
 
 test-unit: py-deps

@@ -90,7 +90,7 @@ def two_generators(
     client: Host, host: str, queue: str, dur: float
 ) -> tuple[list[dict[str, Any]], BaseException | None]:
     """Two generator processes publishing (no confirms) to one queue, starting at the same instant."""
-    start_at = time.time() + 2.0
+    start_at = time.time() + 3.0
     out: list[dict[str, Any]] = []
     errs: list[BaseException] = []
     argv = ["publish", "--host", host, "--queue", queue, "--window", "0", "--start-at", str(start_at),

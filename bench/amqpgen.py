@@ -278,6 +278,7 @@ async def _wait_start(start_at: float | None) -> None:
 async def publish(args: argparse.Namespace) -> dict[str, Any]:
     conn = await connect(args.host, args.port, args.user, args.password)
     await conn.declare(args.queue, durable=not args.transient)
+    await asyncio.sleep(args.settle)  # let the mirrors of a new queue start (no sync pause mid-measurement)
     body = b"\0" * args.size
     head, body_hdr = publish_frames(1, args.queue, body, persistent=not args.transient)
     one = head + body_hdr + body + FRAME_END
@@ -387,6 +388,7 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
 
     cons.on_body = on_body
     await cons.consume(args.queue, no_ack=True)
+    await asyncio.sleep(args.settle)
     pub = await connect(args.host, args.port, args.user, args.password)
     body_rest = b"\0" * max(0, args.size - 8)
     head, body_hdr = publish_frames(1, args.queue, b"\0" * max(8, args.size), persistent=not args.transient)
@@ -450,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--size", type=int, default=1024)
         s.add_argument("--start-at", type=float, default=None, help="epoch seconds: start together")
         s.add_argument("--delete", action="store_true", help="delete the queue at the end")
+        s.add_argument("--settle", type=float, default=1.0,
+                       help="seconds between declaring the queue and measuring (mirrors start)")
         s.add_argument("--transient", action="store_true", help="non-persistent messages, non-durable queue")
         s.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
         if name == "publish":

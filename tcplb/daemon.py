@@ -8,6 +8,7 @@ import logging.handlers
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from . import config as cfgmod
@@ -29,8 +30,32 @@ def new_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
     raise ValueError(f"unknown loop {kind!r} (uvloop or asyncio)")
 
 
+class _Formatter(logging.Formatter):
+    """``logging.Formatter`` whose default ``asctime`` (``2026-11-22 00:00:18,269``) is formatted once per
+    second: with one traffic line per connection, strftime() per line was a visible part of the cost."""
+
+    _sec = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        sec = int(record.created)  # localtime() of the float floors it the same way
+        if sec != self._sec:
+            self._text = time.strftime(self.default_time_format, self.converter(sec))
+            self._sec = sec
+        msec = self.default_msec_format
+        return msec % (self._text, record.msecs) if msec else self._text
+
+
 def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
     """Send tcplb's log (events and traffic lines) where ``global.log`` says."""
+    # our formats use the PID only: no thread/process names and no caller lookup (sys._getframe walk) for
+    # every record (the logging HOWTO's "Optimization" switches); with a traffic line per connection the
+    # logging module is a large part of the per-connection cost
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     root = logging.getLogger("tcplb")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -49,12 +74,10 @@ def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
         handler = logging.handlers.SysLogHandler(
             address=addr, facility=logging.handlers.SysLogHandler.LOG_LOCAL0
         )
-        handler.setFormatter(logging.Formatter(f"{g.log_tag}[%(process)d]: %(message)s"))
+        handler.setFormatter(_Formatter(f"{g.log_tag}[%(process)d]: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stdout if g.log == "stdout" else sys.stderr)
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s")
-        )
+        handler.setFormatter(_Formatter(f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s"))
     root.addHandler(handler)
 
 

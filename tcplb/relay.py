@@ -49,17 +49,6 @@ _LINGER0 = struct.pack("ii", 1, 0)
 HIGH_WATER = int(os.environ.get("TCPLB_HIGH_WATER", 512 * 1024))
 LOW_WATER = HIGH_WATER // 4
 EARLY_LIMIT = 64 * 1024  # client bytes buffered while the server connection is being set up
-# First answer + FIN in one segment: when the server's first chunk arrives and the server has already closed
-# (its FIN is queued behind the chunk, as with an HTTP "Connection: close" answer or a refusal banner), the
-# chunk is written to the client with TCP_CORK set and our FIN follows at once, so both leave in one segment
-# (HAProxy gets the same with EPOLLRDHUP + MSG_MORE). Costs one getsockopt(TCP_INFO) per connection.
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
-_TCP_CLOSE_WAIT = 8  # tcpi_state: the peer's FIN has been received
-_PROBE_MAX = 64 * 1024  # a shorter chunk means the read drained the socket
-COALESCE_FIN = (
-    _TCP_INFO is not None and _TCP_CORK is not None and os.environ.get("TCPLB_COALESCE_FIN", "1") != "0"
-)
 
 
 def set_linger0(transport: asyncio.BaseTransport) -> None:
@@ -231,9 +220,7 @@ class Pipe:
             return
         ctr = c.transport
         str_ = side.transport
-        side.peer_write = (
-            self._first_answer if COALESCE_FIN and not self.server_early and not side.eof else ctr.write
-        )
+        side.peer_write = ctr.write
         if self.server_early:
             ctr.writelines(self.server_early)
             self.server_early = []
@@ -256,31 +243,6 @@ class Pipe:
                 self.close()
                 return
         self._arm()
-
-    def _first_answer(self, data: bytes) -> None:
-        """The server's first chunk (then ``peer_write`` is the client transport's ``write`` again)."""
-        s = self.server
-        c = self.client
-        ctr = c.transport
-        assert s is not None and ctr is not None
-        w = s.peer_write = ctr.write
-        str_ = s.transport
-        if len(data) < _PROBE_MAX and str_ is not None and not c.lost and not ctr.get_write_buffer_size():
-            try:
-                ssock = str_.get_extra_info("socket")
-                if (
-                    ssock is not None
-                    and ssock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE_WAIT
-                ):
-                    csock = ctr.get_extra_info("socket")
-                    if csock is not None:
-                        csock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-                        w(data)
-                        ctr.write_eof()  # its shutdown() pushes the corked chunk out with the FIN
-                        return
-            except (OSError, ValueError, IndexError):
-                pass
-        w(data)
 
     # -- callbacks from the sides --------------------------------------------------------------------------
     async def wait_client(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import resource
 import socket
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import config as cfgmod
@@ -27,7 +29,14 @@ from .checks import Checker, CheckResult
 from .config import Config, Listener, Server
 from .health import CheckStatus, Health, Transition
 from .relay import Pipe, set_keepalive
-from .tcplog import TcpLogRecord, format_health_change, format_maintenance, format_no_server, format_record
+from .tcplog import (
+    NOSRV,
+    TcpLogRecord,
+    format_health_change,
+    format_maintenance,
+    format_no_server,
+    format_record,
+)
 
 log = logging.getLogger("tcplb")
 tlog = logging.getLogger("tcplb.traffic")
@@ -569,6 +578,8 @@ class Frontend:
                 await loop.create_connection(lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0))
             else:
                 await loop.create_connection(lambda: side, scfg.host, scfg.port)
+        except TimeoutError:  # the kernel's own connect timeout (ETIMEDOUT), as asyncio.timeout's was
+            return CheckStatus.L4TOUT, "connect timeout"
         except OSError as e:
             return CheckStatus.L4CON, os.strerror(e.errno) if e.errno else str(e)
         except asyncio.CancelledError:
@@ -1089,14 +1100,38 @@ def format_session(sess: Session, *, asap: bool = False, actconn: int = 0) -> st
     srv = sess.srv
     reached = srv is not None and p.server is not None
     tt = _ms(fe.lb.loop.time() - sess.t0)
+    tw = _ms(sess.t_queue) if sess.t_queue >= 0 else -1
+    tc = _ms(sess.t_connect) if sess.t_connect >= 0 and reached else -1
+    srv_conn = srv.cur if srv is not None else 0
+    if fe.cfg.log_format == "tcplog":
+        # the same line as tcplog.format_tcplog, without the record object and with the date cached
+        return tcplog_line(
+            sess.client,
+            sess.accept_wall,
+            fe.name,
+            srv.name if srv is not None else None,
+            tw,
+            tc,
+            tt,
+            p.bytes_out,
+            "--" if asap else p.termination,
+            actconn,
+            fe.cur,
+            srv_conn,
+            sess.retries,
+            sess.redispatched,
+            sess.srv_queue,
+            sess.be_queue,
+            asap,
+        )
     rec = TcpLogRecord(
         client=sess.client,
         accept_time=sess.accept_wall,
         frontend=fe.name,
         backend=fe.name,
         server=srv.name if srv is not None else None,
-        tw=_ms(sess.t_queue) if sess.t_queue >= 0 else -1,
-        tc=_ms(sess.t_connect) if sess.t_connect >= 0 and reached else -1,
+        tw=tw,
+        tc=tc,
         tt=tt,
         bytes_read=p.bytes_out,
         bytes_uploaded=p.bytes_in,
@@ -1104,7 +1139,7 @@ def format_session(sess: Session, *, asap: bool = False, actconn: int = 0) -> st
         actconn=actconn,
         feconn=fe.cur,
         beconn=fe.cur,
-        srv_conn=srv.cur if srv is not None else 0,
+        srv_conn=srv_conn,
         retries=sess.retries,
         redispatched=sess.redispatched,
         srv_queue=sess.srv_queue,
@@ -1112,6 +1147,65 @@ def format_session(sess: Session, *, asap: bool = False, actconn: int = 0) -> st
         logasap=asap,
     )
     return format_record(rec, fe.cfg.log_format)
+
+
+def tcplog_line(
+    client: tuple[str, int],
+    accept_time: float,
+    frontend: str,
+    server: str | None,
+    tw: int,
+    tc: int,
+    tt: int,
+    bytes_read: int,
+    termination: str,
+    actconn: int,
+    feconn: int,
+    srv_conn: int,
+    retries: int,
+    redispatched: bool,
+    srv_queue: int,
+    backend_queue: int,
+    logasap: bool = False,
+) -> str:
+    """``tcplog.format_tcplog(TcpLogRecord(...))`` (backend = frontend, beconn = feconn, local time), about
+    3x cheaper: no record object, and the date up to the second is formatted once per second."""
+    plus = "+" if logasap else ""
+    return (
+        f"{client[0]}:{client[1]} [{accept_date_cached(accept_time)}] {frontend} "
+        f"{frontend}/{server if server is not None else NOSRV} "
+        f"{tw}/{tc}/{plus}{tt} {plus}{bytes_read} {termination} "
+        f"{actconn}/{feconn}/{feconn}/{srv_conn}/{'+' if redispatched else ''}{retries} "
+        f"{srv_queue}/{backend_queue}"
+    )
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_date_cache: list[Any] = [None, ""]  # [epoch second, "22/Nov/2026:00:00:18."]
+
+
+def accept_date_cached(ts: float) -> str:
+    """``tcplog.accept_date(ts)`` (local time): ``21/Nov/2026:23:12:51.443``, the part up to the second
+    computed once per second. The split into second and microsecond is the one ``datetime.fromtimestamp``
+    makes (round half to even on the microsecond, carried into the second)."""
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    sec = int(whole)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        sec += 1
+    elif us < 0:
+        us += 1_000_000
+        sec -= 1
+    cache = _date_cache
+    if cache[0] != sec:
+        dt = datetime.fromtimestamp(sec)
+        cache[1] = (
+            f"{dt.day:02d}/{_MONTHS[dt.month - 1]}/{dt.year:04d}:"
+            f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        )
+        cache[0] = sec
+    return f"{cache[1]}{us // 1000:03d}"
 
 
 def iter_servers(lb: LoadBalancer) -> Iterable[tuple[Frontend, ServerState]]:
