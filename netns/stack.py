@@ -44,10 +44,11 @@ LB_ADDRS = {"lb1": "192.0.2.21", "lb2": "192.0.2.22"}
 CLIENT_ADDR = "192.0.2.50"
 STATS_PORT = 8404
 TRACK_WEIGHT = -60
-# A healed partition where the backup hears the master's advert first ends without any gratuitous ARP (the
-# master heard no lower-priority advert): clients keep the other box's MAC until their ARP entry expires
-# (30-45 s). keepalived behaves the same; its remedy, a periodic GARP from the master, is used here.
-GARP_REFRESH = 1
+# A healed partition where the backup hears the master's advert first: keepalived (higher_prio_send_advert off
+# by default) then sends no gratuitous ARP, and clients keep the other box's MAC until their ARP entry expires
+# (30-45 s); its remedy, a periodic GARP from the master, is used for keepalived. vrrpd needs none: a master
+# that yields sends one last advert, which the winner answers with a GARP burst (higher_prio_send_advert).
+GARP_REFRESH_KEEPALIVED = 1
 PY = sys.executable
 
 VrrpKind = Literal["vrrpd", "keepalived"]
@@ -164,7 +165,6 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
         advert_int = {ADVERT_INT}
         auth_pass = "{AUTH_PASS}"
         virtual_ipaddress = ["{VIP}/24"]
-        garp_master_refresh = {GARP_REFRESH}
         track_script = ["chk_lb"]
         notify = ["{notify}"]
 
@@ -207,7 +207,7 @@ def keepalived_conf(name: str, priority: int, notify: Path) -> str:
           virtual_ipaddress {{
             {VIP}/24 dev eth0
           }}
-          garp_master_refresh {GARP_REFRESH}
+          garp_master_refresh {GARP_REFRESH_KEEPALIVED}
           track_script {{
             chk_lb
           }}
