@@ -25,7 +25,6 @@ import os
 import platform
 import random
 import re
-import signal
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import Host, Lab, Proc, Switch, wait_until
+from netns import Host, Lab, Proc, Switch, keepalived, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -104,16 +103,10 @@ class Router:
                 f'virtual_ipaddress = ["{VIP}/24"]\n'
             )
         else:
-            self.conf = self.dir / "keepalived.conf"
-            self.pid = self.dir / "keepalived.pid"
-            self.vrrp_pid = self.dir / "vrrp.pid"
-            self.conf.write_text(
-                f"global_defs {{\n  router_id ka-{host.name}\n}}\n"
-                f"vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n"
-                f"  priority {prio}\n  advert_int 1\n"
-                f"  authentication {{\n    auth_type PASS\n    auth_pass rmqlab51\n  }}\n"
-                f"  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            conf = keepalived.instance_conf(
+                f"ka-{host.name}", priority=prio, vips=[f"{VIP}/24"], auth_pass="rmqlab51"
             )
+            self.ka = keepalived.Keepalived(host, conf, self.dir)
 
     def start(self) -> None:
         if self.impl == "vrrpd":
@@ -122,47 +115,19 @@ class Router:
                 argv, name="vrrpd", env={"PYTHONPATH": str(ROOT)}, ready=lambda: os.path.exists(self.sock)
             )
         else:
-            for p in (self.pid, self.vrrp_pid):
-                p.unlink(missing_ok=True)
-            argv = [
-                "keepalived",
-                "-n",
-                "-l",
-                "-D",
-                "-P",
-                "-f",
-                str(self.conf),
-                "-p",
-                str(self.pid),
-                "-r",
-                str(self.vrrp_pid),
-            ]
-            self.proc = self.host.start(argv, name="keepalived", ready=self.child_pid)
-
-    def child_pid(self) -> int | None:
-        try:
-            return int(self.vrrp_pid.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            self.proc = self.ka.start().proc
 
     def pids(self) -> list[int]:
         assert self.proc is not None
-        if self.impl == "vrrpd":
-            return [self.proc.pid]
-        child = self.child_pid()
-        return [self.proc.pid] + ([child] if child else [])
+        return [self.proc.pid] if self.impl == "vrrpd" else self.ka.pids()
 
     def crash(self) -> None:
         assert self.proc is not None
         if self.impl == "vrrpd":
             self.proc.kill()
+            self.proc.wait(5)
         else:
-            child = self.child_pid()
-            self.proc.stop()
-            if child:
-                os.kill(child, signal.SIGKILL)
-            self.proc.kill()
-        self.proc.wait(5)
+            self.ka.crash()
 
     def graceful(self) -> None:
         assert self.proc is not None

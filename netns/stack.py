@@ -19,9 +19,7 @@ A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import socket
 import sys
 import textwrap
 import threading
@@ -31,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from netns import keepalived
 from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
 from netns.lab import Host, Lab, LabError, Proc, Switch, wait_until
 from netns.rabbitmq import AMQP_PORT, RabbitCluster
+from vrrpd import control
 
 VIP = "192.0.2.100"
 VRID = 51
@@ -310,12 +310,11 @@ class LBNode:
                 ready_timeout=20,
             )
         else:
-            argv = [
-                "keepalived", "-n", "-l", "-D", "-P",
-                "-f", str(self.wd / f"{self.name}.keepalived.conf"),
-                "-p", str(self.wd / f"{self.name}.keepalived.pid"),
-                "-r", str(self.wd / f"{self.name}.keepalived-vrrp.pid"),
-            ]  # fmt: skip
+            argv = keepalived.argv(
+                self.wd / f"{self.name}.keepalived.conf",
+                self.wd / f"{self.name}.keepalived.pid",
+                self.wd / f"{self.name}.keepalived-vrrp.pid",
+            )
             self.vrrp = self.host.start(argv, name=f"keepalived-{g}", ready_log="VI_1", ready_timeout=20)
         return self.vrrp
 
@@ -331,19 +330,7 @@ class LBNode:
         if self.vrrp_kind != "vrrpd":
             return None
         try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(1.0)
-            s.connect(str(self.sock))
-            s.sendall(b"status\n")
-            chunks = []
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                chunks.append(b)
-            s.close()
-            data = json.loads(b"".join(chunks))
-            return data if isinstance(data, dict) else None
+            return control.query(str(self.sock), timeout=1.0)
         except (OSError, ValueError):
             return None
 

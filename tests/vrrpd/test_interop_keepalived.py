@@ -8,15 +8,13 @@ keepalived's state is read from where the VIP is; vrrpd's from its status socket
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import time
 
 import pytest
 from vrrpd_lab import VIP, Router, instance_toml, make_router, topology, vip_holders
 
-from netns import Host, Lab, Proc, wait_until
+from netns import Host, Lab, keepalived, wait_until
 
 pytestmark = [
     pytest.mark.netns,
@@ -27,92 +25,15 @@ pytestmark = [
 SLACK = 1.5
 
 
-class Keepalived:
+class Keepalived(keepalived.Keepalived):
     def __init__(self, lab: Lab, host: Host, prio: int, auth: str | None = "rmqlab51") -> None:
-        self.lab = lab
-        self.host = host
-        self.prio = prio
-        self.dir = lab.workdir / f"ka-{host.name}"
-        self.dir.mkdir(exist_ok=True)
-        self.conf = self.dir / "keepalived.conf"
-        self.pid = self.dir / "keepalived.pid"
-        self.vrrp_pid = self.dir / "vrrp.pid"
-        auth_block = f"authentication {{\n    auth_type PASS\n    auth_pass {auth}\n  }}" if auth else ""
-        self.conf.write_text(
-            f"""global_defs {{
-  router_id ka-{host.name}
-  enable_script_security
-}}
-vrrp_instance VI_1 {{
-  state BACKUP
-  interface eth0
-  virtual_router_id 51
-  priority {prio}
-  advert_int 1
-  {auth_block}
-  virtual_ipaddress {{
-    {VIP}/24
-  }}
-}}
-"""
+        conf = keepalived.instance_conf(
+            f"ka-{host.name}", priority=prio, vips=[f"{VIP}/24"], auth_pass=auth, script_security=True
         )
-        self.proc: Proc | None = None
-
-    def start(self) -> Keepalived:
-        for p in (self.pid, self.vrrp_pid):
-            p.unlink(missing_ok=True)
-        argv = [
-            "keepalived",
-            "-n",
-            "-l",
-            "-D",
-            "-P",
-            "-f",
-            str(self.conf),
-            "-p",
-            str(self.pid),
-            "-r",
-            str(self.vrrp_pid),
-        ]
-        self.proc = self.host.start(argv, name="keepalived", ready=self._child_pid)
-        return self
-
-    def _child_pid(self) -> int | None:
-        try:
-            return int(self.vrrp_pid.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def child(self) -> int:
-        pid = self._child_pid()
-        assert pid is not None
-        return pid
+        super().__init__(host, conf, lab.workdir / f"ka-{host.name}")
 
     def has_vip(self) -> bool:
         return self.host.has_address(VIP)
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        child = self.child()
-        self.proc.stop()
-        os.kill(child, signal.SIGKILL)
-        self.proc.kill()
-        self.proc.wait(5)
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.term()
-        self.proc.wait(5)
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        self.proc.stop()
-        os.kill(self.child(), signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        os.kill(self.child(), signal.SIGCONT)
-        self.proc.cont()
 
 
 def setup(
