@@ -134,7 +134,7 @@ def run(rounds: int = 3, *, quick: bool = False, budget: float | None = None) ->
     notes: list[str] = []
     with Lab("bench-amqp") as lab:
         sw = lab.switch()
-        cluster = RabbitCluster(lab, sw)
+        cluster = RabbitCluster(lab, sw, memory="1GiB")  # the 256 MiB default alarms under this load
         hosts: dict[str, Host] = {}
         for name, ip in (("client", "192.0.2.50"), ("lbt", "192.0.2.21"), ("lbh", "192.0.2.22")):
             hosts[name] = lab.host(name)

@@ -187,6 +187,8 @@ def write_latest(out_dir: Path, current: dict[str, Any] | None = None) -> str:
         for name, res in run.get("parts", {}).items():
             if not isinstance(res, dict) or res.get("skipped"):
                 continue
+            if res.get("error") and name in parts and not parts[name].get("error"):
+                continue  # a failed rerun does not hide the last good result
             r = normalize(name, res) if "figures" not in res else dict(res)
             r["from_run"] = f"{env.get('date', '?')}, `{run.get('command', '?')}`"
             parts.pop(name, None)
