@@ -1,6 +1,6 @@
 """netns: network-namespace labs for testing vrrpd and tcplb on real kernel networking.
 
-``from netns import Lab, Host, Switch, Proc, wait_until, WaitTimeout`` (see docs/netns.md).
+``from netns import Lab, Host, Switch, Proc, wait_until, WaitTimeout`` (see README.md, "The namespace lab").
 """
 
 from netns.lab import (

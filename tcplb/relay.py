@@ -1,6 +1,6 @@
 """The data path: a pair of asyncio Protocols that pump bytes between a client and a server socket.
 
-Design (see docs/tcplb.md, "Data path"):
+Design (see README.md, "Data path design"):
 
 * Plain ``asyncio.Protocol`` on both loops. uvloop reads into its own 256 KB buffer and hands us one
   ``bytes`` per read; ``transport.write(bytes)`` either completes at once or keeps a reference to that

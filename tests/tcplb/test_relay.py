@@ -270,7 +270,7 @@ REPRO = Path(__file__).resolve().parent / "uvloop_repro"
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("mode", ["plain", "buffered-swap"])
 def test_reproducer_safe_variants_are_intact(loop: str, mode: str) -> None:
-    """The uvloop finding (docs/tcplb.md): with writes left queued (4 MiB high-water mark), a relay that
+    """The uvloop finding (README.md): with writes left queued (4 MiB high-water mark), a relay that
     writes memoryviews of a reused buffer corrupts data on uvloop; plain Protocol (what tcplb uses) and the
     fresh-buffer-when-queued variant stay intact on both loops."""
     env = {**os.environ, "RELAY_HIGH_WATER": str(4 * 1024 * 1024)}
