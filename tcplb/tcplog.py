@@ -21,8 +21,10 @@ logger's business, not part of the line.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 from tcplb.health import CheckStatus, describe
 
@@ -155,14 +157,76 @@ def _addr(host: str, port: int) -> str:
 
 def format_tcplog(r: TcpLogRecord, tz: tzinfo | None = None) -> str:
     """One line in HAProxy's ``option tcplog`` layout (no trailing newline)."""
-    plus = "+" if r.logasap else ""
-    retries = ("+" if r.redispatched else "") + str(r.retries)
+    return tcplog_line(
+        r.client, r.accept_time, r.frontend, r.server, r.tw, r.tc, r.tt, r.bytes_read, r.termination,
+        r.actconn, r.feconn, r.srv_conn, r.retries, r.redispatched, r.srv_queue, r.backend_queue, r.logasap,
+        backend=r.backend, beconn=r.beconn, tz=tz,
+    )  # fmt: skip
+
+
+def tcplog_line(
+    client: tuple[str, int],
+    accept_time: float,
+    frontend: str,
+    server: str | None,
+    tw: int,
+    tc: int,
+    tt: int,
+    bytes_read: int,
+    termination: str,
+    actconn: int,
+    feconn: int,
+    srv_conn: int,
+    retries: int,
+    redispatched: bool,
+    srv_queue: int,
+    backend_queue: int,
+    logasap: bool = False,
+    *,
+    backend: str | None = None,
+    beconn: int | None = None,
+    tz: tzinfo | None = None,
+) -> str:
+    """The tcplog line from plain values (the daemon's hot path: no record object; in local time the date up
+    to the second is formatted once per second). ``backend`` defaults to the frontend, ``beconn`` to
+    ``feconn`` (a ``listen`` section is both)."""
+    plus = "+" if logasap else ""
+    date = accept_date_cached(accept_time) if tz is None else accept_date(accept_time, tz)
     return (
-        f"{_addr(*r.client)} [{accept_date(r.accept_time, tz)}] {r.frontend} "
-        f"{r.backend}/{r.server if r.server is not None else NOSRV} "
-        f"{r.tw}/{r.tc}/{plus}{r.tt} {plus}{r.bytes_read} {r.termination} "
-        f"{r.actconn}/{r.feconn}/{r.beconn}/{r.srv_conn}/{retries} {r.srv_queue}/{r.backend_queue}"
+        f"{_addr(*client)} [{date}] {frontend} "
+        f"{backend if backend is not None else frontend}/{server if server is not None else NOSRV} "
+        f"{tw}/{tc}/{plus}{tt} {plus}{bytes_read} {termination} "
+        f"{actconn}/{feconn}/{beconn if beconn is not None else feconn}/{srv_conn}/"
+        f"{'+' if redispatched else ''}{retries} {srv_queue}/{backend_queue}"
     )
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_date_cache: list[Any] = [None, ""]  # [epoch second, "22/Nov/2026:00:00:18."]
+
+
+def accept_date_cached(ts: float) -> str:
+    """``tcplog.accept_date(ts)`` (local time): ``21/Nov/2026:23:12:51.443``, the part up to the second
+    computed once per second. The split into second and microsecond is the one ``datetime.fromtimestamp``
+    makes (round half to even on the microsecond, carried into the second)."""
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    sec = int(whole)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        sec += 1
+    elif us < 0:
+        us += 1_000_000
+        sec -= 1
+    cache = _date_cache
+    if cache[0] != sec:
+        dt = datetime.fromtimestamp(sec)
+        cache[1] = (
+            f"{dt.day:02d}/{_MONTHS[dt.month - 1]}/{dt.year:04d}:"
+            f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+        )
+        cache[0] = sec
+    return f"{cache[1]}{us // 1000:03d}"
 
 
 def format_json(r: TcpLogRecord, tz: tzinfo | None = None) -> str:

@@ -1,6 +1,6 @@
 """The per-connection shortcuts of the I/O side give the same results as the straightforward code.
 
-* ``server.tcplog_line`` / ``accept_date_cached`` == ``tcplog.format_tcplog`` / ``accept_date``;
+* ``tcplog.accept_date_cached`` (the date formatted once per second) == ``tcplog.accept_date``;
 * the shared idle sweeper (``relay._IdleWheel``) closes an idle pair between ``timeout`` and ``9/8 timeout``;
 * a closed pair is freed by reference counting (no cyclic garbage left per connection).
 """
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcplb import relay, server
+from tcplb import relay, tcplog
 from tcplb.daemon import new_loop
-from tcplb.tcplog import TcpLogRecord, accept_date, format_tcplog
+from tcplb.tcplog import accept_date
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -31,7 +31,7 @@ def tz(request: pytest.FixtureRequest) -> Iterator[str]:
     old = os.environ.get("TZ")
     os.environ["TZ"] = request.param
     time.tzset()
-    server._date_cache[:] = [None, ""]
+    tcplog._date_cache[:] = [None, ""]
     try:
         yield request.param
     finally:
@@ -40,7 +40,7 @@ def tz(request: pytest.FixtureRequest) -> Iterator[str]:
         else:
             os.environ["TZ"] = old
         time.tzset()
-        server._date_cache[:] = [None, ""]
+        tcplog._date_cache[:] = [None, ""]
 
 
 EDGES = [0.0, 0.0004999, 0.0005, 0.4995, 0.9994999, 0.9995, 0.9999994, 0.9999995, 0.99999995]
@@ -53,91 +53,16 @@ def test_accept_date_cached_edges(tz: str) -> None:
         for delta in (-3601, -3600, -1, 0, 1, 1799, 1800, 3599, 3600, 3601):
             for frac in EDGES:
                 ts = base + delta + frac
-                assert server.accept_date_cached(ts) == accept_date(ts), (tz, ts)
+                assert tcplog.accept_date_cached(ts) == accept_date(ts), (tz, ts)
 
 
 @settings(max_examples=300, deadline=None)
 @given(ts=st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False, allow_infinity=False))
 def test_accept_date_cached_random(ts: float) -> None:
     # the cache keeps the last second: alternate with a far-away time so both paths (hit, miss) are used
-    assert server.accept_date_cached(ts) == accept_date(ts)
-    assert server.accept_date_cached(ts) == accept_date(ts)
-    assert server.accept_date_cached(ts + 1e6) == accept_date(ts + 1e6)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    ip=st.sampled_from(["192.0.2.50", "::1", "2001:db8::7"]),
-    port=st.integers(0, 65535),
-    ts=st.floats(min_value=1e9, max_value=3e9, allow_nan=False),
-    name=st.sampled_from(["rabbitmq", "x", "web-1"]),
-    server_name=st.one_of(st.none(), st.sampled_from(["rmq1", "s"])),
-    times=st.tuples(st.integers(-1, 10**6), st.integers(-1, 10**6), st.integers(0, 10**9)),
-    nbytes=st.integers(0, 10**12),
-    term=st.sampled_from(["--", "CD", "sC", "SC", "KD", "cD"]),
-    counts=st.tuples(*[st.integers(0, 10**5)] * 4),
-    retries=st.integers(0, 9),
-    redispatched=st.booleans(),
-    asap=st.booleans(),
-)
-def test_tcplog_line_matches_format_tcplog(
-    ip: str,
-    port: int,
-    ts: float,
-    name: str,
-    server_name: str | None,
-    times: tuple[int, int, int],
-    nbytes: int,
-    term: str,
-    counts: tuple[int, int, int, int],
-    retries: int,
-    redispatched: bool,
-    asap: bool,
-) -> None:
-    tw, tc, tt = times
-    actconn, feconn, srv_conn, q = counts
-    rec = TcpLogRecord(
-        client=(ip, port),
-        accept_time=ts,
-        frontend=name,
-        backend=name,
-        server=server_name,
-        tw=tw,
-        tc=tc,
-        tt=tt,
-        bytes_read=nbytes,
-        bytes_uploaded=7,
-        termination=term,
-        actconn=actconn,
-        feconn=feconn,
-        beconn=feconn,
-        srv_conn=srv_conn,
-        retries=retries,
-        redispatched=redispatched,
-        srv_queue=q,
-        backend_queue=q + 1,
-        logasap=asap,
-    )
-    line = server.tcplog_line(
-        (ip, port),
-        ts,
-        name,
-        server_name,
-        tw,
-        tc,
-        tt,
-        nbytes,
-        term,
-        actconn,
-        feconn,
-        srv_conn,
-        retries,
-        redispatched,
-        q,
-        q + 1,
-        asap,
-    )
-    assert line == format_tcplog(rec)
+    assert tcplog.accept_date_cached(ts) == accept_date(ts)
+    assert tcplog.accept_date_cached(ts) == accept_date(ts)
+    assert tcplog.accept_date_cached(ts + 1e6) == accept_date(ts + 1e6)
 
 
 # ----------------------------------------------------------------------------------------- relay side
