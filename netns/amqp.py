@@ -118,6 +118,31 @@ def _declare(channel: Any, queue: str, queue_type: str) -> None:
     channel.queue_declare(queue=queue, durable=True, arguments=args)
 
 
+def _open(args: argparse.Namespace, st: _Common, setup: Callable[[Any], None]) -> tuple[Any, Any] | None:
+    """One connection attempt, counted in ``st``: a connection and its channel after ``setup(channel)``, or
+    None after a failure (the connection closed, ``retry_delay`` waited)."""
+    import pika
+    from pika.exceptions import AMQPError
+
+    st.attempts += 1
+    conn: Any = None
+    try:
+        conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+        ch = conn.channel()
+        setup(ch)
+    except (AMQPError, OSError) as exc:
+        st.failed_attempts += 1
+        st.event("connect_failed", repr(exc))
+        with contextlib.suppress(Exception):
+            if conn is not None:
+                conn.close()
+        time.sleep(args.retry_delay)
+        return None
+    st.connected = True
+    st.event("connected")
+    return conn, ch
+
+
 def publish(args: argparse.Namespace) -> int:
     import pika
     from pika.exceptions import AMQPError, NackError, UnroutableError
@@ -149,26 +174,17 @@ def publish(args: argparse.Namespace) -> int:
             },
         )
 
+    def setup(ch: Any) -> None:
+        ch.confirm_delivery()
+        _declare(ch, args.queue, args.queue_type)
+
     conn: Any = None
     while not stopper.stopping and (deadline is None or time.monotonic() < deadline):
         if conn is None:
-            st.attempts += 1
-            try:
-                conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
-                ch = conn.channel()
-                ch.confirm_delivery()
-                _declare(ch, args.queue, args.queue_type)
-            except (AMQPError, OSError) as exc:
-                st.failed_attempts += 1
-                st.event("connect_failed", repr(exc))
-                with contextlib.suppress(Exception):
-                    if conn is not None:
-                        conn.close()
-                conn = None
-                time.sleep(args.retry_delay)
+            opened = _open(args, st, setup)
+            if opened is None:
                 continue
-            st.connected = True
-            st.event("connected")
+            conn, ch = opened
         if pending is None:
             now = time.monotonic()
             if interval:
@@ -228,7 +244,6 @@ def publish(args: argparse.Namespace) -> int:
 
 
 def consume(args: argparse.Namespace) -> int:
-    import pika
     from pika.exceptions import AMQPError
 
     st = _Common("consumer", args.host, args.port, args.queue, args.queue_type, Path(args.out))
@@ -266,6 +281,11 @@ def consume(args: argparse.Namespace) -> int:
         last_delivery = time.monotonic()
         ch.basic_ack(delivery_tag=method.delivery_tag)
 
+    def setup(ch: Any) -> None:
+        ch.basic_qos(prefetch_count=args.prefetch)
+        _declare(ch, args.queue, args.queue_type)
+        ch.basic_consume(queue=args.queue, on_message_callback=on_message, auto_ack=False)
+
     conn: Any = None
     drain_started: float | None = None
     while True:
@@ -279,24 +299,10 @@ def consume(args: argparse.Namespace) -> int:
             ):
                 break
         if conn is None:
-            st.attempts += 1
-            try:
-                conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
-                ch = conn.channel()
-                ch.basic_qos(prefetch_count=args.prefetch)
-                _declare(ch, args.queue, args.queue_type)
-                ch.basic_consume(queue=args.queue, on_message_callback=on_message, auto_ack=False)
-            except (AMQPError, OSError) as exc:
-                st.failed_attempts += 1
-                st.event("connect_failed", repr(exc))
-                with contextlib.suppress(Exception):
-                    if conn is not None:
-                        conn.close()
-                conn = None
-                time.sleep(args.retry_delay)
+            opened = _open(args, st, setup)
+            if opened is None:
                 continue
-            st.connected = True
-            st.event("connected")
+            conn, _ch = opened
         try:
             conn.process_data_events(time_limit=0.1)
         except (AMQPError, OSError) as exc:
