@@ -75,7 +75,8 @@ class _Common:
     started: float = field(default_factory=time.time)
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, kind, detail)
     attempts: int = 0
-    failed_attempts: int = 0  # connection attempts that did not reach an open channel
+    failed_attempts: int = 0  # connection attempts that did not reach an open AMQP connection
+    setup_failures: int = 0  # open connections whose channel set-up the broker refused (queue leader moving)
     disconnects: int = 0  # established connections lost
     connected: bool = False
 
@@ -93,6 +94,7 @@ class _Common:
             "finished": time.time(),
             "attempts": self.attempts,
             "failed_attempts": self.failed_attempts,
+            "setup_failures": self.setup_failures,
             "disconnects": self.disconnects,
             "events": self.events,
         }
@@ -125,17 +127,24 @@ def _open(args: argparse.Namespace, st: _Common, setup: Callable[[Any], None]) -
     from pika.exceptions import AMQPError
 
     st.attempts += 1
-    conn: Any = None
     try:
         conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+    except (AMQPError, OSError) as exc:
+        # TCP connect or AMQP handshake failed: what a load balancer is there to prevent
+        st.failed_attempts += 1
+        st.event("connect_failed", repr(exc))
+        time.sleep(args.retry_delay)
+        return None
+    try:
         ch = conn.channel()
         setup(ch)
     except (AMQPError, OSError) as exc:
-        st.failed_attempts += 1
-        st.event("connect_failed", repr(exc))
+        # the connection was fine; the broker refused the channel's set-up (a quorum queue whose leader is
+        # on a node shutting down answers 541 INTERNAL_ERROR for a moment)
+        st.setup_failures += 1
+        st.event("setup_failed", repr(exc))
         with contextlib.suppress(Exception):
-            if conn is not None:
-                conn.close()
+            conn.close()
         time.sleep(args.retry_delay)
         return None
     st.connected = True
@@ -422,6 +431,7 @@ class Ledger:
             "republished": self.count("republished"),
             "redelivered": self.count("redelivered"),
             "failed_connection_attempts": self.count("failed_attempts"),
+            "setup_failures": self.count("setup_failures"),
             "disconnects": self.count("disconnects"),
             "longest_confirm_gap": round(self.confirm_gap()[0], 3),
             "longest_consume_gap": round(self.consume_gap()[0], 3),
@@ -433,7 +443,8 @@ class Ledger:
             f"published {s['published']}, confirmed {s['confirmed']}, consumed {s['consumed']} "
             f"({s['deliveries']} deliveries, {s['duplicates']} duplicates, {s['redelivered']} redelivered), "
             f"lost {s['lost']}; republished {s['republished']}, disconnects {s['disconnects']}, "
-            f"failed connection attempts {s['failed_connection_attempts']}; longest gap without confirm "
+            f"failed connection attempts {s['failed_connection_attempts']}, channel set-ups refused by the "
+            f"broker {s['setup_failures']}; longest gap without confirm "
             f"{s['longest_confirm_gap']:.2f} s, without delivery {s['longest_consume_gap']:.2f} s"
         )
 
