@@ -4,10 +4,11 @@ SHELL := /bin/bash
 PY_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := rabbitmq-server keepalived haproxy iproute2 tcpdump iperf3 wrk nginx-light procps curl
+APT_PKGS := rabbitmq-server keepalived haproxy iproute2 tcpdump iperf3 wrk nginx-light procps curl chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: deps apt-deps py-deps demo test test-unit test-netns stress bench lint typecheck clean
+.PHONY: install-systemd install-venv install-units uninstall-systemd
 
 deps: apt-deps py-deps
 
@@ -46,10 +47,49 @@ bench: deps
 	$(PY) -m bench all
 
 lint: py-deps
-	$(PY) -m ruff check vrrpd tcplb netns bench tests
+	$(PY) -m ruff check vrrpd tcplb netns bench rmqfd tests
 
 typecheck: py-deps
 	$(PY) -m mypy
+
+# systemd units (README "Running under systemd"): the daemons in a virtualenv at PREFIX, the units from
+# systemd/ with ExecStart pointing into it, a `tcplb` system user, /etc/vrrpd and /etc/tcplb with the examples
+# as *.example (existing configuration is never touched). `systemctl daemon-reload` runs only when systemd is
+# the init system. DESTDIR (tests, packaging) stages units and /etc only: no user, no systemctl.
+PREFIX ?= /opt/rmq-frontdoor
+UNITDIR ?= /etc/systemd/system
+DESTDIR ?=
+SD_UNITS := vrrpd tcplb
+SD_RUNNING = [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]
+
+install-systemd: install-venv install-units
+
+install-venv:
+	@test -x $(PREFIX)/bin/python || $(PY_BOOT) -m venv $(PREFIX)
+	$(PREFIX)/bin/python -m pip install -q --upgrade pip
+	$(PREFIX)/bin/python -m pip install -q .
+	@touch $(PREFIX)/.rmq-frontdoor
+
+install-units:
+	@for u in $(SD_UNITS); do test -x $(PREFIX)/bin/$$u || { echo "$(PREFIX)/bin/$$u not found: make install-systemd, or set PREFIX"; exit 1; }; done
+	install -d -m 755 $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/vrrpd $(DESTDIR)/etc/tcplb
+	for u in $(SD_UNITS); do \
+	  sed 's|/opt/rmq-frontdoor|$(PREFIX)|g' systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service && \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
+	done
+	install -m 644 examples/node.toml $(DESTDIR)/etc/vrrpd/node.toml.example
+	install -m 644 examples/lb.toml $(DESTDIR)/etc/tcplb/lb.toml.example
+	@if [ -z "$(DESTDIR)" ] && ! getent passwd tcplb >/dev/null; then \
+	  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tcplb; \
+	fi
+	@if $(SD_RUNNING); then systemctl daemon-reload; else echo "systemd is not running: daemon-reload skipped"; fi
+
+uninstall-systemd:
+	@if $(SD_RUNNING); then systemctl disable --now $(addsuffix .service,$(SD_UNITS)) || true; fi
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(addsuffix .service,$(SD_UNITS)))
+	@if $(SD_RUNNING); then systemctl daemon-reload; fi
+	@if [ -z "$(DESTDIR)" ] && [ -f $(PREFIX)/.rmq-frontdoor ]; then rm -rf $(PREFIX); fi
+	@echo "kept: /etc/vrrpd, /etc/tcplb and the tcplb user"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -43,6 +43,7 @@ PRIORITIES = {"lb1": 150, "lb2": 100}
 LB_ADDRS = {"lb1": "192.0.2.21", "lb2": "192.0.2.22"}
 CLIENT_ADDR = "192.0.2.50"
 STATS_PORT = 8404
+STATS_AUTH = "admin:lab-admin"  # tcplb's stats.auth (its admin API always needs a user)
 TRACK_WEIGHT = -60
 # A healed partition where the backup hears the master's advert first: keepalived (higher_prio_send_advert off
 # by default) then sends no gratuitous ARP, and clients keep the other box's MAC until their ARP entry expires
@@ -107,6 +108,7 @@ def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") ->
 
         [stats]
         bind = "127.0.0.1:{STATS_PORT}"
+        auth = ["{STATS_AUTH}"]
         admin = true
         """
         )
@@ -146,7 +148,9 @@ def haproxy_cfg(servers: list[tuple[str, str]], pidfile: Path) -> str:
     )
 
 
-TRACK_ARGV = ["/usr/bin/curl", "-sf", "-o", "/dev/null", "-m", "1", f"http://127.0.0.1:{STATS_PORT}/stats"]
+TRACK_ARGV = [
+    "/usr/bin/curl", "-sf", "-o", "/dev/null", "-m", "1", "-u", STATS_AUTH, f"http://127.0.0.1:{STATS_PORT}/stats"
+]  # fmt: skip
 
 
 def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
@@ -360,7 +364,7 @@ class LBNode:
         if self.balancer_kind != "tcplb" or self.balancer is None or not self.balancer.alive():
             return
         url = f"http://127.0.0.1:{STATS_PORT}/api/servers/rabbitmq/{server}/{state}"
-        self.host.run(["curl", "-sf", "-m", "2", "-X", "POST", url], timeout=10)
+        self.host.run(["curl", "-sf", "-m", "2", "-u", STATS_AUTH, "-X", "POST", url], timeout=10)
 
     # faults
     def crash(self) -> None:

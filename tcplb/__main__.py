@@ -1,4 +1,4 @@
-"""``tcplb -c lb.toml [--check] [--loop uvloop|asyncio]``."""
+"""``tcplb -c lb.toml [--check] [--loop uvloop|asyncio]``; ``tcplb ctl ...`` is the admin client (ctl.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ from .config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["ctl"]:
+        from . import ctl
+
+        return ctl.main(args_in[1:])
     ap = argparse.ArgumentParser(
         prog="tcplb", description="Layer-4 load balancer for RabbitMQ (HAProxy mode tcp)"
     )
+    ap.epilog = "tcplb ctl -h: the command-line client of the admin API (show stat, set server ...)"
     ap.add_argument("-c", "--config", required=True, help="configuration file (TOML)")
     ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0: valid)")
     ap.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (default uvloop)"
     )
     ap.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    args = ap.parse_args(argv)
+    args = ap.parse_args(args_in)
     try:
         cfg = cfgmod.load(args.config)
     except ConfigError as e:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias, cast
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
 
 __all__ = [
     "DEFAULT_BALANCE",
@@ -45,6 +46,7 @@ __all__ = [
     "OnError",
     "Server",
     "StatsConfig",
+    "StatsUser",
     "Timeouts",
     "dump",
     "effective_maxconn",
@@ -383,16 +385,32 @@ class GlobalConfig:
     log_tag: str = "tcplb"
     syslog_address: str = "/dev/log"  # a unix socket path or "host:port" (UDP), with log = "syslog"
     spread_checks: int = 0  # percent of random jitter on check intervals, 0..50
+    workers: int = 1  # relay processes sharing the listeners (SO_REUSEPORT); see tcplb/workers.py
+
+
+class StatsUser(NamedTuple):
+    """One ``stats.auth`` entry (``"user:password"``). The password never shows in a repr."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"StatsUser(user={self.user!r}, password=<hidden>)"
+
+
+STATS_URI: Final = "/stats"
+HIDDEN_PASSWORD: Final = "<hidden>"  # what dump() writes instead of a password (and parse() refuses)
 
 
 @dataclass(frozen=True, slots=True)
 class StatsConfig:
-    """``[stats]``: the HTTP stats page (HTML, CSV, JSON) and, with ``admin``, the admin API."""
+    """``[stats]``: the HTTP stats page (HTML, CSV, JSON), ``/metrics`` and, with ``admin``, the admin API."""
 
     bind: tuple[str, int]
-    user: str | None = None
-    password: str | None = None
-    admin: bool = False
+    uri: str = STATS_URI  # the page; ``<uri>;csv``, ``<uri>;json``, ``<uri>;norefresh``
+    auth: tuple[StatsUser, ...] = ()  # basic auth (HAProxy's ``stats auth``); empty: read-only pages open
+    admin: bool = False  # the POST admin API (needs auth)
+    admin_allow_remote: bool = False  # admin on a non-loopback bind address
     refresh: float | None = None  # HTML page auto-refresh
 
 
@@ -690,13 +708,51 @@ _GLOBAL_SPEC: Final[dict[str, Validator]] = {
     "log_tag": _v_name,
     "syslog_address": _v_syslog_address,
     "spread_checks": _v_int(0, 50),
+    "workers": _v_int(1, 64),
 }
+
+def _v_stats_uri(x: Any) -> str:
+    s = _v_str(maxlen=255)(x)
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", s) or "//" in s:
+        raise _Bad('must be an absolute URL path such as "/stats" (letters, digits, - . _ ~ and / only)')
+    if s == "/metrics" or s == "/api" or s.startswith("/api/"):
+        raise _Bad("must not be /metrics or under /api (those paths are taken)")
+    return cast(str, s)
+
+
+_AUTH_RULE: Final = 'must be "user:password" (a non-empty user without ":" and a non-empty password)'
+
+
+def _v_stats_auth(x: Any) -> tuple[StatsUser, ...]:
+    # the rules never quote the value: it holds a password
+    items = [x] if isinstance(x, str) else x
+    if not isinstance(items, list):
+        raise _Bad('must be a list of "user:password" strings')
+    out: list[StatsUser] = []
+    for i, item in enumerate(items):
+        suffix = f"[{i}]" if isinstance(x, list) else ""
+        if not isinstance(item, str):
+            raise _Bad(_AUTH_RULE, suffix)
+        user, sep, pw = item.partition(":")
+        if not sep or not user or not pw:
+            raise _Bad(_AUTH_RULE, suffix)
+        if len(item) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in item):
+            raise _Bad("must be at most 255 characters, without control characters", suffix)
+        if pw == HIDDEN_PASSWORD:
+            raise _Bad(f"{HIDDEN_PASSWORD} is the placeholder of a dump without secrets: set the password",
+                       suffix)
+        if any(u.user == user for u in out):
+            raise _Bad(f'user "{user}" is listed twice', suffix)
+        out.append(StatsUser(user, pw))
+    return tuple(out)
+
 
 _STATS_SPEC: Final[dict[str, Validator]] = {
     "bind": lambda x: _unwrap_bind_one(x),
-    "user": _v_str(maxlen=255),
-    "password": _v_str(maxlen=255),
+    "uri": _v_stats_uri,
+    "auth": _v_stats_auth,
     "admin": _v_bool,
+    "admin_allow_remote": _v_bool,
     "refresh": _v_duration(positive=True, maximum=86400.0),
 }
 
@@ -885,18 +941,25 @@ def parse(data: Mapping[str, Any], source: str = "lb.toml") -> Config:
     # [stats]
     stats: StatsConfig | None = None
     if "stats" in data and (st := _table(data["stats"], "stats", errs)) is not None:
-        s_vals = _validate(st, _STATS_SPEC, "stats", errs)
+        removed = ("user", "password")
+        for key in removed:
+            if key in st:
+                errs.add(f"stats.{key}", 'replaced by auth = ["user:password", ...] (HAProxy\'s stats auth)')
+        s_vals = _validate({k: v for k, v in st.items() if k not in removed}, _STATS_SPEC, "stats", errs)
         if "bind" not in st:
             errs.add("stats.bind", 'is required (e.g. "127.0.0.1:8404")')
         elif "bind" in s_vals:
-            if ("user" in s_vals) != ("password" in s_vals):
-                errs.add(
-                    "stats.user" if "user" not in s_vals else "stats.password",
-                    "user and password go together",
-                )
-            host = s_vals["bind"][0]
-            if s_vals.get("admin") and "user" not in s_vals and not ipaddress.ip_address(host).is_loopback:
-                errs.add("stats.admin", "needs user and password unless stats.bind is a loopback address")
+            host, port = s_vals["bind"]
+            if s_vals.get("admin"):
+                if not s_vals.get("auth") and ("auth" in s_vals or "auth" not in st):
+                    errs.add("stats.admin", 'needs stats.auth (e.g. ["admin:secret"]): the admin API always '
+                             "asks for a user")
+                if not ipaddress.ip_address(host).is_loopback and not s_vals.get("admin_allow_remote"):
+                    errs.add(
+                        "stats.admin",
+                        f"the admin API on a non-loopback address ({_fmt_address(host, port)}) needs "
+                        "stats.admin_allow_remote = true",
+                    )
             stats = StatsConfig(**s_vals)
 
     # cross-listener: no address bound twice
@@ -1201,6 +1264,15 @@ def warnings(cfg: Config) -> list[str]:
                     f"listen.{li.name}.server {s.name}: amqp checks are logged by RabbitMQ on every probe "
                     '(two lines each); type = "tcp" is silent'
                 )
+    if cfg.global_.workers > 1:
+        n = cfg.global_.workers
+        if (os.cpu_count() or 1) < n:
+            out.append(f"global.workers: {n} relay processes on {os.cpu_count()} CPUs: they compete for them")
+        if any(s.maxconn is not None or s.maxqueue is not None for li in cfg.listeners for s in li.servers):
+            out.append(
+                f"global.workers: per-server maxconn and maxqueue are divided among the {n} processes "
+                "(each queues its own clients)"
+            )
     if cfg.global_.hard_stop_after is None:
         out.append(
             "global.hard_stop_after: unset: a graceful stop waits until every client connection closes "
@@ -1252,8 +1324,11 @@ def _ka_dict(side: KeepaliveSide | None) -> dict[str, Any] | bool:
     return {k: v for k in ("idle", "interval", "count") if (v := getattr(side, k)) is not None}
 
 
-def dump(cfg: Config) -> dict[str, Any]:
-    """The fully expanded configuration as TOML-able data; ``parse(dump(cfg)) == cfg``.
+def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
+    """The fully expanded configuration as TOML-able data; ``parse(dump(cfg, secrets=True)) == cfg``.
+
+    Without ``secrets`` the ``stats.auth`` passwords are written as ``<hidden>`` (which ``parse`` refuses),
+    so a dump can be shown or logged; it equals ``cfg`` whenever there is no ``stats.auth``.
 
     Every default is written out, so this is also what ``tcplb --check --dump`` can print. A server's
     ``check`` table is written in full when it differs from its listener's check, and the listener's
@@ -1265,6 +1340,7 @@ def dump(cfg: Config) -> dict[str, Any]:
         "log_tag": g.log_tag,
         "syslog_address": g.syslog_address,
         "spread_checks": g.spread_checks,
+        "workers": g.workers,
     }
     if g.maxconn is not None:
         gd["maxconn"] = g.maxconn
@@ -1322,10 +1398,16 @@ def dump(cfg: Config) -> dict[str, Any]:
         out["listen"][li.name] = ld
     if cfg.stats is not None:
         st = cfg.stats
-        sd2: dict[str, Any] = {"bind": _fmt_address(*st.bind), "admin": st.admin}
-        for k in ("user", "password", "refresh"):
-            if getattr(st, k) is not None:
-                sd2[k] = getattr(st, k)
+        sd2: dict[str, Any] = {
+            "bind": _fmt_address(*st.bind),
+            "uri": st.uri,
+            "admin": st.admin,
+            "admin_allow_remote": st.admin_allow_remote,
+        }
+        if st.auth:
+            sd2["auth"] = [f"{u.user}:{u.password if secrets else HIDDEN_PASSWORD}" for u in st.auth]
+        if st.refresh is not None:
+            sd2["refresh"] = st.refresh
         out["stats"] = sd2
     return out
 
@@ -1358,9 +1440,9 @@ def _toml_key(k: str) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_value(k)
 
 
-def to_toml(cfg: Config) -> str:
-    """``dump(cfg)`` as TOML text (``loads(to_toml(cfg)) == cfg``)."""
-    d = dump(cfg)
+def to_toml(cfg: Config, *, secrets: bool = False) -> str:
+    """``dump(cfg, secrets=secrets)`` as TOML text (``loads(to_toml(cfg, secrets=True)) == cfg``)."""
+    d = dump(cfg, secrets=secrets)
     lines: list[str] = []
 
     def section(name: str, table: Mapping[str, Any]) -> None:

@@ -9,11 +9,18 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import config as cfgmod
 from .config import Config, ConfigError
 from .server import LoadBalancer
+
+if TYPE_CHECKING:
+    from rmqfd.sdnotify import Notifier
+
+    from .workers import WorkerPool
 
 log = logging.getLogger("tcplb")
 
@@ -91,6 +98,13 @@ class Daemon:
         self.lb: LoadBalancer | None = None
         self.stats: object | None = None
         self._stop: asyncio.Event | None = None
+        self.pool: WorkerPool | None = None  # global.workers > 1: the relay workers
+        # systemd Type=notify (imported only under systemd); NOTIFY_SOCKET leaves the environment
+        self.sd: Notifier | None = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            from rmqfd.sdnotify import from_environment
+
+            self.sd = from_environment()
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -126,10 +140,25 @@ class Daemon:
         except OSError as e:
             log.error("reload refused: %s: %s", self.path, e.strerror or e)
             return False
+        pool = self.pool
+        if pool is not None:
+            if cfg.global_.workers != pool.nprocs:
+                log.warning(
+                    "reload: global.workers changed from %d to %d: takes effect at the next restart",
+                    pool.nprocs,
+                    cfg.global_.workers,
+                )
+            try:
+                pool.assign_rows(cfg)
+            except RuntimeError as e:
+                log.error("reload refused: %s", e)
+                return False
         try:
             self.lb.reload(cfg)
         except OSError as e:
             log.error("reload: cannot bind: %s (other changes applied)", e.strerror or e)
+        if pool is not None:
+            pool.reload(cfgmod.to_toml(cfg, secrets=True), str(self.path))
         old_stats = self.cfg.stats
         self.cfg = cfg
         for w in cfgmod.warnings(cfg):
@@ -143,15 +172,50 @@ class Daemon:
         log.info("reloaded %s (%d listeners)", self.path, len(cfg.listeners))
         return True
 
+    def sd_status(self) -> str:
+        """systemd STATUS= text: "12 connections, 3/3 servers up" (while stopping: "stopping, ...")."""
+        lb = self.lb
+        if lb is None:
+            return "starting"
+        servers = [s for fe in lb.frontends.values() for s in fe.servers if not s.removed]
+        up = sum(1 for s in servers if s.usable)
+        text = f"{lb.actconn} connections, {up}/{len(servers)} servers up"
+        return f"stopping, {text}" if lb.stopping else text
+
+    def _sd_tick(self) -> None:
+        if self.sd is not None:
+            self.sd.status(self.sd_status())
+
+    async def _sd_reload(self) -> bool:
+        """SIGHUP: :meth:`reload` framed by RELOADING=1 / READY=1 for systemd (READY also when it failed)."""
+        sd = self.sd if self._stop is None or not self._stop.is_set() else None
+        if sd is not None:
+            sd.reloading()
+        try:
+            return await self.reload()
+        finally:
+            if sd is not None and not (self._stop is not None and self._stop.is_set()):
+                sd.ready(self.sd_status())
+
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        lb = self.lb = LoadBalancer(self.cfg, loop)
+        pool = None
+        if self.cfg.global_.workers > 1:
+            from .workers import WorkerPool
+
+            pool = self.pool = WorkerPool(
+                self.cfg.global_.workers, self.loop_kind, logging.getLogger("tcplb").getEffectiveLevel()
+            )
+            pool.assign_rows(self.cfg)
+        lb = self.lb = LoadBalancer(self.cfg, loop, share=pool.share if pool is not None else None)
         try:
             lb.start()
         except OSError as e:
             log.error("cannot bind a listener: %s", e.strerror or e)
             return 1
+        if pool is not None:
+            pool.start(lb, cfgmod.to_toml(self.cfg, secrets=True), str(self.path or "lb.toml"))
         try:
             await self._start_stats()
         except OSError as e:
@@ -161,7 +225,7 @@ class Daemon:
         pending: set[asyncio.Task[bool]] = set()
 
         def on_hup() -> None:
-            t = loop.create_task(self.reload())
+            t = loop.create_task(self._sd_reload())
             pending.add(t)
             t.add_done_callback(pending.discard)
 
@@ -169,16 +233,23 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         log.info(
-            "tcplb started: pid %d, %s loop, %d listeners, maxconn %d",
+            "tcplb started: pid %d, %s loop, %d listeners, maxconn %d%s",
             os.getpid(),
             self.loop_kind,
             len(self.cfg.listeners),
-            lb.maxconn,
+            lb.maxconn * lb.nprocs,
+            f", {lb.nprocs} processes (maxconn {lb.maxconn} each)" if lb.nprocs > 1 else "",
         )
+        sd_cancel: Callable[[], None] | None = None
+        if self.sd is not None:
+            self.sd.ready(self.sd_status())
+            sd_cancel = self.sd.periodic(loop, self._sd_tick)
         try:
             await self._stop.wait()
             await self._graceful_stop()
         finally:
+            if sd_cancel is not None:
+                sd_cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 0
@@ -187,6 +258,11 @@ class Daemon:
         lb = self.lb
         assert lb is not None
         hard = self.cfg.global_.hard_stop_after
+        if self.sd is not None:
+            self.sd.stopping(f"stopping, {self.sd_status()}")
+        workers = None
+        if self.pool is not None:  # the workers drain their own connections at the same time
+            workers = asyncio.get_running_loop().create_task(self.pool.stop(hard))
         lb.stop_accepting()
         await self._stop_stats()
         log.info(
@@ -206,6 +282,8 @@ class Daemon:
                         await lb.wait_idle()
                 except TimeoutError:
                     pass
+        if workers is not None:
+            await workers
         lb.stop_checks()
         await asyncio.sleep(0)
         log.info("stopped")

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as cfgmod
 from .balance import Balancer, count_usable, make_balancer, select
@@ -36,6 +36,9 @@ from .tcplog import (
     tcplog_line,
 )
 
+if TYPE_CHECKING:
+    from .workers import Share
+
 log = logging.getLogger("tcplb")
 tlog = logging.getLogger("tcplb.traffic")
 
@@ -43,6 +46,44 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
 # ---------------------------------------------------------------------------------------------- servers
+
+
+class RateCounter:
+    """Sessions per second from a running total (``stot``), sampled by a 1 s timer while the stats server
+    runs: no per-connection work. ``read`` is HAProxy's freq_ctr estimate (this second's count plus the
+    previous second's, pro rata)."""
+
+    __slots__ = ("at", "base", "last", "max", "prev")
+
+    def __init__(self) -> None:
+        self.at = -1.0  # loop time of the last sample (-1: never sampled)
+        self.base = 0  # the total at that sample
+        self.prev = 0  # sessions during the second before it
+        self.max = 0  # highest per-second count seen
+        self.last: float | None = None  # loop time at which the total last moved (1 s resolution)
+
+    def tick(self, total: int, now: float) -> None:
+        if self.at >= 0:
+            n = total - self.base
+            dt = now - self.at
+            self.prev = n if dt <= 1.5 else int(n / dt + 0.5)
+            if self.prev > self.max:
+                self.max = self.prev
+            if n:
+                self.last = now
+        self.at, self.base = now, total
+
+    def read(self, total: int, now: float) -> tuple[int, int, float | None]:
+        """(rate, rate_max, seconds since the last session or None)."""
+        if self.at < 0:
+            return 0, self.max, None
+        cur = total - self.base
+        el = now - self.at
+        rate = int(cur + self.prev * (1.0 - el) + 0.5) if el < 1.0 else int(cur / el + 0.5)
+        if cur > self.max:
+            self.max = cur
+        since = 0.0 if cur else (now - self.last if self.last is not None else None)
+        return rate, self.max, since
 
 
 class ServerState:
@@ -79,6 +120,16 @@ class ServerState:
         self.down_since: float | None = None if self.health.up else time.monotonic()
         self.downtime = 0.0
         self.last_check: CheckResult | None = None
+        self.health_off = False  # admin: active checks disabled at run time (HAProxy's `disable health`)
+        self.rate = RateCounter()  # session rate and lastsess, sampled by the stats timer
+        # global.workers > 1 (tcplb/workers.py): this server's row in the shared table; our connection count
+        # goes to sh[sh_cur] at every change and the other processes' counts are at sh[sh_peer_cur]
+        self.sh_row = -1
+        self.sh: memoryview | None = None
+        self.sh_cur = 0
+        self.sh_peer_cur: tuple[int, ...] = ()
+        self.sh_pfail = 0  # connect failures seen by this relay worker (the main process owns health)
+        self.div = fe.lb.nprocs  # per-server maxconn/maxqueue are divided among the processes
 
     # balance.Candidate
     @property
@@ -91,7 +142,10 @@ class ServerState:
 
     @property
     def active_conns(self) -> int:
-        return self.cur + len(self.queue)
+        sh = self.sh
+        if sh is None:
+            return self.cur + len(self.queue)
+        return self.cur + len(self.queue) + sum(sh[i] for i in self.sh_peer_cur)
 
     @property
     def usable(self) -> bool:
@@ -100,26 +154,29 @@ class ServerState:
     @property
     def full(self) -> bool:
         m = self.cfg.maxconn
-        return m is not None and self.cur >= m
+        return m is not None and self.cur >= (m if self.div == 1 else -(-m // self.div))
 
     @property
     def queue_full(self) -> bool:
         m = self.cfg.maxqueue
-        return m is not None and len(self.queue) >= m
+        return m is not None and len(self.queue) >= (m if self.div == 1 else -(-m // self.div))
 
     @property
     def checks_enabled(self) -> bool:
-        return self.cfg.check.enabled
+        """Active checks configured and not disabled at run time (``disable health``)."""
+        return self.cfg.check.enabled and not self.health_off
 
     def status(self) -> str:
-        """HAProxy's stats status: UP, DOWN, MAINT, DRAIN, NOLB, "UP 1/3"..."""
+        """HAProxy's stats status: UP, DOWN, MAINT, DRAIN, "no check", "UP 1/3", "DOWN 1/2", "DRAIN 2/3"."""
         if self.maint:
             return "MAINT"
-        if self.drain or (self.admin_weight == 0 and self.health.up):
-            return "DRAIN"
-        if not self.checks_enabled:
-            return "no check" if self.health.up else "DOWN"
-        return self.health.status_text()
+        h = self.health
+        checked = self.checks_enabled
+        if not h.up:
+            return h.status_text() if checked else "DOWN"
+        if self.drain or self.admin_weight == 0:
+            return f"DRAIN {h.fall - h.failures}/{h.fall}" if checked and h.failures else "DRAIN"
+        return h.status_text() if checked else "no check"
 
     def take(self) -> None:
         self.cur += 1
@@ -127,10 +184,14 @@ class ServerState:
         self.lbtot += 1
         if self.cur > self.smax:
             self.smax = self.cur
+        if self.sh is not None:
+            self.sh[self.sh_cur] = self.cur
 
     def release(self) -> None:
         """A connection slot is free again: hand it to the first waiter of the queue."""
         self.cur -= 1
+        if self.sh is not None:
+            self.sh[self.sh_cur] = self.cur
         q = self.queue
         while q and not self.full:
             fut = q.popleft()
@@ -223,8 +284,11 @@ class Frontend:
         self.econ = 0
         self.denied = 0
         self.stopped = False
+        self.sh_row = -1  # row in the shared table (global.workers > 1)
         self.was_available = any(s.usable for s in self.servers)
         self.limited = _limited(self.servers)
+        self.rate = RateCounter()  # session rate (stats)
+        self.be_qmax = 0  # highest total queue of the servers seen by the stats timer or a snapshot
         self._apply_timeouts()
 
     def _apply_timeouts(self) -> None:
@@ -238,6 +302,8 @@ class Frontend:
     def maxconn(self) -> int:
         g = self.lb.maxconn
         m = self.cfg.maxconn
+        if m is not None and self.lb.nprocs > 1:
+            m = -(-m // self.lb.nprocs)
         return min(m, g) if m is not None else g
 
     def server(self, name: str) -> ServerState | None:
@@ -255,7 +321,7 @@ class Frontend:
             if addr in old:
                 self.sockets[addr] = old.pop(addr)
                 continue
-            self.sockets[addr] = make_listen_socket(addr, backlog)
+            self.sockets[addr] = make_listen_socket(addr, backlog, reuseport=self.lb.nprocs > 1)
 
     def start_accepting(self) -> None:
         """Serve every listening socket (through a dup of it: pausing closes the dup, never the socket)."""
@@ -470,7 +536,10 @@ class Frontend:
             self.econ += 1
             self._drop_slot(sess)
             status, info = err
-            if srv.checks_enabled:
+            if srv.checks_enabled and self.lb.worker:
+                # a relay worker: the main process owns health; it reads this at its next tick
+                srv.sh_pfail += 1
+            elif srv.checks_enabled:
                 tr = srv.health.passive_failure(
                     status=CheckStatus.HANA, now=loop.time(), info=f"{status}: {info}"
                 )
@@ -680,6 +749,11 @@ def _limited(servers: Iterable[ServerState]) -> bool:
     return any(s.cfg.maxconn is not None or s.cfg.maxqueue is not None for s in servers)
 
 
+def _peer(pc: dict[int, dict[str, int]], row: int, name: str) -> int:
+    """A counter summed over the relay workers (0 without workers)."""
+    return pc[row].get(name, 0) if row in pc else 0
+
+
 def _min_flag(client: float | None, server: float | None) -> tuple[float | None, str]:
     if client is None and server is None:
         return None, "c"
@@ -688,12 +762,14 @@ def _min_flag(client: float | None, server: float | None) -> tuple[float | None,
     return server, "s"
 
 
-def make_listen_socket(addr: tuple[str, int], backlog: int) -> socket.socket:
+def make_listen_socket(addr: tuple[str, int], backlog: int, reuseport: bool = False) -> socket.socket:
     host, port = addr
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(fam, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:  # global.workers > 1: every process has its own socket, the kernel spreads connections
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         with contextlib.suppress(OSError):
             # bind to an address that is not (yet) local, e.g. a VRRP VIP on the backup node
             sock.setsockopt(
@@ -714,11 +790,21 @@ def make_listen_socket(addr: tuple[str, int], backlog: int) -> socket.socket:
 class LoadBalancer:
     """Everything that runs in one tcplb process."""
 
-    def __init__(self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None, share: Share | None = None
+    ) -> None:
         self.cfg = cfg
         self.loop = loop or asyncio.get_running_loop()
+        # global.workers > 1: the shared table (tcplb/workers.py); process 0 is the main one, which alone
+        # runs checks, the stats page and the admin API
+        self.share = share
+        self.nprocs = share.nprocs if share is not None else 1
+        self.worker = share is not None and share.proc != 0
+        self.on_peer_command: Callable[[dict[str, Any]], None] | None = None  # main process: to the workers
+        # main process with workers: row -> counter -> the workers' sums (tcplb/workers.py)
+        self.peer_counts: Callable[[], dict[int, dict[str, int]]] | None = None
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.maxconn = cfgmod.effective_maxconn(cfg.global_.maxconn, nofile)
+        self.maxconn = self._split(cfgmod.effective_maxconn(cfg.global_.maxconn, nofile))
         self.frontends: dict[str, Frontend] = {}
         self.sessions: set[Session] = set()
         self.actconn = 0
@@ -730,8 +816,12 @@ class LoadBalancer:
         self.on_event: Callable[[str], None] | None = None  # test hook: every log line of ours
         self._idle: asyncio.Event | None = None
         self.bg: set[asyncio.Task[None]] = set()
+        self._rate_timer: asyncio.TimerHandle | None = None  # stats: 1 s session-rate sampler
         # uvloop accepts in C and calls our protocol factory synchronously: serve through create_server
         self.native_accept = type(self.loop).__module__.startswith("uvloop")
+
+    def _split(self, n: int) -> int:
+        return n if self.nprocs == 1 else max(1, -(-n // self.nprocs))
 
     async def wait_idle(self) -> None:
         """Until no client connection is left."""
@@ -765,7 +855,7 @@ class LoadBalancer:
         for the listeners opened before; the caller logs it)."""
         self.cfg = cfg
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.maxconn = cfgmod.effective_maxconn(cfg.global_.maxconn, nofile)
+        self.maxconn = self._split(cfgmod.effective_maxconn(cfg.global_.maxconn, nofile))
         names = {li.name for li in cfg.listeners}
         for name in list(self.frontends):
             if name not in names:
@@ -853,7 +943,7 @@ class LoadBalancer:
 
     # -- checks and health ---------------------------------------------------------------------------------
     def start_checker(self, st: ServerState) -> None:
-        if st.checker is not None or st.maint or st.removed or self.stopping:
+        if st.checker is not None or st.maint or st.removed or self.stopping or st.health_off or self.worker:
             return
         ck = st.cfg.check
         if not ck.enabled:
@@ -989,6 +1079,72 @@ class LoadBalancer:
             raise ValueError("state must be ready, drain or maint")
         return st
 
+    def set_health(self, fe_name: str, srv_name: str, enable: bool) -> ServerState:
+        """HAProxy's ``enable|disable health``: start/stop the active checks; the server keeps its state."""
+        st = self._find(fe_name, srv_name)
+        if not st.cfg.check.enabled:
+            raise ValueError(f"server {fe_name}/{srv_name} has no health check (check = false)")
+        if enable and st.health_off:
+            st.health_off = False
+            self.start_checker(st)
+            self._event(f"Health checks of server {fe_name}/{srv_name} enabled (admin API).")
+        elif not enable and not st.health_off:
+            st.health_off = True
+            self.stop_checker(st)
+            self._event(
+                f"Health checks of server {fe_name}/{srv_name} disabled (admin API): it stays "
+                f"{'UP' if st.health.up else 'DOWN'}.",
+                logging.WARNING,
+            )
+        return st
+
+    def shutdown_sessions(self, fe_name: str, srv_name: str) -> tuple[ServerState, int]:
+        """HAProxy's ``shutdown sessions server``: close every connection on that server (logged with K).
+        With ``workers``, every worker does the same with its own (the count is this process's)."""
+        st = self._find(fe_name, srv_name)
+        if self.share is not None and not self.worker and self.on_peer_command is not None:
+            self.on_peer_command({"op": "shutdown-sessions", "listener": fe_name, "server": srv_name})
+        n = 0
+        for sess in list(self.sessions):
+            if sess.srv is st and sess.slot and not sess.pipe.closing:
+                n += 1
+                if sess.task is not None and not sess.task.done():
+                    sess.task.cancel()
+                sess.pipe.abort("K", sess.pipe.phase, reset=False)
+        self._event(
+            f"Server {fe_name}/{srv_name}: {n} sessions killed (admin API).",
+            logging.WARNING if n else logging.INFO,
+        )
+        return st, n
+
+    def event(self, msg: str, level: int = logging.INFO) -> None:
+        """Log one of our event lines (and hand it to the ``on_event`` test hook)."""
+        self._event(msg, level)
+
+    def start_sampling(self, interval: float = 1.0) -> None:
+        """Start the timer behind session rates, ``lastsess`` and backend ``qmax`` (the stats server's;
+        idempotent). It costs one callback per ``interval``, nothing per connection."""
+        if self._rate_timer is None:
+            self._sample(interval)
+
+    def stop_sampling(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+
+    def _sample(self, interval: float) -> None:
+        now = self.loop.time()
+        pc = self.peer_counts() if self.peer_counts is not None else {}
+        for fe in self.frontends.values():
+            fe.rate.tick(fe.stot + _peer(pc, fe.sh_row, "stot"), now)
+            q = 0
+            for st in fe.servers:
+                st.rate.tick(st.stot + _peer(pc, st.sh_row, "stot"), now)
+                q += len(st.queue) + _peer(pc, st.sh_row, "qcur")
+            if q > fe.be_qmax:
+                fe.be_qmax = q
+        self._rate_timer = self.loop.call_later(interval, self._sample, interval)
+
     def _find(self, fe_name: str, srv_name: str) -> ServerState:
         fe = self.frontends.get(fe_name)
         st = fe.server(srv_name) if fe is not None else None
@@ -1015,51 +1171,90 @@ class LoadBalancer:
             self.on_event(line)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything the stats page shows, JSON-able."""
+        """Everything the stats page shows, JSON-able. Keys shared with HAProxy's CSV use its field names.
+
+        Bytes include the connections still open (their counts so far on top of the closed ones' totals);
+        rates come from the stats timer (:meth:`start_sampling`). Nothing here costs per-connection work
+        outside this call.
+        """
+        now = time.monotonic()
+        lnow = self.loop.time()
+        pc = self.peer_counts() if self.peer_counts is not None else {}  # the workers' counters, if any
+        live: dict[object, list[int]] = {}  # Frontend / ServerState -> [bin, bout] of open sessions
+        for sess in self.sessions:
+            p = sess.pipe
+            bi, bo = p.bytes_in, p.bytes_out
+            if not (bi or bo):
+                continue
+            for key in (sess.fe, sess.srv):
+                if key is not None:
+                    acc = live.get(key)
+                    if acc is None:
+                        live[key] = [bi, bo]
+                    else:
+                        acc[0] += bi
+                        acc[1] += bo
         out: dict[str, Any] = {
             "pid": os.getpid(),
+            "started": self.started,
             "uptime": time.time() - self.started,
-            "actconn": self.actconn,
-            "maxconn": self.maxconn,
+            "actconn": self.actconn + sum(_peer(pc, fe.sh_row, "cur") for fe in self.frontends.values()),
+            "maxconn": self.maxconn * self.nprocs,
+            "processes": self.nprocs,
             "reloads": self.reloads,
             "listeners": [],
         }
         for fe in self.frontends.values():
             act, bck = count_usable(fe.servers)
-            servers = []
-            now = time.monotonic()
+            servers: list[dict[str, Any]] = []
             for st in fe.servers:
                 lc = st.last_check
+                checked = st.checks_enabled
+                sb = live.get(st, (0, 0))
+                sp = pc.get(st.sh_row, {})
+                stot = st.stot + sp.get("stot", 0)
+                rate, rate_max, since = st.rate.read(stot, lnow)
+                health = "disabled" if st.health_off else "enabled" if st.cfg.check.enabled else "none"
                 servers.append(
                     {
                         "name": st.name,
                         "address": st.cfg.address,
+                        "addr": st.cfg.address,
                         "status": st.status(),
                         "weight": st.weight,
                         "cfg_weight": st.cfg_weight,
                         "backup": st.backup,
-                        "scur": st.cur,
-                        "smax": st.smax,
+                        "act": 0 if st.backup else 1,
+                        "bck": 1 if st.backup else 0,
+                        "scur": st.cur + sp.get("cur", 0),
+                        "smax": st.smax + sp.get("smax", 0),
                         "slim": st.cfg.maxconn,
-                        "stot": st.stot,
-                        "lbtot": st.lbtot,
-                        "qcur": len(st.queue),
-                        "qmax": st.qmax,
+                        "stot": stot,
+                        "lbtot": st.lbtot + sp.get("lbtot", 0),
+                        "rate": rate,
+                        "rate_max": rate_max,
+                        "lastsess": int(since) if since is not None else None,
+                        "qcur": len(st.queue) + sp.get("qcur", 0),
+                        "qmax": st.qmax + sp.get("qmax", 0),
                         "qlimit": st.cfg.maxqueue,
-                        "bin": st.bin,
-                        "bout": st.bout,
-                        "econ": st.econ,
-                        "eresp": st.eresp,
-                        "wretr": st.wretr,
-                        "wredis": st.wredis,
+                        "bin": st.bin + sb[0] + sp.get("bin", 0),
+                        "bout": st.bout + sb[1] + sp.get("bout", 0),
+                        "econ": st.econ + sp.get("econ", 0),
+                        "eresp": st.eresp + sp.get("eresp", 0),
+                        "wretr": st.wretr + sp.get("wretr", 0),
+                        "wredis": st.wredis + sp.get("wredis", 0),
                         "chkfail": st.chkfail,
                         "chkdown": st.chkdown,
                         "lastchg": int(now - st.lastchg),
                         "downtime": int(st.downtime + (now - st.down_since if st.down_since else 0)),
-                        "check": st.cfg.check.type if st.checks_enabled else None,
-                        "check_status": str(st.health.status) if st.checks_enabled else None,
-                        "check_info": lc.detail if lc else "",
+                        "check": st.cfg.check.type if st.cfg.check.enabled else None,
+                        "health": health,
+                        "check_status": str(st.health.status) if checked else None,
+                        "check_code": lc.code if lc and checked else None,
+                        "check_duration": _ms(lc.duration) if lc and checked else None,
                         "check_duration_ms": _ms(lc.duration) if lc else None,
+                        "check_info": lc.detail if lc else "",
+                        "last_chk": lc.detail if lc and checked else None,
                         "check_rise": st.health.rise,
                         "check_fall": st.health.fall,
                         "check_health": st.health.health,
@@ -1067,22 +1262,56 @@ class LoadBalancer:
                         "drain": st.drain,
                     }
                 )
+            fb = live.get(fe, (0, 0))
+            fp = pc.get(fe.sh_row, {})
+            fb = (fb[0] + fp.get("bin", 0), fb[1] + fp.get("bout", 0))
+            fcur, fsmax = fe.cur + fp.get("cur", 0), fe.smax + fp.get("smax", 0)
+            fstot, fecon = fe.stot + fp.get("stot", 0), fe.econ + fp.get("econ", 0)
+            fslim = fe.maxconn * self.nprocs
+            rate, rate_max, _ = fe.rate.read(fstot, lnow)
+            qcur = sum(s["qcur"] for s in servers)
+            if qcur > fe.be_qmax:
+                fe.be_qmax = qcur
+            last = [s["lastsess"] for s in servers if s["lastsess"] is not None]
             out["listeners"].append(
                 {
                     "name": fe.name,
                     "bind": [f"{h}:{p}" for h, p in fe.cfg.bind],
                     "balance": fe.cfg.balance,
-                    "scur": fe.cur,
-                    "smax": fe.smax,
-                    "slim": fe.maxconn,
-                    "stot": fe.stot,
-                    "bin": fe.bin,
-                    "bout": fe.bout,
-                    "econ": fe.econ,
+                    "scur": fcur,
+                    "smax": fsmax,
+                    "slim": fslim,
+                    "stot": fstot,
+                    "rate": rate,
+                    "rate_max": rate_max,
+                    "bin": fe.bin + fb[0],
+                    "bout": fe.bout + fb[1],
                     "active_servers": act,
                     "backup_servers": bck,
                     "status": "OPEN" if fe.accepting else ("FULL" if not fe.stopped else "STOP"),
                     "servers": servers,
+                    "backend": {
+                        "status": "UP" if act + bck else "DOWN",
+                        "act": act,
+                        "bck": bck,
+                        "weight": sum(s.weight for s in fe.servers if not s.backup and s.usable),
+                        "qcur": qcur,
+                        "qmax": fe.be_qmax,
+                        "scur": fcur,
+                        "smax": fsmax,
+                        "slim": fslim,
+                        "stot": fstot,
+                        "lbtot": sum(s["lbtot"] for s in servers),
+                        "rate": rate,
+                        "rate_max": rate_max,
+                        "lastsess": min(last) if last else None,
+                        "bin": fe.bin + fb[0],
+                        "bout": fe.bout + fb[1],
+                        "econ": fecon,
+                        "eresp": sum(s["eresp"] for s in servers),
+                        "wretr": sum(s["wretr"] for s in servers),
+                        "wredis": sum(s["wredis"] for s in servers),
+                    },
                 }
             )
         return out

@@ -1,37 +1,50 @@
-"""The stats page and admin API over HTTP (asyncio only; one tiny HTTP/1.1 server, ``Connection: close``).
+"""The stats server: HTML page, HAProxy CSV, JSON, Prometheus metrics and the admin API over HTTP.
 
-GET  ``/`` or ``/stats``               HTML table in the spirit of HAProxy's stats page
-GET  ``/stats;csv`` or ``/stats.csv``  HAProxy-like CSV (``# pxname,svname,...``)
-GET  ``/stats.json`` or ``/stats;json``  everything as JSON
-GET  ``/api/servers``                 "show servers": JSON list of every server
-POST ``/api/servers/<listener>/<server>/weight``  body ``weight=N`` (or just ``N``)      (admin)
-POST ``/api/servers/<listener>/<server>/state``   body ``state=ready|drain|maint``       (admin)
-POST ``/api/servers/<listener>/<server>/maint`` / ``/ready`` / ``/drain``  shortcuts    (admin)
+One tiny HTTP/1.1 server (asyncio streams, ``Connection: close``), started by the daemon when the
+configuration has a ``[stats]`` section:
 
-With ``user``/``password`` set every request needs HTTP basic auth; POSTs need ``admin = true``.
+GET  ``<uri>`` (default ``/stats``)     HTML page, a table per listener (``<uri>;norefresh``: no auto-refresh)
+GET  ``<uri>;csv`` / ``/stats.csv``     HAProxy's CSV (``# pxname,svname,...``)
+GET  ``<uri>;json`` / ``/stats.json``   everything as JSON
+GET  ``/metrics``                       Prometheus text format 0.0.4 (``tcplb_*``)
+GET  ``/api/servers[/<listener>/<server>]``  servers and their state, JSON
+POST ``/api/servers/<listener>/<server>/state``  ``state=ready|drain|maint``              (admin)
+POST ``/api/servers/<listener>/<server>/weight`` ``weight=0..256``                        (admin)
+POST ``/api/servers/<listener>/<server>/shutdown-sessions``                               (admin)
+POST ``/api/servers/<listener>/<server>/health`` ``health=enable|disable``                 (admin)
+
+With ``auth`` every request needs HTTP basic auth; the admin API always does (and ``admin = true``).
+Admin actions and refused admin attempts are logged with the user and the client address, never a password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hmac
 import html
 import json
 import logging
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import StatsConfig
+from .health import describe
 from .server import LoadBalancer
 
 log = logging.getLogger("tcplb.stats")
 
-MAX_REQUEST = 16384
+MAX_HEADER = 16384  # request line + headers
+MAX_BODY = 16384
+REQUEST_TIMEOUT = 10.0  # to read a whole request, and again to write the answer
+MAX_CLIENTS = 64  # concurrent connections to the stats server; more are closed at once
 
-# HAProxy's first CSV columns (management.txt §9.1), in order; we fill what we have
+ADMIN_ACTIONS = ("state", "weight", "shutdown-sessions", "health")
+# older spellings, kept for scripts: POST .../ready|drain|maint (state) and .../enable|disable (ready|maint)
+SHORTCUTS = {"ready": "ready", "drain": "drain", "maint": "maint", "enable": "ready", "disable": "maint"}
+
 CSV_FIELDS = [
     "pxname",
     "svname",
@@ -121,196 +134,447 @@ def _v(x: Any) -> str:
     return str(x)
 
 
+def human(sec: float | None) -> str:
+    """``3m12s``, ``2h5m``, ``1d3h`` (HAProxy's style for durations on the page); "" for None."""
+    if sec is None:
+        return ""
+    s = max(0, int(sec))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m}m"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
+# ------------------------------------------------------------------------------------------------ CSV
+
+
 def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """HAProxy's ``show stat`` rows: per listener FRONTEND, one per server, BACKEND."""
     rows: list[dict[str, Any]] = []
     pid = snap["pid"]
     for iid, fe in enumerate(snap["listeners"], start=1):
-        base = {"pxname": fe["name"], "pid": pid, "iid": iid, "mode": "tcp", "algo": fe["balance"]}
+        base = {"pxname": fe["name"], "pid": pid, "iid": iid, "mode": "tcp"}
         rows.append(
             {
                 **base,
                 "svname": "FRONTEND",
-                "scur": fe["scur"],
-                "smax": fe["smax"],
-                "slim": fe["slim"],
-                "stot": fe["stot"],
-                "bin": fe["bin"],
-                "bout": fe["bout"],
-                "status": fe["status"],
+                **{k: fe[k] for k in ("scur", "smax", "slim", "stot", "bin", "bout", "status")},
+                "rate": fe["rate"],
+                "rate_max": fe["rate_max"],
                 "sid": 0,
                 "type": 0,
             }
         )
-        act = bck = 0
         for sid, s in enumerate(fe["servers"], start=1):
-            up = s["status"] not in ("DOWN", "MAINT") and not s["status"].startswith("DOWN")
-            if up and s["weight"] > 0:
-                if s["backup"]:
-                    bck += 1
-                else:
-                    act += 1
-            rows.append(
-                {
-                    **base,
-                    "svname": s["name"],
-                    "qcur": s["qcur"],
-                    "qmax": s["qmax"],
-                    "scur": s["scur"],
-                    "smax": s["smax"],
-                    "slim": s["slim"],
-                    "stot": s["stot"],
-                    "bin": s["bin"],
-                    "bout": s["bout"],
-                    "econ": s["econ"],
-                    "eresp": s["eresp"],
-                    "wretr": s["wretr"],
-                    "wredis": s["wredis"],
-                    "status": s["status"],
-                    "weight": s["weight"],
-                    "act": 0 if s["backup"] else 1,
-                    "bck": 1 if s["backup"] else 0,
-                    "chkfail": s["chkfail"],
-                    "chkdown": s["chkdown"],
-                    "lastchg": s["lastchg"],
-                    "downtime": s["downtime"],
-                    "qlimit": s["qlimit"],
-                    "sid": sid,
-                    "lbtot": s["lbtot"],
-                    "type": 2,
-                    "check_status": s["check_status"],
-                    "check_duration": s["check_duration_ms"],
-                    "check_desc": s["check_info"],
-                    "check_rise": s["check_rise"],
-                    "check_fall": s["check_fall"],
-                    "check_health": s["check_health"],
-                    "addr": s["address"],
-                }
-            )
-        rows.append(
-            {
-                **base,
-                "svname": "BACKEND",
-                "scur": fe["scur"],
-                "smax": fe["smax"],
-                "slim": fe["slim"],
-                "stot": fe["stot"],
-                "bin": fe["bin"],
-                "bout": fe["bout"],
-                "econ": fe["econ"],
-                "status": "UP" if act + bck else "DOWN",
-                "act": act,
-                "bck": bck,
-                "sid": 0,
-                "type": 1,
-                "weight": sum(s["weight"] for s in fe["servers"] if not s["backup"]),
-            }
-        )
+            row = {**base, "svname": s["name"], "sid": sid, "type": 2}
+            for k in (
+                "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "econ", "eresp", "wretr",
+                "wredis", "status", "weight", "act", "bck", "chkfail", "chkdown", "lastchg", "downtime",
+                "qlimit", "lbtot", "rate", "rate_max", "check_status", "check_code", "check_duration",
+                "lastsess", "last_chk", "check_rise", "check_fall", "check_health", "addr",
+            ):  # fmt: skip
+                row[k] = s[k]
+            if s["check_status"]:
+                row["check_desc"] = describe(s["check_status"])
+            else:  # HAProxy leaves the check columns empty for a server without checks
+                for k in ("chkfail", "chkdown", "check_rise", "check_fall", "check_health"):
+                    row[k] = None
+            rows.append(row)
+        be = fe["backend"]
+        rows.append({**base, **be, "svname": "BACKEND", "sid": 0, "type": 1, "algo": fe["balance"]})
     return rows
 
 
 def render_csv(snap: dict[str, Any]) -> str:
-    lines = ["# " + ",".join(CSV_FIELDS)]
-    for r in csv_rows(snap):
-        lines.append(",".join(_v(r.get(f)).replace(",", ";") for f in CSV_FIELDS) + ",")
-    return "\n".join(lines) + "\n"
+    import csv
+    import io
 
+    buf = io.StringIO()
+    buf.write("# " + ",".join(CSV_FIELDS) + ",\n")
+    w = csv.writer(buf, lineterminator="\n")
+    for r in csv_rows(snap):
+        w.writerow([_v(r.get(f)) for f in CSV_FIELDS] + [""])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- HTML
 
 _STYLE = """body{font-family:Arial,Helvetica,sans-serif;font-size:12px}table{border-collapse:collapse;
-margin-bottom:1.5em}th,td{border:1px solid #999;padding:2px 5px;text-align:right}th{background:#20a0ff;
-color:#fff}td.n{text-align:left;font-weight:bold}tr.UP{background:#c0ffc0}tr.DOWN{background:#ff9090}
-tr.MAINT{background:#c07820}tr.DRAIN{background:#20a0ff}tr.trans{background:#ffffa0}
-tr.fe,tr.be{background:#eee}caption{text-align:left;font-weight:bold;font-size:14px}"""
+margin-bottom:1.5em}th,td{border:1px solid #999;padding:2px 4px;text-align:right;white-space:nowrap}
+th{background:#20a0ff;color:#fff;text-align:center}td.n{text-align:left;font-weight:bold}tr.UP{background:#c0ffc0}
+tr.DOWN{background:#ff9090}tr.MAINT{background:#c07820}tr.DRAIN{background:#20a0ff}tr.trans{background:#ffffa0}
+tr.nocheck{background:#e0e0e0}tr.fe,tr.be{background:#eee}caption{text-align:left;font-weight:bold;
+font-size:14px}form{display:inline;margin:0 1px}td.admin{text-align:left}input.w{width:4em}
+.off{color:#a00}"""
+
+_GROUPS = [
+    ("Queue", ["Cur", "Max", "Limit"]),
+    ("Session rate", ["Cur", "Max"]),
+    ("Sessions", ["Cur", "Max", "Limit", "Total", "LbTot", "Last"]),
+    ("Bytes", ["In", "Out"]),
+    ("Errors", ["Conn", "Resp"]),
+    ("Warnings", ["Retr", "Redis"]),
+    ("Server", ["Status", "LastChk", "Wght", "Act", "Bck", "Chk", "Dwn", "Dwntme", "LastChg"]),
+]
+_NCOLS = sum(len(c) for _, c in _GROUPS)
 
 
-def render_html(snap: dict[str, Any], refresh: float | None = None) -> str:
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _lastchk(s: dict[str, Any]) -> tuple[str, str]:
+    """(cell text, tooltip): ``L4OK in 1ms``, ``L7STS/503 in 4ms``."""
+    if s["health"] == "none":
+        return "", ""
+    if s["health"] == "disabled":
+        return "checks off", "active checks disabled by the admin API"
+    st = s["check_status"] or ""
+    if s["check_code"] is not None:
+        st += f"/{s['check_code']}"
+    if s["check_duration"] is not None:
+        st += f" in {s['check_duration']}ms"
+    tip = describe(s["check_status"]) if s["check_status"] else ""
+    if s["check_info"]:
+        tip += f": {s['check_info']}"
+    return st, tip
+
+
+def _admin_cell(li: str, s: dict[str, Any]) -> str:
     e = html.escape
-    head = [
-        "Name",
-        "Queue Cur",
-        "Max",
-        "Limit",
-        "Sessions Cur",
-        "Max",
-        "Limit",
-        "Total",
-        "LbTot",
-        "Bytes In",
-        "Out",
-        "Errors Conn",
-        "Warn Retr",
-        "Redis",
-        "Status",
-        "LastChk",
-        "Wght",
-        "Act",
-        "Bck",
-        "Chk",
-        "Dwn",
-        "Dwntme",
-        "Address",
-    ]
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>tcplb statistics</title>"]
-    if refresh:
-        out.append(f"<meta http-equiv='refresh' content='{int(refresh)}'>")
-    out.append(f"<style>{_STYLE}</style></head><body><h1>tcplb statistics</h1>")
-    out.append(
-        f"<p>pid {snap['pid']}, uptime {int(snap['uptime'])}s, {snap['actconn']} connections "
-        f"(maxconn {snap['maxconn']}), {snap['reloads']} reloads. "
-        "<a href='/stats;csv'>CSV</a> <a href='/stats.json'>JSON</a></p>"
-    )
-    for fe in snap["listeners"]:
-        out.append(
-            f"<table><caption>{e(fe['name'])} ({e(', '.join(fe['bind']))}, {e(fe['balance'])})"
-            "</caption><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+    sv = s["name"]
+    ids = f"{e(li)}-{e(sv)}"
+    act = f"/api/servers/{e(_q(li))}/{e(_q(sv))}/"
+    red = '<input type="hidden" name="redirect" value="1">'
+
+    def form(path: str, field_: str, value: str, bid: str, label: str, disabled: bool = False) -> str:
+        hidden = f'<input type="hidden" name="{field_}" value="{value}">' if field_ else ""
+        dis = " disabled" if disabled else ""
+        return (
+            f'<form method="post" action="{act}{path}">{hidden}{red}'
+            f'<button type="submit" id="btn-{bid}-{ids}"{dis}>{label}</button></form>'
         )
+
+    nochk = s["health"] == "none"
+    return (
+        '<td class="admin">'
+        + form("state", "state", "ready", "ready", "Ready")
+        + form("state", "state", "drain", "drain", "Drain")
+        + form("state", "state", "maint", "maint", "Maint")
+        + form("shutdown-sessions", "", "", "shutdown", "Kill sessions")
+        + form("health", "health", "enable", "health-on", "Checks on", nochk)
+        + form("health", "health", "disable", "health-off", "Checks off", nochk)
+        + f'<form method="post" action="{act}weight">{red}'
+        f'<input class="w" type="number" name="weight" min="0" max="256" value="{s["weight"]}" '
+        f'id="weight-{ids}" aria-label="weight of {e(sv)}">'
+        f'<button type="submit" id="btn-weight-{ids}">Set</button></form></td>'
+    )
+
+
+def render_html(
+    snap: dict[str, Any],
+    refresh: float | None = None,
+    *,
+    uri: str = "/stats",
+    admin: bool = False,
+    norefresh: bool = False,
+) -> str:
+    e = html.escape
+    head1 = '<tr><th rowspan="2">Name</th>' + "".join(
+        f'<th colspan="{len(cols)}">{g}</th>' for g, cols in _GROUPS
+    )
+    if admin:
+        head1 += '<th rowspan="2">Admin</th>'
+    head2 = "<tr>" + "".join(f"<th>{c}</th>" for _, cols in _GROUPS for c in cols) + "</tr>"
+    out = ['<!DOCTYPE html><html><head><meta charset="utf-8"><title>tcplb statistics</title>']
+    if refresh and not norefresh:
+        out.append(f'<meta http-equiv="refresh" content="{max(1, round(refresh))}">')
+    out.append(f"<style>{_STYLE}</style></head><body><h1>tcplb statistics</h1>")
+    links = f'<a href="{e(uri)};csv">CSV</a> <a href="{e(uri)};json">JSON</a> <a href="/metrics">metrics</a>'
+    if refresh:
+        links += (
+            f' <a href="{e(uri)}">refresh every {human(refresh)}</a>'
+            if norefresh
+            else f' <a href="{e(uri)};norefresh">stop refreshing</a>'
+        )
+    out.append(
+        f"<p>pid {snap['pid']}, uptime {human(snap['uptime'])}, {snap['actconn']} connections "
+        f"(maxconn {snap['maxconn']}), {snap['reloads']} reloads. {links}</p>"
+    )
+
+    def cells(vals: list[Any], status_at: int = 17) -> str:
+        parts = []
+        for i, v in enumerate(vals):
+            if isinstance(v, tuple):  # (text, title)
+                t = f' title="{e(v[1])}"' if v[1] else ""
+                cls = ' class="status"' if i == status_at else ""
+                parts.append(f"<td{cls}{t}>{e(v[0])}</td>")
+            else:
+                cls = ' class="status"' if i == status_at else ""
+                parts.append(f"<td{cls}>{e(_v(v))}</td>")
+        return "".join(parts)
+
+    for fe in snap["listeners"]:
+        li = fe["name"]
+        be = fe["backend"]
         out.append(
-            f"<tr class='fe'><td class='n'>Frontend</td><td></td><td></td><td></td><td>{fe['scur']}</td>"
-            f"<td>{fe['smax']}</td><td>{fe['slim']}</td><td>{fe['stot']}</td><td></td>"
-            f"<td>{fe['bin']}</td><td>{fe['bout']}</td><td>{fe['econ']}</td><td></td><td></td>"
-            f"<td>{fe['status']}</td>" + "<td></td>" * 8 + "</tr>"
+            f'<table id="px-{e(li)}"><caption>{e(li)} ({e(", ".join(fe["bind"]))}, {e(fe["balance"])})'
+            f"</caption>{head1}</tr>{head2}"
+        )
+        fe_vals: list[Any] = ["", "", "", fe["rate"], fe["rate_max"], fe["scur"], fe["smax"], fe["slim"]]
+        fe_vals += [fe["stot"], "", "", fe["bin"], fe["bout"], "", "", "", "", fe["status"]] + [""] * 8
+        out.append(
+            f'<tr class="fe" id="fe-{e(li)}"><td class="n">Frontend</td>{cells(fe_vals)}'
+            + ("<td></td>" if admin else "")
+            + "</tr>"
         )
         for s in fe["servers"]:
             st = s["status"]
-            cls = st if st in ("UP", "DOWN", "MAINT", "DRAIN") else "trans" if " " in st else "UP"
-            chk = f"{s['check_status'] or ''} {s['check_duration_ms'] or ''}"
-            if s["check_status"] and s["check_duration_ms"] is not None:
-                chk = f"{s['check_status']} in {s['check_duration_ms']}ms"
+            cls = st.split()[0] if st.split()[0] in ("UP", "DOWN", "MAINT", "DRAIN") else "nocheck"
+            if " " in st and cls != "nocheck":
+                cls = "trans"
+            chk = s["health"] != "none"
+            vals: list[Any] = [s["qcur"], s["qmax"], s["qlimit"], s["rate"], s["rate_max"]]
+            vals += [s["scur"], s["smax"], s["slim"], s["stot"], s["lbtot"], human(s["lastsess"])]
+            vals += [s["bin"], s["bout"], s["econ"], s["eresp"], s["wretr"], s["wredis"]]
+            vals += [(st, s["check_info"] if chk else ""), _lastchk(s), s["weight"]]
+            vals += ["" if s["backup"] else "Y", "Y" if s["backup"] else ""]
+            vals += [s["chkfail"] if chk else "", s["chkdown"] if chk else "", human(s["downtime"])]
+            vals += [human(s["lastchg"])]
             out.append(
-                f"<tr class='{cls}'><td class='n'>{e(s['name'])}</td><td>{s['qcur']}</td><td>{s['qmax']}</td>"
-                f"<td>{_v(s['qlimit'])}</td><td>{s['scur']}</td><td>{s['smax']}</td><td>{_v(s['slim'])}</td>"
-                f"<td>{s['stot']}</td><td>{s['lbtot']}</td><td>{s['bin']}</td><td>{s['bout']}</td>"
-                f"<td>{s['econ']}</td><td>{s['wretr']}</td><td>{s['wredis']}</td><td>{e(st)}</td>"
-                f"<td title='{e(s['check_info'] or '')}'>{e(chk.strip())}</td><td>{s['weight']}</td>"
-                f"<td>{'' if s['backup'] else 'Y'}</td><td>{'Y' if s['backup'] else ''}</td>"
-                f"<td>{s['chkfail']}</td><td>{s['chkdown']}</td><td>{s['downtime']}s</td>"
-                f"<td>{e(s['address'])}</td></tr>"
+                f'<tr class="{cls}" id="srv-{e(li)}-{e(s["name"])}">'
+                f'<td class="n" title="{e(s["address"])}">{e(s["name"])}</td>{cells(vals)}'
+                + (_admin_cell(li, s) if admin else "")
+                + "</tr>"
             )
+        be_vals: list[Any] = [be["qcur"], be["qmax"], "", be["rate"], be["rate_max"], be["scur"], be["smax"]]
+        be_vals += [be["slim"], be["stot"], be["lbtot"], human(be["lastsess"]), be["bin"], be["bout"]]
+        be_vals += [be["econ"], be["eresp"], be["wretr"], be["wredis"], be["status"], "", be["weight"]]
+        be_vals += [be["act"], be["bck"], "", "", "", ""]
         out.append(
-            f"<tr class='be'><td class='n'>Backend</td><td colspan='13'></td><td>"
-            f"{fe['active_servers']} active, {fe['backup_servers']} backup</td><td colspan='8'></td></tr>"
+            f'<tr class="be" id="be-{e(li)}"><td class="n">Backend</td>{cells(be_vals)}'
+            + ("<td></td>" if admin else "")
+            + "</tr></table>"
         )
-        out.append("</table>")
     out.append("</body></html>")
     return "".join(out)
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
+# ------------------------------------------------------------------------------------------ metrics
 
+_SERVER_STATES = ("UP", "DOWN", "MAINT", "DRAIN", "NOLB")
+
+
+def _metric_state(status: str) -> str:
+    """Our status word -> one of HAProxy's exporter states ("UP 1/3" is still UP, "no check" is UP)."""
+    w = status.split()[0]
+    return w if w in _SERVER_STATES else "UP"
+
+
+def _lv(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
+
+
+def render_metrics(snap: dict[str, Any]) -> str:
+    """Prometheus text exposition format 0.0.4, in the style of HAProxy's built-in exporter."""
+    out: list[str] = []
+
+    def fam(name: str, typ: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
+        samples = [(lab, v) for lab, v in samples if v is not None]
+        if not samples:
+            return
+        out.append(f"# HELP tcplb_{name} {help_}")
+        out.append(f"# TYPE tcplb_{name} {typ}")
+        for lab, v in samples:
+            labels = ",".join(f'{k}="{_lv(x)}"' for k, x in lab.items())
+            out.append(f"tcplb_{name}{{{labels}}} {_num(v)}" if labels else f"tcplb_{name} {_num(v)}")
+
+    g, c = "gauge", "counter"
+    fam("process_start_time_seconds", g, "Start time of the process (seconds since the epoch).",
+        [({}, snap["started"])])  # fmt: skip
+    fam("process_current_connections", g, "Current client connections.", [({}, snap["actconn"])])
+    fam("process_max_connections", g, "Global maxconn.", [({}, snap["maxconn"])])
+    fam("process_reloads_total", c, "Configuration reloads.", [({}, snap["reloads"])])
+    fes = snap["listeners"]
+    px = [({"proxy": fe["name"]}, fe) for fe in fes]
+    for key, name, typ, help_ in (
+        ("scur", "current_sessions", g, "Current sessions."),
+        ("smax", "max_sessions", g, "Highest number of concurrent sessions."),
+        ("slim", "limit_sessions", g, "Configured session limit (maxconn)."),
+        ("stot", "sessions_total", c, "Sessions accepted."),
+        ("rate", "current_session_rate", g, "Sessions per second over the last second."),
+        ("rate_max", "max_session_rate", g, "Highest sessions per second."),
+        ("bin", "bytes_in_total", c, "Bytes received from clients (open connections included)."),
+        ("bout", "bytes_out_total", c, "Bytes sent to clients (open connections included)."),
+    ):
+        fam(f"frontend_{name}", typ, help_, [(lab, fe[key]) for lab, fe in px])
+    fam(
+        "frontend_status", g, "Frontend state (OPEN, FULL, STOP), one-hot.",
+        [({**lab, "state": w}, int(fe["status"] == w)) for lab, fe in px for w in ("OPEN", "FULL", "STOP")],
+    )  # fmt: skip
+    bes = [(lab, fe["backend"]) for lab, fe in px]
+    fam(
+        "backend_status", g, "Backend state (UP when a server is usable), one-hot.",
+        [({**lab, "state": w}, int(be["status"] == w)) for lab, be in bes for w in ("UP", "DOWN")],
+    )  # fmt: skip
+    for key, name, typ, help_ in (
+        ("act", "active_servers", g, "Usable active servers."),
+        ("bck", "backup_servers", g, "Usable backup servers."),
+        ("weight", "weight", g, "Total weight of the usable active servers."),
+        ("qcur", "current_queue", g, "Connections waiting in the servers' queues."),
+        ("qmax", "max_queue", g, "Highest total queue seen."),
+        ("scur", "current_sessions", g, "Current sessions."),
+        ("smax", "max_sessions", g, "Highest number of concurrent sessions."),
+        ("stot", "sessions_total", c, "Sessions."),
+        ("lbtot", "loadbalanced_total", c, "Times a server was selected."),
+        ("rate", "current_session_rate", g, "Sessions per second over the last second."),
+        ("rate_max", "max_session_rate", g, "Highest sessions per second."),
+        ("lastsess", "last_session_seconds", g, "Seconds since a server last got a session."),
+        ("bin", "bytes_in_total", c, "Bytes received from clients (open connections included)."),
+        ("bout", "bytes_out_total", c, "Bytes sent to clients (open connections included)."),
+        ("econ", "connection_errors_total", c, "Failed connection attempts to servers."),
+        ("eresp", "response_errors_total", c, "Response errors."),
+        ("wretr", "retry_warnings_total", c, "Connection retries."),
+        ("wredis", "redispatch_warnings_total", c, "Redispatches to another server."),
+    ):
+        fam(f"backend_{name}", typ, help_, [(lab, be[key]) for lab, be in bes])
+    srv = [({"proxy": fe["name"], "server": s["name"]}, s) for fe in fes for s in fe["servers"]]
+    fam(
+        "server_status", g, "Server state (UP, DOWN, MAINT, DRAIN, NOLB), one-hot.",
+        [({**lab, "state": w}, int(_metric_state(s["status"]) == w)) for lab, s in srv
+         for w in _SERVER_STATES],
+    )  # fmt: skip
+    for key, name, typ, help_ in (
+        ("scur", "current_sessions", g, "Current sessions."),
+        ("smax", "max_sessions", g, "Highest number of concurrent sessions."),
+        ("slim", "limit_sessions", g, "Configured session limit (maxconn)."),
+        ("stot", "sessions_total", c, "Sessions."),
+        ("lbtot", "loadbalanced_total", c, "Times the server was selected."),
+        ("rate", "current_session_rate", g, "Sessions per second over the last second."),
+        ("rate_max", "max_session_rate", g, "Highest sessions per second."),
+        ("lastsess", "last_session_seconds", g, "Seconds since the server last got a session."),
+        ("bin", "bytes_in_total", c, "Bytes received from clients (open connections included)."),
+        ("bout", "bytes_out_total", c, "Bytes sent to clients (open connections included)."),
+        ("econ", "connection_errors_total", c, "Failed connection attempts."),
+        ("eresp", "response_errors_total", c, "Response errors."),
+        ("wretr", "retry_warnings_total", c, "Connection retries."),
+        ("wredis", "redispatch_warnings_total", c, "Redispatches away from this server."),
+        ("weight", "weight", g, "Current (effective) weight."),
+        ("qcur", "current_queue", g, "Connections waiting in the server's queue."),
+        ("qmax", "max_queue", g, "Highest queue length."),
+        ("qlimit", "queue_limit", g, "Configured queue limit (maxqueue)."),
+        ("chkfail", "check_failures_total", c, "Failed health checks."),
+        ("chkdown", "check_up_down_total", c, "UP to DOWN transitions."),
+        ("downtime", "downtime_seconds_total", c, "Seconds spent DOWN."),
+        ("lastchg", "check_last_change_seconds", g, "Seconds since the last UP/DOWN transition."),
+    ):
+        fam(f"server_{name}", typ, help_, [(lab, s[key]) for lab, s in srv])
+    fam(
+        "server_check_duration_seconds", g, "Duration of the last health check.",
+        [(lab, s["check_duration"] / 1000 if s["check_duration"] is not None else None) for lab, s in srv],
+    )  # fmt: skip
+    fam(
+        "server_check_enabled", g, "Active health checks running (0: none, or disabled by the admin API).",
+        [(lab, int(s["health"] == "enabled")) for lab, s in srv],
+    )  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- HTTP
 
 REASONS = {
     200: "OK",
+    302: "Found",
+    303: "See Other",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
 }
+
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.headers = headers or {}
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str
+    path: str  # still percent-encoded
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    client: str  # "ip:port"
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    ctype: str
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self, head_only: bool = False) -> bytes:
+        data = self.body.encode()
+        hdr = [
+            f"HTTP/1.1 {self.status} {REASONS.get(self.status, '')}",
+            f"Content-Type: {self.ctype}",
+            f"Content-Length: {len(data)}",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Connection: close",
+        ]
+        if self.ctype.startswith("text/html"):
+            hdr += ["X-Frame-Options: DENY", f"Content-Security-Policy: {_CSP}"]
+            hdr.append("Referrer-Policy: same-origin")
+        hdr += [f"{k}: {v}" for k, v in self.headers.items()]
+        return ("\r\n".join(hdr) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else data)
+
+
+def _clean(s: str, limit: int = 120) -> str:
+    """Printable for a log line (no CR/LF injection), truncated."""
+    t = "".join(ch if ch.isprintable() else "?" for ch in s[:limit])
+    return t + "..." if len(s) > limit else t
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return "?"
+
+
+def _json(obj: Any) -> Reply:
+    return Reply(200, "application/json", json.dumps(obj, indent=1) + "\n")
 
 
 class StatsServer:
@@ -318,18 +582,33 @@ class StatsServer:
         self.lb = lb
         self.cfg = cfg
         self.server: asyncio.Server | None = None
+        self.clients = 0
+        self._users = [(u.user.encode(), u.password.encode()) for u in cfg.auth]
 
     async def start(self) -> None:
         host, port = self.cfg.bind
-        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
-        log.info("stats page on http://%s:%d/", host, port)
+        self.server = await asyncio.start_server(
+            self._handle, host, port, reuse_address=True, limit=MAX_HEADER
+        )
+        self.lb.start_sampling()
+        where = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        log.info(
+            "stats page on http://%s%s (auth %s, admin API %s)",
+            where,
+            self.cfg.uri,
+            f"{len(self._users)} user{'s' if len(self._users) != 1 else ''}" if self._users else "off",
+            "on" if self.cfg.admin else "off",
+        )
 
     async def close(self) -> None:
+        self.lb.stop_sampling()
         if self.server is not None:
             self.server.close()
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(1):
                     await self.server.wait_closed()
+            except TimeoutError:
+                pass
             self.server = None
 
     @property
@@ -337,120 +616,246 @@ class StatsServer:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
+    # -- connection ------------------------------------------------------------------------------------
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                status, ctype, body = await self._request(r)
-        except HttpError as e:
-            status, ctype, body = e.status, "text/plain; charset=utf-8", e.text + "\n"
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            w.close()
+        if self.clients >= MAX_CLIENTS:
+            w.transport.abort()
             return
-        except Exception:
-            log.exception("stats request failed")
-            status, ctype, body = 500, "text/plain; charset=utf-8", "internal error\n"
-        data = body.encode()
-        hdr = (
-            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(data)}\r\nCache-Control: no-cache\r\nConnection: close\r\n"
-        )
-        if status == 401:
-            hdr += 'WWW-Authenticate: Basic realm="tcplb"\r\n'
+        self.clients += 1
+        head_only = False
         try:
-            w.write(hdr.encode() + b"\r\n" + data)
-            await w.drain()
-        except ConnectionError:
-            pass
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    req = await self._read(r, _peer(w.get_extra_info("peername")))
+                head_only = req.method == "HEAD"
+                rep = self._dispatch(req)
+            except HttpError as e:
+                rep = Reply(e.status, "text/plain; charset=utf-8", e.text + "\n", e.headers)
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                return
+            except Exception:
+                log.exception("stats request failed")
+                rep = Reply(500, "text/plain; charset=utf-8", "internal error\n")
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    w.write(rep.encode(head_only))
+                    await w.drain()
+            except (TimeoutError, ConnectionError):
+                pass
         finally:
+            self.clients -= 1
             w.close()
 
-    async def _request(self, r: asyncio.StreamReader) -> tuple[int, str, str]:
-        raw = await r.readuntil(b"\r\n\r\n")
-        if len(raw) > MAX_REQUEST:
-            raise HttpError(413, "request too large")
-        lines = raw.decode("latin-1").split("\r\n")
+    async def _read(self, r: asyncio.StreamReader, client: str) -> Request:
         try:
-            method, target, _ver = lines[0].split(" ", 2)
-        except ValueError:
-            raise HttpError(400, "bad request line") from None
-        headers = {}
+            raw = await r.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise HttpError(431, f"request line and headers over {MAX_HEADER} bytes") from None
+        lines = raw[:-4].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+            raise HttpError(400, "bad request line")
+        method, target, _ = parts
+        headers: dict[str, str] = {}
         for line in lines[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
-        body = b""
-        n = int(headers.get("content-length", "0") or 0)
-        if n > MAX_REQUEST:
-            raise HttpError(413, "body too large")
-        if n:
-            body = await r.readexactly(n)
-        self._auth(headers)
+            k, sep, v = line.partition(":")
+            if not sep or not k or k != k.strip():
+                raise HttpError(400, "bad header line")
+            headers[k.lower()] = v.strip()
+        if "transfer-encoding" in headers:
+            raise HttpError(501, "only bodies with a Content-Length are supported")
+        cl = headers.get("content-length", "0")
+        if not cl.isdigit():
+            raise HttpError(400, "bad Content-Length")
+        n = int(cl)
+        if n > MAX_BODY:
+            raise HttpError(413, f"body over {MAX_BODY} bytes")
+        body = await r.readexactly(n) if n else b""
         url = urllib.parse.urlsplit(target)
-        path = urllib.parse.unquote(url.path)
-        if method in ("GET", "HEAD"):
-            return self._get(path)
-        if method == "POST":
-            if not self.cfg.admin:
-                raise HttpError(403, "admin API disabled (stats.admin = false)")
-            params = dict(urllib.parse.parse_qsl(url.query))
-            text = body.decode("utf-8", "replace").strip()
-            if "=" in text:
-                params.update(urllib.parse.parse_qsl(text))
-            elif text:
-                params["value"] = text
-            return self._post(path, params)
-        raise HttpError(405, "GET or POST only")
+        return Request(method, target, url.path, url.query, headers, body, client)
 
-    def _auth(self, headers: dict[str, str]) -> None:
-        if self.cfg.user is None:
-            return
-        got = headers.get("authorization", "")
-        want = "Basic " + base64.b64encode(f"{self.cfg.user}:{self.cfg.password or ''}".encode()).decode()
-        if not hmac.compare_digest(got.encode(), want.encode()):
-            raise HttpError(401, "authentication required")
+    # -- routing ---------------------------------------------------------------------------------------
+    def _dispatch(self, req: Request) -> Reply:
+        if req.method not in ("GET", "HEAD", "POST"):
+            raise HttpError(405, "GET, HEAD or POST only", {"Allow": "GET, HEAD, POST"})
+        segs = req.path.split("/")
+        action_path = len(segs) == 6 and segs[:3] == ["", "api", "servers"]
+        admin_attempt = action_path or req.method == "POST"
+        user, claimed = self._authenticate(req.headers)
+        if self._users and user is None:
+            if admin_attempt or "authorization" in req.headers:
+                who = "no credentials"
+                if claimed is not None:
+                    who = f"user {_clean(claimed, 64)!r} (bad credentials)"
+                self._log_refusal(req, who, 401, "authentication required", admin_attempt)
+            raise HttpError(401, "authentication required", {"WWW-Authenticate": 'Basic realm="tcplb"'})
+        if action_path:
+            return self._admin(req, user, *(urllib.parse.unquote(x) for x in segs[3:6]))
+        if req.method == "POST":
+            why = "POST goes to /api/servers/<listener>/<server>/<action>"
+            self._refuse(req, user, 405, why, "GET, HEAD")
+        return self._get(req, segs)
 
-    def _get(self, path: str) -> tuple[int, str, str]:
-        snap = self.lb.snapshot()
-        if path in ("/", "/stats", "/haproxy", "/haproxy?stats"):
-            return 200, "text/html; charset=utf-8", render_html(snap, self.cfg.refresh)
-        if path in ("/stats;csv", "/stats.csv", "/;csv"):
-            return 200, "text/csv; charset=utf-8", render_csv(snap)
-        if path in ("/stats.json", "/stats;json", "/;json"):
-            snap["time"] = time.time()
-            return 200, "application/json", json.dumps(snap, indent=1) + "\n"
-        if path == "/api/servers":
+    def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, str | None]:
+        """(the authenticated user, the user name the client sent). Every configured pair is compared, in
+        constant time, whatever matched before."""
+        if not self._users:
+            return None, None
+        scheme, _, cred = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None, None
+        try:
+            raw = base64.b64decode(cred.strip(), validate=True)
+        except ValueError:
+            return None, "?"
+        u, sep, p = raw.partition(b":")
+        claimed = u.decode("utf-8", "replace")
+        if not sep:
+            return None, claimed
+        ok = False
+        who = b""
+        for cu, cp in self._users:
+            m = hmac.compare_digest(u, cu) & hmac.compare_digest(p, cp)
+            who = cu if m else who
+            ok |= m
+        return (who.decode() if ok else None), claimed
+
+    def _get(self, req: Request, segs: list[str]) -> Reply:
+        path = urllib.parse.unquote(req.path)
+        uri = self.cfg.uri
+        if path == uri or path.startswith(uri + ";"):
+            return self._page(set(path[len(uri) :].split(";")[1:]))
+        if path == "/stats.csv":
+            return self._page({"csv"})
+        if path == "/stats.json":
+            return self._page({"json"})
+        if path == "/metrics":
+            return Reply(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.lb.snapshot()))
+        if path == "/":
+            return Reply(302, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
+        if len(segs) in (3, 5) and segs[:3] == ["", "api", "servers"]:
+            snap = self.lb.snapshot()
             rows = [{"listener": fe["name"], **s} for fe in snap["listeners"] for s in fe["servers"]]
-            return 200, "application/json", json.dumps(rows, indent=1) + "\n"
+            if len(segs) == 3:
+                return _json(rows)
+            fe_name, srv_name = (urllib.parse.unquote(x) for x in segs[3:5])
+            for row in rows:
+                if row["listener"] == fe_name and row["name"] == srv_name:
+                    return _json(row)
+            raise HttpError(404, f"no server {fe_name}/{srv_name}")
         raise HttpError(404, "not found")
 
-    def _post(self, path: str, params: dict[str, str]) -> tuple[int, str, str]:
-        parts = [p for p in path.split("/") if p]
-        if len(parts) != 5 or parts[:2] != ["api", "servers"]:
-            raise HttpError(404, "POST /api/servers/<listener>/<server>/(weight|state|maint|ready|drain)")
-        _, _, fe, srv, action = parts
+    def _page(self, opts: set[str]) -> Reply:
+        snap = self.lb.snapshot()
+        if "csv" in opts:
+            return Reply(200, "text/csv; charset=utf-8", render_csv(snap))
+        if "json" in opts:
+            snap["time"] = time.time()
+            return _json(snap)
+        body = render_html(
+            snap, self.cfg.refresh, uri=self.cfg.uri, admin=self.cfg.admin, norefresh="norefresh" in opts
+        )
+        return Reply(200, "text/html; charset=utf-8", body)
+
+    # -- admin -----------------------------------------------------------------------------------------
+    def _log_refusal(self, req: Request, who: str, status: int, why: str, admin: bool) -> None:
+        msg = (
+            f"{'admin' if admin else 'stats'}: {who} from {req.client}: refused {_clean(req.method, 8)} "
+            f"{_clean(req.path)}: {status} {why}"
+        )
+        self.lb.event(msg, logging.WARNING)
+
+    def _refuse(self, req: Request, user: str | None, status: int, why: str, allow: str = "") -> None:
+        who = f"user {user}" if user is not None else "no user"
+        self._log_refusal(req, who, status, why, True)
+        raise HttpError(status, why, {"Allow": allow} if allow else None)
+
+    def _cross_origin(self, headers: dict[str, str]) -> bool:
+        origin = headers.get("origin")
+        if origin is None:
+            return headers.get("sec-fetch-site", "") == "cross-site"
+        host = headers.get("host", "").lower()
+        return origin == "null" or urllib.parse.urlsplit(origin).netloc.lower() != host
+
+    @staticmethod
+    def _params(req: Request) -> dict[str, str]:
+        params = dict(urllib.parse.parse_qsl(req.query, keep_blank_values=True))
+        text = req.body.decode("utf-8", "replace").strip()
+        if req.headers.get("content-type", "").split(";")[0].strip() == "application/json" and text:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                raise HttpError(400, "body is not JSON") from None
+            if not isinstance(obj, dict):
+                raise HttpError(400, "JSON body must be an object")
+            params.update({str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in obj.items()})
+        elif "=" in text:
+            params.update(urllib.parse.parse_qsl(text, keep_blank_values=True))
+        elif text:
+            params["value"] = text
+        return params
+
+    def _admin(self, req: Request, user: str | None, fe_name: str, srv_name: str, action: str) -> Reply:
+        if action not in ADMIN_ACTIONS and action not in SHORTCUTS:
+            self._refuse(req, user, 404, f"unknown action {_clean(action, 40)!r} (state, weight, "
+                         "shutdown-sessions, health)")  # fmt: skip
+        if req.method != "POST":
+            self._refuse(req, user, 405, "the admin API takes POST only", "POST")
+        if not self.cfg.admin:
+            self._refuse(req, user, 403, "admin API disabled (stats.admin = false)")
+        if user is None:
+            self._refuse(req, user, 403, "the admin API needs stats.auth")
+        if self._cross_origin(req.headers):
+            self._refuse(req, user, 403, "cross-origin request refused")
+        fe = self.lb.frontends.get(fe_name)
+        st = fe.server(srv_name) if fe is not None else None
+        if st is None:
+            self._refuse(req, user, 404, f"no server {_clean(fe_name, 64)}/{_clean(srv_name, 64)}")
+        assert st is not None
+        params = self._params(req)
+        ref = f"{fe_name}/{srv_name}"
+        extra: dict[str, Any] = {}
         try:
-            if action == "weight":
-                raw = params.get("weight", params.get("value", ""))
-                try:
-                    weight = int(raw)
-                except ValueError:
-                    raise HttpError(400, "weight must be an integer 0..256") from None
-                st = self.lb.set_weight(fe, srv, weight)
-            elif action == "state":
-                st = self.lb.set_state(fe, srv, params.get("state", params.get("value", "")))
-            elif action in ("maint", "ready", "drain"):
-                st = self.lb.set_state(fe, srv, action)
-            elif action in ("enable", "disable"):
-                st = self.lb.set_state(fe, srv, "ready" if action == "enable" else "maint")
-            else:
-                raise HttpError(404, f"unknown action {action!r}")
-        except KeyError as e:
-            raise HttpError(404, str(e.args[0])) from None
+            if action == "state" or action in SHORTCUTS:
+                state = SHORTCUTS.get(action) or params.get("state", params.get("value", ""))
+                if state not in ("ready", "drain", "maint"):
+                    raise ValueError("state must be ready, drain or maint")
+                was = st.status()
+                self.lb.set_state(fe_name, srv_name, state)
+                what = f"state {state} (was {was})"
+            elif action == "weight":
+                raw = params.get("weight", params.get("value", "")).strip()
+                if not raw.isdigit() or not 0 <= int(raw) <= 256:
+                    raise ValueError("weight must be an integer 0..256")
+                was_w = st.admin_weight
+                self.lb.set_weight(fe_name, srv_name, int(raw))
+                what = f"weight {int(raw)} (was {was_w})"
+            elif action == "shutdown-sessions":
+                _, n = self.lb.shutdown_sessions(fe_name, srv_name)
+                extra["sessions_closed"] = n
+                what = f"shutdown-sessions ({n} closed)"
+            else:  # health
+                h = params.get("health", params.get("value", ""))
+                if h not in ("enable", "disable"):
+                    raise ValueError("health must be enable or disable")
+                was_h = "disabled" if st.health_off else "enabled"
+                self.lb.set_health(fe_name, srv_name, h == "enable")
+                what = f"health {h} (was {was_h})"
         except ValueError as e:
-            raise HttpError(400, str(e)) from None
-        return (
-            200,
-            "application/json",
-            json.dumps({"listener": fe, "server": st.name, "status": st.status(), "weight": st.weight})
-            + "\n",
+            self._refuse(req, user, 400, str(e))
+        self.lb.event(f"admin: user {user} from {req.client}: {ref} {what}")
+        if params.get("redirect") == "1":
+            uri = self.cfg.uri
+            return Reply(303, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
+        health = "disabled" if st.health_off else "enabled" if st.cfg.check.enabled else "none"
+        return _json(
+            {
+                "listener": fe_name,
+                "server": srv_name,
+                "action": action,
+                "status": st.status(),
+                "weight": st.weight,
+                "health": health,
+                **extra,
+            }
         )

@@ -1,4 +1,5 @@
-"""Command line: `vrrpd -c node.toml [--check]` and `vrrpd status [--json] [--socket PATH]`."""
+"""Command line: `vrrpd -c node.toml [--check]`, `vrrpd status [--json|--prometheus] [--socket PATH]` and
+`vrrpd ctl ... maint|restore|priority` (vrrpd.ctl)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def _run_parser() -> Any:
 
     p = argparse.ArgumentParser(
         prog="vrrpd",
-        description="VRRPv2 router (keepalived-compatible). Subcommand: `vrrpd status [--json]`.",
+        description="VRRPv2 router (keepalived-compatible). Subcommands: "
+        "`vrrpd status [--json|--prometheus]`, `vrrpd ctl maint|restore|priority` (see `vrrpd ctl --help`).",
     )
     p.add_argument("-c", "--config", required=True, help="TOML configuration file (node.toml)")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
@@ -29,7 +31,9 @@ def _status_parser() -> Any:
     import argparse
 
     p = argparse.ArgumentParser(prog="vrrpd status", description="show the state of a running vrrpd")
-    p.add_argument("--json", action="store_true", help="print the raw JSON status")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the raw JSON status")
+    fmt.add_argument("--prometheus", action="store_true", help="print the Prometheus metrics (text 0.0.4)")
     p.add_argument("--socket", help="control socket path (default: from the configuration)")
     p.add_argument("-c", "--config", default=None, help="configuration file naming the control socket")
     return p
@@ -64,11 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         from vrrpd.control import status_main
 
         st = _status_parser().parse_args(args[1:])
-        return status_main(socket_path=st.socket, config_path=st.config, as_json=st.json)
+        return status_main(st.socket, st.config, st.json, st.prometheus)
+    if args and args[0] == "ctl":
+        from vrrpd.ctl import main as ctl_main
+
+        return ctl_main(args[1:])
     opts = _fast_parse(args)
     if opts is None:
         opts = vars(_run_parser().parse_args(args))
-    from vrrpd.config import ConfigError, load
+    from vrrpd.config import ConfigError, load, release_parser
 
     try:
         cfg = load(opts["config"])
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in e.lines():
             print(line, file=sys.stderr)
         return 2
+    release_parser()
     if opts["check"]:
         from vrrpd.daemon import check_runtime
 

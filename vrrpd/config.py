@@ -15,9 +15,8 @@ import binascii
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -31,8 +30,10 @@ __all__ = [
     "TrackScript",
     "Vip",
     "default_control_socket",
+    "listen_address",
     "load",
     "parse",
+    "release_parser",
 ]
 
 IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")  # Linux IFNAMSIZ-1, no slash, blank or colon
@@ -159,6 +160,7 @@ class GlobalConfig:
     enable_script_security: bool = False
     control_socket: str | None = None
     notify_timeout: float = 10.0
+    metrics_listen: str | None = None  # "ADDRESS:PORT" of the Prometheus HTTP listener; None = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,24 @@ class Config:
 
     def control_socket(self) -> str:
         return self.global_.control_socket or default_control_socket(self.global_.router_id, None)
+
+
+def listen_address(v: str) -> tuple[str | None, int]:
+    """``"192.0.2.1:9650"``, ``"[2001:db8::1]:9650"`` or ``":9650"`` (all addresses: host ``None``) ->
+    ``(host, port)``; ValueError otherwise. Addresses are literals: no name lookups."""
+    from ipaddress import ip_address
+
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(v)
+    if host.startswith("[") and host.endswith("]"):
+        if ip_address(host[1:-1]).version != 6:
+            raise ValueError(v)
+        return host[1:-1], int(port)
+    if host:
+        IPv4Address(host)
+        return host, int(port)
+    return None, int(port)
 
 
 def default_control_socket(router_id: str | None, config_path: str | None) -> str:
@@ -280,7 +300,14 @@ def _table(errs: Errors, path: str, v: object) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------------
 
 
-_GLOBAL_KEYS = {"router_id", "script_user", "enable_script_security", "control_socket", "notify_timeout"}
+_GLOBAL_KEYS = {
+    "router_id",
+    "script_user",
+    "enable_script_security",
+    "control_socket",
+    "notify_timeout",
+    "metrics_listen",
+}
 
 
 def _parse_global(errs: Errors, data: dict[str, Any]) -> GlobalConfig:
@@ -316,6 +343,21 @@ def _parse_global(errs: Errors, data: dict[str, Any]) -> GlobalConfig:
         kw["notify_timeout"] = _num(
             errs, "global.notify_timeout", data["notify_timeout"], 0, 3600, lo_open=True
         )
+    if "metrics_listen" in data:
+        v = data["metrics_listen"]
+        try:
+            if not isinstance(v, str):
+                raise ValueError(v)
+            listen_address(v)
+            kw["metrics_listen"] = v
+        except ValueError:
+            errs.append(
+                (
+                    "global.metrics_listen",
+                    'must be "ADDRESS:PORT" with an IP address literal and a port 1..65535, like '
+                    '"127.0.0.1:9650", "[::1]:9650" or ":9650" (all addresses)',
+                )
+            )
     return GlobalConfig(**{k: v for k, v in kw.items() if v is not None})
 
 
@@ -754,6 +796,8 @@ def load(path: str | os.PathLike[str]) -> Config:
             raw = f.read()
     except OSError as e:
         raise ConfigError([("(file)", f"cannot read: {e.strerror or e}")], str(p)) from None
+    import tomllib  # here, not at the top: release_parser() can then drop it
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -764,17 +808,19 @@ def load(path: str | os.PathLike[str]) -> Config:
     if cfg.global_.control_socket is None and "router_id" not in data.get("global", {}):
         # No router_id: derive the socket name from the config path so that daemons sharing a hostname
         # (network namespaces share the UTS namespace) do not collide.
-        g = cfg.global_
-        cfg = Config(
-            global_=GlobalConfig(
-                router_id=g.router_id,
-                script_user=g.script_user,
-                enable_script_security=g.enable_script_security,
-                control_socket=default_control_socket(None, str(p)),
-                notify_timeout=g.notify_timeout,
-            ),
-            instances=cfg.instances,
-            scripts=cfg.scripts,
-            source=cfg.source,
-        )
+        cfg = replace(cfg, global_=replace(cfg.global_, control_socket=default_control_socket(None, str(p))))
     return cfg
+
+
+def release_parser() -> None:
+    """Forget the TOML parser (and the regexes it compiled) once the daemon has its configuration: about
+    0.1 MiB of a long-running daemon's RSS for a module used only at start and reload. The next load()
+    imports it again."""
+    import gc
+    import re
+    import sys
+
+    for name in [m for m in sys.modules if m == "tomllib" or m.startswith("tomllib.")]:
+        del sys.modules[name]
+    re.purge()
+    gc.collect()

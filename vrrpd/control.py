@@ -1,6 +1,8 @@
 """The local control socket (a unix stream socket) and the `vrrpd status` client.
 
-Protocol: the client sends one line (``status``); the daemon answers with one JSON document and closes.
+Protocol: the client sends one line; the daemon answers and closes. ``status``: one JSON document.
+``metrics``: the Prometheus text (format 0.0.4). ``maint NAME|all [PRIORITY]``, ``restore NAME|all``,
+``priority NAME PRIORITY`` (``vrrpd ctl``): JSON, ``{"ok": true, ...}`` or ``{"error": "..."}``.
 The socket path comes from ``global.control_socket`` (default ``/run/vrrpd/<router_id>.sock``), so several
 daemons (one per network namespace, all sharing one hostname) do not collide.
 """
@@ -15,10 +17,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["format_status", "query", "serve_control", "status_main"]
+__all__ = ["format_status", "query", "query_text", "serve_control", "status_main"]
+
+CTL_VERBS = ("maint", "restore", "priority")
 
 
-async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyncio.AbstractServer:
+async def serve_control(
+    path: str,
+    status: Callable[[], dict[str, Any]],
+    ctl: Callable[[list[str]], dict[str, Any]] | None = None,
+) -> asyncio.AbstractServer:
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     if os.path.exists(path):
         # A stale socket from a crashed daemon, or a live one: refuse to steal a live daemon's socket.
@@ -36,18 +44,26 @@ async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyn
             probe.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        import json  # lazily: the idle daemon never pays for it
-
         try:
             line = await asyncio.wait_for(reader.readline(), 2.0)
             cmd = line.decode(errors="replace").strip() or "status"
-            if cmd == "status":
-                body = json.dumps(status(), default=str)
+            words = cmd.split()
+            if cmd == "metrics":  # text, no json
+                from vrrpd.metrics import render
+
+                body = render(status()).rstrip("\n")
             else:
-                body = json.dumps({"error": f"unknown command {cmd!r}"})
+                import json  # lazily: the idle daemon never pays for it
+
+                if cmd == "status":
+                    body = json.dumps(status(), default=str)
+                elif ctl is not None and words[0] in CTL_VERBS:
+                    body = json.dumps(ctl(words), default=str)
+                else:
+                    body = json.dumps({"error": f"unknown command {cmd[:80]!r}"})
             writer.write(body.encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()
@@ -63,6 +79,11 @@ async def serve_control(path: str, status: Callable[[], dict[str, Any]]) -> asyn
 def query(path: str, command: str = "status", timeout: float = 3.0) -> dict[str, Any]:
     import json
 
+    data: dict[str, Any] = json.loads(query_text(path, command, timeout))
+    return data
+
+
+def query_text(path: str, command: str = "status", timeout: float = 3.0) -> str:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -76,8 +97,7 @@ def query(path: str, command: str = "status", timeout: float = 3.0) -> dict[str,
             chunks.append(b)
     finally:
         s.close()
-    data: dict[str, Any] = json.loads(b"".join(chunks))
-    return data
+    return b"".join(chunks).decode()
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -92,6 +112,11 @@ def format_status(st: dict[str, Any]) -> str:
             f"  priority {i['priority']} effective {i['effective_priority']}  "
             f"master {i['master_ip'] or '-'}  src {i['src_ip']}"
         )
+        if i.get("maintenance"):
+            prio = i.get("override_priority")
+            lines.append(f"  MAINTENANCE (vrrpd ctl maint): priority {prio}, no preemption")
+        elif i.get("override_priority"):
+            lines.append(f"  priority override {i['override_priority']} (vrrpd ctl priority)")
         lines.append(f"  VIPs {' '.join(i['vips']) or '-'}  installed {' '.join(i['vips_installed']) or '-'}")
         if i.get("faults"):
             lines.append(f"  faults: {', '.join(i['faults'])}")
@@ -113,21 +138,34 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def status_main(socket_path: str | None, config_path: str | None, as_json: bool) -> int:
+def socket_path_of(socket_path: str | None, config_path: str | None, prog: str) -> str | None:
+    """The control socket: --socket, or the one the configuration names (errors printed, None)."""
     path = socket_path
     if path is None:
         from vrrpd.config import ConfigError, load
 
         if config_path is None:
-            print("vrrpd status: give --socket PATH or -c node.toml", file=sys.stderr)
-            return 2
+            print(f"{prog}: give --socket PATH or -c node.toml", file=sys.stderr)
+            return None
         try:
             path = load(config_path).control_socket()
         except ConfigError as e:
             for line in e.lines():
                 print(line, file=sys.stderr)
-            return 2
+            return None
+    return path
+
+
+def status_main(
+    socket_path: str | None, config_path: str | None, as_json: bool, prometheus: bool = False
+) -> int:
+    path = socket_path_of(socket_path, config_path, "vrrpd status")
+    if path is None:
+        return 2
     try:
+        if prometheus:
+            print(query_text(path, "metrics"), end="")
+            return 0
         st = query(path)
     except (OSError, ValueError) as e:
         print(f"vrrpd status: cannot query {path}: {e}", file=sys.stderr)

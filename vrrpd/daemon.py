@@ -20,13 +20,16 @@ import sys
 import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vrrpd import fsm, track, wire
 from vrrpd.config import Config, ConfigError, InstanceConfig, Vip, load
 from vrrpd.netlink import Link, LinkEvent, Netlink, NetlinkError, open_monitor, read_events
 from vrrpd.scripts import NotifyQueue, RunAs, TrackScript, insecure, resolve_argv, resolve_user
 from vrrpd.sockets import GarpSocket, VrrpSocket
+
+if TYPE_CHECKING:
+    from rmqfd.sdnotify import Notifier
 
 __all__ = ["Daemon", "check_runtime", "make_params", "run", "setup_logging"]
 
@@ -177,6 +180,7 @@ class Instance:
         self.installed: dict[IPv4Address, Vip] = {}
         self.discard_log: dict[wire.Reason, tuple[float, int]] = {}
         self.send_errors = 0
+        self.override: int | None = None  # vrrpd ctl priority/maint (vrrpd.admin); survives reloads
 
     @property
     def name(self) -> str:
@@ -206,6 +210,13 @@ class Daemon:
         self.started = time.time()
         self.reloads = 0
         self.ready = False
+        # systemd Type=notify: imported only under systemd (idle RSS); NOTIFY_SOCKET is taken out of the
+        # environment so that notify/track scripts do not inherit it
+        self.sd: Notifier | None = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            from rmqfd.sdnotify import from_environment
+
+            self.sd = from_environment()
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -227,7 +238,7 @@ class Daemon:
         # Signals first: a SIGTERM during start-up must still end in an orderly shutdown.
         self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self.monitor = open_monitor()
         self.loop.add_reader(self.monitor.fileno(), self._on_netlink)
         self.links = self.nl.links()
@@ -243,6 +254,10 @@ class Daemon:
             len(self.instances),
             self.control_path,
         )
+        if self.sd is not None:
+            self.sd.ready(self.sd_status())
+            if self.sd.watchdog_usec:
+                self.sd.periodic(self.loop)
 
     async def serve(self) -> int:
         await self.start()
@@ -253,6 +268,8 @@ class Daemon:
     async def shutdown(self) -> None:
         t0 = self.loop.time()
         log.info("shutting down")
+        if self.sd is not None:
+            self.sd.stopping("stopping")
         for inst in list(self.instances.values()):
             self._stop_instance(inst)
         for s in self.scripts.values():
@@ -267,6 +284,8 @@ class Daemon:
             g.close()
         self.nl.close()
         log.info("stopped")
+        if self.sd is not None:
+            self.sd.close()
 
     # ------------------------------------------------------------------------------------------ instances
 
@@ -366,6 +385,10 @@ class Daemon:
         return faults
 
     def _effective(self, c: InstanceConfig) -> int:
+        inst = self.instances.get(c.key)
+        base = c.priority if inst is None or inst.override is None else inst.override
+        if inst is not None and inst.vr.maint and inst.override is not None:
+            return base  # maintenance pins the priority: no weight lifts it back (vrrpd.admin)
         weights: list[tuple[int, bool]] = []
         for ref in c.track_script:
             s = self.scripts.get(ref.name)
@@ -378,8 +401,8 @@ class Daemon:
             if t.weight:
                 link = self._link_by_name(t.name)
                 weights.append((t.weight, link is not None and link.up))
-        eff = track.effective_priority(c.priority, weights)
-        return c.priority if eff is None else eff
+        eff = track.effective_priority(base, weights)
+        return base if eff is None else eff
 
     def _start_instance(self, c: InstanceConfig) -> None:
         ifc = self._iface(c.interface)
@@ -631,6 +654,8 @@ class Daemon:
 
     def _state_changed(self, inst: Instance, a: fsm.StateChanged) -> None:
         log.info("%s: %s -> %s (priority %d)", inst.name, a.old.value, a.new.value, a.priority)
+        if self.sd is not None and not self.stopping.is_set():
+            self.sd.status(self.sd_status())
         key, word = self._STATE_NOTIFY[a.new]
         specific = getattr(inst.cfg, key)
         if specific:
@@ -726,6 +751,21 @@ class Daemon:
 
     # ------------------------------------------------------------------------------------------- reload
 
+    def sd_status(self) -> str:
+        """systemd STATUS= text: "VI_1 MASTER, VI_2 BACKUP"."""
+        return ", ".join(f"{i.name} {i.vr.state.value}" for i in self.instances.values()) or "no instances"
+
+    def _on_sighup(self) -> None:
+        """SIGHUP: the reload framed by RELOADING=1 / READY=1 for systemd (READY also when it failed)."""
+        sd = self.sd if self.ready and not self.stopping.is_set() else None
+        if sd is not None:
+            sd.reloading()
+        try:
+            self.reload()
+        finally:
+            if sd is not None:
+                sd.ready(self.sd_status())
+
     def reload(self) -> None:
         if not self.ready or self.stopping.is_set():
             log.warning("SIGHUP ignored: %s", "stopping" if self.stopping.is_set() else "still starting")
@@ -740,6 +780,10 @@ class Daemon:
             for line in e.lines():
                 log.error("reload failed, keeping the running configuration: %s", line)
             return
+        finally:
+            from vrrpd.config import release_parser
+
+            release_parser()  # the TOML parser is not kept between reloads (idle RSS)
         self.reloads += 1
         log.info("reloading %s", path)
         old = self.cfg
@@ -750,6 +794,8 @@ class Daemon:
         self.notify.security = new.global_.enable_script_security
         if new.control_socket() != old.control_socket():
             log.warning("global.control_socket changed: takes effect at restart")
+        if new.global_.metrics_listen != old.global_.metrics_listen:
+            log.warning("global.metrics_listen changed: takes effect at restart")
         # Track scripts: keep runners whose definition is unchanged (their rise/fall state survives).
         tracked = {r.name for i in new.instances for r in i.track_script}
         wanted = {s.name: s for s in new.scripts if s.name in tracked}
@@ -799,24 +845,49 @@ class Daemon:
                 if changed:
                     self._remove_vips(inst, changed)
                     self._add_vips(inst, [v for v in c.virtual_ipaddress if v.ip in changed])
-            self._feed(inst, fsm.ParamsChanged(params), self.loop.time())
+            if inst.override is not None and c.priority == fsm.OWNER_PRIORITY:
+                log.warning("%s: now the address owner (priority 255): vrrpd ctl override cleared", c.name)
+                inst.override = None
+            # with the effective priority known (override, weights): no transient priority in between
+            self._feed(inst, fsm.ParamsChanged(params, self._effective(c)), self.loop.time())
             self._refresh_faults(inst)
         for c in fresh:
             self._start_instance(c)
 
     # ------------------------------------------------------------------------------------ control socket
 
+    metrics_server: asyncio.AbstractServer | None = None  # global.metrics_listen (vrrpd.metrics)
+
     async def _start_control(self) -> None:
         from vrrpd.control import serve_control
 
         path = self.cfg.control_socket()
         try:
-            self.control = await serve_control(path, self.status)
+            self.control = await serve_control(path, self.status, self.ctl)
             self.control_path = path
         except OSError as e:
             log.error("cannot open control socket %s: %s (status unavailable)", path, e)
+        listen = self.cfg.global_.metrics_listen
+        if listen:
+            from vrrpd.config import listen_address
+            from vrrpd.metrics import serve_metrics
+
+            try:
+                self.metrics_server = await serve_metrics(*listen_address(listen), self.status)
+                log.info("Prometheus metrics on http://%s/metrics", listen)
+            except OSError as e:
+                log.error("cannot listen on %s for metrics: %s (metrics unavailable)", listen, e)
+
+    def ctl(self, words: list[str]) -> dict[str, Any]:
+        """A ``vrrpd ctl`` command from the control socket (vrrpd.admin, imported on first use)."""
+        from vrrpd.admin import command
+
+        return command(self, words)
 
     async def _stop_control(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self.control is not None:
             self.control.close()
             with contextlib.suppress(Exception):
@@ -853,6 +924,7 @@ class Daemon:
                 for t in c.track_interface
             ]
             snap["send_errors"] = inst.send_errors
+            snap["override_priority"] = inst.override
             out.append(snap)
         return {
             "router_id": self.cfg.global_.router_id,
@@ -860,6 +932,7 @@ class Daemon:
             "config": self.config_path,
             "loop": self.loop_kind,
             "uptime": round(time.time() - self.started, 3),
+            "start_time": self.started,
             "reloads": self.reloads,
             "notify_executed": self.notify.executed,
             "instances": out,

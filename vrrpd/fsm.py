@@ -54,6 +54,7 @@ __all__ = [
     "FaultCleared",
     "FaultRaised",
     "Log",
+    "Maintenance",
     "Malformed",
     "Params",
     "ParamsChanged",
@@ -197,9 +198,22 @@ class FaultCleared:
 
 @dataclass(frozen=True, slots=True)
 class ParamsChanged:
-    """Reload with new parameters (same VRID), keeping the current state."""
+    """Reload with new parameters (same VRID), keeping the current state. ``effective``: the effective
+    priority under the new parameters when the caller knows it (track weights, a runtime override); without
+    it a track-script offset is carried over to the new configured priority."""
 
     params: Params
+    effective: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """``vrrpd ctl maint`` (on) / ``restore`` (off). On: a Master hands over at once as on Shutdown
+    (priority-0 advert, VIPs removed) and stays Backup; while on, a Backup never preempts (it still takes over
+    when no master is heard for Master_Down_Interval: a last resort). The priority is lowered by
+    PriorityChanged."""
+
+    on: bool
 
 
 Event: TypeAlias = (
@@ -212,6 +226,7 @@ Event: TypeAlias = (
     | FaultRaised
     | FaultCleared
     | ParamsChanged
+    | Maintenance
 )
 
 # --------------------------------------------------------------------------------------------------- actions
@@ -312,6 +327,7 @@ class VirtualRouter:
         self.master_ip: IPv4Address | None = None
         self.counters = Counters()
         self.faults: set[str] = set()
+        self.maint = False
         self._adver_at: float | None = None
         self._down_at: float | None = None
         self._garp_delayed_at: float | None = None
@@ -341,7 +357,9 @@ class VirtualRouter:
         elif isinstance(event, FaultCleared):
             self._on_fault_cleared(event.reason, now)
         elif isinstance(event, ParamsChanged):
-            self._on_params(event.params, now)
+            self._on_params(event.params, event.effective, now)
+        elif isinstance(event, Maintenance):
+            self._on_maintenance(event.on, now)
         else:  # pragma: no cover - exhaustive over Event
             raise TypeError(f"not an event: {event!r}")
         self._fire_due(now)
@@ -381,6 +399,7 @@ class VirtualRouter:
             "mode": "unicast" if p.unicast else "multicast",
             "vips": [str(v) for v in p.vips],
             "faults": sorted(self.faults),
+            "maintenance": self.maint,
             "deadlines": dict(self.deadlines()),
             "counters": self.counters.as_dict(),
         }
@@ -426,6 +445,8 @@ class VirtualRouter:
         # the Adver_Timer, go Master. keepalived's order: the advert first (the old master must drop the VIPs
         # before our GARPs), then add the VIPs, then the GARP burst, all at once; notify scripts run last.
         p = self.params
+        if self.maint:
+            self._log(logging.WARNING, "no master heard: taking over although in maintenance (last resort)")
         self._log(logging.INFO, "Entering MASTER STATE")
         self._down_at = None
         self._preempt_until = None
@@ -528,16 +549,42 @@ class VirtualRouter:
         else:
             self._become_backup(now)
 
-    def _on_params(self, params: Params, now: float) -> None:
+    def _on_maintenance(self, on: bool, now: float) -> None:
+        if on == self.maint:
+            return
+        if on and self.params.owner:
+            self._log(logging.WARNING, "maintenance ignored: the address owner (255) always preempts")
+            return
+        self.maint = on
+        self._preempt_until = None
+        if not on:
+            self._log(logging.INFO, "leaving maintenance: preemption as configured")
+            return
+        self._log(logging.INFO, f"entering maintenance (priority {self.effective_priority}, no preemption)")
+        if self.state is State.MASTER:
+            # As a graceful shutdown: priority 0 so the Backup takes over after Skew_Time; VIPs removed first.
+            self._log(logging.INFO, "sending priority 0 advert (maintenance)")
+            self._leave_master(send_zero=True)
+            self.master_ip = None
+            self._become_backup(now)
+
+    def _on_params(self, params: Params, effective: int | None, now: float) -> None:
         old = self.params
         if params.vrid != old.vrid:
             raise ValueError(f"ParamsChanged cannot change the VRID ({old.vrid} -> {params.vrid})")
-        if params == old:
+        if effective is not None and not 1 <= effective <= OWNER_PRIORITY:
+            raise ValueError(f"effective priority {effective} not in 1..255")
+        if params == old and effective in (None, self.effective_priority):
             return
         old_mdi = self._mdi()
-        # Carry a track-script offset over a change of the configured priority; the daemon normally follows
-        # with PriorityChanged computed from the scripts anyway.
-        if params.priority != old.priority:
+        if params.owner and self.maint:
+            self.maint = False
+            self._log(logging.INFO, "now the address owner: maintenance ended")
+        if effective is not None:
+            self.effective_priority = effective
+        elif params.priority != old.priority:
+            # Carry a track-script offset over a change of the configured priority; the daemon normally
+            # follows with PriorityChanged computed from the scripts anyway.
             offset = self.effective_priority - old.priority
             if params.priority == OWNER_PRIORITY or old.priority == OWNER_PRIORITY or offset == 0:
                 self.effective_priority = params.priority
@@ -604,14 +651,16 @@ class VirtualRouter:
             self._down_at = now + self._skew()
             self.master_ip = None
             return
-        delaying = p.preempt_delay > 0 and (self._preempt_until is None or now < self._preempt_until)
-        if not p.preempt or prio >= eff or delaying:
+        preempt = p.preempt and not self.maint
+        until = self._preempt_until
+        delaying = preempt and p.preempt_delay > 0 and (until is None or now < until)
+        if not preempt or prio >= eff or delaying:
             # RFC 3768 section 6.4.2: priority >= local, or Preempt_Mode False -> reset the Master_Down_Timer.
             # keepalived's preempt_delay: lower-priority adverts are also accepted until preempt_until, which
             # starts at the first lower-priority advert and is cleared by one of higher or equal priority.
             self._down_at = now + self._mdi()
             self.master_ip = packet.src
-            if p.preempt and p.preempt_delay > 0:
+            if preempt and p.preempt_delay > 0:
                 if prio >= eff:
                     self._preempt_until = None
                 elif self._preempt_until is None:

@@ -854,7 +854,7 @@ def test_logasap(loop: str) -> None:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_stats_auth_and_read_only(loop: str) -> None:
-    from tcplb.config import StatsConfig
+    from tcplb.config import StatsConfig, StatsUser
     from tcplb.stats import StatsServer
 
     async def get(port: int, path: str, auth: str | None = None, method: str = "GET") -> tuple[int, str]:
@@ -874,7 +874,7 @@ def test_stats_auth_and_read_only(loop: str) -> None:
         b = await Backend().start()
         cfg, _port = make_cfg(f'{{ name = "s1", address = "{b.addr}", check = false }},')
         lb, _events = await start_lb(cfg)
-        st = StatsServer(lb, StatsConfig(bind=("127.0.0.1", 0), user="admin", password="s3cret", admin=False))
+        st = StatsServer(lb, StatsConfig(bind=("127.0.0.1", 0), auth=(StatsUser("admin", "s3cret"),)))
         await st.start()
         good = base64.b64encode(b"admin:s3cret").decode()
         bad = base64.b64encode(b"admin:nope").decode()
@@ -882,7 +882,7 @@ def test_stats_auth_and_read_only(loop: str) -> None:
         assert (await get(st.port, "/stats;csv", bad))[0] == 401
         code, body = await get(st.port, "/stats;csv", good)
         assert code == 200 and body.startswith("# pxname,svname")
-        assert (await get(st.port, "/api/servers/t/s1/maint", good, "POST"))[0] == 403  # read-only
+        assert (await get(st.port, "/api/servers/t/s1/state", good, "POST"))[0] == 403  # read-only
         assert (await get(st.port, "/nope", good))[0] == 404
         await st.close()
         await stop_lb(lb)

@@ -5,6 +5,7 @@ tcplb runs as a subprocess on loopback, on both loops.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +102,7 @@ server = [
 ]
 """
     if stats:
-        text += f'\n[stats]\nbind = "127.0.0.1:{stats}"\nadmin = true\n'
+        text += f'\n[stats]\nbind = "127.0.0.1:{stats}"\nauth = ["admin:s3cret"]\nadmin = true\n'
     path.write_text(text)
 
 
@@ -323,33 +325,43 @@ def test_stats_page_and_admin_api(tmp_path: Path, loop: str, echo: EchoServer) -
     write_cfg(cfg, port, [("a", echo.port, 1), ("b", echo.port, 2)], stats=sport)
     lb = Tcplb(cfg, loop, tmp_path / "lb.log")
     base = f"http://127.0.0.1:{sport}"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"admin:s3cret").decode()}
+
+    def get(path: str) -> bytes:
+        return urllib.request.urlopen(urllib.request.Request(base + path, headers=auth), timeout=3).read()  # type: ignore[no-any-return]
+
+    def post(path: str, body: bytes) -> dict[str, object]:
+        req = urllib.request.Request(base + path, data=body, method="POST", headers=auth)
+        return json.loads(urllib.request.urlopen(req, timeout=3).read())  # type: ignore[no-any-return]
+
     try:
         lb.wait_log("tcplb started")
         assert roundtrip(port)
-        html = urllib.request.urlopen(base + "/stats", timeout=3).read().decode()
-        assert "<table>" in html and ">a<" in html and ">b<" in html
-        csv = urllib.request.urlopen(base + "/stats;csv", timeout=3).read().decode().splitlines()
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(base + "/stats", timeout=3)  # auth needed
+        assert ei.value.code == 401
+        html = get("/stats").decode()
+        assert "<table" in html and 'id="srv-t-a"' in html and 'id="btn-drain-t-b"' in html
+        csv = get("/stats;csv").decode().splitlines()
         assert csv[0].startswith("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout")
         rows = {ln.split(",")[1]: ln.split(",") for ln in csv[1:]}
         assert set(rows) == {"FRONTEND", "a", "b", "BACKEND"}
-        assert (
-            urllib.request.urlopen(base + "/stats.csv", timeout=3).read().decode().splitlines()[0] == csv[0]
-        )
-        snap = json.loads(urllib.request.urlopen(base + "/stats.json", timeout=3).read())
+        assert get("/stats.csv").decode().splitlines()[0] == csv[0]
+        snap = json.loads(get("/stats.json"))
         assert snap["listeners"][0]["stot"] >= 1
-        req = urllib.request.Request(base + "/api/servers/t/b/weight", data=b"weight=7", method="POST")
-        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["weight"] == 7
-        req = urllib.request.Request(base + "/api/servers/t/a/state", data=b"state=maint", method="POST")
-        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["status"] == "MAINT"
-        req = urllib.request.Request(base + "/api/servers/t/a/drain", data=b"", method="POST")
-        assert json.loads(urllib.request.urlopen(req, timeout=3).read())["status"] == "DRAIN"
-        servers = json.loads(urllib.request.urlopen(base + "/api/servers", timeout=3).read())
+        assert b"tcplb_server_sessions_total" in get("/metrics")
+        assert post("/api/servers/t/b/weight", b"weight=7")["weight"] == 7
+        assert post("/api/servers/t/a/state", b"state=maint")["status"] == "MAINT"
+        assert post("/api/servers/t/a/state", b"state=drain")["status"] == "DRAIN"
+        servers = json.loads(get("/api/servers"))
         assert {s["name"]: s["weight"] for s in servers} == {"a": 0, "b": 7}
-        bad = urllib.request.Request(base + "/api/servers/t/zz/maint", data=b"", method="POST")
         with pytest.raises(urllib.error.HTTPError) as ei:
-            urllib.request.urlopen(bad, timeout=3)
+            post("/api/servers/t/zz/state", b"state=maint")
         assert ei.value.code == 404
-        assert "going DOWN for maintenance" in lb.output()
+        out = lb.output()
+        assert "going DOWN for maintenance" in out
+        assert "admin: user admin from 127.0.0.1:" in out and "t/a state drain (was MAINT)" in out
+        assert "s3cret" not in out
     finally:
         lb.stop()
 

@@ -245,18 +245,34 @@ def test_tcpka_listener_replaces_defaults() -> None:
 
 def test_stats_section() -> None:
     data = minimal()
+    data["stats"] = {"bind": "127.0.0.1:8404"}
+    assert parse(data).stats == C.StatsConfig(("127.0.0.1", 8404))
+    data["stats"] = {"bind": "127.0.0.1:8404", "admin": True, "auth": ["a:b"]}
+    assert parse(data).stats == C.StatsConfig(("127.0.0.1", 8404), auth=(C.StatsUser("a", "b"),), admin=True)
     data["stats"] = {"bind": "127.0.0.1:8404", "admin": True}
-    assert parse(data).stats == C.StatsConfig(("127.0.0.1", 8404), admin=True)
-    data["stats"] = {"bind": "0.0.0.0:8404", "admin": True}
     assert errors_of(data) == [
-        ("stats.admin", "needs user and password unless stats.bind is a loopback address")
+        ("stats.admin", 'needs stats.auth (e.g. ["admin:secret"]): the admin API always asks for a user')
     ]
-    data["stats"] = {"bind": "0.0.0.0:8404", "admin": True, "user": "a", "password": "b", "refresh": "5s"}
-    assert parse(data).stats == C.StatsConfig(("0.0.0.0", 8404), "a", "b", True, 5.0)
+    data["stats"] = {"bind": "0.0.0.0:8404", "admin": True, "auth": ["a:b"]}
+    assert errors_of(data) == [
+        (
+            "stats.admin",
+            "the admin API on a non-loopback address (0.0.0.0:8404) needs stats.admin_allow_remote = true",
+        )
+    ]
+    data["stats"] = {
+        "bind": "0.0.0.0:8404",
+        "uri": "/lb",
+        "auth": ["a:b"],
+        "admin": True,
+        "admin_allow_remote": True,
+        "refresh": "5s",
+    }
+    assert parse(data).stats == C.StatsConfig(("0.0.0.0", 8404), "/lb", (("a", "b"),), True, True, 5.0)
     data["stats"] = {"admin": True, "user": "a"}
-    assert {p for p, _ in errors_of(data)} == {"stats.bind"}
-    data["stats"] = {"bind": "127.0.0.1:8404", "user": "a"}
-    assert [p for p, _ in errors_of(data)] == ["stats.password"]
+    assert {p for p, _ in errors_of(data)} == {"stats.bind", "stats.user"}
+    data["stats"] = {"bind": "127.0.0.1:8404", "auth": ["a"]}
+    assert [p for p, _ in errors_of(data)] == ["stats.auth[0]"]
     data["stats"] = {"bind": "localhost:8404"}
     assert errors_of(data) == [("stats.bind", '"localhost" is not an IP address')]
     data["stats"] = {"bind": "192.0.2.100:5672"}
@@ -699,9 +715,24 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
         listen[f"l{i}"] = li
     data["listen"] = listen
     if draw(st.booleans()):
-        data["stats"] = draw(
-            opt({"bind": st.just("127.0.0.1:8404")}, optional={"admin": st.booleans(), "refresh": pos_dur})
+        stats = draw(
+            opt(
+                {"bind": st.sampled_from(["127.0.0.1:8404", "0.0.0.0:8404"])},
+                optional={
+                    "admin": st.booleans(),
+                    "refresh": pos_dur,
+                    "uri": st.sampled_from(["/stats", "/", "/lb/stats"]),
+                    "auth": st.lists(st.sampled_from(["admin:pw", "ro:a:b", 'q"u:p\\w']), unique=True),
+                    "admin_allow_remote": st.booleans(),
+                },
+            )
         )
+        if stats.get("admin"):  # admin needs auth, and admin_allow_remote off loopback
+            stats.setdefault("auth", ["admin:pw"])
+            stats["auth"] = stats["auth"] or ["admin:pw"]
+            if stats["bind"].startswith("0."):
+                stats["admin_allow_remote"] = True
+        data["stats"] = stats
     return data
 
 
@@ -709,10 +740,12 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
 @given(raw_configs())
 def test_round_trip(data: dict[str, Any]) -> None:
     cfg = parse(data)
-    assert parse(C.dump(cfg)) == cfg
-    text = C.to_toml(cfg)
+    assert parse(C.dump(cfg, secrets=True)) == cfg
+    text = C.to_toml(cfg, secrets=True)
     assert loads(text) == cfg
-    assert tomllib.loads(text) == C.dump(cfg)
+    assert tomllib.loads(text) == C.dump(cfg, secrets=True)
+    if cfg.stats is None or not cfg.stats.auth:
+        assert C.dump(cfg) == C.dump(cfg, secrets=True)  # only stats passwords are hidden
     C.warnings(cfg)  # never raises
 
 
@@ -758,4 +791,4 @@ def test_mutations_give_config_or_config_error(data: dict[str, Any], draw: st.Da
     except ConfigError as e:
         assert e.errors and all(isinstance(p, str) and rule for p, rule in e.errors)
     else:
-        assert parse(C.dump(cfg)) == cfg
+        assert parse(C.dump(cfg, secrets=True)) == cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -19,6 +20,7 @@ from vrrpd.fsm import (
     FaultCleared,
     FaultRaised,
     Log,
+    Maintenance,
     Malformed,
     Params,
     ParamsChanged,
@@ -502,6 +504,93 @@ def test_reload_priority_keeps_track_offset() -> None:
     assert vr.state is State.BACKUP
 
 
+def test_reload_with_known_effective_priority_has_no_transient() -> None:
+    # a runtime override of 1 (vrrpd ctl): the configured priority changes 100 -> 200 on reload, the daemon
+    # passes the effective priority along, and the down timer does not move through a transient 101.
+    vr = backup(0.0)
+    vr.handle(PriorityChanged(1), 0.5)
+    vr.handle(advert(50, HIGHER_IP), 1.0)
+    due = vr.next_deadline()
+    vr.handle(ParamsChanged(params(priority=200), effective=1), 2.0)
+    assert vr.effective_priority == 1 and vr.next_deadline() == due and vr.params.priority == 200
+    out = vr.handle(ParamsChanged(params(priority=200), effective=120), 2.5)  # same params, new effective
+    assert vr.effective_priority == 120 and due is not None
+    assert vr.next_deadline() == pytest.approx(due - (255 - 136) / 256)
+    assert any(isinstance(a, Log) for a in out)
+    with pytest.raises(ValueError):
+        vr.handle(ParamsChanged(params(priority=200), effective=0), 3.0)
+
+
+# ------------------------------------------------------------------------------- maintenance (vrrpd ctl)
+
+
+def test_maintenance_master_hands_over_like_shutdown_and_stays_backup() -> None:
+    vr = master(0.0, priority=150)
+    vr.handle(PriorityChanged(1), 10.0)  # the daemon lowers the priority first
+    out = quiet(vr.handle(Maintenance(True), 10.0))
+    assert out == [SendAdvert(0), RemoveVips(), StateChanged(State.MASTER, State.BACKUP, 1)]
+    assert vr.state is State.BACKUP and vr.maint and vr.master_ip is None
+    assert vr.next_deadline() == pytest.approx(10 + fsm.master_down_interval(1, 1))
+    assert vr.counters.priority_zero_sent == 1 and vr.counters.released_master == 1
+    assert vr.snapshot()["maintenance"] is True
+    # the new master's adverts keep it Backup; a repeated maint changes nothing
+    vr.handle(advert(100, HIGHER_IP), 10.7)
+    assert quiet(vr.handle(Maintenance(True), 10.8)) == []
+    assert vr.state is State.BACKUP and vr.master_ip == HIGHER_IP
+
+
+def test_maintenance_backup_does_not_preempt_until_restored() -> None:
+    vr = backup(0.0, priority=150)
+    vr.handle(PriorityChanged(60), 0.1)
+    vr.handle(Maintenance(True), 0.1)
+    t = 0.5
+    for _ in range(10):  # a lower-priority master (40) is accepted, as with nopreempt
+        out = vr.handle(advert(40), t)
+        assert vr.state is State.BACKUP and not [a for a in out if isinstance(a, SendAdvert)]
+        t += 1
+    due = vr.next_deadline()
+    assert due is not None and due == pytest.approx(t - 1 + fsm.master_down_interval(1, 60))
+    # restore: preemption is back, the lower adverts are discarded and the timer runs out
+    vr.handle(Maintenance(False), t)
+    vr.handle(PriorityChanged(150), t)
+    assert not vr.maint
+    vr.handle(advert(40), t + 0.5)
+    vr.handle(advert(40), t + 1.5)
+    vr.handle(TimerDue(), t - 1 + fsm.master_down_interval(1, 150))
+    assert vr.state is State.MASTER
+
+
+def test_maintenance_backup_still_takes_over_as_last_resort() -> None:
+    vr = backup(0.0)
+    vr.handle(PriorityChanged(1), 0.0)
+    vr.handle(Maintenance(True), 0.0)
+    out = vr.handle(TimerDue(), fsm.master_down_interval(1, 1))
+    assert vr.state is State.MASTER and SendAdvert(1) in out
+    assert any(isinstance(a, Log) and "last resort" in a.message for a in out)
+
+
+def test_maintenance_in_fault_and_init_is_recorded() -> None:
+    vr = VirtualRouter(params())
+    assert quiet(vr.handle(Maintenance(True), 0.0)) == []
+    vr.handle(FaultRaised("link"), 0.0)
+    vr.handle(Startup(), 0.0)
+    assert vr.state is State.FAULT and vr.maint
+    vr.handle(FaultCleared("link"), 1.0)
+    assert vr.state is State.BACKUP and vr.maint
+
+
+def test_maintenance_ignored_for_owner_and_ended_by_becoming_owner() -> None:
+    owner = VirtualRouter(params(priority=255))
+    owner.handle(Startup(), 0.0)
+    out = owner.handle(Maintenance(True), 1.0)
+    assert owner.state is State.MASTER
+    assert not owner.maint and [a for a in out if isinstance(a, Log) and a.level == logging.WARNING]
+    vr = backup(0.0)
+    vr.handle(Maintenance(True), 0.5)
+    vr.handle(ParamsChanged(params(priority=255), effective=255), 1.0)
+    assert not vr.maint and vr.effective_priority == 255
+
+
 def test_snapshot_is_json_able() -> None:
     import json
 
@@ -545,6 +634,10 @@ SAMPLE_EVENTS: list[fsm.Event] = [
     ParamsChanged(params()),
     ParamsChanged(params(priority=200, preempt=False, vips=(VIP, IPv4Address("192.0.2.101")))),
     ParamsChanged(params(advert_int=3, preempt_delay=2, garp_master_refresh=1)),
+    ParamsChanged(params(priority=200), effective=1),
+    ParamsChanged(params(priority=255), effective=255),
+    Maintenance(True),
+    Maintenance(False),
 ]
 
 
@@ -579,6 +672,7 @@ def check_invariants(vr: VirtualRouter, now: float, vips_up: bool) -> None:
         assert vr.next_deadline() is None
     assert vips_up == (vr.state is State.MASTER)
     assert 1 <= vr.effective_priority <= 255
+    assert not (vr.maint and vr.params.owner)
 
 
 def apply(vr: VirtualRouter, event: fsm.Event, now: float, vips_up: bool) -> bool:
@@ -606,8 +700,15 @@ def test_every_state_event_pair_lands_in_a_valid_state(
 ) -> None:
     vr = reach(state, now)
     vips_up = vr.state is State.MASTER
+    before = vr.state
     vips_up = apply(vr, event, now + later, vips_up)
     check_invariants(vr, now + later, vips_up)
+    if event == Maintenance(True):
+        # a planned switchover never leaves a Master (unless the down timer was already due) and always
+        # says so with priority 0 first
+        assert vr.maint
+        if before is State.MASTER:
+            assert vr.state is State.BACKUP and vr.counters.priority_zero_sent == 1
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

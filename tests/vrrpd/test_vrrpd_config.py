@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vrrpd.config import ConfigError, load, parse
+from vrrpd.config import ConfigError, listen_address, load, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -269,6 +269,50 @@ def test_global_keys() -> None:
     assert cfg.control_socket() == "/run/x.sock" and cfg.global_.notify_timeout == 2.0
     errs = dict(errors_of({"global": {"control_socket": "relative.sock", "script_user": "a b"}, **base()}))
     assert "absolute path" in errs["global.control_socket"] and "user name" in errs["global.script_user"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:9650", ("127.0.0.1", 9650)),
+        ("[::1]:9650", ("::1", 9650)),
+        (":9650", (None, 9650)),
+        ("192.0.2.21:1", ("192.0.2.21", 1)),
+    ],
+)
+def test_metrics_listen(value: str, expected: tuple[str | None, int]) -> None:
+    cfg = parse({"global": {"metrics_listen": value}, **base()})
+    assert cfg.global_.metrics_listen == value
+    assert listen_address(value) == expected
+    assert parse(base()).global_.metrics_listen is None  # off by default
+
+
+@pytest.mark.parametrize(
+    "value",
+    [9650, "", "9650", "localhost:9650", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:9650",
+     "[127.0.0.1]:9650", "[::1]", "127.0.0.1:96x", "http://127.0.0.1:9650", True],
+)
+def test_metrics_listen_errors(value: object) -> None:
+    errs = dict(errors_of({"global": {"metrics_listen": value}, **base()}))
+    assert "ADDRESS:PORT" in errs["global.metrics_listen"] and "1..65535" in errs["global.metrics_listen"]
+
+
+def test_load_releases_the_toml_parser(tmp_path: Path) -> None:
+    # the daemon drops tomllib after loading (idle RSS); load() must keep working afterwards
+    p = tmp_path / "a.toml"
+    p.write_text(
+        '[global]\nmetrics_listen = ":9650"\n[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\n'
+    )
+    code = (
+        "import sys\n"
+        "from vrrpd.config import load, release_parser\n"
+        f"a = load({str(p)!r}); release_parser()\n"
+        "gone = 'tomllib' not in sys.modules\n"
+        f"b = load({str(p)!r})\n"
+        "print(gone, a == b, b.global_.metrics_listen)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert res.stdout.split() == ["True", "True", ":9650"], res.stderr
 
 
 def test_default_control_socket_per_router_id_or_path(tmp_path: Path) -> None:

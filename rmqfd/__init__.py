@@ -1,0 +1,1 @@
+"""Helpers shared by vrrpd and tcplb (kept import-cheap: nothing is imported here)."""

@@ -1,0 +1,414 @@
+"""``tcplb ctl``: every command through ``python -m tcplb ctl`` against the real daemon on loopback.
+
+Each test starts ``tcplb`` as a subprocess with three greeting backends (each sends its name when a client
+connects, so the client knows where it landed, and records the connections that sent it data) and checks the
+effect of the command on the traffic, not only the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from netns import wait_until
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parents[2]
+AUTH = "admin:s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Backend:
+    """A threaded TCP server on a fixed loopback port: greets with ``name\\n``, then echoes.
+
+    ``served`` counts the connections that sent data (health checks only connect). ``stop()`` closes the
+    listener and every connection; ``start()`` listens again on the same port."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.served = 0
+        self.conns: list[socket.socket] = []
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(128)
+        self.sock = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def _accept(self, s: socket.socket) -> None:
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        counted = False
+        try:
+            c.sendall(self.name.encode() + b"\n")
+            while data := c.recv(65536):
+                if not counted:
+                    counted = True
+                    with self.lock:
+                        self.served += 1
+                c.sendall(data)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+class Client:
+    """One connection through the LB; ``server`` is the backend that greeted it."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.file = self.sock.makefile("rb")
+        self.server = self.file.readline().decode().strip()
+        self.sock.sendall(b"hello")
+        assert self.sock.recv(5) == b"hello"
+
+    def closed(self) -> bool:
+        """True once the LB closed the connection (EOF or reset)."""
+        self.sock.settimeout(0.05)
+        try:
+            return self.sock.recv(100) == b""
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def connect_n(port: int, n: int) -> list[str]:
+    """Open n connections one after the other; the servers that answered."""
+    out = []
+    for _ in range(n):
+        c = Client(port)
+        out.append(c.server)
+        c.close()
+    return out
+
+
+def write_cfg(path: Path, port: int, sport: int, backends: list[Backend], *, admin: bool = True) -> None:
+    srv = ",\n".join(f'  {{ name = "{b.name}", address = "127.0.0.1:{b.port}" }}' for b in backends)
+    path.write_text(f"""[global]
+hard_stop_after = "5s"
+
+[defaults]
+timeout_connect = "1s"
+timeout_client = "30s"
+timeout_server = "30s"
+
+[listen.t]
+bind = ["127.0.0.1:{port}"]
+balance = "roundrobin"
+check = {{ type = "tcp", inter = "200ms", rise = 1, fall = 1 }}
+server = [
+{srv}
+]
+
+[stats]
+bind = "127.0.0.1:{sport}"
+uri = "/stats"
+auth = ["{AUTH}", "viewer:other"]
+admin = {"true" if admin else "false"}
+""")
+
+
+class Lb:
+    """The real daemon as a subprocess; stopped by PID in the fixture's finalizer."""
+
+    def __init__(self, tmp: Path, backends: list[Backend], *, admin: bool = True) -> None:
+        self.port, self.sport = free_port(), free_port()
+        self.cfg = tmp / "lb.toml"
+        write_cfg(self.cfg, self.port, self.sport, backends, admin=admin)
+        self.log = tmp / "lb.log"
+        self.fh = self.log.open("w")
+        self.p = subprocess.Popen(
+            [PY, "-m", "tcplb", "-c", str(self.cfg)], stdout=self.fh, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        wait_until(lambda: "tcplb started" in self.output() or self.p.poll() is not None, 15, what="start")
+        assert self.p.poll() is None, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def ctl(
+        self, *words: str, env: dict[str, str] | None = None, cfg: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [PY, "-m", "tcplb", "ctl", *(["-c", str(self.cfg)] if cfg else []), *words]
+        e = {k: v for k, v in os.environ.items() if k != "TCPLB_AUTH"}
+        e.update(env or {})
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=REPO, env=e)
+
+    def ok(self, *words: str) -> str:
+        p = self.ctl(*words)
+        assert p.returncode == 0, (words, p.returncode, p.stderr)
+        assert p.stderr == ""
+        return p.stdout
+
+    def states(self) -> dict[str, list[str]]:
+        """``show servers state`` as {server: [status, weight, sessions, check]}."""
+        lines = self.ok("show", "servers", "state").splitlines()
+        assert lines[0] == "# listener server status weight sessions check"
+        out = {}
+        for ln in lines[1:]:
+            f = ln.split()
+            assert len(f) == 6 and f[0] == "t", ln
+            out[f[1]] = f[2:]
+        return out
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+        self.fh.close()
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    bs = [Backend(n) for n in ("a", "b", "c")]
+    yield bs
+    for b in bs:
+        b.stop()
+
+
+@pytest.fixture
+def lb(tmp_path: Path, backends: list[Backend]) -> Iterator[Lb]:
+    inst = Lb(tmp_path, backends)
+    try:
+        wait_until(lambda: all(s[0] == "UP" for s in inst.states().values()), 10, what="all UP")
+        yield inst
+    finally:
+        inst.stop()
+
+
+def test_show_stat_table_and_json(lb: Lb) -> None:
+    connect_n(lb.port, 3)
+    out = lb.ok("show", "stat").splitlines()
+    head = out[0].split()
+    assert head[:4] == ["pxname", "svname", "status", "weight"]
+    rows = {ln.split()[1]: dict(zip(head, ln.split(), strict=False)) for ln in out[1:]}
+    assert {"FRONTEND", "a", "b", "c", "BACKEND"} <= set(rows)
+    assert rows["a"]["status"] == "UP" and rows["a"]["pxname"] == "t"
+    assert int(rows["FRONTEND"]["stot"]) >= 3
+    snap = json.loads(lb.ok("show", "stat", "--json"))
+    assert isinstance(snap, dict)
+    assert "t" in json.dumps(snap)
+
+
+def test_show_servers_state(lb: Lb, backends: list[Backend]) -> None:
+    held = Client(lb.port)
+    try:
+        st = lb.states()
+        assert set(st) == {"a", "b", "c"}
+        assert all(v[0] == "UP" and v[1] == "1" for v in st.values()), st
+        assert st[held.server][2] == "1"  # one session on the server that greeted us
+        assert st[held.server][3].startswith("L4OK"), st
+    finally:
+        held.close()
+
+
+def test_drain_then_ready(lb: Lb, backends: list[Backend]) -> None:
+    assert lb.ok("set", "server", "t/a", "state", "drain").strip() == "t/a: DRAIN weight 0"
+    assert lb.states()["a"][0] == "DRAIN"
+    before = backends[0].served
+    got = connect_n(lb.port, 12)
+    assert "a" not in got and set(got) == {"b", "c"}
+    assert backends[0].served == before  # the backend saw none of them either
+    lb.ok("set", "server", "t/a", "state", "ready")
+    assert lb.states()["a"][:2] == ["UP", "1"]
+    assert "a" in connect_n(lb.port, 6)
+
+
+def test_disable_enable_server(lb: Lb) -> None:
+    assert "MAINT" in lb.ok("disable", "server", "t/b")
+    assert lb.states()["b"][0] == "MAINT"
+    assert "b" not in connect_n(lb.port, 9)
+    assert "going DOWN for maintenance" in lb.output()
+    lb.ok("enable", "server", "t/b")
+    wait_until(lambda: lb.states()["b"][0] == "UP", 5, what="b UP again")
+    assert "b" in connect_n(lb.port, 6)
+
+
+def test_set_weight_both_spellings(lb: Lb) -> None:
+    assert lb.ok("set", "weight", "t/c", "0").strip().endswith("weight 0")
+    assert lb.states()["c"][1] == "0"
+    assert "c" not in connect_n(lb.port, 9)
+    lb.ok("set", "server", "t/c", "weight", "3")
+    assert lb.states()["c"][1] == "3"
+    got = connect_n(lb.port, 10)
+    assert got.count("c") > got.count("a")  # 3:1:1
+
+
+def test_shutdown_sessions(lb: Lb) -> None:
+    clients = [Client(lb.port) for _ in range(6)]
+    try:
+        on_a = [c for c in clients if c.server == "a"]
+        others = [c for c in clients if c.server != "a"]
+        assert on_a and others
+        out = lb.ok("shutdown", "sessions", "server", "t/a")
+        assert out.strip() == f"t/a: UP weight 1, {len(on_a)} sessions closed", out
+        wait_until(lambda: all(c.closed() for c in on_a), 5, what="a's sessions closed")
+        for c in others:  # the other servers' connections are untouched
+            c.sock.settimeout(5)
+            c.sock.sendall(b"still")
+            assert c.sock.recv(5) == b"still"
+        assert lb.states()["a"][0] == "UP"  # the server itself stays in rotation
+    finally:
+        for c in clients:
+            c.close()
+
+
+def stays(pred: Callable[[], bool], seconds: float, what: str) -> None:
+    """Assert that ``pred`` holds at every poll for ``seconds`` (an observation window, not a sleep)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert pred(), what
+        time.sleep(0.05)
+
+
+def test_disable_enable_health(lb: Lb, backends: list[Backend]) -> None:
+    backends[2].stop()
+    wait_until(lambda: lb.states()["c"][0] == "DOWN", 5, what="c DOWN")
+    assert "checks disabled" in lb.ok("disable", "health", "t/c")
+    assert lb.states()["c"] == ["DOWN", "1", "0", "disabled"]
+    # the backend is back, but nothing checks it: c keeps its state for 5 check intervals and more
+    backends[2].start()
+    stays(lambda: lb.states()["c"][0] == "DOWN", 1.5, "c stays DOWN while its checks are off")
+    assert "c" not in connect_n(lb.port, 6)
+    lb.ok("enable", "health", "t/c")
+    wait_until(lambda: lb.states()["c"][0] == "UP", 5, what="c UP once checked again")
+    assert lb.states()["c"][3] == "L4OK"
+    assert "c" in connect_n(lb.port, 6)
+
+
+def test_url_user_and_env_auth(lb: Lb) -> None:
+    url = f"http://127.0.0.1:{lb.sport}"
+    p = lb.ctl("--url", url, "--user", AUTH, "show", "servers", "state", cfg=False)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 4, p.stderr
+    p = lb.ctl("--url", url + "/stats", "show", "stat", cfg=False, env={"TCPLB_AUTH": AUTH})
+    assert p.returncode == 0 and "FRONTEND" in p.stdout, p.stderr
+    # --user wins over the config's first pair; the second pair of auth is accepted too
+    p = lb.ctl("--user", "viewer:other", "show", "servers", "state")
+    assert p.returncode == 0, p.stderr
+
+
+def test_refusals(lb: Lb) -> None:
+    url = f"http://127.0.0.1:{lb.sport}"
+    p = lb.ctl("--url", url, "--user", "admin:wrong", "set", "server", "t/a", "state", "drain", cfg=False)
+    assert p.returncode == 1 and "401" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    p = lb.ctl("--url", url, "show", "stat", cfg=False)  # no credentials at all
+    assert p.returncode == 1 and "401" in p.stderr
+    p = lb.ctl("set", "server", "t/zz", "state", "drain")
+    assert p.returncode == 1 and "404" in p.stderr and "zz" in p.stderr, p.stderr
+    p = lb.ctl("set", "server", "nope/a", "state", "drain")
+    assert p.returncode == 1 and "404" in p.stderr, p.stderr
+    assert lb.states()["a"][0] == "UP"  # nothing changed
+
+
+def test_admin_disabled_is_403(tmp_path: Path, backends: list[Backend]) -> None:
+    lb = Lb(tmp_path, backends, admin=False)
+    try:
+        assert "FRONTEND" in lb.ok("show", "stat")  # reading is allowed
+        p = lb.ctl("disable", "server", "t/a")
+        assert p.returncode == 1 and "403" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+        assert lb.states()["a"][0] == "UP"
+    finally:
+        lb.stop()
+
+
+def test_unreachable_and_bad_config(tmp_path: Path) -> None:
+    def ctl(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "tcplb", "ctl", *argv], capture_output=True, text=True, timeout=30, cwd=REPO
+        )
+
+    p = ctl("--url", f"http://127.0.0.1:{free_port()}", "show", "stat")
+    assert p.returncode == 1 and "cannot reach" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text('[listen.x]\nbind = ["127.0.0.1:1"]\nserver = [{ name = "a", address = "127.0.0.1:2" }]\n')
+    p = ctl("-c", str(cfg), "show", "stat")
+    assert p.returncode == 1 and "no [stats]" in p.stderr, p.stderr
+    cfg.write_text("[stats]\nbogus = 1\n")
+    p = ctl("-c", str(cfg), "show", "stat")
+    assert p.returncode == 1 and "invalid configuration" in p.stderr and len(p.stderr.splitlines()) == 1
+    p = ctl("-c", str(tmp_path / "missing.toml"), "show", "stat")
+    assert p.returncode == 1 and "missing.toml" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["show"],
+        ["frobnicate"],
+        ["set", "server", "t/a", "state", "up"],
+        ["set", "server", "ta", "state", "drain"],
+        ["set", "weight", "t/a", "257"],
+        ["set", "weight", "t/a", "x"],
+        ["disable", "server"],
+        ["show", "servers", "state", "--json"],
+        ["--url", "http://x", "-c", "lb.toml", "show", "stat"],
+        ["--bogus", "show", "stat"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    # port 9 (discard) on loopback: a usage error must come before any request
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "ctl", *(["--url", "http://127.0.0.1:9"] if "--url" not in argv else []), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert p.returncode == 2, (argv, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("tcplb ctl: "), p.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    p = subprocess.run(
+        [PY, "-m", "tcplb", "ctl", "-h"], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
+    assert p.returncode == 0
+    for words in ("show stat", "show servers state", "set server L/S state", "shutdown sessions server"):
+        assert words in p.stdout
