@@ -1290,7 +1290,7 @@ def _dur(x: float | None, explicit: bool = False) -> float | None:
     return x
 
 
-def _check_dict(c: CheckConfig) -> dict[str, Any] | bool:
+def _check_dict(c: CheckConfig, secrets: bool = False) -> dict[str, Any] | bool:
     if not c.enabled:
         return False
     d: dict[str, Any] = {
@@ -1314,6 +1314,8 @@ def _check_dict(c: CheckConfig) -> dict[str, Any] | bool:
         for k in ("host", "user", "password"):
             if getattr(h, k) is not None:
                 d[k] = getattr(h, k)
+        if h.password is not None and not secrets:
+            d["password"] = HIDDEN_PASSWORD
         d["expect_status"] = [f"{lo}-{hi}" for lo, hi in h.expect_status]
     return d
 
@@ -1374,7 +1376,7 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
                 ld[key] = v
         if li.tcpka is not None:
             ld["tcpka"] = {"client": _ka_dict(li.tcpka.client), "server": _ka_dict(li.tcpka.server)}
-        ld["check"] = _check_dict(li.check)
+        ld["check"] = _check_dict(li.check, secrets)
         servers = []
         for s in li.servers:
             sd: dict[str, Any] = {
@@ -1392,7 +1394,7 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
             if s.source is not None and s.source != li.source:
                 sd["source"] = s.source
             if s.check != li.check:
-                sd["check"] = _check_dict(s.check)
+                sd["check"] = _check_dict(s.check, secrets)
             servers.append(sd)
         ld["server"] = servers
         out["listen"][li.name] = ld

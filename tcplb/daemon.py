@@ -179,7 +179,7 @@ class Daemon:
             return "starting"
         servers = [s for fe in lb.frontends.values() for s in fe.servers if not s.removed]
         up = sum(1 for s in servers if s.usable)
-        text = f"{lb.actconn} connections, {up}/{len(servers)} servers up"
+        text = f"{lb.total_actconn()} connections, {up}/{len(servers)} servers up"
         return f"stopping, {text}" if lb.stopping else text
 
     def _sd_tick(self) -> None:

@@ -820,6 +820,14 @@ class LoadBalancer:
         # uvloop accepts in C and calls our protocol factory synchronously: serve through create_server
         self.native_accept = type(self.loop).__module__.startswith("uvloop")
 
+    def total_actconn(self, pc: dict[int, dict[str, int]] | None = None) -> int:
+        """Client connections of every process (``actconn`` is this process's)."""
+        if self.peer_counts is None:
+            return self.actconn
+        if pc is None:
+            pc = self.peer_counts()
+        return self.actconn + sum(_peer(pc, fe.sh_row, "cur") for fe in self.frontends.values())
+
     def _split(self, n: int) -> int:
         return n if self.nprocs == 1 else max(1, -(-n // self.nprocs))
 
@@ -1080,7 +1088,9 @@ class LoadBalancer:
         return st
 
     def set_health(self, fe_name: str, srv_name: str, enable: bool) -> ServerState:
-        """HAProxy's ``enable|disable health``: start/stop the active checks; the server keeps its state."""
+        """HAProxy's ``enable|disable health``: start/stop the active checks. While they are disabled the
+        last result is ignored and the server counts as UP ("no check"), as in HAProxy; enabling them
+        again starts from that state and the checks decide."""
         st = self._find(fe_name, srv_name)
         if not st.cfg.check.enabled:
             raise ValueError(f"server {fe_name}/{srv_name} has no health check (check = false)")
@@ -1092,10 +1102,12 @@ class LoadBalancer:
             st.health_off = True
             self.stop_checker(st)
             self._event(
-                f"Health checks of server {fe_name}/{srv_name} disabled (admin API): it stays "
-                f"{'UP' if st.health.up else 'DOWN'}.",
+                f"Health checks of server {fe_name}/{srv_name} disabled (admin API): it counts as UP.",
                 logging.WARNING,
             )
+            tr = st.health.force_up(CheckStatus.UNK, self.loop.time(), "health checks disabled")
+            if tr is not None:
+                self.on_transition(st, tr)
         return st
 
     def shutdown_sessions(self, fe_name: str, srv_name: str) -> tuple[ServerState, int]:
@@ -1198,7 +1210,7 @@ class LoadBalancer:
             "pid": os.getpid(),
             "started": self.started,
             "uptime": time.time() - self.started,
-            "actconn": self.actconn + sum(_peer(pc, fe.sh_row, "cur") for fe in self.frontends.values()),
+            "actconn": self.total_actconn(pc),
             "maxconn": self.maxconn * self.nprocs,
             "processes": self.nprocs,
             "reloads": self.reloads,

@@ -623,10 +623,12 @@ class StatsServer:
             return
         self.clients += 1
         head_only = False
+        read_all = False
         try:
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     req = await self._read(r, _peer(w.get_extra_info("peername")))
+                read_all = True
                 head_only = req.method == "HEAD"
                 rep = self._dispatch(req)
             except HttpError as e:
@@ -640,7 +642,16 @@ class StatsServer:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     w.write(rep.encode(head_only))
                     await w.drain()
-            except (TimeoutError, ConnectionError):
+                    if not read_all:
+                        # refused before the whole request was read: half-close and read what the client
+                        # still sends (bounded), so that closing with unread data (a reset) does not destroy
+                        # the answer before the client reads it
+                        w.write_eof()
+                        async with asyncio.timeout(1.0):
+                            n = 0
+                            while n < (1 << 20) and (chunk := await r.read(65536)):
+                                n += len(chunk)
+            except (TimeoutError, ConnectionError, OSError):
                 pass
         finally:
             self.clients -= 1

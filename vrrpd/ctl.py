@@ -34,20 +34,29 @@ def parser() -> argparse.ArgumentParser:
         prog="vrrpd ctl",
         description="Change a running vrrpd's priorities for a planned switchover (lost at restart).",
     )
-    p.add_argument("--socket", help="control socket path (default: from the configuration)")
-    p.add_argument("-c", "--config", default=None, help="configuration file naming the control socket")
-    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    common = argparse.ArgumentParser(add_help=False)  # accepted before and after the verb
+    for q, default in ((p, None), (common, argparse.SUPPRESS)):
+        q.add_argument("--socket", default=default, help="control socket path (default: from -c FILE)")
+        q.add_argument("-c", "--config", default=default, help="configuration file naming the control socket")
+        q.add_argument(
+            "--json", action="store_true", default=default or False, help="print the daemon's JSON answer"
+        )
     sub = p.add_subparsers(dest="verb", required=True, metavar="{maint,restore,priority}")
     m = sub.add_parser(
         "maint",
+        parents=[common],
         help="lower to priority 1 (or --priority N); a master hands over at once (priority-0 advert) and "
         "the instance stays backup without preempting",
     )
     m.add_argument("instance", help="instance name, or 'all'")
     m.add_argument("--priority", type=_priority, default=1, help="priority while in maintenance (default 1)")
-    r = sub.add_parser("restore", help="back to the configured priority (clears maint and priority)")
+    r = sub.add_parser(
+        "restore", parents=[common], help="back to the configured priority (clears maint and priority)"
+    )
     r.add_argument("instance", help="instance name, or 'all'")
-    pr = sub.add_parser("priority", help="run with priority N (1..254) instead of the configured one")
+    pr = sub.add_parser(
+        "priority", parents=[common], help="run with priority N (1..254) instead of the configured one"
+    )
     pr.add_argument("instance", help="instance name, or 'all'")
     pr.add_argument("priority", type=_priority)
     return p

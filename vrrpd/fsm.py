@@ -31,7 +31,8 @@ assert on it and the daemon decides where it goes (and rate-limits discards).
 Beyond the RFC, the behaviour follows keepalived 2.x (the implementation this replaces): a Master that hears
 a lower-priority advert answers with its own advert and a GARP burst (heals split brain); a Master entering
 FAULT sends priority 0; ``nopreempt`` is a Backup-side rule only; an owner (priority 255) still processes
-adverts unless ``owner_ignore_adverts``.
+adverts unless ``owner_ignore_adverts``. Not in either: :class:`Maintenance` (``vrrpd ctl maint``) hands over
+like a Shutdown (priority 0) but keeps the instance running as a Backup that does not preempt.
 """
 
 from __future__ import annotations

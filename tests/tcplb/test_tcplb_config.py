@@ -744,8 +744,14 @@ def test_round_trip(data: dict[str, Any]) -> None:
     text = C.to_toml(cfg, secrets=True)
     assert loads(text) == cfg
     assert tomllib.loads(text) == C.dump(cfg, secrets=True)
-    if cfg.stats is None or not cfg.stats.auth:
-        assert C.dump(cfg) == C.dump(cfg, secrets=True)  # only stats passwords are hidden
+    # only passwords (stats auth, http checks) are hidden, and every one of them
+    shown = C.to_toml(cfg)
+    checks = [li.check for li in cfg.listeners] + [s.check for li in cfg.listeners for s in li.servers]
+    secrets = [u.password for u in cfg.stats.auth] if cfg.stats is not None else []
+    secrets += [c.http.password for c in checks if c.enabled and c.type == "http" and c.http.password is not None]
+    assert (C.HIDDEN_PASSWORD in shown) == bool(secrets)
+    if not secrets and not any(c.enabled and c.type == "http" and c.http.password is not None for c in checks):
+        assert C.dump(cfg) == C.dump(cfg, secrets=True)
     C.warnings(cfg)  # never raises
 
 

@@ -311,15 +311,18 @@ def test_disable_enable_health(lb: Lb, backends: list[Backend]) -> None:
     backends[2].stop()
     wait_until(lambda: lb.states()["c"][0] == "DOWN", 5, what="c DOWN")
     assert "checks disabled" in lb.ok("disable", "health", "t/c")
-    assert lb.states()["c"] == ["DOWN", "1", "0", "disabled"]
-    # the backend is back, but nothing checks it: c keeps its state for 5 check intervals and more
+    # as in HAProxy: unchecked, the last result is ignored and the server counts as UP
+    assert lb.states()["c"][:2] == ["no_check", "1"] and lb.states()["c"][3] == "disabled"
     backends[2].start()
-    stays(lambda: lb.states()["c"][0] == "DOWN", 1.5, "c stays DOWN while its checks are off")
-    assert "c" not in connect_n(lb.port, 6)
+    wait_until(lambda: "c" in connect_n(lb.port, 6), 5, what="c in rotation while unchecked")
+    # enabled again, the checks decide: its backend stops and it goes DOWN, out of rotation
     lb.ok("enable", "health", "t/c")
+    backends[2].stop()
+    wait_until(lambda: lb.states()["c"][0] == "DOWN", 5, what="c DOWN once checked again")
+    assert "c" not in connect_n(lb.port, 6)
+    backends[2].start()
     wait_until(lambda: lb.states()["c"][0] == "UP", 5, what="c UP once checked again")
     assert lb.states()["c"][3] == "L4OK"
-    assert "c" in connect_n(lb.port, 6)
 
 
 def test_url_user_and_env_auth(lb: Lb) -> None:
