@@ -364,6 +364,7 @@ class Listener:
     allbackups: bool = False
     tcpka: Keepalive | None = None
     nodelay: bool = True
+    splice: bool = False  # data phase through splice(2), zero copy (HAProxy: option splice-*)
     source: str | None = None
     log: bool = True
     log_format: LogFormat = "tcplog"
@@ -431,7 +432,7 @@ class Config:
 # ------------------------------------------------------------------------------ pure helper policies
 
 
-def effective_maxconn(configured: int | None, nofile: int, reserve: int = 64) -> int:
+def effective_maxconn(configured: int | None, nofile: int, reserve: int = 64, fds_per_conn: int = 2) -> int:
     """Global maxconn: the configured value, or what ``nofile`` file descriptors allow.
 
     Each proxied connection needs two descriptors (client + server); ``reserve`` covers listeners, checks,
@@ -439,7 +440,7 @@ def effective_maxconn(configured: int | None, nofile: int, reserve: int = 64) ->
     """
     if configured is not None:
         return configured
-    return max(1, (nofile - reserve) // 2)
+    return max(1, (nofile - reserve) // fds_per_conn)
 
 
 def redispatch_on_retry(retry: int, retries: int, redispatch: int) -> bool:
@@ -681,6 +682,7 @@ _LISTENER_OPTS: Final[dict[str, Validator]] = {
     "redispatch": _v_redispatch,
     "allbackups": _v_bool,
     "nodelay": _v_bool,
+    "splice": _v_bool,
     "source": _v_ip,
     "log": _v_bool,
     "log_format": _v_choice(*LOG_FORMATS),
@@ -1150,6 +1152,7 @@ def _listener(
         allbackups=opts.get("allbackups", False),
         tcpka=tcpka,
         nodelay=opts.get("nodelay", True),
+        splice=opts.get("splice", False),
         source=opts.get("source"),
         log=opts.get("log", True),
         log_format=opts.get("log_format", "tcplog"),
@@ -1358,6 +1361,7 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
             "redispatch": li.redispatch,
             "allbackups": li.allbackups,
             "nodelay": li.nodelay,
+            "splice": li.splice,
             "log": li.log,
             "log_format": li.log_format,
             "logasap": li.logasap,

@@ -29,7 +29,10 @@ import socket
 import struct
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .splice import Splicer
 
 # Termination causes (first letter of HAProxy's termination state)
 CLIENT_ABORT = "C"
@@ -150,6 +153,7 @@ class Pipe:
         "phase",
         "server",
         "server_early",
+        "splicer",
         "term",
         "timeout",
         "timeout_flag",
@@ -182,6 +186,7 @@ class Pipe:
         self._last = 0.0
         self._client_paused_reading = False  # reading paused because the early buffer is full
         self._reads_paused = [False, False]  # [client, server] paused because the peer cannot write
+        self.splicer: Splicer | None = None  # the data phase moved to splice(2) (tcplb/splice.py)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     @property
@@ -350,6 +355,9 @@ class Pipe:
             return
         self.closing = True
         self._cancel_timer()
+        if self.splicer is not None:
+            self.splicer.close()
+            return
         for s in (self.client, self.server):
             if s is not None and s.transport is not None and not s.lost:
                 s.transport.close()
@@ -360,6 +368,9 @@ class Pipe:
         self._set_term(cause, phase)
         self.closing = True
         self._cancel_timer()
+        if self.splicer is not None:
+            self.splicer.close(reset_all=reset)
+            return
         for s in (self.client, self.server):
             if s is not None and s.transport is not None and not s.lost:
                 if reset:

@@ -27,6 +27,7 @@ from .checks import Checker, CheckResult
 from .config import Config, Listener, Server
 from .health import CheckStatus, Health, Transition
 from .relay import Pipe, set_keepalive
+from .splice import start_splice
 from .tcplog import (
     TcpLogRecord,
     format_health_change,
@@ -669,6 +670,9 @@ class Frontend:
         if ka is not None and ka.server is not None:
             set_keepalive(tr, ka.server.idle, ka.server.interval, ka.server.count)
         pipe.attach_server(side)
+        if self.cfg.splice:
+            # once this iteration's writes (early data) went out; stays in user space if they did not
+            loop.call_soon(start_splice, pipe)
         return None
 
     def _closed(self, sess: Session) -> None:
@@ -749,6 +753,14 @@ def _limited(servers: Iterable[ServerState]) -> bool:
     return any(s.cfg.maxconn is not None or s.cfg.maxqueue is not None for s in servers)
 
 
+def _derived_maxconn(cfg: Config) -> int:
+    """global.maxconn, or what RLIMIT_NOFILE allows: 2 descriptors per connection, 6 with splice (two
+    kernel pipes more)."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per_conn = 6 if any(li.splice for li in cfg.listeners) else 2
+    return cfgmod.effective_maxconn(cfg.global_.maxconn, nofile, fds_per_conn=per_conn)
+
+
 def _peer(pc: dict[int, dict[str, int]], row: int, name: str) -> int:
     """A counter summed over the relay workers (0 without workers)."""
     return pc[row].get(name, 0) if row in pc else 0
@@ -803,8 +815,7 @@ class LoadBalancer:
         self.on_peer_command: Callable[[dict[str, Any]], None] | None = None  # main process: to the workers
         # main process with workers: row -> counter -> the workers' sums (tcplb/workers.py)
         self.peer_counts: Callable[[], dict[int, dict[str, int]]] | None = None
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.maxconn = self._split(cfgmod.effective_maxconn(cfg.global_.maxconn, nofile))
+        self.maxconn = self._split(_derived_maxconn(cfg))
         self.frontends: dict[str, Frontend] = {}
         self.sessions: set[Session] = set()
         self.actconn = 0
@@ -862,8 +873,7 @@ class LoadBalancer:
         """Apply a new configuration in place (SIGHUP). Raises OSError if a new bind fails (nothing changed
         for the listeners opened before; the caller logs it)."""
         self.cfg = cfg
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.maxconn = self._split(cfgmod.effective_maxconn(cfg.global_.maxconn, nofile))
+        self.maxconn = self._split(_derived_maxconn(cfg))
         names = {li.name for li in cfg.listeners}
         for name in list(self.frontends):
             if name not in names:
