@@ -36,7 +36,7 @@ class Part:
 
 
 PARTS = [
-    Part("tcplb", "bench.tcplb_perf", 3, 480, "bulk TCP (iperf3), small requests and churn (wrk), idle RSS"),
+    Part("tcplb", "bench.tcplb_perf", 3, 600, "bulk TCP (iperf3), small requests and churn (wrk), idle RSS"),
     Part("failover", "bench.vrrp_failover", 6, 330, "vrrpd vs keepalived: crash and graceful stop"),
     Part("amqp", "bench.amqp_bench", 3, 420, "AMQP publish rate, confirms, latency: tcplb/HAProxy/direct"),
     Part("scale", "bench.scale", 2, 200, "1,000 and 10,000 idle connections: RSS, CPU, latency"),
