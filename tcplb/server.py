@@ -695,6 +695,8 @@ class Frontend:
         if srv is not None:
             srv.bin += p.bytes_in
             srv.bout += p.bytes_out
+            if p.term[0] == "S" and p.term[1] == "D":
+                srv.eresp += 1  # the server aborted an established connection (HAProxy's eresp in TCP mode)
         self._drop_slot(sess)
         if lb.paused_full:
             lb.resume_if_room()

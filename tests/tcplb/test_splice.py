@@ -152,6 +152,7 @@ def test_server_reset_reaches_the_client(loop: str) -> None:
             await r.read(100)
         await wait_for(lambda: lb.actconn == 0, what="closed")
         assert terms == ["SD"]
+        assert lb.frontends["t"].servers[0].eresp == 1  # a server abort counts as a response error
         w.close()
         lb.stop_accepting()
         srv.close()
