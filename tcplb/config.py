@@ -443,6 +443,11 @@ def effective_maxconn(configured: int | None, nofile: int, reserve: int = 64, fd
     return max(1, (nofile - reserve) // fds_per_conn)
 
 
+def per_process(n: int, nprocs: int) -> int:
+    """A limit divided among ``nprocs`` processes (``global.workers``), rounded up; at least 1."""
+    return n if nprocs == 1 else max(1, -(-n // nprocs))
+
+
 def redispatch_on_retry(retry: int, retries: int, redispatch: int) -> bool:
     """Whether retry number ``retry`` (1..retries) goes to another server (HAProxy ``option redispatch <n>``).
 

@@ -130,7 +130,6 @@ class ServerState:
         self.sh_cur = 0
         self.sh_peer_cur: tuple[int, ...] = ()
         self.sh_pfail = 0  # connect failures seen by this relay worker (the main process owns health)
-        self.div = fe.lb.nprocs  # per-server maxconn/maxqueue are divided among the processes
 
     # balance.Candidate
     @property
@@ -154,13 +153,13 @@ class ServerState:
 
     @property
     def full(self) -> bool:
-        m = self.cfg.maxconn
-        return m is not None and self.cur >= (m if self.div == 1 else -(-m // self.div))
+        m = self.cfg.maxconn  # divided among the processes with global.workers
+        return m is not None and self.cur >= cfgmod.per_process(m, self.fe.lb.nprocs)
 
     @property
     def queue_full(self) -> bool:
         m = self.cfg.maxqueue
-        return m is not None and len(self.queue) >= (m if self.div == 1 else -(-m // self.div))
+        return m is not None and len(self.queue) >= cfgmod.per_process(m, self.fe.lb.nprocs)
 
     @property
     def checks_enabled(self) -> bool:
@@ -303,9 +302,9 @@ class Frontend:
     def maxconn(self) -> int:
         g = self.lb.maxconn
         m = self.cfg.maxconn
-        if m is not None and self.lb.nprocs > 1:
-            m = -(-m // self.lb.nprocs)
-        return min(m, g) if m is not None else g
+        if m is None:
+            return g
+        return min(cfgmod.per_process(m, self.lb.nprocs), g)
 
     def server(self, name: str) -> ServerState | None:
         for s in self.servers:
@@ -817,7 +816,7 @@ class LoadBalancer:
         self.on_peer_command: Callable[[dict[str, Any]], None] | None = None  # main process: to the workers
         # main process with workers: row -> counter -> the workers' sums (tcplb/workers.py)
         self.peer_counts: Callable[[], dict[int, dict[str, int]]] | None = None
-        self.maxconn = self._split(_derived_maxconn(cfg))
+        self.maxconn = cfgmod.per_process(_derived_maxconn(cfg), self.nprocs)
         self.frontends: dict[str, Frontend] = {}
         self.sessions: set[Session] = set()
         self.actconn = 0
@@ -840,9 +839,6 @@ class LoadBalancer:
         if pc is None:
             pc = self.peer_counts()
         return self.actconn + sum(_peer(pc, fe.sh_row, "cur") for fe in self.frontends.values())
-
-    def _split(self, n: int) -> int:
-        return n if self.nprocs == 1 else max(1, -(-n // self.nprocs))
 
     async def wait_idle(self) -> None:
         """Until no client connection is left."""
@@ -875,7 +871,7 @@ class LoadBalancer:
         """Apply a new configuration in place (SIGHUP). Raises OSError if a new bind fails (nothing changed
         for the listeners opened before; the caller logs it)."""
         self.cfg = cfg
-        self.maxconn = self._split(_derived_maxconn(cfg))
+        self.maxconn = cfgmod.per_process(_derived_maxconn(cfg), self.nprocs)
         names = {li.name for li in cfg.listeners}
         for name in list(self.frontends):
             if name not in names:

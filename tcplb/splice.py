@@ -113,9 +113,6 @@ class Splicer:
         d.pending += n
         self._flush(d)
 
-    def _writable(self, d: _Dir) -> None:
-        self._flush(d)
-
     def _flush(self, d: _Dir) -> None:
         while d.pending:
             try:
@@ -125,7 +122,7 @@ class Splicer:
                 self._stop_read(d)
                 if not d.writing:
                     d.writing = True
-                    self.loop.add_writer(d.dst.fileno(), self._writable, d)
+                    self.loop.add_writer(d.dst.fileno(), self._flush, d)
                 return
             except OSError as e:
                 self._failed(d.dst, e)

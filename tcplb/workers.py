@@ -80,11 +80,6 @@ _CUMULATIVE = ("stot", "lbtot", "bin", "bout", "econ", "eresp", "wretr", "wredis
 _NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # systemd talks to the main process
 
 
-def split(n: int, nprocs: int) -> int:
-    """A limit divided among ``nprocs`` processes, rounded up (each process gets at least 1)."""
-    return max(1, -(-n // nprocs))
-
-
 class SharedTable:
     """``rows`` rows of int64: ``HDR`` header fields, then ``NC`` counters for each of ``nprocs``
     processes."""
@@ -113,9 +108,6 @@ class SharedTable:
     def total(self, row: int, field: int, procs: Iterable[int]) -> int:
         a, base = self.a, row * self.stride + HDR + field
         return sum(int(a[base + p * NC]) for p in procs)
-
-    def column(self, row: int, proc: int) -> dict[str, int]:
-        return {name: self.get(row, proc, i) for i, name in enumerate(FIELDS)}
 
     def zero_column(self, proc: int) -> None:
         a = self.a
@@ -242,7 +234,6 @@ class WorkerPool:
         self.lb: LoadBalancer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
-        self.respawns = 0
         self._tick: asyncio.TimerHandle | None = None
 
     # -- rows ------------------------------------------------------------------------------------------
@@ -345,7 +336,6 @@ class WorkerPool:
         else:
             log.error("worker %d (pid %d) died (exit %s); starting it again", w.proc, w.popen.pid, rc)
             delay = 0.0 if time.monotonic() - w.started > 5.0 else 1.0
-        self.respawns += 1
         self.loop.call_later(delay, self._respawn, w.proc)
 
     def _respawn(self, proc: int) -> None:
@@ -414,10 +404,6 @@ class WorkerPool:
         f = C[name]
         return self.table.total(row, f, range(1, self.nprocs)) + self.retired.get((row, f), 0)
 
-    def peer_live(self, row: int, name: str) -> int:
-        """A gauge (current sessions, queue) over the live workers."""
-        return self.table.total(row, C[name], self.workers)
-
     def peer_counts(self) -> dict[int, dict[str, int]]:
         """Every row's counters summed over the workers: gauges over the live ones, totals over all."""
         live = list(self.workers)
@@ -428,12 +414,6 @@ class WorkerPool:
                 d[name] = self.table.total(row, C[name], live)
             out[row] = d
         return out
-
-    def worker_info(self) -> list[dict[str, Any]]:
-        return [
-            {"proc": w.proc, "pid": w.popen.pid, "uptime": int(time.monotonic() - w.started)}
-            for w in sorted(self.workers.values(), key=lambda w: w.proc)
-        ]
 
     # -- control ---------------------------------------------------------------------------------------
     def reload(self, text: str, source: str) -> None:
@@ -529,7 +509,10 @@ class WorkerProcess:
         lb, t = self.lb, self.table
         if lb is None:
             return
+        from .health import CheckStatus
+
         a = t.a
+        now = lb.loop.time()
         changed = False
         for fe in lb.frontends.values():
             for st in fe.servers:
@@ -538,12 +521,12 @@ class WorkerProcess:
                 flags = int(a[t.hdr(st.sh_row, H_FLAGS)])
                 if not flags & F_VALID:
                     continue
-                up = bool(flags & F_UP)
-                if up != st.health.up:
-                    st.health.up = up
+                # the main process's checks decided: take the result through our own health machine
+                if flags & F_UP:
+                    changed |= st.health.force_up(CheckStatus.UNK, now, "main process") is not None
+                elif st.health.force_down(CheckStatus.UNK, now, "main process") is not None:
                     changed = True
-                    if not up:
-                        st.flush_queue()
+                    st.flush_queue()
                 st.maint = bool(flags & F_MAINT)
                 st.drain = bool(flags & F_DRAIN)
                 st.admin_weight = int(a[t.hdr(st.sh_row, H_WEIGHT)])
