@@ -11,13 +11,11 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
+from tcplb_helpers import run, wait_for
 
 from tcplb import config
-from tcplb.daemon import new_loop
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
@@ -27,26 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(fn(), timeout)
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
-        return r.run(main())
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what or pred}")
-        await asyncio.sleep(0.01)
 
 
 class Backend:

@@ -15,20 +15,12 @@ import struct
 from typing import Any
 
 import pytest
+from tcplb_helpers import run, wait_for
 
 from tcplb import config
-from tcplb.daemon import new_loop
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-def run(kind: str, fn: Any, timeout: float = 60) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(fn(), timeout)
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
-        return r.run(main())
 
 
 def cfg_text(port: int, backend: int, extra: str = "") -> str:
@@ -56,16 +48,6 @@ async def start_lb(backend: int, extra: str = "") -> tuple[LoadBalancer, int]:
     lb = LoadBalancer(config.loads(cfg_text(port, backend, extra)))
     lb.start()
     return lb, port
-
-
-async def wait_for(pred: Any, timeout: float = 10.0, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (v := pred()):
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return v
 
 
 def spliced(lb: LoadBalancer) -> int:

@@ -21,36 +21,16 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tcplb_helpers import run, wait_for
 
 from tcplb import config as C
 from tcplb import stats as S
-from tcplb.daemon import new_loop
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 USER, PASSWORD = "admin", "s3cret-Pw9"
 GOOD = f"{USER}:{PASSWORD}"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(fn(), timeout)
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
-        return r.run(main())
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what or pred}")
-        await asyncio.sleep(0.01)
 
 
 async def await_for(pred: Callable[[], Awaitable[object]], timeout: float = 5.0, what: str = "") -> Any:

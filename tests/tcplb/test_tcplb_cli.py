@@ -6,7 +6,6 @@ tcplb runs as a subprocess on loopback, on both loops.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
@@ -21,57 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tcplb_helpers import EchoServer, Tcplb, free_port, roundtrip
 
 from netns import wait_until
 
 LOOPS = ["asyncio", "uvloop"]
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class EchoServer:
-    """A threaded blocking echo server (independent of any event loop)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self.conns.append(c)
-            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _echo(c: socket.socket) -> None:
-        try:
-            while data := c.recv(65536):
-                c.sendall(data)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.close()
 
 
 def write_cfg(
@@ -106,48 +60,11 @@ server = [
     path.write_text(text)
 
 
-class Tcplb:
-    def __init__(self, cfg: Path, loop: str, log: Path) -> None:
-        self.log = log
-        self.fh = log.open("w")
-        self.p = subprocess.Popen(
-            [PY, "-m", "tcplb", "-c", str(cfg), "--loop", loop],
-            stdout=self.fh,
-            stderr=subprocess.STDOUT,
-            cwd=str(Path(__file__).resolve().parents[2]),
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait_log(self, text: str, timeout: float = 10) -> None:
-        wait_until(lambda: text in self.output() or self.p.poll() is not None, timeout, what=text)
-        assert text in self.output(), self.output()
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait(5)
-        self.fh.close()
-
-
 @pytest.fixture
 def echo() -> Iterator[EchoServer]:
     e = EchoServer()
     yield e
     e.close()
-
-
-def roundtrip(port: int, msg: bytes = b"ping") -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        s.sendall(msg)
-        got = b""
-        while len(got) < len(msg):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got == msg
 
 
 def test_check_valid(tmp_path: Path) -> None:

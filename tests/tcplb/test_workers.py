@@ -20,36 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tcplb_cli import EchoServer, Tcplb, free_port, roundtrip
+from tcplb_helpers import Backend, EchoServer, Tcplb, free_port, roundtrip
 
 from netns import wait_until
 from tcplb import config as cfgmod
+from tcplb.config import per_process as split
 from tcplb.server import Frontend, LoadBalancer
-from tcplb.workers import CUR, F_UP, F_VALID, H_FLAGS, Share, SharedTable, split
+from tcplb.workers import CUR, F_UP, F_VALID, H_FLAGS, Share, SharedTable
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-class Backend(EchoServer):
-    """An echo server counting the connections that carried data (``served``): health checks (connect,
-    close) are not counted."""
-
-    def __init__(self) -> None:
-        self.served = 0
-        super().__init__()
-
-    def _echo(self, c: socket.socket) -> None:  # type: ignore[override]
-        first = True
-        try:
-            while data := c.recv(65536):
-                if first:
-                    self.served += 1
-                    first = False
-                c.sendall(data)
-        except OSError:
-            pass
-        finally:
-            c.close()
 AUTH = "Basic " + base64.b64encode(b"admin:s3cret").decode()
 
 
@@ -258,7 +237,7 @@ def test_leastconn_counts_every_process(tmp_path: Path, loop: str, daemons: list
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_health_and_admin_reach_the_workers(tmp_path: Path, loop: str, daemons: list[Tcplb]) -> None:
-    a, b = Backend(), Backend()
+    a, b = Backend("a", greet=False), Backend("b", greet=False)
     port, sport = free_port(), free_port()
     write_cfg(tmp_path / "lb.toml", port, [("a", a.port), ("b", b.port)], balance="roundrobin", stats=sport)
     try:
@@ -278,15 +257,15 @@ def test_health_and_admin_reach_the_workers(tmp_path: Path, loop: str, daemons: 
         assert a.served == t0, "a drained server got new connections from some process"
         # back to ready; then b's backend goes away: the main process's checks see it, every process avoids it
         api(sport, "/api/servers/t/a/state", b"state=ready")
-        b.close()
+        b.stop()
         lb.wait_log("t/b is DOWN", 10)
         wait_until(lambda: all(roundtrip(port) for _ in range(5)), 5, what="a takes the traffic")
         n = a.served
         assert all(roundtrip(port) for _ in range(30)), "a connection failed while b was down"
         assert a.served == n + 30
     finally:
-        a.close()
-        b.close()
+        a.stop()
+        b.stop()
 
 
 def test_reload_and_graceful_stop_reach_every_process(tmp_path: Path, daemons: list[Tcplb]) -> None:
