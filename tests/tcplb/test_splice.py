@@ -78,7 +78,6 @@ def test_integrity_and_half_close(loop: str, server_first: bool) -> None:
             w.write(down)
             await w.drain()
             w.write_eof()
-        await asyncio.sleep(0.05)
         w.close()
 
     async def main() -> None:
@@ -164,9 +163,12 @@ def test_slow_reader_is_bounded_and_idle_timeout_closes(loop: str) -> None:
         await wait_for(lambda: spliced(lb), what="spliced")
         # the client reads nothing: the server stalls after socket buffers + one kernel pipe
         last = -1
-        while last != sent[0]:
+        for _ in range(100):  # bounded: one sample every 0.3 s until the sender stops moving
+            if last == sent[0]:
+                break
             last = sent[0]
             await asyncio.sleep(0.3)
+        assert last == sent[0], "the sender never stalled"
         assert sent[0] < 64 << 20, sent[0]
         # nothing moves: the tunnel timeout (1 s) closes the spliced pair
         await wait_for(lambda: lb.actconn == 0, 5, what="idle timeout")

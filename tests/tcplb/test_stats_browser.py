@@ -207,14 +207,6 @@ refresh = "1s"
 
 
 @pytest.fixture
-def backends() -> Iterator[list[Backend]]:
-    bs = [Backend(n) for n in ("a", "b", "c")]
-    yield bs
-    for b in bs:
-        b.stop()
-
-
-@pytest.fixture
 def lb(tmp_path: Path, backends: list[Backend]) -> Iterator[Lb]:
     inst = Lb(tmp_path, backends)
     yield inst

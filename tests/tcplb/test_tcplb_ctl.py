@@ -142,18 +142,13 @@ class Lb:
 
 
 @pytest.fixture
-def backends() -> Iterator[list[Backend]]:
-    bs = [Backend(n) for n in ("a", "b", "c")]
-    yield bs
-    for b in bs:
-        b.stop()
-
-
-@pytest.fixture
 def lb(tmp_path: Path, backends: list[Backend]) -> Iterator[Lb]:
     inst = Lb(tmp_path, backends)
     try:
-        wait_until(lambda: all(s[0] == "UP" for s in inst.states().values()), 10, what="all UP")
+        # UP and checked at least once (servers start UP, before their first check: INI)
+        wait_until(
+            lambda: all(s[0] == "UP" and s[3] != "INI" for s in inst.states().values()), 10, what="all UP"
+        )
         yield inst
     finally:
         inst.stop()
