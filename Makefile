@@ -35,14 +35,18 @@ py-deps: $(STAMP)
 demo: deps
 	$(PY) -m netns.demo
 
+# `make test` runs everything the README promises: a missing capability (root, network namespaces, RabbitMQ,
+# keepalived, HAProxy, Chromium, ...) FAILS its tests instead of skipping them (netns/plugin.py; so does a set
+# CI variable). Only documented kernel limits (no sch_netem, IPv6 disabled) skip. `make test-unit` keeps the
+# skips, even in CI. docs/development.md, "Skips and CI".
 test: deps lint typecheck
-	$(PY) -m pytest -q tests
+	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q tests
 
 test-unit: py-deps
-	$(PY) -m pytest -q tests -m "not netns and not slow"
+	RMQFD_REQUIRE_ALL=0 $(PY) -m pytest -q tests -m "not netns and not slow"
 
 test-netns: deps
-	$(PY) -m pytest -q tests -m netns
+	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q tests -m netns
 
 stress: deps
 	$(PY) -m pytest -q tests/stack -m stress --stress

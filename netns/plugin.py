@@ -1,25 +1,28 @@
-"""pytest plugin: the ``lab`` fixture, netns/rabbitmq/keepalived/haproxy skips, ``--stress``, artifacts.
+"""pytest plugin: the ``lab`` fixture, the missing-capability policy, ``--stress``, artifacts.
 
 Loaded by ``tests/conftest.py`` (``pytest_plugins = ["netns.plugin"]``).
 
 * ``lab``: a fresh :class:`netns.Lab` per test, torn down in a finalizer. Its logs and captures are copied
   to ``netns-artifacts/<test>/`` when the test fails (or always with ``--keep-artifacts``).
-* Tests marked ``netns`` are skipped unless running as root with working network namespaces; ``rabbitmq``,
-  ``keepalived`` and ``haproxy`` tests are skipped when the Debian package is missing.
+* Tests marked ``netns`` need root and working network namespaces; ``rabbitmq``, ``keepalived`` and
+  ``haproxy`` tests need the Debian package. When one is missing, :func:`missing_capability` decides:
+  a skip for ``make test-unit`` and ad-hoc runs, a FAILURE when capabilities are required (``make test``
+  exports ``RMQFD_REQUIRE_ALL=1``; a set ``CI`` variable means the same unless ``RMQFD_REQUIRE_ALL=0``).
+  Only documented kernel limits (``kernel_limit=True``: no ``sch_netem``, no IPv6) still skip then.
 * ``stress`` tests run only with ``--stress``; ``--stress-count N`` sets their repetitions (default 10).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import secrets
 import shutil
 import subprocess
-from collections.abc import Generator, Iterator
+import time
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -48,13 +51,65 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@functools.cache
+REQUIRE_ENV = "RMQFD_REQUIRE_ALL"
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def capabilities_required(environ: Mapping[str, str] | None = None) -> bool:
+    """True under ``make test`` (``RMQFD_REQUIRE_ALL=1``) or in CI (``CI`` set), unless
+    ``RMQFD_REQUIRE_ALL=0`` (``make test-unit``) says otherwise."""
+    env = os.environ if environ is None else environ
+    if REQUIRE_ENV in env:
+        return env[REQUIRE_ENV].strip().lower() not in _FALSE
+    return env.get("CI", "").strip().lower() not in _FALSE
+
+
+def missing_capability(
+    why: str, *, kernel_limit: bool = False, environ: Mapping[str, str] | None = None
+) -> NoReturn:
+    """A test cannot run here because ``why``: skip it, or fail it when capabilities are required.
+
+    ``kernel_limit``: a documented limit of the kernel (no ``sch_netem``, IPv6 disabled) rather than
+    something ``make deps`` installs or the README promises; it skips even when capabilities are required.
+    """
+    if kernel_limit or not capabilities_required(environ):
+        pytest.skip(why)
+    pytest.fail(
+        f"missing capability: {why}. `make test` and CI ({REQUIRE_ENV}=1 or CI set) run every test; "
+        f"run `make deps` as root, or `make test-unit` for the unit tests only",
+        pytrace=False,
+    )
+
+
+_NETNS_OK = False
+PROBE_ATTEMPTS = 3
+
+
 def netns_unusable() -> str | None:
-    """Why namespaces cannot be used here, or None if they can."""
+    """Why namespaces cannot be used here, or None if they can.
+
+    Only success is remembered: a failed ``ip netns add`` is retried (:data:`PROBE_ATTEMPTS` times, then
+    again for the next test), so one transient failure does not turn the whole session into skips.
+    """
+    global _NETNS_OK
+    if _NETNS_OK:
+        return None
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
     if shutil.which("ip") is None:
         return "needs iproute2's ip"
+    why = ""
+    for attempt in range(PROBE_ATTEMPTS):
+        if attempt:
+            time.sleep(0.5 * attempt)  # back-off between probes, not a wait for a condition
+        why = _probe_netns()
+        if not why:
+            _NETNS_OK = True
+            return None
+    return f"{why} ({PROBE_ATTEMPTS} attempts)"
+
+
+def _probe_netns() -> str:
     name = f"nlprobe{secrets.token_hex(3)}"
     try:
         res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
@@ -63,7 +118,7 @@ def netns_unusable() -> str | None:
     subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
     if res.returncode != 0:
         return f"network namespaces unusable: {res.stderr.strip()}"
-    return None
+    return ""
 
 
 _PACKAGES = {
@@ -79,10 +134,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("netns") or "lab" in getattr(item, "fixturenames", ()):
         why = netns_unusable()
         if why:
-            pytest.skip(why)
+            missing_capability(why)
     for marker, (path, what) in _PACKAGES.items():
         if item.get_closest_marker(marker) and not os.path.exists(path):
-            pytest.skip(f"needs {what} ({path})")
+            missing_capability(f"needs {what} ({path})")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -113,7 +168,7 @@ def keep_artifacts(item: pytest.Item) -> bool:
 def lab(request: pytest.FixtureRequest) -> Lab:
     why = netns_unusable()
     if why:
-        pytest.skip(why)
+        missing_capability(why)
     item = request.node
     new = Lab(tag=item.name, artifacts=artifacts_dir(item))
 
@@ -158,9 +213,9 @@ class SessionLab:
 def session_lab(request: pytest.FixtureRequest) -> SessionLab:
     why = netns_unusable()
     if why:
-        pytest.skip(why)
+        missing_capability(why)
     if not os.path.exists(_PACKAGES["rabbitmq"][0]):
-        pytest.skip("needs Debian's rabbitmq-server")
+        missing_capability(f"needs Debian's rabbitmq-server ({_PACKAGES['rabbitmq'][0]})")
     lab = Lab(tag="session", artifacts=Path(str(request.config.rootpath)) / ARTIFACTS_DIR / "session-setup")
     request.addfinalizer(lab.teardown)
     try:

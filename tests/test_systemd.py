@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from netns import Lab, wait_until
+from netns.plugin import missing_capability
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -73,9 +74,9 @@ def installed_units(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`make install-units` staged under a DESTDIR, with ExecStart pointing into this venv."""
     prefix = Path(PY).parent.parent
     if not all((prefix / "bin" / u).exists() for u in UNITS):
-        pytest.skip(f"{prefix}/bin has no vrrpd/tcplb console scripts (pip install -e . first)")
+        missing_capability(f"{prefix}/bin has no vrrpd/tcplb console scripts (pip install -e . first)")
     if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+        missing_capability("make is not installed")
     dest = tmp_path_factory.mktemp("destdir")
     r = subprocess.run(
         ["make", "-s", "-C", str(ROOT), "install-units", f"DESTDIR={dest}", f"PREFIX={prefix}"],
@@ -90,7 +91,7 @@ def installed_units(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_units_verify_clean(installed_units: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is not installed")
+        missing_capability("systemd-analyze is not installed (Debian's systemd)")
     unitdir = installed_units / "etc/systemd/system"
     paths = [str(unitdir / f"{u}.service") for u in UNITS]
     r = subprocess.run([tool, "verify", *paths], capture_output=True, text=True, timeout=60)
@@ -144,7 +145,7 @@ def test_units_content(installed_units: Path) -> None:
 def test_uninstall_units(tmp_path: Path) -> None:
     prefix = Path(PY).parent.parent
     if not all((prefix / "bin" / u).exists() for u in UNITS) or shutil.which("make") is None:
-        pytest.skip("needs make and the console scripts")
+        missing_capability("needs make and the console scripts")
     args = ["make", "-s", "-C", str(ROOT), f"DESTDIR={tmp_path}", f"PREFIX={prefix}"]
     subprocess.run([*args, "install-units"], check=True, capture_output=True, timeout=60)
     cfg = tmp_path / "etc/tcplb/lb.toml"
@@ -201,7 +202,7 @@ class NotifySocket:
         try:
             return wait_until(find, timeout, what=f"notify {line}")
         except Exception:
-            raise AssertionError(f"no {line!r} in {self.msgs[self.cursor:]!r}") from None
+            raise AssertionError(f"no {line!r} in {self.msgs[self.cursor :]!r}") from None
 
     def lines(self, start: int = 0) -> list[str]:
         self.drain()

@@ -6,8 +6,9 @@ reads it afterwards: the page refreshes itself. A backend stopped turns its row 
 on the real Drain button turns the row DRAIN and no new connection reaches that server. Screenshots are kept
 in ``$TEST_ARTIFACTS`` (else ``tests/artifacts/``).
 
-Skips only when Chromium is not installed and ``TCPLB_TEST_INSTALL_BROWSER=1`` is not set (with it the test
-installs ``chromium chromium-driver`` with apt-get first); ``make test`` installs both (Makefile APT_PKGS).
+When Chromium is not installed and ``TCPLB_TEST_INSTALL_BROWSER=1`` is not set (with it the test installs
+``chromium chromium-driver`` with apt-get first): a skip, but a failure under ``make test`` or CI (the
+plugin's missing-capability policy); ``make test`` installs both (Makefile APT_PKGS).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from tcplb_helpers import Backend, free_port
 
 from netns import wait_until
+from netns.plugin import missing_capability
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[2]
@@ -52,10 +54,6 @@ CHROME_ARGS = [
 ]
 
 
-
-
-
-
 def through_lb(port: int) -> str:
     """One connection through the LB that sends data; returns the name of the backend that served it."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -78,7 +76,7 @@ def _ensure_browser() -> None:
     if _browser_installed():
         return
     if os.environ.get("TCPLB_TEST_INSTALL_BROWSER") != "1":
-        pytest.skip(
+        missing_capability(
             f"{CHROMIUM} or {CHROMEDRIVER} missing: `make deps` (or apt-get install chromium "
             "chromium-driver) installs them; TCPLB_TEST_INSTALL_BROWSER=1 lets this test install them"
         )
@@ -132,8 +130,12 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     opts.binary_location = CHROMIUM
     for a in [*CHROME_ARGS, f"--user-data-dir={home / 'profile'}"]:
         opts.add_argument(a)
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-           "XDG_CACHE_HOME": str(home / "cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
     service = Service(
         CHROMEDRIVER,
         log_output=str(tmp_path / "chromedriver.log"),

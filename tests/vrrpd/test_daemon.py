@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_loop(request: pytest.FixtureRequest) -> Callable[[Callable[[], Awaitable[T]]], T]:
     factory: Any = None
     if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
+        import uvloop  # a dependency: missing is an error, not a skip
+
         factory = uvloop.new_event_loop
 
     def runner(fn: Callable[[], Awaitable[T]]) -> T:

@@ -8,13 +8,12 @@ import struct
 from ipaddress import IPv4Interface
 
 import pytest
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from vrrpd_lab import PY, ROOT, topology
 
 from netns import Lab, wait_until
 from vrrpd import netlink as nl
-
-ifaddrmsg = pytest.importorskip("pyroute2.netlink.rtnl.ifaddrmsg").ifaddrmsg
-ifinfmsg = pytest.importorskip("pyroute2.netlink.rtnl.ifinfmsg").ifinfmsg
 
 
 def test_encode_addr_decodes_with_pyroute2() -> None:

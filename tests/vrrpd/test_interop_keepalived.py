@@ -8,7 +8,6 @@ keepalived's state is read from where the VIP is; vrrpd's from its status socket
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -19,7 +18,6 @@ from netns import Host, Lab, keepalived, wait_until
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.keepalived,
-    pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed"),
 ]
 
 SLACK = 1.5

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from netns.plugin import missing_capability
 from vrrpd import fsm, metrics, wire
 from vrrpd.control import query, query_text, serve_control
 
@@ -241,7 +242,7 @@ def test_listen_socket_ipv6_loopback() -> None:
     try:
         s = metrics.listen_socket("::1", 0)
     except OSError as e:
-        pytest.skip(f"no IPv6 loopback: {e}")
+        missing_capability(f"no IPv6 loopback (IPv6 disabled in the kernel): {e}", kernel_limit=True)
     try:
         assert s.family.name == "AF_INET6" and s.getsockname()[0] == "::1"
     finally:

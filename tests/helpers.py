@@ -1,0 +1,92 @@
+"""Helpers shared by test modules across tests/ (not a test module itself).
+
+``tests/`` is on ``sys.path`` (pytest's rootdir conftest), so any test module can ``from helpers import ...``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+NOBODY = 65534
+SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------------------- unprivileged runs
+# A checkout may live where only root can read it (a clone under /root or in `mktemp -d`, mode 0700, and its
+# venv with it). A test that runs project code as an unprivileged user therefore runs a world-readable COPY
+# of the packages it needs, with an interpreter that user can execute, never the checkout itself.
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(f"package {name!r} is not importable here")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def public_packages(dest: Path, packages: Iterable[str]) -> Path:
+    """Copy the importable ``packages`` (the project's or installed ones) into ``dest``, readable by all.
+
+    Returns ``dest``, ready to be the unprivileged process's ``PYTHONPATH``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in packages:
+        shutil.copytree(
+            _package_dir(name), dest / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+        )
+    for d in [dest, *(p for p in dest.rglob("*") if p.is_dir())]:
+        d.chmod(0o755)
+    for f in (p for p in dest.rglob("*") if p.is_file()):
+        f.chmod(0o755 if os.access(f, os.X_OK) else 0o644)
+    # every directory above dest must be traversable too
+    for parent in dest.parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            raise AssertionError(f"{parent} is not traversable by others: choose a public place for {dest}")
+    return dest
+
+
+def unprivileged_python() -> str:
+    """An interpreter of this Python version that the unprivileged user (``SETPRIV``) can execute.
+
+    This venv's own ``python`` when the checkout is public, else the base interpreter (the venv's link
+    target, or ``pythonX.Y`` on PATH). AssertionError naming the candidates when none works."""
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    base = getattr(sys, "_base_executable", "") or ""
+    candidates = [
+        sys.executable,
+        os.path.realpath(sys.executable),
+        base,
+        os.path.realpath(base) if base else "",
+        shutil.which(f"python{want}") or "",
+        f"/usr/bin/python{want}",
+        f"/usr/local/bin/python{want}",
+    ]
+    tried: list[str] = []
+    for py in dict.fromkeys(c for c in candidates if c):
+        tried.append(py)
+        try:
+            res = subprocess.run(
+                [*SETPRIV, py, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd="/",
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if res.returncode == 0 and res.stdout.strip() == want:
+            return py
+    raise AssertionError(f"no Python {want} that uid {NOBODY} can execute among {tried}")
