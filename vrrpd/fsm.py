@@ -41,9 +41,12 @@ import enum
 import logging
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from vrrpd import wire
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "Action",
@@ -340,7 +343,19 @@ class VirtualRouter:
     # -- public API ------------------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Action]:
+        return self.handle_batch((event,), now)
+
+    def handle_batch(self, events: Iterable[Event], now: float) -> list[Action]:
+        """Process ``events`` in order, then fire what is overdue once (a receive batch: a frozen Backup
+        must see every queued advert before its overdue Master_Down_Timer may decide)."""
         self._out = []
+        for event in events:
+            self._dispatch(event, now)
+        self._fire_due(now)
+        out, self._out = self._out, []
+        return out
+
+    def _dispatch(self, event: Event, now: float) -> None:
         if isinstance(event, Startup):
             self._on_startup(now)
         elif isinstance(event, AdvertReceived):
@@ -363,9 +378,6 @@ class VirtualRouter:
             self._on_maintenance(event.on, now)
         else:  # pragma: no cover - exhaustive over Event
             raise TypeError(f"not an event: {event!r}")
-        self._fire_due(now)
-        out, self._out = self._out, []
-        return out
 
     def next_deadline(self) -> float | None:
         pending = [d for d in self.deadlines().values() if d is not None]
