@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import ipaddress
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .config import CheckConfig
 
@@ -40,24 +42,58 @@ class CheckResult:
         return f"{self.status} ({self.detail})" if self.detail else self.status
 
 
-def _family(host: str) -> socket.AddressFamily:
+def _literal(host: str) -> socket.AddressFamily | None:
+    """The family of an IP address literal, None for a host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+async def _addresses(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, source: str | None
+) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    """Where to connect: the literal itself, or every address of a host name in the resolver's order
+    (IPv6-only names included: the traffic path's ``create_connection`` does the same)."""
+    fam = _literal(host)
+    if fam is not None:
+        return [(fam, (host, port))]
+    want = _literal(source) if source else None  # a source address fixes the family
+    infos = await loop.getaddrinfo(host, port, family=want or socket.AF_UNSPEC, type=socket.SOCK_STREAM)
+    out: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
+    for family, _type, _proto, _canon, addr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, addr) not in out:
+            out.append((socket.AddressFamily(family), addr))
+    if not out:
+        raise OSError(errno.EADDRNOTAVAIL, f"{host}: no IPv4 or IPv6 address")
+    return out
 
 
 async def _connect(
     loop: asyncio.AbstractEventLoop, host: str, port: int, timeout: float, source: str | None = None
 ) -> socket.socket:
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        if source:
-            sock.bind((source, 0))
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A connected non-blocking socket; every address of ``host`` in turn, all within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        addrs = await _addresses(loop, host, port, source)
+        last: OSError | None = None
+        for family, addr in addrs:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                if source:
+                    sock.bind((source, 0))
+                await loop.sock_connect(sock, addr)
+            except OSError as e:
+                sock.close()
+                last = e
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        assert last is not None
+        raise last
 
 
 async def _recv_at_least(
@@ -82,6 +118,8 @@ async def _recv_at_least(
 def _l4_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "L4TOUT", "connect timeout"
+    if isinstance(exc, socket.gaierror):
+        return "SOCKERR", f"cannot resolve: {exc.strerror or exc}"
     if isinstance(exc, OSError):
         if exc.errno in (
             errno.ECONNREFUSED,
@@ -100,8 +138,11 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
     """Run one check of type ``check.type`` against ``host:port``."""
     loop = asyncio.get_running_loop()
     t0 = time.monotonic()
+    # without timeout_check HAProxy bounds the *whole* check (connect + answer) by inter: not inter each
+    budget = check.budget
     try:
-        sock = await _connect(loop, host, port, check.connect_timeout, source)
+        ct = check.connect_timeout if budget is None else min(check.connect_timeout, budget)
+        sock = await _connect(loop, host, port, ct, source)
     except (OSError, TimeoutError) as e:
         st, detail = _l4_error(e)
         return CheckResult(False, st, detail, time.monotonic() - t0)
@@ -109,7 +150,10 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
         if check.type == "tcp":
             # connect only: RabbitMQ does not log connections that never send a byte
             return CheckResult(True, "L4OK", "", time.monotonic() - t0)
-        async with asyncio.timeout(check.timeout):
+        rt = check.timeout
+        if budget is not None:
+            rt = max(0.0, min(rt, budget - (time.monotonic() - t0)))
+        async with asyncio.timeout(rt):
             if check.type == "amqp":
                 return await _amqp(loop, sock, t0)
             return await _http(loop, sock, check, host, port, t0)
@@ -170,9 +214,9 @@ class Checker:
     """Runs the checks of one server forever (until :meth:`stop`).
 
     ``interval()`` gives the delay before the next check (inter / fastinter / downinter, as chosen by the
-    health state machine); ``report(result)`` hands each result back. With ``only_while_down`` the loop stops
-    by itself once ``is_down()`` turns false: that is how servers without active checks recover from a
-    passive failure.
+    health state machine); ``report(result)`` hands each result back. The next check's time is a deadline
+    (loop time) that :meth:`rearm` can bring forward: after a passive failure the check is due
+    ``fastinter`` from now, not at the end of the old ``inter`` (HAProxy's ``health_adjust``).
     """
 
     def __init__(
@@ -197,9 +241,12 @@ class Checker:
         self.first_delay = first_delay
         self.task: asyncio.Task[None] | None = None
         self.last: CheckResult | None = None
+        self.due: float | None = None  # loop time of the next check (None while one runs)
+        self._wake: asyncio.Event | None = None
 
     def start(self) -> None:
         if self.task is None:
+            self._wake = asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self) -> None:
@@ -207,16 +254,40 @@ class Checker:
             self.task.cancel()
             self.task = None
 
+    def rearm(self, delay: float) -> None:
+        """Run the next check at most ``delay`` seconds from now (a check in progress is left alone)."""
+        if self.task is None or self.due is None or self._wake is None:
+            return
+        at = asyncio.get_running_loop().time() + delay
+        if at < self.due:
+            self.due = at
+            self._wake.set()
+
     def _jitter(self, d: float) -> float:
         if self.spread:
             r = self.spread / 100.0
             return d * (1 + random.uniform(-r, r))
         return d
 
+    async def _sleep_until_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        while self.due is not None and (left := self.due - loop.time()) > 0:
+            wake.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = self.first_delay if self.first_delay is not None else random.uniform(0, self.interval())
         while True:
-            await asyncio.sleep(delay)
+            self.due = loop.time() + delay
+            await self._sleep_until_due()
+            self.due = None
             res = await probe(self.check, self.host, self.port, self.source)
             self.last = res
             try:

@@ -241,8 +241,8 @@ class CheckConfig:
     """Active health check of one server (resolved: every fallback already applied).
 
     ``connect_timeout`` bounds the connect, ``timeout`` the probe after the connect. HAProxy's rule: without
-    ``timeout check`` both are ``inter``; with it, connect = min(timeout connect, inter) and
-    read = timeout check.
+    ``timeout check`` the whole check (connect + answer, ``budget``) is bounded by ``inter``; with it,
+    connect = min(timeout connect, inter) and read = timeout check.
     """
 
     enabled: bool = True
@@ -254,6 +254,9 @@ class CheckConfig:
     fall: int = 3
     connect_timeout: float = 2.0
     timeout: float = 2.0
+    # the whole check (connect + answer) at most this long: inter when timeout_check is unset (HAProxy),
+    # None when timeout_check bounds the answer on its own
+    budget: float | None = 2.0
     port: int | None = None  # None: the server's port
     addr: str | None = None  # None: the server's host
     http: HttpCheck = field(default_factory=HttpCheck)
@@ -1036,11 +1039,13 @@ def _resolve_check(
     if not layer.get("enabled", True):
         return CheckConfig(enabled=False)  # settings of a disabled check are meaningless: normalized away
     inter = layer.get("inter", 2.0)
+    budget: float | None
     if timeout_check:
         connect_t = min(timeout_connect, inter) if timeout_connect else inter
         read_t = timeout_check
+        budget = None
     else:
-        connect_t = read_t = inter
+        connect_t = read_t = budget = inter
     http = (
         HttpCheck()
         if layer.get("type", "tcp") != "http"
@@ -1063,6 +1068,7 @@ def _resolve_check(
         fall=layer.get("fall", 3),
         connect_timeout=connect_t,
         timeout=read_t,
+        budget=budget,
         port=layer.get("port"),
         addr=layer.get("addr"),
         http=http,

@@ -21,13 +21,20 @@ with ``passive_failure(CheckStatus.HANA, now, info)``. After ``error_limit`` con
 
 * ``mark-down`` (default): DOWN at once, and ``rise`` successful active checks are needed to come back. A
   dead RabbitMQ node therefore stops receiving clients on the first refused connect instead of after
-  ``fall * inter`` (2-3 s in HAProxy), while a flapping node cannot come back on luck.
+  ``fall * inter`` (2-3 s in HAProxy), while a flapping node cannot come back on luck. A connect that
+  *timed out* (``timeout=True``) is not proof of a dead node: under a reconnect storm the survivors' SYN
+  backlogs overflow and their connects time out too, and marking them down would cascade into "no server
+  available". So under ``mark-down`` a timeout only re-arms the active check at ``fastinter`` (the check
+  decides: a live node answers it, a black-holed one fails ``fall`` checks at ``fastinter``), and it does not
+  count towards ``error_limit``. A refused or reset connect is unambiguous and still marks DOWN at once.
 * ``sudden-death``: one more failed active check marks it DOWN.
 * ``fail-check``: counts as one failed active check.
 * ``fastinter``: only checks at ``fastinter`` until the next check result.
 * ``ignore``: nothing.
 
-Every action but ``ignore`` also switches the next interval to ``fastinter``. ``passive_success`` (a live
+Every action but ``ignore`` also switches the next interval to ``fastinter``, *at once*: ``hurry`` turns
+true and the I/O side re-arms a pending check to ``fastinter`` from now (HAProxy's ``health_adjust``), rather
+than sleeping out the rest of ``inter``. ``passive_success`` (a live
 connect that worked) resets the consecutive error count. Passive health makes sense only with active
 checks: without them nothing would bring a server back, so the I/O side should not report passive failures
 for servers whose checks are disabled.
@@ -173,9 +180,17 @@ class Health:
 
     # -------------------------------------------------------------------------------- passive health
 
-    def passive_failure(self, status: CheckStatus | str, now: float, info: str = "") -> Transition | None:
-        """A live connection to the server failed (refused, reset, timed out): apply ``on_error``."""
+    def passive_failure(
+        self, status: CheckStatus | str, now: float, info: str = "", *, timeout: bool = False
+    ) -> Transition | None:
+        """A live connection to the server failed (refused, reset, or ``timeout``): apply ``on_error``.
+
+        After any action but ``ignore`` ``hurry`` is true: re-arm the next check at ``fastinter`` now.
+        Under ``mark-down`` a timeout only does that (see the module's docstring)."""
         if self.on_error == "ignore":
+            return None
+        if timeout and self.on_error == "mark-down":
+            self.hurry = True
             return None
         self.errors += 1
         if self.errors < self.error_limit:

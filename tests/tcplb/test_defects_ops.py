@@ -1,0 +1,225 @@
+"""Regression tests for the operations defects of issue 10 (health checks, passive health, daemon
+lifecycle, the stats/admin listener's security, ``tcplb ctl``). Each failed before its fix.
+
+Loop-bound tests run on uvloop and on stock asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tcplb_helpers import run, wait_for
+
+from tcplb import checks
+from tcplb import config as cfgmod
+from tcplb.checks import Checker, CheckResult
+from tcplb.config import CheckConfig
+from tcplb.health import CheckStatus, Health
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+# --------------------------------------------------------------------- defect 6: passive health defaults
+
+
+def test_default_refused_connect_marks_down_at_once() -> None:
+    """A refused live connect is unambiguous: with the defaults the server is DOWN on the first one (what
+    gives 0 failed client connects when a node dies)."""
+    cfg = cfgmod.loads(
+        '[listen.a]\nbind = ["127.0.0.1:5672"]\nserver = [{ name = "r1", address = "127.0.0.1:5673" }]\n'
+    )
+    ck = cfg.listeners[0].servers[0].check
+    h = Health(ck.rise, ck.fall, "fully-up", ck.on_error, ck.error_limit)
+    tr = h.passive_failure(CheckStatus.HANA, 1.0, "L4CON: Connection refused")
+    assert tr is not None and not tr.up and tr.passive and not h.up
+    assert h.hurry
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 200), checks_ok=st.lists(st.booleans(), max_size=20))
+def test_default_connect_timeouts_never_mark_down_a_server_whose_checks_pass(
+    n: int, checks_ok: list[bool]
+) -> None:
+    """A reconnect storm: any number of live connects time out on a node whose active checks pass. With the
+    defaults it stays UP (no cascade into "no server available"); each timeout hurries the next check."""
+    cfg = cfgmod.loads(
+        '[listen.a]\nbind = ["127.0.0.1:5672"]\nserver = [{ name = "r1", address = "127.0.0.1:5673" }]\n'
+    )
+    ck = cfg.listeners[0].servers[0].check
+    h = Health(ck.rise, ck.fall, "fully-up", ck.on_error, ck.error_limit)
+    t = 0.0
+    for _ in range(n):
+        t += 0.01
+        assert h.passive_failure(CheckStatus.HANA, t, "L4TOUT: connect timeout", timeout=True) is None
+        assert h.up and h.hurry
+        assert h.interval(ck.inter, 0.25, ck.downinter) == 0.25
+    for _ in checks_ok:
+        h.observe(True, CheckStatus.L4OK, t)
+        assert h.up
+    # and a refused connect afterwards still marks it down at once
+    assert h.passive_failure(CheckStatus.HANA, t + 1, "L4CON: Connection refused") is not None
+    assert not h.up
+
+
+def test_timeouts_do_not_count_towards_error_limit() -> None:
+    h = Health(2, 3, "fully-up", "mark-down", 2)
+    assert h.passive_failure(CheckStatus.HANA, 1.0, "", timeout=True) is None
+    assert h.passive_failure(CheckStatus.HANA, 2.0, "") is None  # first real error of two
+    assert h.up
+    assert h.passive_failure(CheckStatus.HANA, 3.0, "") is not None
+    assert not h.up
+
+
+def test_explicit_on_error_applies_to_timeouts_too() -> None:
+    """Only the default (mark-down) treats a timeout as a hint; an explicit fail-check counts it."""
+    h = Health(2, 1, "fully-up", "fail-check", 1)
+    tr = h.passive_failure(CheckStatus.HANA, 1.0, "", timeout=True)
+    assert tr is not None and not h.up
+
+
+# -------------------------------------------------- defect 5: re-arm the check at fastinter, at once
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_checker_rearm_after_passive_failure_runs_the_next_check_at_fastinter(loop: str) -> None:
+    """inter 30 s, fastinter 0.2 s: after the first check, a passive failure re-arms the pending check, which
+    then runs within fastinter instead of 30 s later (HAProxy's health_adjust)."""
+
+    async def main() -> None:
+        srv = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        h = Health(2, 3, "fully-up", "fail-check", 1)
+        ck = CheckConfig(inter=30.0, fastinter=0.2, connect_timeout=1.0, timeout=1.0)
+        results: list[tuple[float, CheckResult]] = []
+        loop_ = asyncio.get_running_loop()
+
+        def report(res: CheckResult) -> None:
+            results.append((loop_.time(), res))
+            h.observe(res.ok, res.status, loop_.time())
+
+        c = Checker(
+            ck,
+            "127.0.0.1",
+            port,
+            interval=lambda: h.interval(ck.inter, ck.fastinter, ck.downinter),
+            report=report,
+            first_delay=0.0,
+        )
+        c.start()
+        try:
+            await wait_for(lambda: results, 5, "first check")
+            await wait_for(lambda: c.due is not None, 5, "next check scheduled")
+            assert c.due is not None and c.due - loop_.time() > 20  # inter
+            t_fail = loop_.time()
+            h.passive_failure(CheckStatus.HANA, t_fail, "L4CON", timeout=False)
+            assert h.hurry
+            c.rearm(h.interval(ck.inter, ck.fastinter, ck.downinter))
+            await wait_for(lambda: len(results) >= 2, 5, "re-armed check")
+            assert results[1][0] - t_fail < 2.0
+        finally:
+            c.stop()
+            srv.close()
+
+    run(loop, main)
+
+
+def test_rearm_never_postpones() -> None:
+    async def main() -> None:
+        c = Checker(CheckConfig(), "127.0.0.1", 9, interval=lambda: 60.0, report=lambda r: None)
+        c.first_delay = 0.5
+        c.start()
+        try:
+            await wait_for(lambda: c.due is not None, 2)
+            due = c.due
+            c.rearm(10.0)  # later than the pending check: nothing changes
+            assert c.due == due
+        finally:
+            c.stop()
+
+    run("asyncio", main)
+
+
+# ------------------------------------------------- from 7: a check takes at most inter (no timeout_check)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_check_without_timeout_check_is_bounded_by_inter(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inter 1 s, no timeout_check: a slow connect (0.7 s) followed by a server that never answers must end
+    after about 1 s in all (HAProxy), not 0.7 s + a full inter."""
+    cfg = cfgmod.loads(
+        '[listen.a]\nbind = ["127.0.0.1:5672"]\n'
+        'server = [{ name = "r1", address = "127.0.0.1:5673", check = { type = "amqp", inter = "1s" } }]\n'
+    )
+    ck = cfg.listeners[0].servers[0].check
+    real_connect = checks._connect
+
+    async def slow_connect(*a: Any, **kw: Any) -> socket.socket:
+        await asyncio.sleep(0.7)
+        return await real_connect(*a, **kw)
+
+    monkeypatch.setattr(checks, "_connect", slow_connect)
+
+    async def main() -> float:
+        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        t0 = time.monotonic()
+        res = await checks.probe(ck, "127.0.0.1", port)
+        dt = time.monotonic() - t0
+        silent.close()
+        assert not res.ok and res.status == "L7TOUT", res
+        return dt
+
+    dt = run(loop, main)
+    assert dt < 1.45, f"check took {dt:.2f}s with inter 1s"
+
+
+# ------------------------------------------------------ from 7: a host name with only an IPv6 address
+
+
+def test_check_host_name_with_only_an_ipv6_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traffic path connects to an IPv6-only name (create_connection tries every family); the check
+    did not (an AF_INET socket). The resolver is faked through socket.getaddrinfo, which stock asyncio
+    calls (uvloop resolves in C, so this case runs on asyncio only)."""
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+        if host == "v6only.example":
+            if family not in (0, socket.AF_INET6):
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real("::1", port, socket.AF_INET6, type, proto, flags)
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+    async def main() -> None:
+        srv = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        res = await checks.probe(
+            CheckConfig(type="tcp", connect_timeout=2, timeout=2), "v6only.example", port
+        )
+        srv.close()
+        assert res.ok and res.status == "L4OK", res
+
+    run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_check_ipv6_literal_and_unresolvable_name(loop: str) -> None:
+    async def main() -> None:
+        srv = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        ok = await checks.probe(CheckConfig(type="tcp", connect_timeout=2, timeout=2), "::1", port)
+        assert ok.ok
+        bad = await checks.probe(
+            CheckConfig(type="tcp", connect_timeout=2, timeout=2), "no-such-host.invalid", port
+        )
+        assert not bad.ok and bad.status == "SOCKERR"
+        srv.close()
+
+    run(loop, main)
