@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import StatsConfig
 from .health import describe
-from .server import LoadBalancer
+from .lb import LoadBalancer
 
 log = logging.getLogger("tcplb.stats")
 

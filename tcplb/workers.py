@@ -43,8 +43,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .backend import ServerState
     from .config import Config
-    from .server import Frontend, LoadBalancer, ServerState
+    from .frontend import Frontend
+    from .lb import LoadBalancer
 
 log = logging.getLogger("tcplb")
 
@@ -176,7 +178,7 @@ class Share:
 
 
 def _counters(obj: Frontend | ServerState) -> dict[str, int]:
-    from .server import ServerState
+    from .backend import ServerState
 
     if isinstance(obj, ServerState):
         return {
@@ -466,7 +468,7 @@ class WorkerProcess:
         self.hard_stop_after: float | None = None
 
     async def serve(self, cfg: Config, rows: dict[str, int]) -> int:
-        from .server import LoadBalancer
+        from .lb import LoadBalancer
 
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()

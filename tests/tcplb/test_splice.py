@@ -211,7 +211,7 @@ def test_admin_kill_and_early_data(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_churn_leaks_no_descriptor(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """2,000 short spliced connections (each: 2 sockets + 2 kernel pipes): descriptors back to baseline."""
-    import tcplb.server
+    import tcplb.frontend
     from tcplb.splice import start_splice
 
     moved = [0]
@@ -221,7 +221,7 @@ def test_churn_leaks_no_descriptor(loop: str, monkeypatch: pytest.MonkeyPatch) -
         moved[0] += ok
         return ok
 
-    monkeypatch.setattr(tcplb.server, "start_splice", counting)
+    monkeypatch.setattr(tcplb.frontend, "start_splice", counting)
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         data = await r.read(100)

@@ -1,0 +1,189 @@
+"""Servers at run time: :class:`ServerState` (counters, queue, health) and its session-rate sampler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from . import config as cfgmod
+from .checks import Checker, CheckResult
+from .config import Server
+from .health import Health
+
+if TYPE_CHECKING:
+    from .frontend import Frontend
+
+
+class RateCounter:
+    """Sessions per second from a running total (``stot``), sampled by a 1 s timer while the stats server
+    runs: no per-connection work. ``read`` is HAProxy's freq_ctr estimate (this second's count plus the
+    previous second's, pro rata)."""
+
+    __slots__ = ("at", "base", "last", "max", "prev")
+
+    def __init__(self) -> None:
+        self.at = -1.0  # loop time of the last sample (-1: never sampled)
+        self.base = 0  # the total at that sample
+        self.prev = 0  # sessions during the second before it
+        self.max = 0  # highest per-second count seen
+        self.last: float | None = None  # loop time at which the total last moved (1 s resolution)
+
+    def tick(self, total: int, now: float) -> None:
+        if self.at >= 0:
+            n = total - self.base
+            dt = now - self.at
+            self.prev = n if dt <= 1.5 else int(n / dt + 0.5)
+            if self.prev > self.max:
+                self.max = self.prev
+            if n:
+                self.last = now
+        self.at, self.base = now, total
+
+    def read(self, total: int, now: float) -> tuple[int, int, float | None]:
+        """(rate, rate_max, seconds since the last session or None)."""
+        if self.at < 0:
+            return 0, self.max, None
+        cur = total - self.base
+        el = now - self.at
+        rate = int(cur + self.prev * (1.0 - el) + 0.5) if el < 1.0 else int(cur / el + 0.5)
+        if cur > self.max:
+            self.max = cur
+        since = 0.0 if cur else (now - self.last if self.last is not None else None)
+        return rate, self.max, since
+
+
+class ServerState:
+    """Runtime state of one server of a frontend; a ``balance.Candidate``."""
+
+    def __init__(self, cfg: Server, fe: Frontend) -> None:
+        self.fe = fe
+        self.cfg = cfg
+        self.name = cfg.name
+        self.cfg_weight = cfg.weight
+        self.admin_weight = cfg.weight  # runtime weight (admin API), reset by a reload that changes it
+        self.maint = cfg.disabled  # administrative maintenance (no checks, no traffic)
+        self.drain = False  # administrative drain (no new connections, checks go on)
+        self.cur = 0  # connections connecting or established
+        self.queue: deque[asyncio.Future[bool]] = deque()
+        ck = cfg.check
+        self.health = Health(ck.rise, ck.fall, cfg.init_state, ck.on_error, ck.error_limit)
+        self.checker: Checker | None = None
+        self.removed = False
+        # counters (HAProxy stats names)
+        self.stot = 0  # sessions total
+        self.smax = 0
+        self.qmax = 0
+        self.lbtot = 0  # times selected
+        self.bin = 0
+        self.bout = 0
+        self.econ = 0  # connect errors
+        self.eresp = 0
+        self.wretr = 0  # retries
+        self.wredis = 0  # redispatches away from this server
+        self.chkfail = 0
+        self.chkdown = 0
+        self.lastchg = time.monotonic()
+        self.down_since: float | None = None if self.health.up else time.monotonic()
+        self.downtime = 0.0
+        self.last_check: CheckResult | None = None
+        self.health_off = False  # admin: active checks disabled at run time (HAProxy's `disable health`)
+        self.rate = RateCounter()  # session rate and lastsess, sampled by the stats timer
+        # global.workers > 1 (tcplb/workers.py): this server's row in the shared table; our connection count
+        # goes to sh[sh_cur] at every change and the other processes' counts are at sh[sh_peer_cur]
+        self.sh_row = -1
+        self.sh: memoryview | None = None
+        self.sh_cur = 0
+        self.sh_peer_cur: tuple[int, ...] = ()
+        self.sh_pfail = 0  # connect failures seen by this relay worker (the main process owns health)
+
+    # balance.Candidate
+    @property
+    def backup(self) -> bool:
+        return self.cfg.backup
+
+    @property
+    def weight(self) -> int:
+        return 0 if self.drain else self.admin_weight
+
+    @property
+    def active_conns(self) -> int:
+        sh = self.sh
+        if sh is None:
+            return self.cur + len(self.queue)
+        return self.cur + len(self.queue) + sum(sh[i] for i in self.sh_peer_cur)
+
+    @property
+    def usable(self) -> bool:
+        return self.health.up and not self.maint and not self.removed
+
+    @property
+    def full(self) -> bool:
+        m = self.cfg.maxconn  # divided among the processes with global.workers
+        return m is not None and self.cur >= cfgmod.per_process(m, self.fe.lb.nprocs)
+
+    @property
+    def queue_full(self) -> bool:
+        m = self.cfg.maxqueue
+        return m is not None and len(self.queue) >= cfgmod.per_process(m, self.fe.lb.nprocs)
+
+    @property
+    def checks_enabled(self) -> bool:
+        """Active checks configured and not disabled at run time (``disable health``)."""
+        return self.cfg.check.enabled and not self.health_off
+
+    def status(self) -> str:
+        """HAProxy's stats status: UP, DOWN, MAINT, DRAIN, "no check", "UP 1/3", "DOWN 1/2", "DRAIN 2/3"."""
+        if self.maint:
+            return "MAINT"
+        h = self.health
+        checked = self.checks_enabled
+        if not h.up:
+            return h.status_text() if checked else "DOWN"
+        if self.drain or self.admin_weight == 0:
+            return f"DRAIN {h.fall - h.failures}/{h.fall}" if checked and h.failures else "DRAIN"
+        return h.status_text() if checked else "no check"
+
+    def take(self) -> None:
+        self.cur += 1
+        self.stot += 1
+        self.lbtot += 1
+        if self.cur > self.smax:
+            self.smax = self.cur
+        if self.sh is not None:
+            self.sh[self.sh_cur] = self.cur
+
+    def release(self) -> None:
+        """A connection slot is free again: hand it to the first waiter of the queue."""
+        self.cur -= 1
+        if self.sh is not None:
+            self.sh[self.sh_cur] = self.cur
+        q = self.queue
+        while q and not self.full:
+            fut = q.popleft()
+            if fut.done():
+                continue
+            self.take()
+            fut.set_result(True)
+
+    def flush_queue(self) -> int:
+        """Wake every waiter with False (server gone): they choose again. Returns how many."""
+        n = 0
+        while self.queue:
+            fut = self.queue.popleft()
+            if not fut.done():
+                fut.set_result(False)
+                n += 1
+        return n
+
+    def enqueue(self, fut: asyncio.Future[bool]) -> None:
+        self.queue.append(fut)
+        if len(self.queue) > self.qmax:
+            self.qmax = len(self.queue)
+
+
+def _limited(servers: Iterable[ServerState]) -> bool:
+    """Whether any server has a connection or queue limit (else no server can ever be full)."""
+    return any(s.cfg.maxconn is not None or s.cfg.maxqueue is not None for s in servers)
