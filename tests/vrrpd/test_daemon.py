@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netns.plugin import missing_capability
 from vrrpd import wire
 from vrrpd.__main__ import _fast_parse
 from vrrpd.config import parse
@@ -89,25 +90,36 @@ def test_script_security(tmp_path: Path) -> None:
     s.write_text("#!/bin/sh\nexit 0\n")
     s.chmod(0o755)
     root_run = RunAs(0, 0, "root")
-    if os.getuid() == 0:
-        assert insecure(str(s), root_run) is None
-        s.chmod(0o757)
-        assert "world-writable" in (insecure(str(s), root_run) or "")
-        s.chmod(0o775)
-        os.chown(s, 0, 65534)
-        assert "writable by group" in (insecure(str(s), root_run) or "")
-        s.chmod(0o755)
-        os.chown(s, 65534, 0)
-        assert "owned by uid 65534" in (insecure(str(s), root_run) or "")
-        # ... unless that user is the one the script runs as
-        assert insecure(str(s), RunAs(65534, 65534, "nobody")) is None
-        os.chown(s, 0, 0)
-        d.chmod(0o777)  # a writable directory above the script is as bad
-        assert "world-writable" in (insecure(str(s), root_run) or "")
-        d.chmod(0o1777)  # ... but a sticky one (like /tmp) is not
-        assert insecure(str(s), root_run) is None
     assert "cannot stat" in (insecure(str(d / "missing"), root_run) or "")
     assert "not a regular file" in (insecure(str(d), root_run) or "")
+
+
+def test_script_security_ownership(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        missing_capability("needs root (chown to other users)")
+    d = tmp_path / "bin"
+    d.mkdir()
+    d.chmod(0o755)
+    s = d / "check"
+    s.write_text("#!/bin/sh\nexit 0\n")
+    s.chmod(0o755)
+    root_run = RunAs(0, 0, "root")
+    assert insecure(str(s), root_run) is None
+    s.chmod(0o757)
+    assert "world-writable" in (insecure(str(s), root_run) or "")
+    s.chmod(0o775)
+    os.chown(s, 0, 65534)
+    assert "writable by group" in (insecure(str(s), root_run) or "")
+    s.chmod(0o755)
+    os.chown(s, 65534, 0)
+    assert "owned by uid 65534" in (insecure(str(s), root_run) or "")
+    # ... unless that user is the one the script runs as
+    assert insecure(str(s), RunAs(65534, 65534, "nobody")) is None
+    os.chown(s, 0, 0)
+    d.chmod(0o777)  # a writable directory above the script is as bad
+    assert "world-writable" in (insecure(str(s), root_run) or "")
+    d.chmod(0o1777)  # ... but a sticky one (like /tmp) is not
+    assert insecure(str(s), root_run) is None
 
 
 def test_resolve_argv_uses_path() -> None:
@@ -256,12 +268,16 @@ def test_stale_control_socket_is_replaced(run_loop: Any, tmp_path: Path) -> None
     s.bind(path)
     s.close()  # a socket file nobody listens on (crashed daemon)
 
-    async def go() -> None:
-        server = await serve_control(path, lambda: {"ok": 1})
-        server.close()
-        await server.wait_closed()
+    async def go() -> dict[str, Any]:
+        server = await serve_control(path, lambda: {"ok": 1, "from": "new daemon"})
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, query, path)
+        finally:
+            server.close()
+            await server.wait_closed()
 
-    run_loop(go)
+    assert run_loop(go) == {"ok": 1, "from": "new daemon"}  # the new daemon answers on the old path
+    assert os.stat(path).st_mode & 0o077 == 0
 
 
 def test_check_runtime_warnings(tmp_path: Path) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import socket
 import struct
 from ipaddress import IPv4Interface
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from vrrpd_lab import PY, ROOT, topology
@@ -48,11 +51,84 @@ def test_parse_pyroute2_messages() -> None:
     assert not nl.Link(3, "eth1", nl.IFF_UP, b"").up  # administratively up, no carrier
 
 
-def test_garbage_never_crashes_the_parsers() -> None:
-    for blob in (b"", b"\x00" * 3, b"\xff" * 40, struct.pack("=IHHII", 8, 16, 0, 0, 0)):
-        list(nl._messages(blob))
-        nl._parse_addr(blob)
-        nl._parse_link(blob)
+def _msg(kind: int, body: bytes, seq: int = 0) -> bytes:
+    raw = struct.pack("=IHHII", 16 + len(body), kind, 0, seq, 0) + body
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def test_short_or_foreign_bodies_parse_to_none() -> None:
+    good = nl.encode_addr(7, IPv4Interface("192.0.2.100/24"), "eth0:vip")
+    for n in range(8):  # shorter than ifaddrmsg / ifinfomsg
+        assert nl._parse_addr(good[:n]) is None
+    for n in range(16):
+        assert nl._parse_link(b"\x00" * n) is None
+    inet6 = bytes([socket.AF_INET6]) + good[1:]
+    assert nl._parse_addr(inet6) is None  # not IPv4: not ours
+    header_only = good[:8]
+    assert nl._parse_addr(header_only) is None  # no IFA_LOCAL/IFA_ADDRESS
+    # an attribute running past the end is dropped, not read out of bounds: the address is then missing
+    cut = header_only + struct.pack("=HH", 8 + 100, nl.IFA_LOCAL) + bytes([192, 0, 2, 1])
+    assert nl._parse_addr(cut) is None
+    wrong_size = header_only + struct.pack("=HH", 4 + 3, nl.IFA_LOCAL) + bytes([192, 0, 2]) + b"\0"
+    assert nl._parse_addr(wrong_size) is None
+    link = nl._parse_link(struct.pack("=BxHiII", 0, 1, 5, nl.IFF_UP, 0) + b"\xff\xff")  # stray bytes
+    assert link == nl.Link(5, "", nl.IFF_UP, b"")
+
+
+@given(
+    addrs=st.lists(
+        st.tuples(
+            st.integers(1, 2**31 - 1),
+            st.ip_addresses(v=4),
+            st.integers(0, 32),
+            st.one_of(st.none(), st.text("abcdefgh0123:.", min_size=1, max_size=15)),
+        ),
+        max_size=5,
+    ),
+    tail=st.binary(max_size=40),
+)
+@settings(max_examples=200, deadline=None)
+def test_messages_yield_each_whole_message_then_stop_at_garbage(
+    addrs: list[tuple[int, Any, int, str | None]], tail: bytes
+) -> None:
+    wanted = [nl.Addr(i, IPv4Interface((ip, plen)), label or "", False) for i, ip, plen, label in addrs]
+    buf = b"".join(
+        _msg(nl.RTM_NEWADDR, nl.encode_addr(a.index, a.address, a.label or None), seq=n)
+        for n, a in enumerate(wanted)
+    )
+    # a tail too short for a header, or one whose length field does not fit: never a message
+    tail = tail[:15] if len(tail) < 16 else struct.pack("=I", 16 + len(tail)) + tail[4:]
+    got = list(nl._messages(buf + tail))
+    assert [(k, seq) for k, _f, seq, _b in got] == [(nl.RTM_NEWADDR, n) for n in range(len(wanted))]
+    assert [nl._parse_addr(body) for *_h, body in got] == wanted
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_random_bytes_parse_to_none_or_a_value(blob: bytes) -> None:
+    for _kind, _flags, _seq, body in nl._messages(blob):
+        assert len(body) <= len(blob) - 16
+    link = nl._parse_link(blob)
+    assert link is None if len(blob) < 16 else isinstance(link, nl.Link)
+    assert len(link.mac) <= len(blob) if link else True
+    try:
+        addr = nl._parse_addr(blob)
+    except ValueError:
+        # an AF_INET prefix length over 32 (see the xfail below): the only failure allowed here
+        assert len(blob) >= 8 and blob[0] == socket.AF_INET and blob[1] > 32
+        return
+    assert addr is None or addr.address.version == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vrrpd/netlink.py _parse_addr raises NetmaskValueError for an AF_INET prefix length > 32",
+)
+def test_prefix_length_over_32_parses_to_none() -> None:
+    body = (
+        struct.pack("=BBBBi", socket.AF_INET, 200, 0, 0, 3) + struct.pack("=HH", 8, nl.IFA_LOCAL) + bytes(4)
+    )
+    assert nl._parse_addr(body) is None
 
 
 @pytest.mark.netns
