@@ -177,3 +177,36 @@ def test_readme_headline_figures_are_the_generated_ones() -> None:
             if number in ("0", "1", "2"):
                 continue
             assert re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", targets), f"README: {number} ({cell})"
+
+
+def test_a_new_run_refreshes_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `python -m bench tcplb` does: it writes its run file after every part, then `render` writes the
+    page; the page then names the new run and is what the generator writes from the files alone."""
+    import json
+    import shutil
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for f in RESULTS.glob("run-*.json"):
+        shutil.copy(f, results / f.name)
+    page = tmp_path / "docs" / "performance.md"
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "PAGE", page)
+    old = json.loads((RESULTS / "run-20261122-040646.json").read_text())
+    run: dict[str, Any] = {
+        "command": "python -m bench tcplb",
+        "environment": {**old["environment"], "date": "2026-11-23 00:00:00 UTC"},
+        "parts": {"tcplb": old["parts"]["tcplb"]},
+    }
+    for f in run["parts"]["tcplb"]["figures"]:
+        if f["id"] == "churn":
+            f["samples"]["tcplb"] = [x * 1.2 for x in f["samples"]["haproxy"]]  # 1.20x
+    common.write_json(results / "run-20261123-000000.json", common.sanitize(run))
+    report.render(run, results, charts=False)
+    common.write_json(results / "run-20261123-000000.json", common.sanitize(run))
+    text = page.read_text()
+    targets = text.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    churn = next(r for r in targets.splitlines() if r.startswith("| Connection churn"))
+    assert "| 1.20x | met |" in churn and "run-20261123-000000.json" in churn
+    assert text == report.performance_page(results)
+    assert not (results / "latest.md").exists()
