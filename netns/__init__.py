@@ -1,6 +1,7 @@
 """netns: network-namespace labs for testing vrrpd and tcplb on real kernel networking.
 
-``from netns import Lab, Host, Switch, Proc, wait_until, WaitTimeout`` (see README.md, "The namespace lab").
+``from netns import Lab, Host, Switch, Proc, wait_until, WaitTimeout, WaitAborted, dead`` (see README.md,
+"The namespace lab").
 """
 
 from netns.lab import (
@@ -12,7 +13,9 @@ from netns.lab import (
     Node,
     Proc,
     Switch,
+    WaitAborted,
     WaitTimeout,
+    dead,
     wait_until,
 )
 
@@ -25,6 +28,8 @@ __all__ = [
     "Node",
     "Proc",
     "Switch",
+    "WaitAborted",
     "WaitTimeout",
+    "dead",
     "wait_until",
 ]

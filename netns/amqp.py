@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from netns.lab import Host, LabError, Proc, WaitTimeout, wait_until
+from netns.lab import Host, LabError, Proc, WaitTimeout, dead, wait_until
 
 QUORUM = "quorum"
 CLASSIC = "classic"
@@ -546,12 +546,13 @@ class AmqpLoad:
         base_c, base_d = self.confirmed(), self.consumed()
 
         def flowing() -> bool:
-            for p in [*self.publishers, *self.consumers]:
-                if not p.alive():
-                    raise LabError(f"{p.name} died:\n{p.output()[-2000:]}")
             return self.confirmed() >= base_c + confirmed and self.consumed() >= base_d + confirmed
 
-        wait_until(flowing, timeout, interval=0.1, what=f"{confirmed} messages confirmed and consumed")
+        # a dead publisher or consumer fails the wait at once (not a timeout 30 s later)
+        wait_until(
+            flowing, timeout, interval=0.1, what=f"{confirmed} messages confirmed and consumed",
+            fail_if=lambda: dead(*self.publishers, *self.consumers),
+        )  # fmt: skip
 
     def stop(self, timeout: float = 60.0, drained: Callable[[], bool] | None = None) -> Ledger:
         """Stop the publishers, let the consumers drain, and account for every id.
@@ -573,6 +574,7 @@ class AmqpLoad:
                 wait_until(
                     lambda: not confirmed - self._consumed_ids(), timeout, interval=0.25,
                     what=f"every confirmed message of {self.queue} consumed",
+                    fail_if=lambda: dead(*self.consumers),
                 )  # fmt: skip
         if drained is not None:
             wait_until(drained, timeout, interval=0.5, what=f"queue {self.queue} drained")

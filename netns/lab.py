@@ -80,17 +80,42 @@ class CommandError(subprocess.CalledProcessError):
         return f"{super().__str__()}{': ' + err if err else ''}"
 
 
-def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "") -> T:
+class WaitAborted(AssertionError):
+    """:func:`wait_until` gave up early: its ``fail_if`` check said the condition can no longer come true
+    (a process it depends on died). ``reason`` is what ``fail_if`` returned."""
+
+    def __init__(self, what: str, reason: object) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"gave up waiting for {what or 'condition'}: {reason}")
+
+
+def wait_until(
+    pred: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "",
+    *,
+    fail_if: Callable[[], object] | None = None,
+) -> T:
     """Poll ``pred`` until it returns something truthy and return that; bounded by ``timeout`` seconds.
 
     An exception raised by ``pred`` counts as "not yet" and becomes the last value reported by the
     :class:`WaitTimeout` (which is chained to it), so ``wait_until(lambda: socket.create_connection(a), 5)``
     works as expected.
+
+    ``fail_if`` is the liveness check: called before every poll, a truthy result (say, "publisher died:
+    <its output>") raises :class:`WaitAborted` at once instead of a timeout much later, e.g.
+    ``fail_if=lambda: None if proc.alive() else proc.output()``. Its own exceptions propagate.
     """
     deadline = time.monotonic() + timeout
     last: object = None
     last_exc: BaseException | None = None
     while True:
+        if fail_if is not None:
+            reason = fail_if()
+            if reason:
+                raise WaitAborted(what or getattr(pred, "__name__", ""), reason) from last_exc
         try:
             value = pred()
         except Exception as exc:
@@ -102,6 +127,14 @@ def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.05, wh
         if time.monotonic() >= deadline:
             raise WaitTimeout(what or getattr(pred, "__name__", ""), last, timeout) from last_exc
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def dead(*procs: Proc | None) -> str | None:
+    """A ``fail_if`` for :func:`wait_until`: the first of ``procs`` that has exited, with its output."""
+    for p in procs:
+        if p is not None and not p.alive():
+            return f"{p.name} exited with {p.returncode}:\n{_tail(p.output())}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -741,25 +774,19 @@ class Lab:
         if on_start is not None:
             on_start(log_path)
         if ready is not None:
-
-            def check() -> object:
-                if not proc.alive():
-                    raise _Exited()
-                return ready()
-
             try:
-                wait_until(check, ready_timeout, what=f"{pname} on {node.name} ready")
-            except _Exited:
+                wait_until(
+                    ready,
+                    ready_timeout,
+                    what=f"{pname} on {node.name} ready",
+                    fail_if=lambda: not proc.alive(),
+                )
+            except WaitAborted:
                 raise LabError(
                     f"{pname} on {node.name} exited with {proc.returncode} before it was ready:\n"
                     + _tail(proc.output())
                 ) from None
             except WaitTimeout as exc:
-                if isinstance(exc.last, _Exited):
-                    raise LabError(
-                        f"{pname} on {node.name} exited with {proc.returncode} before it was ready:\n"
-                        + _tail(proc.output())
-                    ) from None
                 proc.terminate(2.0)
                 raise LabError(f"{exc}\n{pname} log:\n{_tail(proc.output())}") from exc
         return proc
@@ -851,10 +878,6 @@ class Lab:
     def iter_nodes(self) -> Iterator[Node]:
         yield from self.switches.values()
         yield from self.hosts.values()
-
-
-class _Exited(Exception):
-    pass
 
 
 def _tail(text: str, n: int = 30) -> str:

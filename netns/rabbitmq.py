@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netns.lab import Host, Lab, LabError, Proc, Switch, wait_until
+from netns.lab import Host, Lab, LabError, Proc, Switch, dead, wait_until
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 AMQP_PORT = 5672
@@ -134,12 +134,16 @@ class RabbitNode:
             raise LabError(f"{self.nodename} was never started")
 
         def ready() -> bool:
-            if not server.alive():
-                raise LabError(f"{self.nodename} exited ({server.returncode}):\n{server.output()[-3000:]}")
             return self.accepts_amqp()
 
-        try:
-            wait_until(ready, timeout, interval=0.2, what=f"{self.nodename} accepting AMQP")
+        try:  # a node that exited fails the wait at once
+            wait_until(
+                ready,
+                timeout,
+                interval=0.2,
+                what=f"{self.nodename} accepting AMQP",
+                fail_if=lambda: dead(server),
+            )
         except LabError:
             raise
         except Exception as exc:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from netns import keepalived
 from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
-from netns.lab import Host, Lab, LabError, Proc, Switch, wait_until
+from netns.lab import Host, Lab, LabError, Proc, Switch, dead, wait_until
 from netns.rabbitmq import AMQP_PORT, RabbitCluster
 from vrrpd import control
 
@@ -413,8 +413,16 @@ class LBNode:
 # ------------------------------------------------------------------------------------------ monitor
 
 
+UNKNOWN: tuple[str, ...] = ("<unknown>",)
+"""The holders recorded while the VIP could not be read (an error of the monitor, never a guess)."""
+
+
 class VipMonitor:
-    """Records who holds the VIP (every ``interval`` s) as transitions ``(time, holders)``."""
+    """Records who holds the VIP (every ``interval`` s) as transitions ``(time, holders)``.
+
+    A failed read is never papered over with the last known holders: it is recorded as a transition to
+    :data:`UNKNOWN` and kept in :attr:`errors`; :meth:`check` (called by :meth:`Stack.finish`) raises them.
+    """
 
     def __init__(self, lbs: list[LBNode], interval: float = 0.02) -> None:
         self.lbs = lbs
@@ -422,7 +430,7 @@ class VipMonitor:
         self.transitions: list[tuple[float, tuple[str, ...]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vip-monitor", daemon=True)
-        self.errors = 0
+        self.errors: list[tuple[float, str]] = []
 
     def start(self) -> VipMonitor:
         self._thread.start()
@@ -435,18 +443,29 @@ class VipMonitor:
     def holders(self) -> tuple[str, ...]:
         return self.transitions[-1][1] if self.transitions else ()
 
+    def read(self) -> tuple[str, ...]:
+        """Who holds the VIP now; :data:`UNKNOWN` (and an entry in :attr:`errors`) if it cannot be read."""
+        try:
+            return tuple(lb.name for lb in self.lbs if lb.has_vip())
+        except Exception as exc:
+            self.errors.append((time.time(), f"{type(exc).__name__}: {exc}"))
+            return UNKNOWN
+
+    def sample(self) -> None:
+        now = self.read()
+        if not self.transitions or self.transitions[-1][1] != now:
+            self.transitions.append((time.time(), now))
+
     def _run(self) -> None:
-        last: tuple[str, ...] | None = None
         while not self._stop.is_set():
-            try:
-                now = tuple(lb.name for lb in self.lbs if lb.has_vip())
-            except Exception:
-                self.errors += 1
-                now = last or ()
-            if now != last:
-                self.transitions.append((time.time(), now))
-                last = now
+            self.sample()
             self._stop.wait(self.interval)
+
+    def check(self) -> None:
+        """LabError when some reads failed: the timeline has holes and its figures cannot be trusted."""
+        if self.errors:
+            shown = "; ".join(f"{t:.3f}: {e}" for t, e in self.errors[:5])
+            raise LabError(f"the VIP monitor could not read the VIP {len(self.errors)} times: {shown}")
 
     def first_holding_after(self, t: float, name: str) -> float | None:
         """When ``name`` first held the VIP at or after ``t`` (``t`` itself if it already did)."""
@@ -580,11 +599,18 @@ class Stack:
     def wait_master(self, name: str, timeout: float = 15.0, *, alone: bool = True) -> float:
         """Wait until ``name`` holds the VIP (alone, unless a crashed host still has it configured) and the
         client reaches RabbitMQ through it."""
+        lb = self.lbs[name]
+
+        def down() -> str | None:  # the expected master's daemons died: it cannot get there
+            return dead(lb.vrrp, lb.balancer)
+
         if alone:
-            wait_until(lambda: self.vip_holders() == [name], timeout, what=f"VIP on {name} alone")
+            wait_until(
+                lambda: self.vip_holders() == [name], timeout, what=f"VIP on {name} alone", fail_if=down
+            )
         else:
-            wait_until(lambda: name in self.vip_holders(), timeout, what=f"VIP on {name}")
-        wait_until(self.client_reaches_vip, timeout, what="AMQP through the VIP")
+            wait_until(lambda: name in self.vip_holders(), timeout, what=f"VIP on {name}", fail_if=down)
+        wait_until(self.client_reaches_vip, timeout, what="AMQP through the VIP", fail_if=down)
         return time.time()
 
     def client_reaches_vip(self) -> bool:
@@ -666,6 +692,8 @@ class Stack:
         """
         end = time.time()
         ledger = load.stop(timeout=60)
+        if self.monitor is not None:
+            self.monitor.check()
         marks = [("fault", fault_at), *phases, ("end", end)]
         outages: dict[str, float] = {}
         consume_outages: dict[str, float] = {}
@@ -678,8 +706,11 @@ class Stack:
                 (
                     ts
                     for ts, h in self.monitor.transitions
-                    if (ts >= fault_at and h and h[-1] != "lb1")
-                    or (ts >= fault_at and "lb2" in h and "lb1" not in h)
+                    if h != UNKNOWN
+                    and (
+                        (ts >= fault_at and h and h[-1] != "lb1")
+                        or (ts >= fault_at and "lb2" in h and "lb1" not in h)
+                    )
                 ),
                 None,
             )

@@ -185,3 +185,17 @@ async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str =
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what or pred}")
         await asyncio.sleep(0.01)
+
+
+async def wait_stalled(count: Callable[[], int], step: float = 0.3, timeout: float = 30.0) -> int:
+    """Sample ``count()`` every ``step`` s until two samples agree (the sender stopped moving); return it.
+
+    AssertionError if it never stalls within ``timeout``."""
+    last = -1
+    for _ in range(max(2, int(timeout / step))):
+        now = count()
+        if now == last:
+            return now
+        last = now
+        await asyncio.sleep(step)
+    raise AssertionError(f"never stalled in {timeout:g} s: {count()}")

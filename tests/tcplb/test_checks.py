@@ -7,28 +7,20 @@ import base64
 import contextlib
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tcplb_helpers import free_port, run, wait_for
 
 from tcplb import checks, config
 from tcplb.config import CheckConfig, HttpCheck
-from tcplb.daemon import new_loop
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 CONNECTION_START = (
     struct.pack("!BHI", 1, 0, 4 + 10) + struct.pack("!HH", 10, 10) + b"\x00\x09" + b"\0" * 8 + b"\xce"
 )
-
-
-def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(fn(), timeout)
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
-        return r.run(main())
 
 
 class Fake:
@@ -78,19 +70,13 @@ def ck(**kw: Any) -> CheckConfig:
     return CheckConfig(**base)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("loop", LOOPS)
 def test_tcp_check_is_silent(loop: str) -> None:
     async def main() -> None:
         f = await Fake().start()
         res = await checks.probe(ck(type="tcp"), "127.0.0.1", f.port)
         assert res.ok and res.status == "L4OK"
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: f.seen, 10, "the fake server saw the check's connection end")
         assert f.seen == [b""]  # connected, sent nothing, closed
         res = await checks.probe(ck(type="tcp"), "127.0.0.1", free_port())
         assert not res.ok and res.status == "L4CON" and "refused" in res.detail.lower()
@@ -203,24 +189,19 @@ server = [{{ name = "s1", address = "127.0.0.1:{port}" }}]
         lb.start()
         st = lb.frontends["t"].server("s1")
         assert st is not None
-        await asyncio.sleep(0.4)
-        assert st.usable
+        # servers start usable (HAProxy's "going down" state): the first passed check is the real event
+        await wait_for(lambda: st.last_check is not None, 10, "the first check of s1")
+        assert st.last_check is not None and st.last_check.ok and st.usable
+        assert not any("is DOWN" in e for e in events)
         f.close()
         await f.server.wait_closed()  # type: ignore[union-attr]
-        loop_ = asyncio.get_running_loop()
-        t0 = loop_.time()
-        while st.usable and loop_.time() - t0 < 3:
-            await asyncio.sleep(0.02)
-        assert not st.usable
+        await wait_for(lambda: not st.usable, 10, "s1 DOWN after its port closed")
         down = [e for e in events if "is DOWN" in e]
         assert down and "Layer4 connection problem" in down[0] and "check duration" in down[0], down
         assert any("has no server available" in e for e in events)
         f2 = Fake()
         f2.server = await asyncio.start_server(f2._h, "127.0.0.1", port, reuse_address=True)
-        t0 = loop_.time()
-        while not st.usable and loop_.time() - t0 < 3:
-            await asyncio.sleep(0.02)
-        assert st.usable
+        await wait_for(lambda: st.usable, 10, "s1 UP again")
         assert any("is UP" in e and "Layer4 check passed" in e for e in events)
         snap = lb.snapshot()
         s = snap["listeners"][0]["servers"][0]

@@ -11,22 +11,13 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tcplb_helpers import run, wait_for, wait_stalled
 
 from tcplb import relay
-from tcplb.daemon import new_loop
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(fn(), timeout)
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
-        return r.run(main())
 
 
 class MiniLB:
@@ -69,15 +60,6 @@ async def backend(
 ) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
     srv = await asyncio.start_server(handler, "127.0.0.1", 0)
     return srv, srv.sockets[0].getsockname()[:2]
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 def rst(writer: asyncio.StreamWriter) -> None:
@@ -127,8 +109,7 @@ def test_half_close_client_first(loop: str) -> None:
     """Client sends a request and shuts down its write side; the answer still arrives."""
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        req = await r.read(-1)  # until the client's FIN
-        await asyncio.sleep(0.1)
+        req = await r.read(-1)  # until the client's FIN: the answer goes out after it
         w.write(b"answer:" + req)
         await w.drain()
         w.close()
@@ -158,6 +139,7 @@ def test_half_close_server_first(loop: str) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(b"banner")
         w.write_eof()
+        got.append(await r.readexactly(9))  # sent by the client after it saw our EOF
         got.append(await r.read(-1))
         w.close()
 
@@ -167,14 +149,15 @@ def test_half_close_server_first(loop: str) -> None:
         await lb.start()
         r, w = await asyncio.open_connection("127.0.0.1", lb.port)
         assert await r.read(-1) == b"banner"  # EOF forwarded to the client
-        await asyncio.sleep(0.1)
-        assert not lb.closed  # the other direction is still open
         w.write(b"late data")
         await w.drain()
+        await wait_for(lambda: bool(got), 10, "late data at the server")
+        assert got == [b"late data"]  # the other direction stayed open after the server's EOF
+        assert not lb.closed  # and the pair with it
         w.write_eof()
-        await wait_for(lambda: len(lb.closed) == 1)
-        await wait_for(lambda: bool(got))
-        assert got == [b"late data"]
+        await wait_for(lambda: len(lb.closed) == 1, 10, "pair closed after both EOFs")
+        await wait_for(lambda: len(got) == 2, 10, "client EOF at the server")
+        assert got == [b"late data", b""]
         w.close()
         lb.close()
         srv.close()
@@ -242,15 +225,12 @@ def test_slow_reader_backpressure(loop: str) -> None:
         await lb.start()
         r, w = await asyncio.open_connection("127.0.0.1", lb.port, limit=1024)
         r._transport.pause_reading()  # type: ignore[attr-defined]
-        await asyncio.sleep(1.0)
+        stalled = await wait_stalled(lambda: sent[0])  # the server stops moving: backpressure
         p = lb.pipes[0]
         assert p.client.transport is not None
         buffered = p.client.transport.get_write_buffer_size()
         assert buffered <= relay.HIGH_WATER + 512 * 1024
-        stalled = sent[0]
         assert stalled < 64 * 1024 * 1024  # socket buffers + our bounded buffer, not 200 MB
-        await asyncio.sleep(0.3)
-        assert sent[0] - stalled <= 256 * 1024
         # now read everything: flow resumes
         r._transport.resume_reading()  # type: ignore[attr-defined]
         total = 0
