@@ -17,16 +17,16 @@ look like ``listen.rabbitmq.server[1].weight`` (array indexes count from 0).
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
+
+from rmqfd import cfgkit
 
 __all__ = [
     "DEFAULT_BALANCE",
@@ -82,80 +82,23 @@ DEFAULT_PORTS: Final = {"amqp": 5672, "amqps": 5671, "management": 15672}
 # --------------------------------------------------------------------------------------------- errors
 
 
-class ConfigError(Exception):
-    """All problems found in one configuration: ``errors`` is a list of ``(key path, rule)``."""
+class ConfigError(cfgkit.ConfigError):
+    """All problems found in one configuration: ``errors`` is a list of ``(key path, rule)`` (the toolkit's
+    error type, shared with vrrpd; ``lines()`` is what ``tcplb --check`` prints)."""
 
     def __init__(self, errors: list[tuple[str, str]], source: str = "lb.toml") -> None:
-        self.errors = list(errors)
-        self.source = source
-        super().__init__(self.__str__())
-
-    def lines(self) -> list[str]:
-        """One line per error: ``key.path: rule`` (what ``tcplb --check`` prints)."""
-        return [f"{path}: {rule}" if path else rule for path, rule in self.errors]
-
-    def __str__(self) -> str:
-        n = len(self.errors)
-        head = f"{self.source}: {n} error{'s' if n != 1 else ''}"
-        return head + "".join("\n  " + line for line in self.lines())
+        super().__init__(errors, source)
 
 
-class _Bad(Exception):
-    """A single value failed its rule (internal)."""
-
-    def __init__(self, rule: str, path_suffix: str = "") -> None:
-        super().__init__(rule)
-        self.rule = rule
-        self.suffix = path_suffix
-
-
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, path: str, rule: str) -> None:
-        self.items.append((path, rule))
+_Bad = cfgkit.Bad  # a single value failed its rule (internal)
+_Errors = cfgkit.Errors
 
 
 # ------------------------------------------------------------------------------------------ durations
 
-_UNITS: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)\s*$")
-_DURATION_RULE: Final = 'must be a duration such as "5s", "200ms", "3h", "1d" or a number of seconds'
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``"500us"``, ``"200ms"``, ``"5s"``, ``"1m"``, ``"3h"``, ``"1d"`` or a number of seconds.
-
-    Raises ``ValueError`` (with the rule as message) for anything else, negative values included.
-    """
-    if isinstance(value, bool):
-        raise ValueError(_DURATION_RULE)
-    if isinstance(value, int | float):
-        f = float(value)
-        if not math.isfinite(f) or f < 0:
-            raise ValueError(_DURATION_RULE + " (>= 0)")
-        return f
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m is None:
-            if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
-                raise ValueError(
-                    f'"{value.strip()}" has no unit: write "{value.strip()}ms" or "{value.strip()}s", '
-                    "or a bare number of seconds"
-                )
-            raise ValueError(_DURATION_RULE)
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(_DURATION_RULE)
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact unit string for ``seconds`` (``"5s"``, ``"200ms"``, ``"3h"``), for display."""
-    for unit in ("d", "h", "m", "s", "ms", "us"):
-        n = seconds / _UNITS[unit]
-        if n >= 1 and abs(n - round(n)) < 1e-9:
-            return f"{round(n)}{unit}"
-    return f"{seconds:g}s"
+_DURATION_RULE: Final = cfgkit.DURATION_RULE
+parse_duration = cfgkit.parse_duration
+format_duration = cfgkit.format_duration
 
 
 # ---------------------------------------------------------------------------------------- addresses
@@ -776,50 +719,10 @@ def _unwrap_bind_one(x: Any) -> tuple[str, int]:
         raise _Bad(str(e)) from None
 
 
-def _join(path: str, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
-        return f"{path}.{key}" if path else key
-    return f'{path}."{key}"' if path else f'"{key}"'
-
-
-def _unknown(path: str, key: str, known: Sequence[str], errs: _Errors, hint: str = "") -> None:
-    close = difflib.get_close_matches(key.replace("-", "_").replace(" ", "_"), list(known), n=1, cutoff=0.6)
-    rule = "unknown key"
-    if close:
-        rule += f' (did you mean "{close[0]}"?)'
-    elif hint:
-        rule += f" ({hint})"
-    errs.add(_join(path, key), rule)
-
-
-def _table(raw: Any, path: str, errs: _Errors, what: str = "a table") -> dict[str, Any] | None:
-    if not isinstance(raw, dict):
-        errs.add(path, f"must be {what}")
-        return None
-    return raw
-
-
-def _validate(
-    raw: Mapping[str, Any],
-    spec: Mapping[str, Validator],
-    path: str,
-    errs: _Errors,
-    *,
-    skip: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in skip:
-            continue
-        v = spec.get(key)
-        if v is None:
-            _unknown(path, key, [*spec, *skip], errs)
-            continue
-        try:
-            out[key] = v(value)
-        except _Bad as b:
-            errs.add(_join(path, key) + b.suffix, b.rule)
-    return out
+_join = cfgkit.join
+_unknown = cfgkit.unknown
+_table = cfgkit.table
+_validate = cfgkit.validate
 
 
 def _check_layer(raw: Any, path: str, errs: _Errors) -> dict[str, Any] | None:

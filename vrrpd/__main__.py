@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts["check"]:
         from vrrpd.daemon import check_runtime
 
-        for w in check_runtime(cfg):
+        for w in [*cfg.warning_lines(), *check_runtime(cfg)]:
             print(f"{cfg.source}: warning: {w}", file=sys.stderr)
         print(f"{cfg.source}: OK, {len(cfg.instances)} instance(s), {len(cfg.scripts)} script(s)")
         return 0

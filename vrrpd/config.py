@@ -3,7 +3,11 @@
 Every key has keepalived's name (``virtual_router_id``, ``advert_int``, ``nopreempt``, ``track_script`` ...).
 Unknown keys and bad values are errors; :func:`parse` collects *all* of them and raises one
 :class:`ConfigError` whose ``errors`` are ``(key path, rule)`` pairs, e.g.
-``("vrrp_instance[0].priority", "must be an integer 1..255")``.
+``("vrrp_instance[0].priority", "must be an integer 1..255")``. The validation is table-driven on the toolkit
+shared with tcplb (:mod:`rmqfd.cfgkit`): the same error type, unknown keys with suggestions, durations.
+
+Settings keepalived accepts but overrides are applied as keepalived 2.2.7 does and reported in
+``Config.warnings`` (``state = "MASTER"`` clears ``nopreempt`` and ``preempt_delay``, ...).
 
 Nothing here touches the host: whether an interface exists is checked when the daemon starts, so that
 ``vrrpd --check`` can validate a file for another machine.
@@ -20,13 +24,18 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+from rmqfd import cfgkit
+from rmqfd.cfgkit import Bad, Errors, Validator
+
 __all__ = [
     "Config",
     "ConfigError",
     "GlobalConfig",
     "InstanceConfig",
+    "ProcessConfig",
     "ScriptConfig",
     "TrackInterface",
+    "TrackProcess",
     "TrackScript",
     "Vip",
     "default_control_socket",
@@ -41,13 +50,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 LABEL_RE = re.compile(r"^[^/\s]{1,15}$")
 
 
-class ConfigError(Exception):
-    """One or more configuration errors, each a ``(key path, rule)`` pair."""
-
-    def __init__(self, errors: list[tuple[str, str]], source: str = "") -> None:
-        self.errors = errors
-        self.source = source
-        super().__init__("; ".join(f"{k}: {r}" for k, r in errors))
+class ConfigError(cfgkit.ConfigError):
+    """One or more configuration errors, each a ``(key path, rule)`` pair (the toolkit's error type;
+    ``lines()`` prefixes the file name, as ``vrrpd --check`` prints them)."""
 
     def lines(self) -> list[str]:
         """One line per error, ``[source: ]key.path: rule``."""
@@ -71,6 +76,14 @@ class Vip:
 @dataclass(frozen=True, slots=True)
 class TrackScript:
     """A ``track_script`` reference; ``weight`` overrides the script's own weight when set."""
+
+    name: str
+    weight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackProcess:
+    """A ``track_process`` reference; ``weight`` overrides the process's own weight when set."""
 
     name: str
     weight: int | None = None
@@ -102,6 +115,29 @@ class ScriptConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    """A ``[vrrp_track_process.NAME]`` table (keepalived ``vrrp_track_process``; defaults: quorum 1, no
+    quorum_max, weight 0, no delays).
+
+    ``process`` is compared with the kernel's process name (``/proc/PID/comm``, at most 15 characters) or,
+    with ``full_command`` or ``params``, with ``argv[0]`` of ``/proc/PID/cmdline``; ``params`` (None: not
+    compared) with the rest of the argv by ``param_match`` (``exact``, ``partial``: a prefix, ``initial``: a
+    prefix whose last element may be longer)."""
+
+    name: str
+    process: str
+    params: tuple[str, ...] | None = None
+    param_match: str = "exact"
+    full_command: bool = False
+    quorum: int = 1
+    quorum_max: int | None = None
+    weight: int = 0
+    fork_delay: float = 0.0
+    terminate_delay: float = 0.0
+    scan_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceConfig:
     """A ``[[vrrp_instance]]`` table."""
 
@@ -121,6 +157,7 @@ class InstanceConfig:
     unicast_peer: tuple[IPv4Address, ...] | None = None  # None: multicast; () : unicast with no peer (FAULT)
     track_script: tuple[TrackScript, ...] = ()
     track_interface: tuple[TrackInterface, ...] = ()
+    track_process: tuple[TrackProcess, ...] = ()
     garp_master_delay: float = 5.0
     garp_master_repeat: int = 5
     garp_master_refresh: float = 0.0
@@ -161,6 +198,7 @@ class GlobalConfig:
     control_socket: str | None = None
     notify_timeout: float = 10.0
     metrics_listen: str | None = None  # "ADDRESS:PORT" of the Prometheus HTTP listener; None = off
+    vrrp_startup_delay: float = 0.0  # seconds before the instances start (keepalived: bonds still settling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +207,23 @@ class Config:
     instances: tuple[InstanceConfig, ...]
     scripts: tuple[ScriptConfig, ...]
     source: str = "node.toml"
+    processes: tuple[ProcessConfig, ...] = ()
+    warnings: tuple[tuple[str, str], ...] = ()  # (key path, what was overridden), keepalived's way
 
     def script(self, name: str) -> ScriptConfig:
         for s in self.scripts:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def process(self, name: str) -> ProcessConfig:
+        for p in self.processes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def warning_lines(self) -> list[str]:
+        return [f"{k}: {w}" for k, w in self.warnings]
 
     def control_socket(self) -> str:
         return self.global_.control_socket or default_control_socket(self.global_.router_id, None)
@@ -207,252 +256,278 @@ def default_control_socket(router_id: str | None, config_path: str | None) -> st
 
 
 # ----------------------------------------------------------------------------------------------------
-# Validation helpers. Each appends (path, rule) to `errs` and returns a value (or None when invalid).
+# Validators (rmqfd.cfgkit style: value -> parsed value, or raise Bad(rule)). The rules keep vrrpd's wording.
 
-Errors = list[tuple[str, str]]
+_NAME_RULE = "must be 1..64 characters from A-Z a-z 0-9 _ . @ -"
+_UNICAST_RULE = "must be a unicast IPv4 address (not multicast, loopback, 0.0.0.0 or broadcast)"
 _MISSING = object()
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _v_seconds(lo: float, hi: float, *, lo_open: bool = False) -> Validator:
+    """A number of seconds (keepalived's unit) or a duration string such as ``"500ms"``."""
+    rng = f"> {lo:g} and <= {hi:g}" if lo_open else f"{lo:g}..{hi:g}"
+    rule = f'must be a number of seconds {rng} (or a duration such as "500ms")'
 
+    def v(x: Any) -> float:
+        try:
+            d = cfgkit.parse_duration(x)
+        except ValueError:
+            raise Bad(rule) from None
+        if not ((lo < d) if lo_open else (lo <= d)) or d > hi:
+            raise Bad(rule)
+        return d
 
-def _is_num(v: object) -> bool:
-    return (isinstance(v, int | float)) and not isinstance(v, bool)
-
-
-def _int(errs: Errors, path: str, v: object, lo: int, hi: int) -> int | None:
-    if not _is_int(v) or not lo <= v <= hi:  # type: ignore[operator]
-        errs.append((path, f"must be an integer {lo}..{hi}"))
-        return None
-    return v  # type: ignore[return-value]
-
-
-def _num(errs: Errors, path: str, v: object, lo: float, hi: float, *, lo_open: bool = False) -> float | None:
-    ok = _is_num(v) and (lo < v if lo_open else lo <= v) and v <= hi  # type: ignore[operator]
-    if not ok:
-        rng = f"> {lo:g} and <= {hi:g}" if lo_open else f"{lo:g}..{hi:g}"
-        errs.append((path, f"must be a number of seconds {rng}"))
-        return None
-    return float(v)  # type: ignore[arg-type]
-
-
-def _bool(errs: Errors, path: str, v: object) -> bool | None:
-    if not isinstance(v, bool):
-        errs.append((path, "must be true or false"))
-        return None
     return v
 
 
-def _str(
-    errs: Errors, path: str, v: object, pattern: re.Pattern[str] | None = None, rule: str = ""
-) -> str | None:
-    if not isinstance(v, str) or not v:
-        errs.append((path, "must be a non-empty string"))
-        return None
-    if pattern is not None and not pattern.match(v):
-        errs.append((path, rule or f"must match {pattern.pattern}"))
-        return None
+def _v_name(x: Any) -> str:
+    if not isinstance(x, str) or not NAME_RE.match(x):
+        raise Bad(_NAME_RULE)
+    return x
+
+
+def _v_pattern(pattern: re.Pattern[str], rule: str) -> Validator:
+    def v(x: Any) -> str:
+        if not isinstance(x, str) or not x:
+            raise Bad("must be a non-empty string")
+        if not pattern.match(x):
+            raise Bad(rule)
+        return x
+
     return v
 
 
-def _argv(errs: Errors, path: str, v: object) -> tuple[str, ...] | None:
+def _v_argv(x: Any) -> tuple[str, ...]:
     if (
-        not isinstance(v, list)
-        or not v
-        or not all(isinstance(a, str) for a in v)
-        or not v[0]
-        or any("\0" in a for a in v)
+        not isinstance(x, list)
+        or not x
+        or not all(isinstance(a, str) for a in x)
+        or not x[0]
+        or any("\0" in a for a in x)
     ):
-        errs.append((path, "must be a non-empty list of strings (an argv; no shell)"))
-        return None
-    return tuple(v)
+        raise Bad("must be a non-empty list of strings (an argv; no shell)")
+    return tuple(x)
 
 
-def _ipv4(errs: Errors, path: str, v: object) -> IPv4Address | None:
+def _v_ipv4(x: Any) -> IPv4Address:
     try:
-        if not isinstance(v, str):
+        if not isinstance(x, str):
             raise ValueError
-        a = IPv4Address(v)
+        a = IPv4Address(x)
     except ValueError:
-        errs.append((path, 'must be an IPv4 address like "192.0.2.21"'))
-        return None
+        raise Bad('must be an IPv4 address like "192.0.2.21"') from None
     if a.is_multicast or a.is_unspecified or a.is_loopback or a == IPv4Address("255.255.255.255"):
-        errs.append((path, "must be a unicast IPv4 address (not multicast, loopback, 0.0.0.0 or broadcast)"))
-        return None
+        raise Bad(_UNICAST_RULE)
     return a
 
 
-def _unknown(errs: Errors, path: str, table: Mapping[str, object], known: set[str]) -> None:
-    for k in table:
-        if k not in known:
-            p = f"{path}.{k}" if path else k
-            errs.append((p, "unknown key"))
+def _v_control_socket(x: Any) -> str:
+    if not isinstance(x, str) or not x.startswith("/") or len(x.encode()) > 107:
+        raise Bad("must be an absolute path of at most 107 bytes")
+    return x
 
 
-def _table(errs: Errors, path: str, v: object) -> dict[str, Any] | None:
-    if not isinstance(v, dict):
-        errs.append((path, "must be a table"))
+def _v_metrics_listen(x: Any) -> str:
+    try:
+        if not isinstance(x, str):
+            raise ValueError(x)
+        listen_address(x)
+    except ValueError:
+        raise Bad(
+            'must be "ADDRESS:PORT" with an IP address literal and a port 1..65535, like '
+            '"127.0.0.1:9650", "[::1]:9650" or ":9650" (all addresses)'
+        ) from None
+    return x
+
+
+_IFNAME_RULE = "must be an interface name (1..15 characters, no '/', ':' or blanks)"
+_v_int = cfgkit.v_int
+_v_bool = cfgkit.v_bool
+
+
+def _run(errs: Errors, path: str, v: Validator, x: Any) -> Any:
+    """One validator outside a spec table: the value, or None with the error recorded."""
+    try:
+        return v(x)
+    except Bad as b:
+        errs.add(path + b.suffix, b.rule)
         return None
-    return v
 
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------- global
 
-
-_GLOBAL_KEYS = {
-    "router_id",
-    "script_user",
-    "enable_script_security",
-    "control_socket",
-    "notify_timeout",
-    "metrics_listen",
+_GLOBAL_SPEC: dict[str, Validator] = {
+    "router_id": _v_name,
+    "script_user": _v_pattern(
+        re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$"),
+        "must be a user name, optionally user:group",
+    ),
+    "enable_script_security": _v_bool,
+    "control_socket": _v_control_socket,
+    "notify_timeout": _v_seconds(0, 3600, lo_open=True),
+    "metrics_listen": _v_metrics_listen,
+    "vrrp_startup_delay": _v_seconds(0, 3600),
 }
 
 
 def _parse_global(errs: Errors, data: dict[str, Any]) -> GlobalConfig:
-    kw: dict[str, Any] = {}
-    _unknown(errs, "global", data, _GLOBAL_KEYS)
-    if "router_id" in data:
-        kw["router_id"] = _str(
-            errs,
-            "global.router_id",
-            data["router_id"],
-            NAME_RE,
-            "must be 1..64 characters from A-Z a-z 0-9 _ . @ -",
-        )
-    if "script_user" in data:
-        kw["script_user"] = _str(
-            errs,
-            "global.script_user",
-            data["script_user"],
-            re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$"),
-            "must be a user name, optionally user:group",
-        )
-    if "enable_script_security" in data:
-        kw["enable_script_security"] = _bool(
-            errs, "global.enable_script_security", data["enable_script_security"]
-        )
-    if "control_socket" in data:
-        v = data["control_socket"]
-        if not isinstance(v, str) or not v.startswith("/") or len(v.encode()) > 107:
-            errs.append(("global.control_socket", "must be an absolute path of at most 107 bytes"))
-        else:
-            kw["control_socket"] = v
-    if "notify_timeout" in data:
-        kw["notify_timeout"] = _num(
-            errs, "global.notify_timeout", data["notify_timeout"], 0, 3600, lo_open=True
-        )
-    if "metrics_listen" in data:
-        v = data["metrics_listen"]
-        try:
-            if not isinstance(v, str):
-                raise ValueError(v)
-            listen_address(v)
-            kw["metrics_listen"] = v
-        except ValueError:
-            errs.append(
-                (
-                    "global.metrics_listen",
-                    'must be "ADDRESS:PORT" with an IP address literal and a port 1..65535, like '
-                    '"127.0.0.1:9650", "[::1]:9650" or ":9650" (all addresses)',
-                )
-            )
-    return GlobalConfig(**{k: v for k, v in kw.items() if v is not None})
+    return GlobalConfig(**cfgkit.validate(data, _GLOBAL_SPEC, "global", errs))
 
 
-_SCRIPT_KEYS = {"script", "interval", "timeout", "rise", "fall", "weight", "user", "init_fail"}
+# ---------------------------------------------------------------------------------------------- scripts
+
+_SCRIPT_SPEC: dict[str, Validator] = {
+    "script": _v_argv,
+    "interval": _v_seconds(0, 86400, lo_open=True),
+    "timeout": _v_seconds(0, 86400, lo_open=True),
+    "rise": _v_int(1, 1000),
+    "fall": _v_int(1, 1000),
+    "weight": _v_int(-253, 253),
+    "init_fail": _v_bool,
+    "user": cfgkit.v_str(maxlen=255),
+}
 
 
 def _parse_script(errs: Errors, name: str, data: dict[str, Any]) -> ScriptConfig | None:
-    path = f"vrrp_script.{name}"
-    ok = True
+    path = cfgkit.join("vrrp_script", name)
+    n = len(errs)
     if not NAME_RE.match(name):
-        errs.append((path, "script name must be 1..64 characters from A-Z a-z 0-9 _ . @ -"))
-        ok = False
-    _unknown(errs, path, data, _SCRIPT_KEYS)
-    argv = _argv(errs, f"{path}.script", data["script"]) if "script" in data else None
+        errs.add(path, "script name " + _NAME_RULE)
+    kw = cfgkit.validate(data, _SCRIPT_SPEC, path, errs)
     if "script" not in data:
-        errs.append((f"{path}.script", "is required"))
-    kw: dict[str, Any] = {}
-    checks: dict[str, Callable[[object], object]] = {
-        "interval": lambda v: _num(errs, f"{path}.interval", v, 0, 86400, lo_open=True),
-        "timeout": lambda v: _num(errs, f"{path}.timeout", v, 0, 86400, lo_open=True),
-        "rise": lambda v: _int(errs, f"{path}.rise", v, 1, 1000),
-        "fall": lambda v: _int(errs, f"{path}.fall", v, 1, 1000),
-        "weight": lambda v: _int(errs, f"{path}.weight", v, -253, 253),
-        "init_fail": lambda v: _bool(errs, f"{path}.init_fail", v),
-        "user": lambda v: _str(errs, f"{path}.user", v),
-    }
-    for k, fn in checks.items():
-        if k in data:
-            val = fn(data[k])
-            if val is None:
-                ok = False
-            else:
-                kw[k] = val
+        errs.add(f"{path}.script", "is required")
     if "timeout" not in kw and "interval" in kw:
         kw["timeout"] = kw["interval"]  # keepalived: timeout defaults to the interval
-    if argv is None or not ok:
+    if len(errs) != n:
         return None
-    return ScriptConfig(name=name, script=argv, **kw)
+    return ScriptConfig(name=name, **kw)
 
 
-_INSTANCE_KEYS = {
-    "name",
-    "interface",
-    "virtual_router_id",
-    "priority",
-    "advert_int",
-    "state",
-    "nopreempt",
-    "preempt",
-    "preempt_delay",
-    "auth_type",
-    "auth_pass",
-    "virtual_ipaddress",
-    "mcast_src_ip",
-    "unicast_src_ip",
-    "unicast_peer",
-    "track_script",
-    "track_interface",
-    "garp_master_delay",
-    "garp_master_repeat",
-    "garp_master_refresh",
-    "garp_master_refresh_repeat",
-    "garp_lower_prio_repeat",
-    "lower_prio_no_advert",
-    "higher_prio_send_advert",
-    "notify_master",
-    "notify_backup",
-    "notify_fault",
-    "notify_stop",
-    "notify",
+# -------------------------------------------------------------------------------------------- processes
+
+_PARAM_MATCHES = ("exact", "partial", "initial")
+
+
+def _v_process(x: Any) -> tuple[str, tuple[str, ...] | None]:
+    rule = 'must be a process name ("tcplb") or an argv list (["/usr/bin/tcplb", "-c", "/etc/lb.toml"])'
+    if isinstance(x, str):
+        if not x or "\0" in x or "\n" in x:
+            raise Bad(rule)
+        return x, None
+    if isinstance(x, list) and x and all(isinstance(a, str) and "\0" not in a for a in x) and x[0]:
+        return x[0], tuple(x[1:])
+    raise Bad(rule)
+
+
+_PROCESS_SPEC: dict[str, Validator] = {
+    "process": _v_process,
+    "param_match": cfgkit.v_choice(*_PARAM_MATCHES),
+    "full_command": _v_bool,
+    "quorum": _v_int(0, 65535),
+    "quorum_max": _v_int(0, 65535),
+    "weight": _v_int(-254, 254),
+    "delay": _v_seconds(0, 3600),
+    "fork_delay": _v_seconds(0, 3600),
+    "terminate_delay": _v_seconds(0, 3600),
+    "scan_interval": _v_seconds(0.01, 3600),
 }
+
+
+def _parse_process(errs: Errors, name: str, data: dict[str, Any]) -> ProcessConfig | None:
+    path = cfgkit.join("vrrp_track_process", name)
+    n = len(errs)
+    if not NAME_RE.match(name):
+        errs.add(path, "process name " + _NAME_RULE)
+    kw = cfgkit.validate(data, _PROCESS_SPEC, path, errs)
+    if "process" not in data:
+        errs.add(f"{path}.process", "is required")
+    if len(errs) != n:
+        return None
+    proc, params = kw.pop("process")
+    if "param_match" in kw and params is None:
+        params = ()  # keepalived: param_match without parameters means "no parameters at all"
+    full = kw.get("full_command", False) or params is not None
+    kw["full_command"] = full
+    if not full and len(proc.encode()) > 15:
+        errs.add(
+            f"{path}.process",
+            f'"{proc}" is longer than the kernel\'s process name (15 bytes, /proc/PID/comm): set '
+            "full_command = true to match argv[0] instead",
+        )
+        return None
+    if "delay" in kw:
+        d = kw.pop("delay")
+        kw.setdefault("fork_delay", d)
+        kw.setdefault("terminate_delay", d)
+    qmax = kw.get("quorum_max")
+    if qmax is not None:
+        if "quorum" not in kw:
+            kw["quorum"] = 0 if qmax == 0 else 1
+        if qmax < kw["quorum"]:
+            errs.add(f"{path}.quorum_max", f"must be >= quorum ({kw['quorum']})")
+            return None
+    elif kw.get("quorum") == 0:
+        errs.add(f"{path}.quorum", "must be an integer 1..65535 (0 only with quorum_max = 0)")
+        return None
+    return ProcessConfig(name=name, process=proc, params=params, **kw)
+
+
+# -------------------------------------------------------------------------------------------- instances
+
+_INSTANCE_SPEC: dict[str, Validator] = {
+    "name": _v_name,
+    "interface": _v_pattern(IFNAME_RE, _IFNAME_RULE),
+    "virtual_router_id": _v_int(1, 255),
+    "priority": _v_int(1, 255),
+    "advert_int": _v_int(1, 255),
+    "state": cfgkit.v_choice("MASTER", "BACKUP", rule='must be "MASTER" or "BACKUP"'),
+    "nopreempt": _v_bool,
+    "preempt": _v_bool,
+    "preempt_delay": _v_seconds(0, 1000),
+    "mcast_src_ip": _v_ipv4,
+    "unicast_src_ip": _v_ipv4,
+    "garp_master_delay": _v_seconds(0, 1000),
+    "garp_master_refresh": _v_seconds(0, 86400),
+    "garp_master_repeat": _v_int(1, 255),
+    "garp_master_refresh_repeat": _v_int(1, 255),
+    "garp_lower_prio_repeat": _v_int(0, 255),
+    "lower_prio_no_advert": _v_bool,
+    "higher_prio_send_advert": _v_bool,
+    "notify_master": _v_argv,
+    "notify_backup": _v_argv,
+    "notify_fault": _v_argv,
+    "notify_stop": _v_argv,
+    "notify": _v_argv,
+}
+# keys with their own parsers below
+_INSTANCE_SPECIAL = frozenset(
+    {
+        "auth_type",
+        "auth_pass",
+        "virtual_ipaddress",
+        "unicast_peer",
+        "track_script",
+        "track_interface",
+        "track_process",
+    }
+)
 
 
 def _parse_vip(errs: Errors, path: str, v: object) -> Vip | None:
     dev = label = None
     if isinstance(v, dict):
-        _unknown(errs, path, v, {"address", "dev", "label"})
-        if "dev" in v:
-            dev = _str(
-                errs, f"{path}.dev", v["dev"], IFNAME_RE, "must be an interface name (1..15 characters)"
-            )
-            if dev is None:
-                return None
-        if "label" in v:
-            label = _str(
-                errs,
-                f"{path}.label",
-                v["label"],
-                LABEL_RE,
-                'must be a label of 1..15 characters, like "eth0:vip"',
-            )
-            if label is None:
-                return None
+        spec: dict[str, Validator] = {
+            "address": lambda x: x,
+            "dev": _v_pattern(IFNAME_RE, "must be an interface name (1..15 characters)"),
+            "label": _v_pattern(LABEL_RE, 'must be a label of 1..15 characters, like "eth0:vip"'),
+        }
+        n = len(errs)
+        kw = cfgkit.validate(v, spec, path, errs)
+        if len(errs) != n and (("dev" in v and "dev" not in kw) or ("label" in v and "label" not in kw)):
+            return None
+        dev, label = kw.get("dev"), kw.get("label")
         if "address" not in v:
-            errs.append((f"{path}.address", "is required"))
+            errs.add(f"{path}.address", "is required")
             return None
         addr = v["address"]
         path = f"{path}.address"
@@ -460,311 +535,288 @@ def _parse_vip(errs: Errors, path: str, v: object) -> Vip | None:
         addr = v
     rule = 'must be an IPv4 address with an optional prefix length, like "192.0.2.100/24"'
     if not isinstance(addr, str):
-        errs.append((path, rule))
+        errs.add(path, rule)
         return None
     try:
         iface = IPv4Interface(addr)
     except ValueError:
-        errs.append((path, rule))
+        errs.add(path, rule)
         return None
     ip = iface.ip
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip == IPv4Address("255.255.255.255"):
-        errs.append((path, "must be a unicast IPv4 address (not multicast, loopback, 0.0.0.0 or broadcast)"))
+        errs.add(path, _UNICAST_RULE)
         return None
     if iface.network.prefixlen < 31 and ip in (
         iface.network.network_address,
         iface.network.broadcast_address,
     ):
-        errs.append((path, f"{ip} is the network or broadcast address of {iface.network}"))
+        errs.add(path, f"{ip} is the network or broadcast address of {iface.network}")
         return None
     if label is not None:
         d = dev or ""
         if d and not (label == d or label.startswith(d + ":")):
-            errs.append(
-                (
-                    f"{path.rsplit('.', 1)[0]}.label",
-                    f'must be "{d}" or start with "{d}:" (the kernel\'s rule for labels)',
-                )
+            errs.add(
+                f"{path.rsplit('.', 1)[0]}.label",
+                f'must be "{d}" or start with "{d}:" (the kernel\'s rule for labels)',
             )
             return None
     return Vip(address=iface, dev=dev, label=label)
 
 
-def _parse_instance(errs: Errors, idx: int, data: dict[str, Any], scripts: set[str]) -> InstanceConfig | None:
+def _parse_vips(errs: Errors, path: str, vl: object, ifname: object) -> tuple[Vip, ...] | None:
+    p = f"{path}.virtual_ipaddress"
+    if not isinstance(vl, list):
+        errs.add(p, "must be a list of addresses or {address, dev, label} tables")
+        return None
+    if len(vl) > 255:
+        errs.add(p, "at most 255 addresses (the advert's count is 8 bits)")
+        return None
+    n = len(errs)
+    vips: list[Vip] = []
+    seen: set[IPv4Address] = set()
+    for i, e in enumerate(vl):
+        vp = _parse_vip(errs, f"{p}[{i}]", e)
+        if vp is None:
+            continue
+        if vp.ip in seen:
+            errs.add(f"{p}[{i}]", f"duplicate address {vp.ip}")
+        seen.add(vp.ip)
+        vips.append(vp)
+    for i, vp in enumerate(vips):
+        label_ok = vp.label is None or vp.dev is not None or not isinstance(ifname, str)
+        if not label_ok and vp.label != ifname and not str(vp.label).startswith(f"{ifname}:"):
+            rule = f'must be "{ifname}" or start with "{ifname}:" (the kernel\'s rule for labels)'
+            errs.add(f"{p}[{i}].label", rule)
+    return tuple(vips) if len(errs) == n else None
+
+
+def _parse_peers(errs: Errors, path: str, pl: object) -> tuple[IPv4Address, ...] | None:
+    p = f"{path}.unicast_peer"
+    if not isinstance(pl, list):
+        errs.add(p, "must be a list of IPv4 addresses")
+        return None
+    n = len(errs)
+    peers: list[IPv4Address] = []
+    for i, e in enumerate(pl):
+        a = _run(errs, f"{p}[{i}]", _v_ipv4, e)
+        if a is None:
+            continue
+        if a in peers:
+            errs.add(f"{p}[{i}]", f"duplicate peer {a}")
+        else:
+            peers.append(a)
+    return tuple(peers) if len(errs) == n else None
+
+
+def _parse_refs(
+    errs: Errors, path: str, key: str, tl: object, known: set[str], what: str, weight_range: tuple[int, int]
+) -> list[tuple[str, int | None]] | None:
+    """``track_script`` / ``track_process``: names, or ``{name, weight}`` tables, of known definitions."""
+    p0 = f"{path}.{key}"
+    if not isinstance(tl, list):
+        errs.add(p0, f"must be a list of {what} names or {{name, weight}} tables")
+        return None
+    n = len(errs)
+    refs: list[tuple[str, int | None]] = []
+    for i, e in enumerate(tl):
+        p = f"{p0}[{i}]"
+        name: object = e
+        weight: int | None = None
+        if isinstance(e, dict):
+            kw = cfgkit.validate(e, {"name": lambda x: x, "weight": _v_int(*weight_range)}, p, errs)
+            if "name" not in e:
+                errs.add(f"{p}.name", "is required")
+                continue
+            name, weight = kw["name"], kw.get("weight")
+            p = f"{p}.name"
+        if not isinstance(name, str) or not name:
+            errs.add(p, f"must be the name of a [{what}.NAME] table")
+            continue
+        if name not in known:
+            close = cfgkit.suggest(name, known)
+            errs.add(p, f'unknown {what} "{name}"' + (f' (did you mean "{close}"?)' if close else ""))
+            continue
+        if any(r == name for r, _ in refs):
+            errs.add(p, f'{what.removeprefix("vrrp_").replace("track_", "")} "{name}" tracked twice')
+            continue
+        refs.append((name, weight))
+    return refs if len(errs) == n else None
+
+
+def _parse_track_interfaces(errs: Errors, path: str, tl: object) -> tuple[TrackInterface, ...] | None:
+    p0 = f"{path}.track_interface"
+    if not isinstance(tl, list):
+        errs.add(p0, "must be a list of interface names or {name, weight} tables")
+        return None
+    n = len(errs)
+    tis: list[TrackInterface] = []
+    for i, e in enumerate(tl):
+        p = f"{p0}[{i}]"
+        w = 0
+        nm: object = e
+        if isinstance(e, dict):
+            m = len(errs)
+            kw = cfgkit.validate(e, {"name": lambda x: x, "weight": _v_int(-253, 253)}, p, errs)
+            if len(errs) != m:
+                continue
+            nm, w = kw.get("name"), kw.get("weight", 0)
+            p = f"{p}.name"
+        if not isinstance(nm, str) or not IFNAME_RE.match(nm):
+            errs.add(p, "must be an interface name (1..15 characters)")
+            continue
+        tis.append(TrackInterface(name=nm, weight=w))
+    return tuple(tis) if len(errs) == n else None
+
+
+def _parse_instance(
+    errs: Errors, idx: int, data: dict[str, Any], scripts: set[str], processes: set[str], warns: Errors
+) -> InstanceConfig | None:
     path = f"vrrp_instance[{idx}]"
-    ok = True
-    _unknown(errs, path, data, _INSTANCE_KEYS)
-    kw: dict[str, Any] = {}
-
-    def bad() -> None:
-        nonlocal ok
-        ok = False
-
+    n = len(errs)
+    kw = cfgkit.validate(data, _INSTANCE_SPEC, path, errs, skip=_INSTANCE_SPECIAL)
     for req in ("interface", "virtual_router_id"):
         if req not in data:
-            errs.append((f"{path}.{req}", "is required"))
-            bad()
-    if "name" in data:
-        v = _str(
-            errs, f"{path}.name", data["name"], NAME_RE, "must be 1..64 characters from A-Z a-z 0-9 _ . @ -"
-        )
-        kw["name"] = v
-    if "interface" in data:
-        kw["interface"] = _str(
-            errs,
-            f"{path}.interface",
-            data["interface"],
-            IFNAME_RE,
-            "must be an interface name (1..15 characters, no '/', ':' or blanks)",
-        )
-    if "virtual_router_id" in data:
-        kw["virtual_router_id"] = _int(errs, f"{path}.virtual_router_id", data["virtual_router_id"], 1, 255)
-    if "priority" in data:
-        kw["priority"] = _int(errs, f"{path}.priority", data["priority"], 1, 255)
-    if "advert_int" in data:
-        kw["advert_int"] = _int(errs, f"{path}.advert_int", data["advert_int"], 1, 255)
-    if "state" in data:
-        v = data["state"]
-        if v not in ("MASTER", "BACKUP"):
-            errs.append((f"{path}.state", 'must be "MASTER" or "BACKUP"'))
-            kw["state"] = None
-        else:
-            kw["state"] = v
-    if "nopreempt" in data:
-        kw["nopreempt"] = _bool(errs, f"{path}.nopreempt", data["nopreempt"])
-    if "preempt" in data:
-        pre = _bool(errs, f"{path}.preempt", data["preempt"])
-        if pre is None:
-            bad()
-        elif "nopreempt" in data and kw.get("nopreempt") is not None and kw["nopreempt"] == pre:
-            errs.append((f"{path}.preempt", "contradicts nopreempt; set only one of them"))
-            bad()
+            errs.add(f"{path}.{req}", "is required")
+    if "preempt" in kw:
+        pre = kw.pop("preempt")
+        if "nopreempt" in kw and kw["nopreempt"] == pre:
+            errs.add(f"{path}.preempt", "contradicts nopreempt; set only one of them")
         else:
             kw["nopreempt"] = not pre
-    if "preempt_delay" in data:
-        kw["preempt_delay"] = _num(errs, f"{path}.preempt_delay", data["preempt_delay"], 0, 1000)
     if "auth_type" in data:
-        v = data["auth_type"]
-        if v != "PASS":
-            errs.append(
-                (f"{path}.auth_type", 'must be "PASS" (AH is not supported); omit it for no authentication')
+        if data["auth_type"] != "PASS":
+            errs.add(
+                f"{path}.auth_type", 'must be "PASS" (AH is not supported); omit it for no authentication'
             )
-            bad()
         elif "auth_pass" not in data:
-            errs.append((f"{path}.auth_pass", "is required when auth_type is set"))
-            bad()
+            errs.add(f"{path}.auth_pass", "is required when auth_type is set")
         kw["auth_type"] = "PASS"
     if "auth_pass" in data:
         v = data["auth_pass"]
         if not isinstance(v, str) or not v or len(v.encode("utf-8")) > 8:
-            errs.append((f"{path}.auth_pass", "must be a string of 1..8 bytes (PASS authentication)"))
-            bad()
+            errs.add(f"{path}.auth_pass", "must be a string of 1..8 bytes (PASS authentication)")
         else:
             kw["auth_pass"] = v
             kw["auth_type"] = "PASS"
     if "virtual_ipaddress" in data:
-        vl = data["virtual_ipaddress"]
-        if not isinstance(vl, list):
-            errs.append(
-                (f"{path}.virtual_ipaddress", "must be a list of addresses or {address, dev, label} tables")
-            )
-            bad()
-        elif len(vl) > 255:
-            errs.append((f"{path}.virtual_ipaddress", "at most 255 addresses (the advert's count is 8 bits)"))
-            bad()
-        else:
-            vips: list[Vip] = []
-            seen: set[IPv4Address] = set()
-            for i, e in enumerate(vl):
-                vp = _parse_vip(errs, f"{path}.virtual_ipaddress[{i}]", e)
-                if vp is None:
-                    bad()
-                    continue
-                if vp.ip in seen:
-                    errs.append((f"{path}.virtual_ipaddress[{i}]", f"duplicate address {vp.ip}"))
-                    bad()
-                seen.add(vp.ip)
-                vips.append(vp)
-            kw["virtual_ipaddress"] = tuple(vips)
-            ifname = data.get("interface")
-            for i, vp in enumerate(vips):
-                label_ok = vp.label is None or vp.dev is not None or not isinstance(ifname, str)
-                if not label_ok and vp.label != ifname and not str(vp.label).startswith(f"{ifname}:"):
-                    rule = f'must be "{ifname}" or start with "{ifname}:" (the kernel\'s rule for labels)'
-                    errs.append((f"{path}.virtual_ipaddress[{i}].label", rule))
-                    bad()
-    for k in ("mcast_src_ip", "unicast_src_ip"):
-        if k in data:
-            kw[k] = _ipv4(errs, f"{path}.{k}", data[k])
+        kw["virtual_ipaddress"] = _parse_vips(errs, path, data["virtual_ipaddress"], data.get("interface"))
     if "unicast_peer" in data:
-        pl = data["unicast_peer"]
-        if not isinstance(pl, list):
-            errs.append((f"{path}.unicast_peer", "must be a list of IPv4 addresses"))
-            bad()
-        else:
-            peers: list[IPv4Address] = []
-            for i, e in enumerate(pl):
-                a = _ipv4(errs, f"{path}.unicast_peer[{i}]", e)
-                if a is None:
-                    bad()
-                elif a in peers:
-                    errs.append((f"{path}.unicast_peer[{i}]", f"duplicate peer {a}"))
-                    bad()
-                else:
-                    peers.append(a)
-            kw["unicast_peer"] = tuple(peers)
+        kw["unicast_peer"] = _parse_peers(errs, path, data["unicast_peer"])
     if "track_script" in data:
-        tl = data["track_script"]
-        if not isinstance(tl, list):
-            errs.append((f"{path}.track_script", "must be a list of script names or {name, weight} tables"))
-            bad()
-        else:
-            refs: list[TrackScript] = []
-            for i, e in enumerate(tl):
-                p = f"{path}.track_script[{i}]"
-                name: object = e
-                weight: int | None = None
-                if isinstance(e, dict):
-                    _unknown(errs, p, e, {"name", "weight"})
-                    name = e.get("name", _MISSING)
-                    if name is _MISSING:
-                        errs.append((f"{p}.name", "is required"))
-                        bad()
-                        continue
-                    if "weight" in e:
-                        weight = _int(errs, f"{p}.weight", e["weight"], -253, 253)
-                        if weight is None:
-                            bad()
-                    p = f"{p}.name"
-                if not isinstance(name, str) or not name:
-                    errs.append((p, "must be the name of a [vrrp_script.NAME] table"))
-                    bad()
-                    continue
-                if name not in scripts:
-                    errs.append((p, f'unknown vrrp_script "{name}"'))
-                    bad()
-                    continue
-                if any(r.name == name for r in refs):
-                    errs.append((p, f'script "{name}" tracked twice'))
-                    bad()
-                    continue
-                refs.append(TrackScript(name=name, weight=weight))
-            kw["track_script"] = tuple(refs)
-    if "track_interface" in data:
-        tl = data["track_interface"]
-        if not isinstance(tl, list):
-            errs.append(
-                (f"{path}.track_interface", "must be a list of interface names or {name, weight} tables")
-            )
-            bad()
-        else:
-            tis: list[TrackInterface] = []
-            for i, e in enumerate(tl):
-                p = f"{path}.track_interface[{i}]"
-                w = 0
-                nm: object = e
-                if isinstance(e, dict):
-                    _unknown(errs, p, e, {"name", "weight"})
-                    nm = e.get("name")
-                    if "weight" in e:
-                        ww = _int(errs, f"{p}.weight", e["weight"], -253, 253)
-                        if ww is None:
-                            bad()
-                            continue
-                        w = ww
-                    p = f"{p}.name"
-                if not isinstance(nm, str) or not IFNAME_RE.match(nm):
-                    errs.append((p, "must be an interface name (1..15 characters)"))
-                    bad()
-                    continue
-                tis.append(TrackInterface(name=nm, weight=w))
-            kw["track_interface"] = tuple(tis)
-    for k, lo, hi in (("garp_master_delay", 0, 1000), ("garp_master_refresh", 0, 86400)):
-        if k in data:
-            kw[k] = _num(errs, f"{path}.{k}", data[k], lo, hi)
-    for k, lo, hi in (
-        ("garp_master_repeat", 1, 255),
-        ("garp_master_refresh_repeat", 1, 255),
-        ("garp_lower_prio_repeat", 0, 255),
-    ):
-        if k in data:
-            kw[k] = _int(errs, f"{path}.{k}", data[k], lo, hi)
-    if "lower_prio_no_advert" in data:
-        kw["lower_prio_no_advert"] = _bool(errs, f"{path}.lower_prio_no_advert", data["lower_prio_no_advert"])
-    if "higher_prio_send_advert" in data:
-        kw["higher_prio_send_advert"] = _bool(
-            errs, f"{path}.higher_prio_send_advert", data["higher_prio_send_advert"]
+        refs = _parse_refs(
+            errs, path, "track_script", data["track_script"], scripts, "vrrp_script", (-253, 253)
         )
-    for k in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
-        if k in data:
-            kw[k] = _argv(errs, f"{path}.{k}", data[k])
-    if any(v is None for v in kw.values()):
-        ok = False
-    if not ok:
+        if refs is not None:
+            kw["track_script"] = tuple(TrackScript(name=r, weight=w) for r, w in refs)
+    if "track_process" in data:
+        refs = _parse_refs(
+            errs, path, "track_process", data["track_process"], processes, "vrrp_track_process", (-254, 254)
+        )
+        if refs is not None:
+            kw["track_process"] = tuple(TrackProcess(name=r, weight=w) for r, w in refs)
+    if "track_interface" in data:
+        kw["track_interface"] = _parse_track_interfaces(errs, path, data["track_interface"])
+    if len(errs) != n or any(v is None for v in kw.values()):
         return None
     if "name" not in kw:
         kw["name"] = f"VI_{kw['virtual_router_id']}"
-    if kw.get("priority") == 255 and kw.get("nopreempt"):
-        pass  # keepalived accepts it (and ignores nopreempt for the owner); so do we
+    _keepalived_overrides(kw, path, warns)
     return InstanceConfig(**kw)
 
 
-_TOP_KEYS = {"global", "vrrp_instance", "vrrp_script"}
+def _keepalived_overrides(kw: dict[str, Any], path: str, warns: Errors) -> None:
+    """What keepalived 2.2.7 does to ``state``, ``priority``, ``nopreempt`` and ``preempt_delay``
+    (vrrp.c ``vrrp_complete_instance``); each override is reported as a warning."""
+    master = kw.get("state") == "MASTER"
+    if master and "priority" not in kw:
+        kw["priority"] = 255  # keepalived: no priority and state MASTER -> the address owner
+        warns.add(f"{path}.priority", 'not set with state = "MASTER": 255 (the address owner), as keepalived')
+    if kw.get("priority") == 255 and kw.get("nopreempt"):
+        kw["nopreempt"] = False
+        warns.add(
+            f"{path}.nopreempt", "ignored: the address owner (priority 255) always preempts (keepalived)"
+        )
+    if master:
+        if kw.get("nopreempt"):
+            kw["nopreempt"] = False
+            warns.add(
+                f"{path}.nopreempt",
+                'ignored with state = "MASTER" (keepalived: "nopreempt will not '
+                'work with initial state MASTER - clearing")',
+            )
+        if kw.get("preempt_delay"):
+            kw["preempt_delay"] = 0.0
+            warns.add(
+                f"{path}.preempt_delay",
+                'ignored with state = "MASTER" (keepalived: "preempt delay '
+                'will not work with initial state MASTER - clearing")',
+            )
+    if kw.get("preempt_delay") and kw.get("nopreempt"):
+        warns.add(f"{path}.preempt_delay", "has no effect with nopreempt (keepalived resets it)")
+
+
+# -------------------------------------------------------------------------------------------- document
+
+_TOP_KEYS = ("global", "vrrp_instance", "vrrp_script", "vrrp_track_process")
+
+
+def _named_tables(
+    errs: Errors, data: Mapping[str, Any], key: str, parse_one: Callable[[Errors, str, dict[str, Any]], Any]
+) -> tuple[list[Any], set[str]]:
+    out: list[Any] = []
+    names: set[str] = set()
+    if key in data:
+        t = cfgkit.table(data[key], key, errs, f"a table of [{key}.NAME] tables")
+        if t is not None:
+            for name, body in t.items():
+                names.add(name)
+                bt = cfgkit.table(body, cfgkit.join(key, name), errs)
+                if bt is not None and (item := parse_one(errs, name, bt)) is not None:
+                    out.append(item)
+    return out, names
 
 
 def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
     """Validate a decoded TOML document; raise :class:`ConfigError` listing every problem."""
-    errs: Errors = []
-    _unknown(errs, "", data, _TOP_KEYS)
+    errs = Errors()
+    warns = Errors()
+    for k in data:
+        if k not in _TOP_KEYS:
+            cfgkit.unknown("", k, _TOP_KEYS, errs)
     g = GlobalConfig()
     if "global" in data:
-        t = _table(errs, "global", data["global"])
+        t = cfgkit.table(data["global"], "global", errs)
         if t is not None:
             g = _parse_global(errs, t)
-    scripts: list[ScriptConfig] = []
-    script_names: set[str] = set()
-    if "vrrp_script" in data:
-        t = _table(errs, "vrrp_script", data["vrrp_script"])
-        if t is not None:
-            for name, body in t.items():
-                script_names.add(name)
-                bt = _table(errs, f"vrrp_script.{name}", body)
-                if bt is None:
-                    continue
-                s = _parse_script(errs, name, bt)
-                if s is not None:
-                    scripts.append(s)
+    scripts, script_names = _named_tables(errs, data, "vrrp_script", _parse_script)
+    processes, process_names = _named_tables(errs, data, "vrrp_track_process", _parse_process)
     instances: list[InstanceConfig] = []
     names: dict[str, int] = {}
     raw = data.get("vrrp_instance", _MISSING)
     if raw is _MISSING:
-        errs.append(("vrrp_instance", "at least one [[vrrp_instance]] is required"))
+        errs.add("vrrp_instance", "at least one [[vrrp_instance]] is required")
     elif not isinstance(raw, list) or not raw:
-        errs.append(("vrrp_instance", "must be a non-empty array of tables ([[vrrp_instance]])"))
+        errs.add("vrrp_instance", "must be a non-empty array of tables ([[vrrp_instance]])")
     else:
         keys: dict[tuple[str, int], int] = {}
         for i, body in enumerate(raw):
-            bt = _table(errs, f"vrrp_instance[{i}]", body)
+            bt = cfgkit.table(body, f"vrrp_instance[{i}]", errs)
             if bt is None:
                 continue
-            inst = _parse_instance(errs, i, bt, script_names)
+            inst = _parse_instance(errs, i, bt, script_names, process_names, warns)
             if inst is None:
                 continue
             if inst.name in names:
-                errs.append(
-                    (
-                        f"vrrp_instance[{i}].name",
-                        f'duplicate instance name "{inst.name}" (also vrrp_instance[{names[inst.name]}])',
-                    )
+                errs.add(
+                    f"vrrp_instance[{i}].name",
+                    f'duplicate instance name "{inst.name}" (also vrrp_instance[{names[inst.name]}])',
                 )
                 continue
             if inst.key in keys:
-                errs.append(
-                    (
-                        f"vrrp_instance[{i}].virtual_router_id",
-                        f"duplicate VRID {inst.virtual_router_id} on interface {inst.interface} "
-                        f"(also vrrp_instance[{keys[inst.key]}])",
-                    )
+                errs.add(
+                    f"vrrp_instance[{i}].virtual_router_id",
+                    f"duplicate VRID {inst.virtual_router_id} on interface {inst.interface} "
+                    f"(also vrrp_instance[{keys[inst.key]}])",
                 )
                 continue
             names[inst.name] = i
@@ -775,17 +827,21 @@ def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
     for inst in instances:
         for v in inst.virtual_ipaddress:
             if v.ip in owner:
-                idx = names[inst.name]
-                errs.append(
-                    (
-                        f"vrrp_instance[{idx}].virtual_ipaddress",
-                        f"{v.ip} is also a VIP of instance {owner[v.ip]}",
-                    )
+                errs.add(
+                    f"vrrp_instance[{names[inst.name]}].virtual_ipaddress",
+                    f"{v.ip} is also a VIP of instance {owner[v.ip]}",
                 )
             owner[v.ip] = inst.name
     if errs:
-        raise ConfigError(errs, source)
-    return Config(global_=g, instances=tuple(instances), scripts=tuple(scripts), source=source)
+        raise ConfigError(errs.items, source)
+    return Config(
+        global_=g,
+        instances=tuple(instances),
+        scripts=tuple(scripts),
+        source=source,
+        processes=tuple(processes),
+        warnings=tuple(warns.items),
+    )
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -11,7 +11,8 @@ from vrrpd.track import ScriptState, effective_priority
 
 def test_fall_then_rise() -> None:
     s = ScriptState(rise=2, fall=3)
-    assert s.ok
+    assert s.ok is None  # INIT until the first result
+    assert s.observe(True) is True  # the first result decides at once
     assert [s.observe(False) for _ in range(3)] == [None, None, False]
     assert not s.ok
     assert s.observe(True) is None
@@ -22,6 +23,7 @@ def test_fall_then_rise() -> None:
 
 def test_interrupted_fall_does_not_fail() -> None:
     s = ScriptState(rise=1, fall=2)
+    s.observe(True)
     for _ in range(10):
         assert s.observe(False) is None
         assert s.observe(True) is None
@@ -30,9 +32,11 @@ def test_interrupted_fall_does_not_fail() -> None:
 
 def test_init_fail_and_defaults() -> None:
     s = ScriptState(init_fail=True)
-    assert not s.ok
+    assert s.ok is False
     assert s.observe(True) is True  # rise 1
-    assert ScriptState().observe(False) is False  # fall 1
+    assert ScriptState().observe(False) is False  # INIT: the first failure counts at once
+    s = ScriptState(rise=3, init_fail=True)
+    assert [s.observe(True) for _ in range(3)] == [None, None, True]  # init_fail: FAILED, not INIT
     with pytest.raises(ValueError):
         ScriptState(rise=0)
 
@@ -64,14 +68,16 @@ def test_effective_priority_rejects_bad_configured() -> None:
         effective_priority(0, [])
 
 
-scripts = st.lists(st.tuples(st.integers(-253, 253), st.booleans()), max_size=6)
+scripts = st.lists(st.tuples(st.integers(-253, 253), st.none() | st.booleans()), max_size=6)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 255), scripts)
-def test_effective_priority_properties(configured: int, tracked: list[tuple[int, bool]]) -> None:
+def test_effective_priority_properties(configured: int, tracked: list[tuple[int, bool | None]]) -> None:
     got = effective_priority(configured, tracked)
-    if any(w == 0 and not ok for w, ok in tracked):
+    # an INIT tracker (None) counts nothing: the same as leaving it out
+    assert got == effective_priority(configured, [(w, ok) for w, ok in tracked if ok is not None])
+    if any(w == 0 and ok is False for w, ok in tracked):
         assert got is None
         return
     assert got is not None
@@ -79,7 +85,7 @@ def test_effective_priority_properties(configured: int, tracked: list[tuple[int,
         assert got == 255
     else:
         assert 1 <= got <= 254
-        raw = configured + sum(w for w, ok in tracked if (w > 0 and ok) or (w < 0 and not ok))
+        raw = configured + sum(w for w, ok in tracked if (w > 0 and ok) or (w < 0 and ok is False))
         assert got == min(254, max(1, raw))
 
 
@@ -89,9 +95,14 @@ def test_script_state_matches_a_reference_model(
     rise: int, fall: int, init_fail: bool, results: list[bool]
 ) -> None:
     s = ScriptState(rise, fall, init_fail)
-    state = not init_fail
+    state: bool | None = False if init_fail else None
     run = 0
     for ok in results:
+        if state is None:  # INIT: the first result decides at once
+            state = ok
+            assert s.observe(ok) == ok
+            assert s.ok == state
+            continue
         run = run + 1 if ok != state else 0
         changed = None
         if run and run >= (rise if ok else fall):

@@ -249,7 +249,10 @@ def test_script_errors() -> None:
 
 def test_top_level() -> None:
     assert ("vrrp_instance", "at least one [[vrrp_instance]] is required") in errors_of({})
-    assert ("vrrp_server", "unknown key") in errors_of({**base(), "vrrp_server": {}})
+    assert ("vrrp_server", 'unknown key (did you mean "vrrp_script"?)') in errors_of(
+        {**base(), "vrrp_server": {}}
+    )
+    assert ("zzz", "unknown key") in errors_of({**base(), "zzz": {}})
 
 
 def test_global_keys() -> None:
@@ -289,8 +292,21 @@ def test_metrics_listen(value: str, expected: tuple[str | None, int]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [9650, "", "9650", "localhost:9650", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:9650",
-     "[127.0.0.1]:9650", "[::1]", "127.0.0.1:96x", "http://127.0.0.1:9650", True],
+    [
+        9650,
+        "",
+        "9650",
+        "localhost:9650",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "::1:9650",
+        "[127.0.0.1]:9650",
+        "[::1]",
+        "127.0.0.1:96x",
+        "http://127.0.0.1:9650",
+        True,
+    ],
 )
 def test_metrics_listen_errors(value: object) -> None:
     errs = dict(errors_of({"global": {"metrics_listen": value}, **base()}))
@@ -393,7 +409,9 @@ def test_valid_configs_round_trip(insts: list[dict[str, Any]]) -> None:
     cfg = parse(data)
     for raw, got in zip(data["vrrp_instance"], cfg.instances, strict=True):
         assert got.virtual_router_id == raw["virtual_router_id"] and got.priority == raw["priority"]
-        assert got.advert_int == raw["advert_int"] and got.nopreempt == raw["nopreempt"]
+        # keepalived clears nopreempt for the address owner (priority 255)
+        assert got.advert_int == raw["advert_int"]
+        assert got.nopreempt == (raw["nopreempt"] and raw["priority"] != 255)
         assert got.auth_pass == raw["auth_pass"]
         assert [str(p) for p in got.unicast_peer or ()] == raw["unicast_peer"]
 
@@ -442,3 +460,143 @@ def test_any_document_parses_or_raises_config_error(inst: dict[str, Any], top: d
         assert e.errors and all(isinstance(p, str) and isinstance(r, str) and r for p, r in e.errors)
     else:
         assert len(cfg.instances) == 1
+
+
+# ------------------------------------------------------- state (issue 11, defect 5: keepalived 2.2.7)
+
+
+def test_state_master_without_priority_is_the_owner() -> None:
+    # keepalived 2.2.7 vrrp_complete_instance: no priority + state MASTER -> priority 255 (address owner)
+    cfg = parse(base(state="MASTER"))
+    (i,) = cfg.instances
+    assert (i.state, i.priority) == ("MASTER", 255)
+    assert cfg.warnings[0][0] == "vrrp_instance[0].priority" and "255" in cfg.warnings[0][1]
+    assert parse(base(state="BACKUP")).instances[0].priority == 100
+    assert parse(base()).instances[0].priority == 100
+    assert parse(base(state="MASTER", priority=150)).instances[0].priority == 150
+
+
+def test_state_master_clears_nopreempt_and_preempt_delay_with_warnings() -> None:
+    cfg = parse(base(state="MASTER", priority=150, nopreempt=True, preempt_delay=30))
+    (i,) = cfg.instances
+    assert not i.nopreempt and i.preempt_delay == 0
+    paths = [k for k, _ in cfg.warnings]
+    assert paths == ["vrrp_instance[0].nopreempt", "vrrp_instance[0].preempt_delay"]
+    assert all("MASTER" in w for _, w in cfg.warnings)
+    assert any("preempt_delay" in line for line in cfg.warning_lines())
+    # BACKUP keeps nopreempt (the common "state BACKUP + nopreempt" setup)
+    b = parse(base(state="BACKUP", nopreempt=True)).instances[0]
+    assert b.nopreempt and parse(base(state="BACKUP", nopreempt=True)).warnings == ()
+
+
+def test_owner_and_nopreempt_and_delay_overrides() -> None:
+    cfg = parse(base(priority=255, nopreempt=True))
+    assert not cfg.instances[0].nopreempt and cfg.warnings[0][0] == "vrrp_instance[0].nopreempt"
+    cfg = parse(base(nopreempt=True, preempt_delay=10))
+    assert cfg.instances[0].nopreempt  # preempt_delay is kept (unused without preemption), with a warning
+    assert cfg.warnings[0][0] == "vrrp_instance[0].preempt_delay"
+
+
+def test_cli_check_prints_state_warnings(tmp_path: Path) -> None:
+    p = tmp_path / "m.toml"
+    p.write_text(
+        '[[vrrp_instance]]\ninterface = "eth0"\nvirtual_router_id = 1\nstate = "MASTER"\nnopreempt = true\n'
+    )
+    res = run_cli("-c", str(p), "--check")
+    assert res.returncode == 0, res.stderr
+    assert f"{p}: warning: vrrp_instance[0].priority: not set" in res.stderr
+    assert f"{p}: warning: vrrp_instance[0].nopreempt: ignored" in res.stderr
+
+
+# --------------------------------------------------------------------------- track_process, startup delay
+
+
+def test_track_process_tables() -> None:
+    cfg = parse(
+        {
+            **base(track_process=["lb", {"name": "lb_argv", "weight": -50}]),
+            "vrrp_track_process": {
+                "lb": {"process": "tcplb", "delay": "200ms"},
+                "lb_argv": {
+                    "process": ["/usr/bin/python3", "-m", "tcplb"],
+                    "param_match": "partial",
+                    "quorum": 2,
+                    "quorum_max": 4,
+                    "weight": 10,
+                    "terminate_delay": 1,
+                },
+            },
+            "global": {"vrrp_startup_delay": 5.5},
+        }
+    )
+    lb, lb_argv = cfg.process("lb"), cfg.process("lb_argv")
+    assert (lb.process, lb.params, lb.full_command, lb.quorum, lb.quorum_max, lb.weight) == (
+        "tcplb",
+        None,
+        False,
+        1,
+        None,
+        0,
+    )
+    assert lb.fork_delay == lb.terminate_delay == pytest.approx(0.2)
+    assert (lb_argv.process, lb_argv.params, lb_argv.param_match, lb_argv.full_command) == (
+        "/usr/bin/python3",
+        ("-m", "tcplb"),
+        "partial",
+        True,
+    )
+    assert (lb_argv.quorum, lb_argv.quorum_max, lb_argv.fork_delay, lb_argv.terminate_delay) == (
+        2,
+        4,
+        0.0,
+        1.0,
+    )
+    refs = cfg.instances[0].track_process
+    assert [(r.name, r.weight) for r in refs] == [("lb", None), ("lb_argv", -50)]
+    assert cfg.global_.vrrp_startup_delay == 5.5
+    assert parse(base()).global_.vrrp_startup_delay == 0.0
+    # quorum_max = 0 alone: "failure if the process runs at all"
+    z = parse({**base(), "vrrp_track_process": {"z": {"process": "x", "quorum_max": 0}}}).process("z")
+    assert (z.quorum, z.quorum_max) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "rule"),
+    [
+        ({}, "vrrp_track_process.p.process", "is required"),
+        ({"process": ""}, "vrrp_track_process.p.process", "process name"),
+        ({"process": "a-very-long-process-name"}, "vrrp_track_process.p.process", "full_command"),
+        ({"process": "x", "quorum": 3, "quorum_max": 2}, "vrrp_track_process.p.quorum_max", ">= quorum"),
+        ({"process": "x", "quorum": 0}, "vrrp_track_process.p.quorum", "quorum_max = 0"),
+        ({"process": "x", "weight": 255}, "vrrp_track_process.p.weight", "-254..254"),
+        ({"process": "x", "param_match": "full"}, "vrrp_track_process.p.param_match", '"initial"'),
+        ({"process": "x", "delay": -1}, "vrrp_track_process.p.delay", "0..3600"),
+        ({"process": "x", "qorum": 1}, "vrrp_track_process.p.qorum", 'did you mean "quorum"'),
+    ],
+)
+def test_track_process_errors(table: dict[str, Any], path: str, rule: str) -> None:
+    errs = errors_of({**base(track_process=["p"]), "vrrp_track_process": {"p": table}})
+    assert any(p == path and rule in r for p, r in errs), errs
+
+
+def test_track_process_reference_errors() -> None:
+    errs = dict(
+        errors_of({**base(track_process=["tcplbb"]), "vrrp_track_process": {"tcplb": {"process": "t"}}})
+    )
+    assert errs["vrrp_instance[0].track_process[0]"] == (
+        'unknown vrrp_track_process "tcplbb" (did you mean "tcplb"?)'
+    )
+    errs = dict(errors_of({**base(track_process=["t", "t"]), "vrrp_track_process": {"t": {"process": "t"}}}))
+    assert errs["vrrp_instance[0].track_process[1]"] == 'process "t" tracked twice'
+
+
+def test_durations_and_suggestions_from_the_shared_toolkit() -> None:
+    cfg = parse(
+        {**base(track_script=["s"]), "vrrp_script": {"s": {"script": ["/bin/true"], "interval": "500ms"}}}
+    )
+    assert cfg.script("s").interval == 0.5 and cfg.script("s").timeout == 0.5
+    errs = dict(errors_of(base(priorty=150, preempt_delay="2 parsecs")))
+    assert errs["vrrp_instance[0].priorty"] == 'unknown key (did you mean "priority"?)'
+    assert "number of seconds 0..1000" in errs["vrrp_instance[0].preempt_delay"]
+    errs = dict(errors_of({"global": {"router-id": "x"}, **base()}))
+    assert errs["global.router-id"] == 'unknown key (did you mean "router_id"?)'
