@@ -1,7 +1,8 @@
 """The stats server: HTML page, HAProxy CSV, JSON, Prometheus metrics and the admin API over HTTP.
 
-One tiny HTTP/1.1 server (asyncio streams, ``Connection: close``), started by the daemon when the
-configuration has a ``[stats]`` section:
+An HTTP/1.1 server on :mod:`rmqfd.http` (h11 parsing, one request per connection, bounded request time and
+room: idle connections cannot lock users out), started by the daemon when the configuration has a
+``[stats]`` section. It stays up during a graceful stop, until the process exits:
 
 GET  ``<uri>`` (default ``/stats``)     HTML page, a table per listener (``<uri>;norefresh``: no auto-refresh)
 GET  ``<uri>;csv`` / ``/stats.csv``     HAProxy's CSV (``# pxname,svname,...``)
@@ -12,6 +13,7 @@ POST ``/api/servers/<listener>/<server>/state``  ``state=ready|drain|maint``    
 POST ``/api/servers/<listener>/<server>/weight`` ``weight=0..256``                        (admin)
 POST ``/api/servers/<listener>/<server>/shutdown-sessions``                               (admin)
 POST ``/api/servers/<listener>/<server>/health`` ``health=enable|disable``                 (admin)
+POST ``/api/reload``   reload the configuration file, as SIGHUP; 409 when refused (old one kept)  (admin)
 
 With ``auth`` every request needs HTTP basic auth; the admin API always does (and ``admin = true``).
 Admin actions and refused admin attempts are logged with the user and the client address, never a password.
@@ -27,8 +29,10 @@ import json
 import logging
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from rmqfd.http import HttpError, HttpServer, Limits, Request, Response
 
 from .config import StatsConfig
 from .health import describe
@@ -36,10 +40,6 @@ from .lb import LoadBalancer
 
 log = logging.getLogger("tcplb.stats")
 
-MAX_HEADER = 16384  # request line + headers
-MAX_BODY = 16384
-REQUEST_TIMEOUT = 10.0  # to read a whole request, and again to write the answer
-MAX_CLIENTS = 64  # concurrent connections to the stats server; more are closed at once
 
 ADMIN_ACTIONS = ("state", "weight", "shutdown-sessions", "health")
 # older spellings, kept for scripts: POST .../ready|drain|maint (state) and .../enable|disable (ready|maint)
@@ -496,20 +496,15 @@ def render_metrics(snap: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------- HTTP
 
-REASONS = {
-    200: "OK",
-    302: "Found",
-    303: "See Other",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Payload Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-}
+# the connection handling (h11 parsing, time and room limits) is rmqfd.http's; these are our limits
+LIMITS = Limits(
+    max_head=16384,  # request line + headers
+    max_body=16384,
+    request_timeout=2.0,  # from the accept to the end of the request: idle connections leave quickly
+    write_timeout=10.0,
+    max_clients=64,
+    max_pending=32,  # connections still sending their request (no credentials seen yet); oldest evicted
+)
 
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
@@ -517,47 +512,19 @@ _CSP = (
 )
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
-        self.headers = headers or {}
+def _reply(status: int, ctype: str, body: str, headers: dict[str, str] | None = None) -> Response:
+    """An answer with the stats listener's security headers."""
+    hdr = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if ctype.startswith("text/html"):
+        hdr.update(
+            {"X-Frame-Options": "DENY", "Content-Security-Policy": _CSP, "Referrer-Policy": "same-origin"}
+        )
+    hdr.update(headers or {})
+    return Response(status, ctype, body, hdr)
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    target: str
-    path: str  # still percent-encoded
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    client: str  # "ip:port"
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    ctype: str
-    body: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encode(self, head_only: bool = False) -> bytes:
-        data = self.body.encode()
-        hdr = [
-            f"HTTP/1.1 {self.status} {REASONS.get(self.status, '')}",
-            f"Content-Type: {self.ctype}",
-            f"Content-Length: {len(data)}",
-            "Cache-Control: no-store",
-            "X-Content-Type-Options: nosniff",
-            "Connection: close",
-        ]
-        if self.ctype.startswith("text/html"):
-            hdr += ["X-Frame-Options: DENY", f"Content-Security-Policy: {_CSP}"]
-            hdr.append("Referrer-Policy: same-origin")
-        hdr += [f"{k}: {v}" for k, v in self.headers.items()]
-        return ("\r\n".join(hdr) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else data)
+def _error_reply(status: int, text: str, headers: dict[str, str]) -> Response:
+    return _reply(status, "text/plain; charset=utf-8", text + "\n", headers)
 
 
 def _clean(s: str, limit: int = 120) -> str:
@@ -566,30 +533,32 @@ def _clean(s: str, limit: int = 120) -> str:
     return t + "..." if len(s) > limit else t
 
 
-def _peer(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0])
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-    return "?"
-
-
-def _json(obj: Any) -> Reply:
-    return Reply(200, "application/json", json.dumps(obj, indent=1) + "\n")
+def _json(obj: Any) -> Response:
+    return _reply(200, "application/json", json.dumps(obj, indent=1) + "\n")
 
 
 class StatsServer:
-    def __init__(self, lb: LoadBalancer, cfg: StatsConfig) -> None:
+    def __init__(
+        self,
+        lb: LoadBalancer,
+        cfg: StatsConfig,
+        *,
+        reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
+    ) -> None:
         self.lb = lb
         self.cfg = cfg
+        self.http: HttpServer | None = None
         self.server: asyncio.Server | None = None
-        self.clients = 0
+        # POST /api/reload (admin): the daemon's reload, (applied, message)
+        self.reload = reload
         self._users = [(u.user.encode(), u.password.encode()) for u in cfg.auth]
 
     async def start(self) -> None:
         host, port = self.cfg.bind
-        self.server = await asyncio.start_server(
-            self._handle, host, port, reuse_address=True, limit=MAX_HEADER
-        )
+        self.http = HttpServer(self._dispatch, LIMITS, name="stats", error_body=_error_reply)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self.http.protocol, host, port, reuse_address=True)
+        self.http.server = self.server
         self.lb.start_sampling()
         where = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         log.info(
@@ -602,6 +571,9 @@ class StatsServer:
 
     async def close(self) -> None:
         self.lb.stop_sampling()
+        if self.http is not None:
+            self.http.close()
+            self.http = None
         if self.server is not None:
             self.server.close()
             try:
@@ -612,81 +584,16 @@ class StatsServer:
             self.server = None
 
     @property
+    def clients(self) -> int:
+        return self.http.clients if self.http is not None else 0
+
+    @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
-    # -- connection ------------------------------------------------------------------------------------
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        if self.clients >= MAX_CLIENTS:
-            w.transport.abort()
-            return
-        self.clients += 1
-        head_only = False
-        read_all = False
-        try:
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
-                    req = await self._read(r, _peer(w.get_extra_info("peername")))
-                read_all = True
-                head_only = req.method == "HEAD"
-                rep = self._dispatch(req)
-            except HttpError as e:
-                rep = Reply(e.status, "text/plain; charset=utf-8", e.text + "\n", e.headers)
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                return
-            except Exception:
-                log.exception("stats request failed")
-                rep = Reply(500, "text/plain; charset=utf-8", "internal error\n")
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
-                    w.write(rep.encode(head_only))
-                    await w.drain()
-                    if not read_all:
-                        # refused before the whole request was read: half-close and read what the client
-                        # still sends (bounded), so that closing with unread data (a reset) does not destroy
-                        # the answer before the client reads it
-                        w.write_eof()
-                        async with asyncio.timeout(1.0):
-                            n = 0
-                            while n < (1 << 20) and (chunk := await r.read(65536)):
-                                n += len(chunk)
-            except (TimeoutError, ConnectionError, OSError):
-                pass
-        finally:
-            self.clients -= 1
-            w.close()
-
-    async def _read(self, r: asyncio.StreamReader, client: str) -> Request:
-        try:
-            raw = await r.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise HttpError(431, f"request line and headers over {MAX_HEADER} bytes") from None
-        lines = raw[:-4].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
-            raise HttpError(400, "bad request line")
-        method, target, _ = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            k, sep, v = line.partition(":")
-            if not sep or not k or k != k.strip():
-                raise HttpError(400, "bad header line")
-            headers[k.lower()] = v.strip()
-        if "transfer-encoding" in headers:
-            raise HttpError(501, "only bodies with a Content-Length are supported")
-        cl = headers.get("content-length", "0")
-        if not cl.isdigit():
-            raise HttpError(400, "bad Content-Length")
-        n = int(cl)
-        if n > MAX_BODY:
-            raise HttpError(413, f"body over {MAX_BODY} bytes")
-        body = await r.readexactly(n) if n else b""
-        url = urllib.parse.urlsplit(target)
-        return Request(method, target, url.path, url.query, headers, body, client)
-
     # -- routing ---------------------------------------------------------------------------------------
-    def _dispatch(self, req: Request) -> Reply:
+    def _dispatch(self, req: Request) -> Response | Awaitable[Response]:
         if req.method not in ("GET", "HEAD", "POST"):
             raise HttpError(405, "GET, HEAD or POST only", {"Allow": "GET, HEAD, POST"})
         segs = req.path.split("/")
@@ -702,6 +609,8 @@ class StatsServer:
             raise HttpError(401, "authentication required", {"WWW-Authenticate": 'Basic realm="tcplb"'})
         if action_path:
             return self._admin(req, user, *(urllib.parse.unquote(x) for x in segs[3:6]))
+        if segs == ["", "api", "reload"]:
+            return self._reload(req, user)
         if req.method == "POST":
             why = "POST goes to /api/servers/<listener>/<server>/<action>"
             self._refuse(req, user, 405, why, "GET, HEAD")
@@ -731,7 +640,7 @@ class StatsServer:
             ok |= m
         return (who.decode() if ok else None), claimed
 
-    def _get(self, req: Request, segs: list[str]) -> Reply:
+    def _get(self, req: Request, segs: list[str]) -> Response:
         path = urllib.parse.unquote(req.path)
         uri = self.cfg.uri
         if path == uri or path.startswith(uri + ";"):
@@ -741,9 +650,9 @@ class StatsServer:
         if path == "/stats.json":
             return self._page({"json"})
         if path == "/metrics":
-            return Reply(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.lb.snapshot()))
+            return _reply(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.lb.snapshot()))
         if path == "/":
-            return Reply(302, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
+            return _reply(302, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
         if len(segs) in (3, 5) and segs[:3] == ["", "api", "servers"]:
             snap = self.lb.snapshot()
             rows = [{"listener": fe["name"], **s} for fe in snap["listeners"] for s in fe["servers"]]
@@ -756,17 +665,17 @@ class StatsServer:
             raise HttpError(404, f"no server {fe_name}/{srv_name}")
         raise HttpError(404, "not found")
 
-    def _page(self, opts: set[str]) -> Reply:
+    def _page(self, opts: set[str]) -> Response:
         snap = self.lb.snapshot()
         if "csv" in opts:
-            return Reply(200, "text/csv; charset=utf-8", render_csv(snap))
+            return _reply(200, "text/csv; charset=utf-8", render_csv(snap))
         if "json" in opts:
             snap["time"] = time.time()
             return _json(snap)
         body = render_html(
             snap, self.cfg.refresh, uri=self.cfg.uri, admin=self.cfg.admin, norefresh="norefresh" in opts
         )
-        return Reply(200, "text/html; charset=utf-8", body)
+        return _reply(200, "text/html; charset=utf-8", body)
 
     # -- admin -----------------------------------------------------------------------------------------
     def _log_refusal(self, req: Request, who: str, status: int, why: str, admin: bool) -> None:
@@ -806,10 +715,8 @@ class StatsServer:
             params["value"] = text
         return params
 
-    def _admin(self, req: Request, user: str | None, fe_name: str, srv_name: str, action: str) -> Reply:
-        if action not in ADMIN_ACTIONS and action not in SHORTCUTS:
-            self._refuse(req, user, 404, f"unknown action {_clean(action, 40)!r} (state, weight, "
-                         "shutdown-sessions, health)")  # fmt: skip
+    def _admin_allowed(self, req: Request, user: str | None) -> None:
+        """The checks every admin action passes (raise the refusal, logged)."""
         if req.method != "POST":
             self._refuse(req, user, 405, "the admin API takes POST only", "POST")
         if not self.cfg.admin:
@@ -818,6 +725,25 @@ class StatsServer:
             self._refuse(req, user, 403, "the admin API needs stats.auth")
         if self._cross_origin(req.headers):
             self._refuse(req, user, 403, "cross-origin request refused")
+
+    async def _reload(self, req: Request, user: str | None) -> Response:
+        """POST /api/reload: the same reload as SIGHUP; 200 when applied, 409 (with the reason) when the
+        running configuration was kept."""
+        self._admin_allowed(req, user)
+        if self.reload is None:
+            self._refuse(req, user, 501, "reload is not available here (no configuration file)")
+        assert self.reload is not None
+        self.lb.event(f"admin: user {user} from {req.client}: reload requested")
+        ok, msg = await self.reload()
+        if not ok:
+            return _reply(409, "application/json", json.dumps({"reloaded": False, "error": msg}) + "\n")
+        return _json({"reloaded": True, "message": msg})
+
+    def _admin(self, req: Request, user: str | None, fe_name: str, srv_name: str, action: str) -> Response:
+        if action not in ADMIN_ACTIONS and action not in SHORTCUTS:
+            self._refuse(req, user, 404, f"unknown action {_clean(action, 40)!r} (state, weight, "
+                         "shutdown-sessions, health)")  # fmt: skip
+        self._admin_allowed(req, user)
         fe = self.lb.frontends.get(fe_name)
         st = fe.server(srv_name) if fe is not None else None
         if st is None:
@@ -857,7 +783,7 @@ class StatsServer:
         self.lb.event(f"admin: user {user} from {req.client}: {ref} {what}")
         if params.get("redirect") == "1":
             uri = self.cfg.uri
-            return Reply(303, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
+            return _reply(303, "text/plain; charset=utf-8", f"see {uri}\n", {"Location": uri})
         health = "disabled" if st.health_off else "enabled" if st.cfg.check.enabled else "none"
         return _json(
             {

@@ -9,7 +9,6 @@ idle daemon without metrics does not pay for it. The per-instance label is ``vrr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -23,7 +22,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATE_VALUES = {"INIT": 0, "BACKUP": 1, "MASTER": 2, "FAULT": 3}
 MAX_REQUEST = 8192  # bytes of request line + headers
 REQUEST_TIMEOUT = 5.0  # seconds to receive the request and to send the answer
-MAX_CLIENTS = 16  # concurrent connections; more are closed at once
+MAX_CLIENTS = 16  # concurrent connections; half of them may still be sending their request
 
 
 def _esc(v: object) -> str:
@@ -180,30 +179,6 @@ def render(st: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- HTTP listener
 
 
-def _response(status: str, body: bytes, ctype: str = "text/plain; charset=utf-8", extra: str = "") -> bytes:
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-        f"{extra}Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1")
-
-
-async def _read_head(reader: asyncio.StreamReader) -> list[bytes] | None:
-    """Request line and header lines, or None when the request exceeds MAX_REQUEST."""
-    lines: list[bytes] = []
-    size = 0
-    while True:
-        line = await reader.readline()
-        size += len(line)
-        if size > MAX_REQUEST:
-            return None
-        if not line:
-            raise ConnectionError("closed before the end of the request")
-        if line in (b"\r\n", b"\n"):
-            return lines
-        lines.append(line)
-
-
 def listen_socket(host: str | None, port: int) -> socket.socket:
     """A listening TCP socket on an address literal (None: all addresses, dual-stack when IPv6 is there).
     Bound here rather than by ``start_server(host, port)``, whose name resolution imports the IDNA codec and
@@ -231,49 +206,26 @@ def listen_socket(host: str | None, port: int) -> socket.socket:
 
 async def serve_metrics(host: str | None, port: int, status: Callable[[], dict[str, Any]]) -> asyncio.Server:
     """``GET /metrics`` (and HEAD): the Prometheus text; 404 elsewhere, 405 for other methods, 400 for
-    garbage, 431 for requests over MAX_REQUEST bytes; one request per connection, REQUEST_TIMEOUT each."""
-    active = 0
+    garbage, 431 for requests over MAX_REQUEST bytes; one request per connection, REQUEST_TIMEOUT each.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal active
-        if active >= MAX_CLIENTS:
-            writer.close()
-            return
-        active += 1
-        try:
-            try:
-                head = await asyncio.wait_for(_read_head(reader), REQUEST_TIMEOUT)
-            except ValueError:  # a line over the stream limit
-                head = None
-            body = b""
-            if head is None:
-                msg = _response("431 Request Header Fields Too Large", b"")
-            else:
-                parts = head[0].decode("latin-1").split() if head else []
-                if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                    body = b"bad request\n"
-                    msg = _response("400 Bad Request", body)
-                elif parts[0] not in ("GET", "HEAD"):
-                    body = b"method not allowed\n"
-                    msg = _response("405 Method Not Allowed", body, extra="Allow: GET, HEAD\r\n")
-                elif parts[1].split("?", 1)[0] != "/metrics":
-                    body = b"not found: try /metrics\n"
-                    msg = _response("404 Not Found", body)
-                else:
-                    body = render(status()).encode()
-                    msg = _response("200 OK", body, CONTENT_TYPE)
-                if parts and parts[0] == "HEAD":
-                    body = b""
-            writer.write(msg + body)
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:  # never let a scrape take the daemon down
-            log.exception("metrics request failed")
-        finally:
-            active -= 1
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+    The HTTP side is rmqfd.http (h11), imported here: only a daemon with ``metrics_listen`` pays for it."""
+    from rmqfd.http import HttpError, Limits, Request, Response, serve
 
-    return await asyncio.start_server(handle, sock=listen_socket(host, port), limit=MAX_REQUEST)
+    def handle(req: Request) -> Response:
+        if req.method not in ("GET", "HEAD"):
+            raise HttpError(405, "method not allowed", {"Allow": "GET, HEAD"})
+        if req.path != "/metrics":
+            raise HttpError(404, "not found: try /metrics")
+        return Response(200, CONTENT_TYPE, render(status()))
+
+    limits = Limits(
+        max_head=MAX_REQUEST,
+        max_body=0,
+        request_timeout=REQUEST_TIMEOUT,
+        write_timeout=REQUEST_TIMEOUT,
+        max_clients=MAX_CLIENTS,
+        max_pending=max(1, MAX_CLIENTS // 2),
+    )
+    srv = await serve(listen_socket(host, port), handle, limits, name="metrics")
+    assert srv.server is not None
+    return srv.server

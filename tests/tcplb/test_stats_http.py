@@ -756,9 +756,9 @@ def test_refusals_and_their_log_lines(loop: str) -> None:
         assert (await http(env.sport, "GET", "", raw=b"GARBAGE\r\n\r\n")).status == 400
         big = b"GET /stats HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
         assert (await http(env.sport, "GET", "", raw=big)).status == 431
-        chunked = b"POST /api/servers/t/s1/state HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        chunked = b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         assert (await http(env.sport, "POST", "", raw=chunked)).status == 501
-        huge = b"POST /api/servers/t/s1/state HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"
+        huge = b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
         assert (await http(env.sport, "POST", "", raw=huge)).status == 413
         # admin not enabled: 403 even with good credentials
         await env.st.close()

@@ -180,18 +180,23 @@ def test_http_listener() -> None:
             return [
                 await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"),
                 await http(port, b"GET /metrics?x=1 HTTP/1.0\n\n"),  # bare LF and a query string
-                await http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n"),
-                await http(port, b"GET / HTTP/1.1\r\n\r\n"),
-                await http(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+                await http(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+                await http(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                await http(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
                 await http(port, b"hello\r\n\r\n"),
                 await http(port, b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n"),
                 await http(port, b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: aaaa\r\n" * 1000 + b"\r\n"),
+                await http(port, b"GET /metrics HTTP/1.1\r\n\r\n"),  # HTTP/1.1 needs Host (RFC 9112)
+                await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: \xd9\xa3\r\n\r\n"),
+                await http(
+                    port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+                ),
             ]
         finally:
             srv.close()
             await srv.wait_closed()
 
-    ok, ok10, head, notfound, post, garbage, long_line, many = run(go)
+    ok, ok10, head, notfound, post, garbage, long_line, many, nohost, arabic, digits = run(go)
     status, headers, body = split(ok)
     assert status == "HTTP/1.1 200 OK"
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -206,34 +211,38 @@ def test_http_listener() -> None:
     assert split(garbage)[0] == "HTTP/1.1 400 Bad Request"
     assert split(long_line)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
     assert split(many)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert split(nohost)[0] == "HTTP/1.1 400 Bad Request"
+    assert split(arabic)[0] == "HTTP/1.1 400 Bad Request"  # non-ASCII digits: h11 says bad Content-Length
+    assert split(digits)[0].split()[1] in ("400", "431")  # never a 500
 
 
 def test_http_listener_bounds_time_and_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silent clients neither lock out a scrape nor stay: the oldest one still sending its request is evicted
+    to make room, and every one is closed after REQUEST_TIMEOUT."""
     monkeypatch.setattr(metrics, "REQUEST_TIMEOUT", 0.3)
     monkeypatch.setattr(metrics, "MAX_CLIENTS", 2)
 
-    async def go() -> tuple[bytes, bytes, float, bytes]:
+    async def go() -> tuple[list[bytes], bytes, float, bytes]:
         loop = asyncio.get_running_loop()
         srv = await metrics.serve_metrics("127.0.0.1", 0, lambda: {"instances": []})
         port = srv.sockets[0].getsockname()[1]
         try:
-            # two silent clients hold both slots; a third is closed at once
-            # (accepted in order: their handler tasks run before the third one's)
-            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            third = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
             t0 = loop.time()
-            dropped = await asyncio.wait_for(silent[0][0].read(), 5)  # closed after REQUEST_TIMEOUT
+            scrape = await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # served at once
+            dropped = [await asyncio.wait_for(r.read(), 5) for r, _w in silent]  # evicted or timed out
             elapsed = loop.time() - t0
             for _r, w in silent:
                 w.close()
-            after = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")  # slots free again
-            return third, dropped, elapsed, after
+            after = await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            return dropped, scrape, elapsed, after
         finally:
             srv.close()
             await srv.wait_closed()
 
-    third, dropped, elapsed, after = run(go)
-    assert third == b"" and dropped == b""
+    dropped, scrape, elapsed, after = run(go)
+    assert dropped == [b""] * 4
+    assert split(scrape)[0] == "HTTP/1.1 200 OK"
     assert elapsed < 2.0
     assert split(after)[0] == "HTTP/1.1 200 OK"
 
