@@ -531,7 +531,8 @@ def history_section(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         cols: list[tuple[Target, str, str | None]] = []
         for t in ts:
             cols.append((t, t.subject, t.baseline))
-            cols += [(t, impl, base) for impl, base in t.variants if base is not None or impl == t.subject]
+            # ratio variants, and absolute ones of our own variants (tcplb-2w's idle CPU, ...)
+            cols += [(t, i, b) for i, b in t.variants if b is not None or i.startswith(t.subject + "-")]
         lines += [f"### {part}", ""]
         head = ["Run file", "Command", "Rounds"] + [f"{t.name}: {impl_name(i, b)}" for t, i, b in cols]
         lines.append("| " + " | ".join(head) + " |")
