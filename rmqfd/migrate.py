@@ -1,0 +1,170 @@
+"""What the importers share: the report of everything that did not carry over, and TOML writing.
+
+Findings have four kinds:
+
+* ``error``: a value the old daemon would refuse too (a priority of 300, a VRID of 0, an unknown
+  ``balance``): nothing is written.
+* ``unsupported``: a setting that changes behaviour and has no equivalent; the import exits non-zero
+  unless ``--force`` (the consequence is part of the message).
+* ``warning``: imported, with a difference the operator should know (a truncated ``auth_pass``, an old
+  keyword and its modern name, a script that needs a shell).
+* ``ignored``: dropped, harmless (mail settings, pid files, labels).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+__all__ = ["Finding", "Report", "finish", "toml_key", "toml_value"]
+
+Kind = Literal["error", "unsupported", "warning", "ignored"]
+_ORDER = {"error": 0, "unsupported": 1, "warning": 2, "ignored": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    where: str  # file:line
+    kind: Kind
+    message: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.kind}: {self.message}"
+
+
+@dataclass(slots=True)
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, where: str, kind: Kind, message: str) -> None:
+        f = Finding(where, kind, message)
+        if f not in self.findings:
+            self.findings.append(f)
+
+    def error(self, where: str, message: str) -> None:
+        self.add(where, "error", message)
+
+    def unsupported(self, where: str, message: str) -> None:
+        self.add(where, "unsupported", message)
+
+    def warning(self, where: str, message: str) -> None:
+        self.add(where, "warning", message)
+
+    def ignored(self, where: str, message: str) -> None:
+        self.add(where, "ignored", message)
+
+    def of(self, kind: Kind) -> list[Finding]:
+        return [f for f in self.findings if f.kind == kind]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return self.of("error")
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return self.of("unsupported")
+
+    def lines(self) -> list[str]:
+        return [f.line() for f in self.findings]
+
+    def header(self) -> list[str]:
+        """The report as TOML comment lines for the top of the output."""
+        out: list[str] = []
+        for kind, title in (
+            ("unsupported", "NOT imported, behaviour changes"),
+            ("warning", "Imported with a difference"),
+            ("ignored", "Ignored (harmless)"),
+        ):
+            items = self.of(kind)  # type: ignore[arg-type]
+            if items:
+                out.append(f"# {title}:")
+                out.extend(f"#   {f.where}: {f.message}" for f in items)
+        return out
+
+
+def toml_value(v: Any) -> str:
+    """A TOML literal: strings (basic, escaped), integers, floats, booleans, lists, inline tables."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(v, str):
+        out = []
+        for ch in v:
+            if ch in ('"', "\\"):
+                out.append("\\" + ch)
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                out.append(f"\\u{ord(ch):04x}")
+            elif 0xD800 <= ord(ch) <= 0xDFFF:
+                out.append("\ufffd")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def toml_key(k: str) -> str:
+    return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else toml_value(k)
+
+
+def comment(text: str) -> str:
+    """Text made safe for a TOML comment (one line, no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def finish(
+    report: Report,
+    text: str | None,
+    *,
+    output: str | None,
+    force: bool,
+    check: Callable[[str], Sequence[str]],
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Print the report, validate and write the output; the exit status of an import command.
+
+    0: written, nothing unsupported (or ``force``); 1: written, but unsupported settings (without ``force``);
+    2: errors, nothing written. ``check(text)`` returns the target's own validation errors.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    for f in sorted(report.findings, key=lambda f: _ORDER[f.kind]):
+        print(f.line(), file=err)
+    if report.errors or text is None:
+        print(f"import failed: {len(report.errors)} error(s); nothing written", file=err)
+        return 2
+    problems = list(check(text))
+    if problems:
+        for p in problems:
+            print(f"output does not pass --check: {p}", file=err)
+        print("import failed; nothing written", file=err)
+        return 2
+    if output is None or output == "-":
+        out.write(text)
+        out.flush()
+    else:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            print(f"{output}: cannot write: {e.strerror or e}", file=err)
+            return 2
+        print(f"wrote {output}", file=err)
+    n = len(report.blocking)
+    if n and not force:
+        print(
+            f"{n} setting(s) that change behaviour could not be imported (listed above as unsupported): "
+            "review them, then re-run with --force to accept",
+            file=err,
+        )
+        return 1
+    return 0
