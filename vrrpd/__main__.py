@@ -1,5 +1,6 @@
-"""Command line: `vrrpd -c node.toml [--check]`, `vrrpd status [--json|--prometheus] [--socket PATH]` and
-`vrrpd ctl ... maint|restore|priority` (vrrpd.ctl)."""
+"""Command line: `vrrpd -c node.toml [--check]`, `vrrpd status [--json|--prometheus] [--socket PATH]`,
+`vrrpd ctl ... maint|restore|priority` (vrrpd.ctl) and `vrrpd import keepalived.conf [-o node.toml]`
+(vrrpd.importer)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _run_parser() -> Any:
     p = argparse.ArgumentParser(
         prog="vrrpd",
         description="VRRPv2 router (keepalived-compatible). Subcommands: "
-        "`vrrpd status [--json|--prometheus]`, `vrrpd ctl maint|restore|priority` (see `vrrpd ctl --help`).",
+        "`vrrpd status [--json|--prometheus]`, `vrrpd ctl maint|restore|priority` (see `vrrpd ctl --help`), "
+        "`vrrpd import keepalived.conf [-o node.toml]`.",
     )
     p.add_argument("-c", "--config", required=True, help="TOML configuration file (node.toml)")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
         st = _status_parser().parse_args(args[1:])
         return status_main(st.socket, st.config, st.json, st.prometheus)
+    if args and args[0] == "import":
+        from vrrpd.importer import main as import_main
+
+        return import_main(args[1:])
     if args and args[0] == "ctl":
         from vrrpd.ctl import main as ctl_main
 
