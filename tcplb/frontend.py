@@ -1,9 +1,11 @@
-"""One listener at run time and the life of its client connections.
+"""One listener at run time and the driver of its client connections' session machines.
 
 Each ``[listen.NAME]`` becomes a :class:`Frontend` (listening sockets, see :mod:`tcplb.listen`, plus its
-servers, see :mod:`tcplb.backend`). A client connection is a :class:`Session`: one small task sets it up
-(queue, connect, retries), then the relay (:mod:`tcplb.relay`) pumps bytes with no task at all, and the pipe's
-``on_close`` logs it and frees its slot.
+servers, see :mod:`tcplb.backend`). A client connection is a :class:`Session`: a
+:class:`~tcplb.session.SessionMachine` (the policy: queue, connect, retry, redispatch, give up, log, release)
+plus its I/O (the relay's :class:`~tcplb.relay.Pipe`, one timer at the machine's deadline, the connect attempt
+in flight). :meth:`Frontend._run` carries out the machine's commands. Once connected, the relay pumps bytes
+with no task and no timer of its own, and the pipe's ``on_close`` ends the machine (log line, slot released).
 """
 
 from __future__ import annotations
@@ -14,16 +16,34 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from . import config as cfgmod
 from .backend import RateCounter, ServerState, _limited
-from .balance import Balancer, make_balancer, select
+from .balance import Balancer, eligible, make_balancer, select
 from .config import Listener
 from .health import CheckStatus
 from .listen import Listening
-from .relay import Pipe, set_keepalive
+from .relay import Pipe, Side, set_keepalive
+from .session import (
+    FREE,
+    QUEUE,
+    REFUSED,
+    TIMEOUT,
+    Abort,
+    CancelConnect,
+    Command,
+    Connect,
+    Dequeue,
+    Enqueue,
+    Log,
+    Passive,
+    Release,
+    Retry,
+    SessionMachine,
+    Take,
+    failure_kind,
+)
 from .splice import start_splice
 from .tcplog import TcpLogRecord, format_record, tcplog_line
 
@@ -34,39 +54,41 @@ if TYPE_CHECKING:
 # -------------------------------------------------------------------------------------------- sessions
 
 
-@dataclass(slots=True, eq=False)
-class Session:
-    """One client connection, with what its log line needs."""
+class Session(SessionMachine[ServerState]):
+    """One client connection: its machine plus its I/O and what its log line needs."""
 
-    fe: Frontend
-    pipe: Pipe
-    client: tuple[str, int]
-    accept_wall: float
-    t0: float  # loop time at accept
-    srv: ServerState | None = None
-    slot: bool = False  # holds a connection slot on srv
-    t_queue: float = -1.0  # Tw
-    t_connect: float = -1.0  # Tc
-    retries: int = 0
-    redispatched: bool = False
-    task: asyncio.Task[None] | None = None
-    srv_queue: int = 0
-    be_queue: int = 0
-    parked: bool = False
-    connect_expired: bool = False  # the connect timer of the current attempt fired (and cancelled the task)
+    __slots__ = (
+        "accept_wall",
+        "be_queue",
+        "fe",
+        "handle",
+        "parked",
+        "pipe",
+        "side",
+        "srv_queue",
+        "task",
+        "timer_at",
+    )
 
-    def cancel_setup(self) -> None:
-        """The client left (or a hard stop): stop queueing/connecting at once."""
-        t = self.task
-        if t is not None and not t.done():
-            t.cancel()
+    def __init__(self, fe: Frontend, pipe: Pipe, client: tuple[str, int], accept_wall: float) -> None:
+        SessionMachine.__init__(self, fe, client)
+        self.fe = fe
+        self.pipe = pipe
+        self.accept_wall = accept_wall
+        self.handle: asyncio.TimerHandle | None = None  # the timer at the machine's deadline
+        self.timer_at: float | None = None
+        self.task: asyncio.Task[None] | None = None  # the connect attempt in flight
+        self.side: Side | None = None  # that attempt's protocol
+        self.srv_queue = 0  # queue lengths when we entered a queue (log)
+        self.be_queue = 0
+        self.parked = False
 
-    def connect_timeout(self) -> None:
-        """``timeout_connect`` of the current attempt expired: cancel it (turned into L4TOUT by _connect)."""
-        t = self.task
-        if t is not None and not t.done():
-            self.connect_expired = True
-            t.cancel()
+    # backend.Waiter
+    def slot_granted(self, srv: ServerState) -> None:
+        self.fe._run(self, self.granted(srv, self.fe.lb.loop.time()))
+
+    def queue_dropped(self) -> None:
+        self.fe._run(self, self.server_left(self.fe.lb.loop.time()))
 
 
 # ------------------------------------------------------------------------------------------- frontends
@@ -127,13 +149,50 @@ class Frontend(Listening):
                 return s
         return None
 
+    # -- session machine context (tcplb.session.Context) -----------------------------------------------
+    @property
+    def logasap(self) -> bool:
+        return self.lb.verbose_accept or self.cfg.logasap
+
+    def pick(
+        self, client: tuple[str, int], exclude: Collection[str], pinned: ServerState | None
+    ) -> tuple[ServerState | None, str]:
+        """The server for a connection: (server, FREE) with a free slot, (server, QUEUE) to wait in its
+        queue, or (None, termination state)."""
+        srv: ServerState | None
+        if pinned is not None and pinned.usable:
+            srv = pinned
+        elif not self.limited:
+            # no server has maxconn/maxqueue: nothing is ever full, no queue (the common case)
+            srv = select(self.balancer, self.servers, client, exclude, self.cfg.allbackups)
+            if srv is None:
+                return None, "SC"  # <NOSRV> (nothing eligible; without limits no queue can be full)
+            return srv, FREE
+        else:
+            ex = set(exclude)
+            full = {s.name for s in self.servers if s.full or s.queue_full}
+            srv = select(self.balancer, self.servers, client, ex | full, self.cfg.allbackups)
+            if srv is None:
+                # all full? then queue on the one with the shortest queue that still has room
+                qfull = {s.name for s in self.servers if s.queue_full}
+                srv = select(self.balancer, self.servers, client, ex | qfull, self.cfg.allbackups)
+                if srv is None:
+                    if any(eligible(s, ex) for s in self.servers):
+                        return None, "sQ"  # every queue is full
+                    return None, "SC"  # <NOSRV>
+        return (srv, QUEUE) if srv.full else (srv, FREE)
+
+    def any_eligible(self, exclude: Collection[str]) -> bool:
+        return any(eligible(s, exclude) for s in self.servers)
+
     # -- sessions ----------------------------------------------------------------------------------------
     def _factory(self) -> asyncio.Protocol:
         loop = self.lb.loop
         pipe = Pipe(loop)
-        sess = Session(self, pipe, ("", 0), time.time(), loop.time())
+        sess = Session(self, pipe, ("", 0), time.time())
         pipe.on_close = lambda _p: self._closed(sess)
         pipe.on_client_made = lambda: self._client_made(sess)
+        pipe.on_client_lost = lambda: self._client_lost(sess)
         pipe.timeout, pipe.timeout_flag = self.idle, self.idle_flag
         pipe.fin_timeout, pipe.fin_flag = self.fin_idle, self.fin_flag
         return pipe.client
@@ -171,10 +230,9 @@ class Frontend(Listening):
         if self.cur > self.smax:
             self.smax = self.cur
         lb.sessions.add(sess)
-        sess.t0 = lb.loop.time()
-        sess.task = lb.loop.create_task(self._setup(sess))
         if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
             lb.pause_full()
+        self._run(sess, sess.start(lb.loop.time()))
 
     def unpark(self) -> bool:
         """Start the oldest parked connection if there is room; True if one was started."""
@@ -187,199 +245,143 @@ class Frontend(Listening):
             return True
         return False
 
-    async def _setup(self, sess: Session) -> None:
-        pipe = sess.pipe
-        if pipe.closed or pipe.client.lost:
+    def _client_lost(self, sess: Session) -> None:
+        """The client socket is gone: if the session is still being set up, the machine gives up."""
+        if sess.in_setup:
+            self._run(sess, sess.client_gone(self.lb.loop.time()))
+
+    def kill(self, sess: Session) -> None:
+        """Admin or hard stop: end the session at once (logged with K)."""
+        self._run(sess, sess.kill(self.lb.loop.time()))
+
+    # -- the machine's commands --------------------------------------------------------------------------
+    def _run(self, sess: Session, cmds: list[Command[ServerState]]) -> None:
+        """Carry out the machine's commands in order, then re-arm its one timer."""
+        for c in cmds:
+            t = type(c)
+            if t is Connect:
+                self._connect(sess, c.srv)  # type: ignore[union-attr]
+            elif t is Take:
+                c.srv.take()  # type: ignore[union-attr]
+            elif t is Release:
+                c.srv.release()  # type: ignore[union-attr]
+            elif t is Passive:
+                self._passive(c)  # type: ignore[arg-type]
+            elif t is Log:
+                self.lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
+            elif t is Abort:
+                sess.pipe.abort(c.cause, c.phase, reset=False)  # type: ignore[union-attr]
+            elif t is Enqueue:
+                srv: ServerState = c.srv  # type: ignore[union-attr]
+                srv.enqueue(sess)
+                sess.srv_queue = len(srv.queue)
+                sess.be_queue = sum(len(s.queue) for s in self.servers)
+            elif t is Dequeue:
+                with contextlib.suppress(ValueError):
+                    c.srv.queue.remove(sess)  # type: ignore[union-attr]
+            elif t is CancelConnect:
+                self._cancel_connect(sess)
+            elif t is Retry:
+                s2: ServerState = c.srv  # type: ignore[union-attr]
+                s2.wretr += 1
+                if c.redispatch:  # type: ignore[union-attr]
+                    s2.wredis += 1
+        # re-arm the one timer at the machine's deadline
+        dl = sess.deadline
+        h = sess.handle
+        if h is not None:
+            if sess.timer_at == dl:
+                return
+            h.cancel()
+            sess.handle = None
+        if dl is not None:
+            sess.timer_at = dl
+            sess.handle = self.lb.loop.call_at(dl, self._timer, sess)
+
+    def _timer(self, sess: Session) -> None:
+        sess.handle = None
+        at = sess.timer_at
+        now = self.lb.loop.time()
+        if at is not None and now < at:
+            now = at  # the loop may run a timer up to its clock resolution early
+        self._run(sess, sess.timer(now))
+
+    def _passive(self, c: Passive[ServerState]) -> None:
+        srv = c.srv
+        if c.ok:
+            srv.health.passive_success()
             return
-        # if the client goes away while we queue or connect, stop at once
-        gone_cb = pipe.on_client_lost = sess.cancel_setup
-        try:
-            await self._establish(sess)
-        except asyncio.CancelledError:
-            # the client left (or a hard stop): give the slot back
-            self._drop_slot(sess)
-            if not pipe.closed:
-                pipe.abort("C" if pipe.client.lost else "K", pipe.phase, reset=False)
-            if not pipe.client.lost and not self.lb.stopping:
-                raise
-        finally:
-            if pipe.on_client_lost == gone_cb:
-                pipe.on_client_lost = None
+        # a failed connect counts against the server at once (local resource errors never come here)
+        srv.econ += 1
+        self.econ += 1
+        if not srv.checks_enabled:
+            return
+        if self.lb.worker:
+            srv.sh_pfail += 1  # a relay worker: the main process owns health; it reads this at its next tick
+            return
+        status = CheckStatus.L4TOUT if c.timeout else CheckStatus.L4CON
+        tr = srv.health.passive_failure(
+            status=CheckStatus.HANA, now=self.lb.loop.time(), info=f"{status}: {c.info}", timeout=c.timeout
+        )
+        if tr is not None:
+            self.lb.on_transition(srv, tr)
 
-    def _drop_slot(self, sess: Session) -> None:
-        if sess.slot and sess.srv is not None:
-            sess.slot = False
-            sess.srv.release()
+    def _connect(self, sess: Session, srv: ServerState) -> None:
+        side = sess.pipe.new_server_side()
+        sess.side = side
+        sess.task = self.lb.loop.create_task(self._attempt(sess, srv, side))
 
-    async def _establish(self, sess: Session) -> None:
-        """Queue, connect, retry and redispatch until a server answers or we give up."""
+    def _cancel_connect(self, sess: Session) -> None:
+        t = sess.task
+        sess.task = None
+        sess.side = None
+        if t is not None and not t.done():
+            t.cancel()
+
+    async def _attempt(self, sess: Session, srv: ServerState, side: Side) -> None:
+        """One connection attempt; its outcome goes to the machine (unless it was cancelled)."""
         loop = self.lb.loop
-        pipe = sess.pipe
-        cfg = self.cfg
-        exclude: set[str] = set()
-        pinned: ServerState | None = None
-        attempt = 0
-        while True:
-            pipe.phase = "Q"
-            tq = loop.time()
-            srv, why = await self._acquire(sess, exclude, pinned)
-            if sess.t_queue < 0:
-                sess.t_queue = loop.time() - tq
-            if srv is None:
-                # nothing to connect to: <NOSRV> (or the queue timed out)
-                pipe.abort(why[0], why[1], reset=False)
-                return
-            pipe.phase = "C"
-            tc = loop.time()
-            err = await self._connect(sess, srv)
-            if err is None:
-                sess.t_connect = loop.time() - tc
-                srv.health.passive_success()
-                if self.lb.verbose_accept or cfg.logasap:
-                    self.lb.log_session(sess, asap=True)
-                return
-            # the connect failed: count it against the server at once, then retry
-            srv.econ += 1
-            self.econ += 1
-            self._drop_slot(sess)
-            status, info = err
-            if srv.checks_enabled and self.lb.worker:
-                # a relay worker: the main process owns health; it reads this at its next tick
-                srv.sh_pfail += 1
-            elif srv.checks_enabled:
-                tr = srv.health.passive_failure(
-                    status=CheckStatus.HANA, now=loop.time(), info=f"{status}: {info}"
-                )
-                if tr is not None:
-                    self.lb.on_transition(srv, tr)
-            attempt += 1
-            if attempt > cfg.retries:
-                sess.t_connect = loop.time() - tc
-                pipe.abort("s" if status == CheckStatus.L4TOUT else "S", "C", reset=False)
-                return
-            sess.retries = attempt
-            srv.wretr += 1
-            redispatch = cfgmod.redispatch_on_retry(attempt, cfg.retries, cfg.redispatch) or (
-                cfg.redispatch != 0 and not srv.usable
-            )
-            if redispatch:
-                sess.redispatched = True
-                srv.wredis += 1
-                exclude.add(srv.name)
-                pinned = None
-                left = select(self.balancer, self._eligible(exclude), sess.client, exclude, cfg.allbackups)
-                if left is None:
-                    # every other server failed too: start over after the turn-around delay
-                    exclude.clear()
-                    await asyncio.sleep(min(self.t_connect or 1.0, 1.0))
-            else:
-                pinned = srv
-                await asyncio.sleep(min(self.t_connect or 1.0, 1.0))
-
-    def _eligible(self, exclude: set[str]) -> list[ServerState]:
-        return [s for s in self.servers if s.name not in exclude]
-
-    async def _acquire(
-        self, sess: Session, exclude: set[str], pinned: ServerState | None
-    ) -> tuple[ServerState | None, str]:
-        """A server with a free slot (slot taken), waiting in its queue if needed; or (None, term)."""
-        loop = self.lb.loop
-        while True:
-            srv: ServerState | None
-            if pinned is not None and pinned.usable:
-                srv = pinned
-            elif not self.limited:
-                # no server has maxconn/maxqueue: nothing is ever full, no queue (the common case)
-                srv = select(self.balancer, self.servers, sess.client, exclude, self.cfg.allbackups)
-                if srv is None:
-                    return None, "SC"  # <NOSRV> (nothing eligible; without limits no queue can be full)
-            else:
-                full = {s.name for s in self.servers if s.full or s.queue_full}
-                srv = select(self.balancer, self.servers, sess.client, exclude | full, self.cfg.allbackups)
-                if srv is None:
-                    # all full? then queue on the one with the shortest queue that still has room
-                    qfull = {s.name for s in self.servers if s.queue_full}
-                    srv = select(
-                        self.balancer, self.servers, sess.client, exclude | qfull, self.cfg.allbackups
-                    )
-                    if srv is None:
-                        if any(s.usable and s.weight > 0 and s.name not in exclude for s in self.servers):
-                            return None, "sQ"  # every queue is full
-                        return None, "SC"  # <NOSRV>
-            if not srv.full:
-                srv.take()
-                sess.srv, sess.slot = srv, True
-                return srv, ""
-            fut: asyncio.Future[bool] = loop.create_future()
-            srv.enqueue(fut)
-            sess.srv_queue = len(srv.queue)
-            sess.be_queue = sum(len(s.queue) for s in self.servers)
-            try:
-                if self.t_queue is not None:
-                    async with asyncio.timeout(self.t_queue):
-                        got = await fut
-                else:
-                    got = await fut
-            except TimeoutError:
-                with contextlib.suppress(ValueError):
-                    srv.queue.remove(fut)
-                sess.srv = srv
-                return None, "sQ"
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled() and fut.result():
-                    srv.release()  # we had been given the slot
-                with contextlib.suppress(ValueError):
-                    srv.queue.remove(fut)
-                raise
-            if got:
-                sess.srv, sess.slot = srv, True
-                return srv, ""
-            pinned = None  # the server went away: choose again
-
-    async def _connect(self, sess: Session, srv: ServerState) -> tuple[str, str] | None:
-        """One connection attempt; None on success (relay attached), else (check status, info)."""
-        loop = self.lb.loop
-        pipe = sess.pipe
-        side = pipe.new_server_side()
         scfg = srv.cfg
-        # timeout_connect: a plain timer that cancels the setup task (cheaper than asyncio.timeout(), which
-        # costs a context manager, current_task() and a reschedule per attempt); same semantics: a
-        # cancellation requested by anyone else (client gone, hard stop) is not turned into a timeout
-        timer = loop.call_later(self.t_connect, sess.connect_timeout) if self.t_connect is not None else None
-        sess.connect_expired = False
+        kind = ""
+        info = ""
         try:
             if scfg.source:
                 await loop.create_connection(lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0))
             else:
                 await loop.create_connection(lambda: side, scfg.host, scfg.port)
-        except TimeoutError:  # the kernel's own connect timeout (ETIMEDOUT), as asyncio.timeout's was
-            return CheckStatus.L4TOUT, "connect timeout"
-        except OSError as e:
-            return CheckStatus.L4CON, os.strerror(e.errno) if e.errno else str(e)
         except asyncio.CancelledError:
             if side.transport is not None:
                 side.transport.abort()
-            if sess.connect_expired:
-                sess.connect_expired = False
-                task = sess.task
-                if task is not None and task.uncancel() == 0:
-                    return CheckStatus.L4TOUT, "connect timeout"
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        tr = side.transport
-        assert tr is not None
-        if side.lost:
-            return CheckStatus.L4CON, "connection reset"
-        ka = self.cfg.tcpka
-        if ka is not None and ka.server is not None:
-            set_keepalive(tr, ka.server.idle, ka.server.interval, ka.server.count)
-        pipe.attach_server(side)
-        if self.cfg.splice:
-            # once this iteration's writes (early data) went out; stays in user space if they did not
-            loop.call_soon(start_splice, pipe)
-        return None
+        except TimeoutError:  # the kernel's own connect timeout (ETIMEDOUT)
+            kind, info = TIMEOUT, "connect timeout"
+        except OSError as e:
+            kind, info = failure_kind(e.errno), os.strerror(e.errno) if e.errno else str(e)
+        if sess.side is not side:  # abandoned (cannot happen without a cancel; kept defensive)
+            if side.transport is not None:
+                side.transport.abort()
+            return
+        sess.task = None
+        sess.side = None
+        pipe = sess.pipe
+        if not kind:
+            st = side.transport
+            assert st is not None
+            if side.lost:
+                kind, info = REFUSED, "connection reset"
+            else:
+                ka = self.cfg.tcpka
+                if ka is not None and ka.server is not None:
+                    set_keepalive(st, ka.server.idle, ka.server.interval, ka.server.count)
+                cmds = sess.connected(loop.time())
+                pipe.attach_server(side)
+                if not pipe.closed:
+                    self._run(sess, cmds)
+                    if self.cfg.splice:
+                        # once this iteration's writes (early data) went out; stays in user space if not
+                        loop.call_soon(start_splice, pipe)
+                return
+        self._run(sess, sess.failed(loop.time(), kind, info))
 
     def _closed(self, sess: Session) -> None:
         lb = self.lb
@@ -388,22 +390,21 @@ class Frontend(Listening):
             # accepted beyond maxconn and gone before it got a slot: nothing to count, nothing to log
             with contextlib.suppress(ValueError):
                 self.parked.remove(sess)
+            sess.closed(lb.loop.time())
             return
-        if sess.task is not None and not sess.task.done() and p.phase != "D":
-            sess.task.cancel()
-        lb.log_session(sess)  # counts as HAProxy logs them: this connection included
+        cmds = sess.closed(lb.loop.time())  # the log line (counts as HAProxy logs them: this one included)
+        srv = sess.srv
+        if srv is not None:
+            srv.bin += p.bytes_in
+            srv.bout += p.bytes_out
+            if p.term[0] == "S" and p.term[1] in "DL":
+                srv.eresp += 1  # the server aborted an established connection (HAProxy's eresp in TCP mode)
+        self._run(sess, cmds)
         lb.actconn -= 1
         self.cur -= 1
         lb.sessions.discard(sess)
         self.bin += p.bytes_in
         self.bout += p.bytes_out
-        srv = sess.srv
-        if srv is not None:
-            srv.bin += p.bytes_in
-            srv.bout += p.bytes_out
-            if p.term[0] == "S" and p.term[1] == "D":
-                srv.eresp += 1  # the server aborted an established connection (HAProxy's eresp in TCP mode)
-        self._drop_slot(sess)
         if lb.paused_full:
             lb.resume_if_room()
         if lb.actconn == 0 and lb._idle is not None:
