@@ -1,4 +1,4 @@
-"""VRRPv2 state machine (RFC 3768 section 6), sans-IO.
+"""VRRPv2 state machine (RFC 3768 section 6) and VRRPv3 (RFC 5798 section 6, IPv4 and IPv6), sans-IO.
 
 Theory of operation
 -------------------
@@ -28,6 +28,19 @@ The semantic receive checks of RFC 3768 section 7.1 are done by :func:`vrrpd.wir
 packet becomes a :class:`Discard` action and a counter. Logging is an action (:class:`Log`) so that tests can
 assert on it and the daemon decides where it goes (and rate-limits discards).
 
+VRRPv3 (``Params.version == 3``) is the same machine with the timers of RFC 5798 section 6.1, in centiseconds:
+the instance sends every ``advert_cs`` cs; a Backup keeps ``Master_Adver_Interval`` (``master_adver_cs``),
+learnt from every advert it accepts (priority >= its own, or not preempting, or inside ``preempt_delay``), as
+does a Master that yields; Skew_Time = ((256 - priority) * Master_Adver_Interval) / 256 and
+Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time are computed from it exactly (as keepalived
+does, in microseconds). An
+advert with an interval other than ours is therefore *used* in v3 (v2 discards it). Becoming Master, starting,
+and leaving FAULT return to our own interval (keepalived). A v3 instance is IPv4 or IPv6 (``src_ip6`` set):
+its adverts are checked by :func:`vrrpd.wire.check_v3`; a v2 advert reaching a v3 instance, or the reverse,
+is discarded as ``VERSION`` (keepalived and FRR never mix them). For an IPv6 instance :class:`SendGarp`
+means unsolicited Neighbor Advertisements (``wire.na_frame``) and a reload that changes the VIPs gives
+:class:`UpdateVips6`.
+
 Beyond the RFC, the behaviour follows keepalived 2.x (the implementation this replaces): a Master that hears
 a lower-priority advert answers with its own advert and a GARP burst (heals split brain); a Master entering
 FAULT sends priority 0; ``nopreempt`` is a Backup-side rule only; an owner (priority 255) still processes
@@ -40,7 +53,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, TypeAlias
 
 from vrrpd import wire
@@ -72,9 +85,12 @@ __all__ = [
     "StateChanged",
     "TimerDue",
     "UpdateVips",
+    "UpdateVips6",
     "VirtualRouter",
     "master_down_interval",
+    "master_down_interval_v3",
     "skew_time",
+    "skew_time_v3",
 ]
 
 OWNER_PRIORITY = 255
@@ -98,9 +114,29 @@ def master_down_interval(advert_int: float, priority: int) -> float:
     return 3 * advert_int + skew_time(priority)
 
 
+def skew_time_v3(priority: int, master_adver_cs: int) -> float:
+    """VRRPv3 Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, in seconds, for an interval in
+    centiseconds (RFC 5798 section 6.1); exact, as keepalived computes it (FRR truncates to whole cs)."""
+    return (256 - priority) * master_adver_cs / 25600
+
+
+def master_down_interval_v3(master_adver_cs: int, priority: int) -> float:
+    """VRRPv3 Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time, in seconds, for an interval in
+    centiseconds (RFC 5798 section 6.1): 0.3609375 s at 10 cs and priority 100."""
+    return 3 * master_adver_cs / 100 + skew_time_v3(priority, master_adver_cs)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Params:
-    """Configuration of one instance. Keyword-only. ``priority`` is the configured one (255 = owner)."""
+    """Configuration of one instance. Keyword-only. ``priority`` is the configured one (255 = owner).
+
+    VRRPv3 (``version=3``): the interval is ``advert_cs`` centiseconds (1..4095; default ``100 *
+    advert_int``), there is no authentication, and ``checksum_as_v2`` selects the message-only IPv4 checksum
+    for *sending* (keepalived 2.2.8's ``v3_checksum_as_v2``; both forms are accepted on receive). An IPv6
+    instance sets ``src_ip6`` (the interface's link-local address), ``vips6`` and ``unicast_peers6``, leaves
+    the IPv4 ``vips``/``unicast_peers`` empty, and its ``src_ip`` is not used. Use :attr:`source`,
+    :attr:`addresses`, :attr:`peers` and :attr:`interval` to read either family / version.
+    """
 
     vrid: int
     priority: int
@@ -120,6 +156,12 @@ class Params:
     lower_prio_no_advert: bool = False
     higher_prio_send_advert: bool = True
     owner_ignore_adverts: bool = False
+    version: int = 2
+    advert_cs: int | None = None
+    checksum_as_v2: bool = False
+    src_ip6: IPv6Address | None = None
+    vips6: tuple[IPv6Address, ...] = ()
+    unicast_peers6: tuple[IPv6Address, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.vrid <= 255:
@@ -138,6 +180,25 @@ class Params:
         for name in ("garp_master_repeat", "garp_master_refresh_repeat", "garp_lower_prio_repeat"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.version not in (2, 3):
+            raise ValueError(f"version {self.version} is neither 2 nor 3")
+        if self.version == 2:
+            if self.advert_cs is not None:
+                raise ValueError("advert_cs (centiseconds) is VRRPv3 only; VRRPv2 uses advert_int seconds")
+            if self.src_ip6 is not None or self.vips6 or self.unicast_peers6:
+                raise ValueError("IPv6 needs VRRPv3 (version=3)")
+            return
+        cs = self.advert_cs if self.advert_cs is not None else 100 * self.advert_int
+        if not 1 <= cs <= wire.MAX_ADVER_INT_CS:
+            raise ValueError(f"VRRPv3 interval {cs} cs not in 1..{wire.MAX_ADVER_INT_CS} (0.01..40.95 s)")
+        if self.auth_type != wire.AUTH_NONE:
+            raise ValueError("VRRPv3 has no authentication (auth_type must be 0)")
+        if self.src_ip6 is None and (self.vips6 or self.unicast_peers6):
+            raise ValueError("IPv6 vips6/unicast_peers6 need src_ip6 (one address family per instance)")
+        if self.src_ip6 is not None and (self.vips or self.unicast_peers):
+            raise ValueError("an IPv6 instance (src_ip6) cannot have IPv4 vips/unicast_peers")
+        if len(self.vips6) > wire.MAX_ADDRS:
+            raise ValueError(f"{len(self.vips6)} vips6, at most {wire.MAX_ADDRS}")
 
     @property
     def owner(self) -> bool:
@@ -145,7 +206,40 @@ class Params:
 
     @property
     def unicast(self) -> bool:
-        return bool(self.unicast_peers)
+        return bool(self.peers)
+
+    @property
+    def family(self) -> int:
+        """4, or 6 for a VRRPv3 IPv6 instance."""
+        return 6 if self.src_ip6 is not None else 4
+
+    @property
+    def source(self) -> wire.IPAddress:
+        """The address adverts are sent from and ties are broken on."""
+        return self.src_ip6 if self.src_ip6 is not None else self.src_ip
+
+    @property
+    def addresses(self) -> tuple[IPv4Address, ...] | tuple[IPv6Address, ...]:
+        """The VIPs of the instance's family (what its adverts carry)."""
+        return self.vips6 if self.src_ip6 is not None else self.vips
+
+    @property
+    def peers(self) -> tuple[IPv4Address, ...] | tuple[IPv6Address, ...]:
+        return self.unicast_peers6 if self.src_ip6 is not None else self.unicast_peers
+
+    @property
+    def interval_cs(self) -> int:
+        """Our Advertisement_Interval in centiseconds (v2: 100 * advert_int)."""
+        if self.version == 3 and self.advert_cs is not None:
+            return self.advert_cs
+        return 100 * self.advert_int
+
+    @property
+    def interval(self) -> float:
+        """Our Advertisement_Interval in seconds: ``advert_int`` itself in v2, ``advert_cs / 100`` in v3."""
+        if self.version == 3:
+            return self.interval_cs / 100
+        return self.advert_int
 
 
 # ---------------------------------------------------------------------------------------------------- events
@@ -158,9 +252,10 @@ class Startup:
 
 @dataclass(frozen=True, slots=True)
 class AdvertReceived:
-    """A structurally valid advert (``wire.decode_ip`` succeeded) arrived."""
+    """A structurally valid advert arrived: ``wire.decode_ip`` (v2) or ``wire.decode_ip_v3`` /
+    ``wire.decode_ipv6`` / ``wire.decode_ip_any`` (v3) succeeded."""
 
-    packet: wire.Packet
+    packet: wire.Packet | wire.PacketV3
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +357,17 @@ class UpdateVips:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateVips6:
+    """As :class:`UpdateVips`, for an IPv6 instance."""
+
+    add: tuple[IPv6Address, ...]
+    remove: tuple[IPv6Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SendGarp:
-    """Send ``count`` gratuitous ARPs for every VIP (``count`` rounds over the VIP list)."""
+    """Send ``count`` gratuitous ARPs for every VIP (``count`` rounds over the VIP list); for an IPv6
+    instance, ``count`` unsolicited Neighbor Advertisements (``wire.na_frame``, Override set) per VIP."""
 
     count: int
 
@@ -292,7 +396,9 @@ class Log:
     message: str
 
 
-Action: TypeAlias = SendAdvert | AddVips | RemoveVips | UpdateVips | SendGarp | StateChanged | Discard | Log
+Action: TypeAlias = (
+    SendAdvert | AddVips | RemoveVips | UpdateVips | UpdateVips6 | SendGarp | StateChanged | Discard | Log
+)
 
 
 @dataclass(slots=True)
@@ -303,6 +409,7 @@ class Counters:
     released_master: int = 0
     priority_zero_sent: int = 0
     priority_zero_received: int = 0
+    checksum_as_v2_received: int = 0  # VRRPv3 IPv4 adverts that came with the message-only checksum
     discards: dict[wire.Reason, int] = field(default_factory=lambda: {r: 0 for r in wire.Reason})
 
     def as_dict(self) -> dict[str, object]:
@@ -321,14 +428,16 @@ class Counters:
 
 
 class VirtualRouter:
-    """One VRRPv2 instance. ``handle(event, now)`` returns the actions to perform, in order."""
+    """One VRRP instance (v2, or v3 per ``params.version``). ``handle(event, now)`` returns the actions to
+    perform, in order."""
 
     def __init__(self, params: Params, name: str = "") -> None:
         self.params = params
         self.name = name
         self.state = State.INIT
         self.effective_priority = params.priority
-        self.master_ip: IPv4Address | None = None
+        self.master_ip: wire.IPAddress | None = None
+        self.master_adver_cs = params.interval_cs  # v3 Master_Adver_Interval (learnt); v2: unused
         self.counters = Counters()
         self.faults: set[str] = set()
         self.maint = False
@@ -398,7 +507,7 @@ class VirtualRouter:
 
     def snapshot(self) -> dict[str, object]:
         p = self.params
-        return {
+        snap: dict[str, object] = {
             "name": self.name,
             "vrid": p.vrid,
             "state": self.state.value,
@@ -416,6 +525,22 @@ class VirtualRouter:
             "deadlines": dict(self.deadlines()),
             "counters": self.counters.as_dict(),
         }
+        if p.version == 3:
+            counters = self.counters.as_dict()
+            counters["checksum_as_v2_received"] = self.counters.checksum_as_v2_received
+            snap.update(
+                {
+                    "version": 3,
+                    "family": p.family,
+                    "src_ip": str(p.source),
+                    "advert_int": p.interval,
+                    "master_adver_int": self.master_adver_cs / 100,
+                    "checksum_as_v2": p.checksum_as_v2,
+                    "vips": [str(v) for v in p.addresses],
+                    "counters": counters,
+                }
+            )
+        return snap
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -433,13 +558,17 @@ class VirtualRouter:
         self._out.append(SendAdvert(priority))
 
     def _send_garp(self, count: int) -> None:
-        if count > 0 and self.params.vips:
+        if count > 0 and self.params.addresses:
             self._out.append(SendGarp(count))
 
     def _mdi(self) -> float:
+        if self.params.version == 3:
+            return master_down_interval_v3(self.master_adver_cs, self.effective_priority)
         return master_down_interval(self.params.advert_int, self.effective_priority)
 
     def _skew(self) -> float:
+        if self.params.version == 3:
+            return skew_time_v3(self.effective_priority, self.master_adver_cs)
         return skew_time(self.effective_priority)
 
     def _clear_master_timers(self) -> None:
@@ -467,8 +596,9 @@ class VirtualRouter:
         self._out.append(AddVips())
         self._send_garp(p.garp_master_repeat)
         self.counters.became_master += 1
-        self.master_ip = p.src_ip
-        self._adver_at = now + p.advert_int
+        self.master_ip = p.source
+        self.master_adver_cs = p.interval_cs  # v3: back to our own interval (keepalived)
+        self._adver_at = now + p.interval
         self._garp_delayed_at = (
             now + p.garp_master_delay if p.garp_master_delay > 0 and p.garp_master_repeat > 0 else None
         )
@@ -495,6 +625,7 @@ class VirtualRouter:
         if self.state is not State.INIT:
             self._log(logging.DEBUG, f"Startup ignored in state {self.state.value}")
             return
+        self.master_adver_cs = self.params.interval_cs
         if self.faults:
             self._log(logging.INFO, f"Entering FAULT STATE ({', '.join(sorted(self.faults))})")
             self._set_state(State.FAULT)
@@ -557,6 +688,7 @@ class VirtualRouter:
         if self.state is not State.FAULT:
             return
         self._log(logging.INFO, f"fault {reason} cleared")
+        self.master_adver_cs = self.params.interval_cs  # keepalived: leaving FAULT forgets the learnt one
         if self.effective_priority == OWNER_PRIORITY:
             self._become_master(now)
         else:
@@ -585,6 +717,12 @@ class VirtualRouter:
         old = self.params
         if params.vrid != old.vrid:
             raise ValueError(f"ParamsChanged cannot change the VRID ({old.vrid} -> {params.vrid})")
+        if (params.version, params.family) != (old.version, old.family):
+            raise ValueError(
+                f"ParamsChanged cannot change the VRRP version or address family "
+                f"(v{old.version}/IPv{old.family} -> v{params.version}/IPv{params.family}): "
+                "recreate the instance"
+            )
         if effective is not None and not 1 <= effective <= OWNER_PRIORITY:
             raise ValueError(f"effective priority {effective} not in 1..255")
         if params == old and effective in (None, self.effective_priority):
@@ -610,8 +748,9 @@ class VirtualRouter:
         if self.state is State.BACKUP and self._down_at is not None:
             self._down_at = max(now, self._down_at + self._mdi() - old_mdi)
         elif self.state is State.MASTER:
-            if params.advert_int != old.advert_int and self._adver_at is not None:
-                self._adver_at = min(self._adver_at, now + params.advert_int)
+            self.master_adver_cs = params.interval_cs
+            if params.interval != old.interval and self._adver_at is not None:
+                self._adver_at = min(self._adver_at, now + params.interval)
             if params.garp_master_refresh != old.garp_master_refresh:
                 refresh = params.garp_master_refresh
                 self._refresh_at = now + refresh if refresh > 0 else None
@@ -621,20 +760,48 @@ class VirtualRouter:
                 if add or remove:
                     self._out.append(UpdateVips(add=add, remove=remove))
                     self._send_garp(params.garp_master_repeat)
+            if params.vips6 != old.vips6:
+                add6 = tuple(v for v in params.vips6 if v not in old.vips6)
+                remove6 = tuple(v for v in old.vips6 if v not in params.vips6)
+                if add6 or remove6:
+                    self._out.append(UpdateVips6(add=add6, remove=remove6))
+                    self._send_garp(params.garp_master_repeat)
 
-    def _on_advert(self, packet: wire.Packet, now: float) -> None:
+    def _on_advert(self, packet: wire.Packet | wire.PacketV3, now: float) -> None:
         p = self.params
-        verdict = wire.check(
-            packet,
-            vrid=p.vrid,
-            advert_int=p.advert_int,
-            auth_type=p.auth_type,
-            auth_data=p.auth_data,
-            vips=p.vips,
-            unicast_peers=p.unicast_peers,
-            owner=p.owner,
-            owner_ignore_adverts=p.owner_ignore_adverts,
-        )
+        if isinstance(packet, wire.PacketV3):
+            if p.version != 3:
+                detail = f"VRRPv3 advert from {packet.src}, this instance is VRRPv2"
+                self._discard(wire.Reason.VERSION, detail)
+                return
+            if packet.advert.family != p.family:
+                self._discard(
+                    wire.Reason.IP_HEADER, f"IPv{packet.advert.family} advert for an IPv{p.family} instance"
+                )
+                return
+            verdict = wire.check_v3(
+                packet,
+                vrid=p.vrid,
+                vips=p.addresses,
+                unicast_peers=p.peers,
+                owner=p.owner,
+                owner_ignore_adverts=p.owner_ignore_adverts,
+            )
+        elif p.version != 2:
+            self._discard(wire.Reason.VERSION, f"VRRPv2 advert from {packet.src}, this instance is VRRPv3")
+            return
+        else:
+            verdict = wire.check(
+                packet,
+                vrid=p.vrid,
+                advert_int=p.advert_int,
+                auth_type=p.auth_type,
+                auth_data=p.auth_data,
+                vips=p.vips,
+                unicast_peers=p.unicast_peers,
+                owner=p.owner,
+                owner_ignore_adverts=p.owner_ignore_adverts,
+            )
         if verdict.discard is not None:
             self._discard(verdict.discard, verdict.detail)
             return
@@ -643,6 +810,8 @@ class VirtualRouter:
             # the advert is still used.
             self._discard(reason, detail + " (advert still used)")
         self.counters.adverts_received += 1
+        if isinstance(packet, wire.PacketV3) and packet.checksum_as_v2:
+            self.counters.checksum_as_v2_received += 1
         prio = packet.advert.priority
         if prio == PRIORITY_STOP:
             self.counters.priority_zero_received += 1
@@ -654,7 +823,19 @@ class VirtualRouter:
             self.master_ip = packet.src  # no transition from Fault on adverts; remember who is master
         # INIT: not participating; the advert is only counted.
 
-    def _backup_rx(self, packet: wire.Packet, now: float) -> None:
+    def _learn_interval(self, packet: wire.Packet | wire.PacketV3) -> None:
+        """VRRPv3: Master_Adver_Interval := the advert's Max Adver Int (RFC 5798 sections 6.4.2, 6.4.3)."""
+        if not isinstance(packet, wire.PacketV3):
+            return
+        cs = packet.advert.max_advert_int
+        if cs != self.master_adver_cs:
+            self._log(
+                logging.INFO,
+                f"advertisement interval updated from {self.master_adver_cs * 10}ms to {cs * 10}ms by master",
+            )
+            self.master_adver_cs = cs
+
+    def _backup_rx(self, packet: wire.Packet | wire.PacketV3, now: float) -> None:
         p = self.params
         prio = packet.advert.priority
         eff = self.effective_priority
@@ -671,6 +852,8 @@ class VirtualRouter:
             # RFC 3768 section 6.4.2: priority >= local, or Preempt_Mode False -> reset the Master_Down_Timer.
             # keepalived's preempt_delay: lower-priority adverts are also accepted until preempt_until, which
             # starts at the first lower-priority advert and is cleared by one of higher or equal priority.
+            # VRRPv3: learn Master_Adver_Interval first; Master_Down_Interval is recomputed from it.
+            self._learn_interval(packet)
             self._down_at = now + self._mdi()
             self.master_ip = packet.src
             if preempt and p.preempt_delay > 0:
@@ -684,7 +867,7 @@ class VirtualRouter:
         self.master_ip = packet.src
         self._log(logging.INFO, f"received lower priority ({prio}) advert from {packet.src} - discarding")
 
-    def _master_rx(self, packet: wire.Packet, now: float) -> None:
+    def _master_rx(self, packet: wire.Packet | wire.PacketV3, now: float) -> None:
         p = self.params
         prio = packet.advert.priority
         eff = self.effective_priority
@@ -692,9 +875,9 @@ class VirtualRouter:
             # RFC 3768 section 6.4.3: priority 0 -> send an ADVERTISEMENT and reset the Adver_Timer.
             self._log(logging.INFO, f"Master received priority 0 advert from {packet.src}")
             self._send_advert(eff)
-            self._adver_at = now + p.advert_int
+            self._adver_at = now + p.interval
             return
-        if prio == eff and packet.src == p.src_ip:
+        if prio == eff and packet.src == p.source:
             self._log(logging.WARNING, "equal priority advert from a remote host with our IP address")
             return
         if prio == OWNER_PRIORITY and eff == OWNER_PRIORITY:
@@ -703,7 +886,8 @@ class VirtualRouter:
                 f"CONFIGURATION ERROR: {packet.src} is also configured as address owner (priority 255)",
             )
         # Unsigned 32-bit compare of the primary (or configured source) addresses (keepalived vrrp_saddr_cmp).
-        higher = prio > eff or (prio == eff and int(packet.src) > int(p.src_ip))
+        # VRRPv3 over IPv6: the same, unsigned 128-bit, on the link-local source (RFC 5798 section 6.4.3).
+        higher = prio > eff or (prio == eff and int(packet.src) > int(p.source))
         if higher:
             # RFC 3768 section 6.4.3: higher priority, or equal and higher address -> cancel the Adver_Timer,
             # Master_Down_Timer = Master_Down_Interval, go Backup. A Master always yields (nopreempt is
@@ -717,6 +901,7 @@ class VirtualRouter:
                 self._send_advert(eff)
             self._leave_master(send_zero=False)
             self.master_ip = packet.src
+            self._learn_interval(packet)  # RFC 5798 section 6.4.3: before Master_Down_Interval is computed
             self._become_backup(now)
             return
         # Lower priority (or equal and lower address): the RFC discards it; keepalived (default) answers with
@@ -740,7 +925,7 @@ class VirtualRouter:
         if self._adver_at is not None and self._adver_at <= now:
             # RFC 3768 section 6.4.3: Adver_Timer fires -> send an ADVERTISEMENT, restart the timer.
             self._send_advert(self.effective_priority)
-            self._adver_at = now + p.advert_int
+            self._adver_at = now + p.interval
         if self._garp_delayed_at is not None and self._garp_delayed_at <= now:
             self._garp_delayed_at = None
             self._send_garp(p.garp_master_repeat)
