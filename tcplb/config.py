@@ -1132,6 +1132,17 @@ def _server(
 # ------------------------------------------------------------------------------------------ warnings
 
 
+def _loopback(host: str) -> bool:
+    """A loopback address literal (127.0.0.0/8, ::1) or ``localhost``; any other address, a wildcard or a
+    name is reachable from elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def warnings(cfg: Config) -> list[str]:
     """Start-up warnings, HAProxy-style: unset timeouts (infinite), settings that do nothing."""
     out: list[str] = []
@@ -1190,6 +1201,13 @@ def warnings(cfg: Config) -> list[str]:
                 f"global.workers: per-server maxconn and maxqueue are divided among the {n} processes "
                 "(each queues its own clients)"
             )
+    st = cfg.stats
+    if st is not None and not st.auth and not _loopback(st.bind[0]):
+        out.append(
+            f"stats: no auth on {_fmt_address(*st.bind)}, which is not a loopback address: anyone who can "
+            "reach it reads the stats page and /metrics (server addresses, traffic); set stats.auth or "
+            'bind to 127.0.0.1 (HAProxy: "stats auth")'
+        )
     if cfg.global_.hard_stop_after is None:
         out.append(
             "global.hard_stop_after: unset: a graceful stop waits until every client connection closes "

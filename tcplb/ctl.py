@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import io
 import json
@@ -38,6 +39,8 @@ COMMANDS = """commands (HAProxy runtime API words; L/S = listener/server):
   shutdown sessions server L/S        close the server's established connections
   disable health L/S                  stop the health checks (the server counts as UP)
   enable health L/S                   start them again
+  reload                              re-read the configuration file, as SIGHUP; all or nothing:
+                                      exit 1 with the reason when it is refused (old one kept)
 
 exit status: 0 done, 1 error (the server refused or could not be reached), 2 usage
 """
@@ -174,6 +177,16 @@ def target(args: argparse.Namespace) -> Target:
     return Target(base, uri, auth, args.timeout)
 
 
+# no ProxyHandler from the environment: http_proxy/HTTPS_PROXY must never see the admin credentials (the
+# admin API is on this host or a management network, never behind a proxy); no redirects followed either
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 def request(t: Target, method: str, path: str, form: dict[str, str] | None = None) -> tuple[str, str]:
     """One request; returns (content type, body). Raises CtlError with the server's status and text."""
     data = urllib.parse.urlencode(form).encode() if form is not None else None
@@ -183,13 +196,17 @@ def request(t: Target, method: str, path: str, form: dict[str, str] | None = Non
     if t.auth is not None:
         req.add_header("Authorization", "Basic " + base64.b64encode(t.auth.encode()).decode())
     try:
-        with urllib.request.urlopen(req, timeout=t.timeout) as resp:
+        with _OPENER.open(req, timeout=t.timeout) as resp:
             return resp.headers.get("Content-Type", ""), resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         try:
             text = e.read().decode("utf-8", "replace").strip()
         except OSError:
             text = ""
+        if path == "/api/reload" and e.code == 409:
+            with contextlib.suppress(ValueError, AttributeError):
+                text = str(json.loads(text).get("error", text))
+            raise CtlError(f"reload refused, the running configuration is unchanged: {text}") from None
         text = " ".join(text.split())  # one line
         reason = e.reason if isinstance(e.reason, str) else ""
         detail = f": {text}" if text and text.lower() != reason.lower() else ""
@@ -283,6 +300,7 @@ class Command:
     """A parsed command: ``show`` ("stat" | "servers") or an admin ``action`` on ``ref`` with ``form``."""
 
     show: str | None = None
+    reload: bool = False
     ref: str = ""
     action: str = ""
     form: tuple[tuple[str, str], ...] = ()
@@ -295,6 +313,8 @@ def parse(words: list[str]) -> Command:
             return Command(show="stat")
         case ["show", "servers", "state"] | ["show", "servers"]:
             return Command(show="servers")
+        case ["reload"]:
+            return Command(reload=True)
         case ["set", "server", ref, "state", state]:
             if state not in ("ready", "drain", "maint"):
                 raise Usage(f"set server: state must be ready, drain or maint, not {state!r}")
@@ -325,6 +345,12 @@ def execute(cmd: Command, t: Target, raw_json: bool = False) -> str:
         return show_stat(t, raw_json)
     if cmd.show == "servers":
         return show_servers_state(t)
+    if cmd.reload:
+        body = request(t, "POST", "/api/reload", {})[1]
+        try:
+            return str(json.loads(body).get("message", "reloaded"))
+        except (ValueError, AttributeError):
+            return body.strip()
     return _admin(t, cmd.ref, cmd.action, dict(cmd.form))
 
 

@@ -7,6 +7,7 @@ Loop-bound tests run on uvloop and on stock asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from typing import Any
@@ -221,5 +222,180 @@ def test_check_ipv6_literal_and_unresolvable_name(loop: str) -> None:
         )
         assert not bad.ok and bad.status == "SOCKERR"
         srv.close()
+
+    run(loop, main)
+
+
+# ------------------------------------------------- defects 5 and 6 on real sockets, through the balancer
+
+
+def _blackhole() -> tuple[socket.socket, list[socket.socket]]:
+    """A listening socket whose accept queue is full: connects to it hang (SYNs dropped)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(s.getsockname())
+        fillers.append(c)
+    return s, fillers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _lb_cfg(servers: list[str], port: int, extra: str = "") -> cfgmod.Config:
+    return cfgmod.loads(
+        f"""
+[global]
+hard_stop_after = "1s"
+[defaults]
+timeout_connect = "300ms"
+timeout_client = "10s"
+timeout_server = "10s"
+retries = 1
+redispatch = true
+{extra}
+[listen.t]
+bind = ["127.0.0.1:{port}"]
+server = [
+{",".join(servers)}
+]
+"""
+    )
+
+
+async def _echo_through(port: int) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(b"ping")
+        await w.drain()
+        return await asyncio.wait_for(r.readexactly(4), 5)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: str) -> None:
+    """Defaults (on_error mark-down, error_limit 1). ``slow``'s traffic port times out (a full SYN backlog, as
+    under a reconnect storm) while its checks pass: clients are redispatched, ``slow`` stays UP. ``dead``'s
+    traffic port refuses: it is DOWN after the first refused client connect."""
+    from tcplb.lb import LoadBalancer
+
+    async def main() -> None:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        eport = echo.sockets[0].getsockname()[1]
+        hole, fillers = _blackhole()
+        hport = hole.getsockname()[1]
+        refused = _free_port()
+        port = _free_port()
+        ck = f'check = {{ inter = "30s", port = {eport} }}'
+        cfg = _lb_cfg(
+            [
+                f'{{ name = "slow", address = "127.0.0.1:{hport}", {ck} }}',
+                f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}',
+            ],
+            port,
+        )
+        lb = LoadBalancer(cfg)
+        events: list[str] = []
+        lb.on_event = events.append
+        lb.start()
+        try:
+            slow = lb.frontends["t"].servers[0]
+            for _ in range(4):  # roundrobin: some go to slow, time out and are redispatched to ok
+                assert await _echo_through(port) == b"ping"
+            assert slow.econ >= 1, "no connect went to slow"
+            assert slow.usable, events
+            assert not [e for e in events if "is DOWN" in e], events
+            # the same with a refused port: DOWN on the first refused connect
+            cfg2 = _lb_cfg(
+                [
+                    f'{{ name = "dead", address = "127.0.0.1:{refused}", {ck} }}',
+                    f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}',
+                ],
+                port,
+            )
+            lb.reload(cfg2)
+            dead = lb.frontends["t"].servers[0]
+            for _ in range(3):
+                if dead.econ:
+                    break
+                assert await _echo_through(port) == b"ping"
+            assert not dead.usable and dead.econ == 1
+            assert any("Server t/dead is DOWN" in e for e in events), events
+        finally:
+            lb.stop_accepting()
+            lb.stop_checks()
+            lb.kill_all()
+            echo.close()
+            for c in fillers:
+                c.close()
+            hole.close()
+            await asyncio.sleep(0.05)
+
+    run(loop, main)
+
+
+async def _echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+    except OSError:
+        pass
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inter 30 s, fastinter 100 ms, rise 2: the server is marked DOWN by a refused client connect (its
+    traffic port is closed, its check port answers); the checks run at fastinter from then on and bring it
+    back UP within about a second, not after the rest of the 30 s inter."""
+    monkeypatch.setattr(checks.random, "uniform", lambda lo, hi: lo)  # the first checks at once
+    from tcplb.lb import LoadBalancer
+
+    async def main() -> None:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        eport = echo.sockets[0].getsockname()[1]
+        port = _free_port()
+        ck = f'check = {{ inter = "30s", fastinter = "100ms", rise = 2, port = {eport} }}'
+        cfg = _lb_cfg(
+            [
+                f'{{ name = "a", address = "127.0.0.1:{_free_port()}", {ck} }}',
+                f'{{ name = "b", address = "127.0.0.1:{eport}", {ck} }}',
+            ],
+            port,
+        )
+        lb = LoadBalancer(cfg)
+        events: list[str] = []
+        lb.on_event = events.append
+        lb.start()
+        try:
+            a = lb.frontends["t"].servers[0]
+            # let the first (random-delayed) checks pass, so that the next ones are 30 s away
+            await wait_for(lambda: a.checker is not None and a.checker.due is not None, 5)
+            await wait_for(lambda: a.last_check is not None, 5, "first check of a")
+            for _ in range(3):
+                if a.econ:
+                    break
+                assert await _echo_through(port) == b"ping"  # refused by a, redispatched to b
+            assert not a.usable
+            t0 = asyncio.get_running_loop().time()
+            await wait_for(lambda: a.usable, 5, "a back UP at fastinter")
+            assert asyncio.get_running_loop().time() - t0 < 3.0
+        finally:
+            lb.stop_accepting()
+            lb.stop_checks()
+            lb.kill_all()
+            echo.close()
+            await asyncio.sleep(0.05)
 
     run(loop, main)
