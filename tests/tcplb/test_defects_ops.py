@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import time
 from typing import Any
@@ -359,7 +360,7 @@ def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch:
     """inter 30 s, fastinter 100 ms, rise 2: the server is marked DOWN by a refused client connect (its
     traffic port is closed, its check port answers); the checks run at fastinter from then on and bring it
     back UP within about a second, not after the rest of the 30 s inter."""
-    monkeypatch.setattr(checks.random, "uniform", lambda lo, hi: lo)  # the first checks at once
+    monkeypatch.setattr(random, "uniform", lambda lo, hi: lo)  # the first checks at once
     from tcplb.lb import LoadBalancer
 
     async def main() -> None:
