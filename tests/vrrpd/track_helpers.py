@@ -1,0 +1,43 @@
+"""Shared by the track/script tests: a loop fixture (stock asyncio and uvloop) and bounded polling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run_loop(request: pytest.FixtureRequest) -> Runner:
+    factory: Any = None
+    if request.param == "uvloop":
+        import uvloop  # a dependency: missing is an error, not a skip
+
+        factory = uvloop.new_event_loop
+
+    def runner(fn: Callable[[], Awaitable[T]]) -> T:
+        async def main() -> T:
+            return await fn()
+
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(main())
+
+    return runner
+
+
+async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``pred`` on the running loop until it is truthy (returned); AssertionError after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.01)
