@@ -22,6 +22,8 @@ def set_weight(lb: LoadBalancer, fe_name: str, srv_name: str, weight: int) -> Se
         raise ValueError(f"weight must be 0..{cfgmod.MAX_WEIGHT}")
     st.admin_weight = weight
     lb._event(f"{fe_name}/{srv_name} weight set to {weight} (admin)")
+    if weight == 0:
+        st.flush_queue()  # out of rotation: its queued connections go elsewhere (as HAProxy's)
     return st
 
 
@@ -52,6 +54,7 @@ def set_state(lb: LoadBalancer, fe_name: str, srv_name: str, state: str) -> Serv
             lb._availability(st.fe)
     elif state == "drain":
         st.drain = True
+        st.flush_queue()  # out of rotation: its queued connections go elsewhere (as HAProxy's)
         if st.maint:
             st.maint = False
             lb.start_checker(st)
@@ -110,9 +113,7 @@ def shutdown_sessions(lb: LoadBalancer, fe_name: str, srv_name: str) -> tuple[Se
     for sess in list(lb.sessions):
         if sess.srv is st and sess.slot and not sess.pipe.closing:
             n += 1
-            if sess.task is not None and not sess.task.done():
-                sess.task.cancel()
-            sess.pipe.abort("K", sess.pipe.phase, reset=False)
+            sess.fe.kill(sess)
     lb._event(
         f"Server {fe_name}/{srv_name}: {n} sessions killed (admin API).",
         logging.WARNING if n else logging.INFO,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import config as cfgmod
 from .checks import Checker, CheckResult
@@ -55,6 +54,16 @@ class RateCounter:
         return rate, self.max, since
 
 
+class Waiter(Protocol):
+    """A connection waiting in a server's queue (a :class:`tcplb.frontend.Session`)."""
+
+    def slot_granted(self, srv: ServerState) -> None:
+        """A slot of ``srv`` is ours now (already counted in ``srv.cur``)."""
+
+    def queue_dropped(self) -> None:
+        """``srv`` left rotation and dropped us from its queue: choose again."""
+
+
 class ServerState:
     """Runtime state of one server of a frontend; a ``balance.Candidate``."""
 
@@ -67,7 +76,7 @@ class ServerState:
         self.maint = cfg.disabled  # administrative maintenance (no checks, no traffic)
         self.drain = False  # administrative drain (no new connections, checks go on)
         self.cur = 0  # connections connecting or established
-        self.queue: deque[asyncio.Future[bool]] = deque()
+        self.queue: deque[Waiter] = deque()
         ck = cfg.check
         self.health = Health(ck.rise, ck.fall, cfg.init_state, ck.on_error, ck.error_limit)
         self.checker: Checker | None = None
@@ -156,30 +165,28 @@ class ServerState:
             self.sh[self.sh_cur] = self.cur
 
     def release(self) -> None:
-        """A connection slot is free again: hand it to the first waiter of the queue."""
+        """A connection slot is free again: hand it to the first waiter of the queue (synchronously: the
+        waiter owns the slot before anything else can run, so no timeout can race the hand-over)."""
         self.cur -= 1
         if self.sh is not None:
             self.sh[self.sh_cur] = self.cur
         q = self.queue
         while q and not self.full:
-            fut = q.popleft()
-            if fut.done():
-                continue
+            w = q.popleft()
             self.take()
-            fut.set_result(True)
+            w.slot_granted(self)
 
     def flush_queue(self) -> int:
-        """Wake every waiter with False (server gone): they choose again. Returns how many."""
-        n = 0
-        while self.queue:
-            fut = self.queue.popleft()
-            if not fut.done():
-                fut.set_result(False)
-                n += 1
-        return n
+        """The server left rotation (down, drain, weight 0, maintenance, removed): every waiter chooses
+        again (HAProxy redistributes pending connections). Returns how many."""
+        waiters = list(self.queue)
+        self.queue.clear()
+        for w in waiters:
+            w.queue_dropped()
+        return len(waiters)
 
-    def enqueue(self, fut: asyncio.Future[bool]) -> None:
-        self.queue.append(fut)
+    def enqueue(self, w: Waiter) -> None:
+        self.queue.append(w)
         if len(self.queue) > self.qmax:
             self.qmax = len(self.queue)
 

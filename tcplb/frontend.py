@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from . import config as cfgmod
 from .backend import RateCounter, ServerState, _limited
 from .balance import Balancer, eligible, make_balancer, select
 from .config import Listener
@@ -132,6 +133,8 @@ class Frontend(Listening):
         to = self.cfg.timeouts
         self.t_connect = to.connect
         self.t_queue = to.queue_wait
+        self.retries = self.cfg.retries  # (with the two above: the session machine's Context)
+        self.redispatch = self.cfg.redispatch
         self.idle, self.idle_flag = _min_flag(to.client_idle, to.server_idle)
         self.fin_idle, self.fin_flag = _min_flag(to.client_fin_idle, to.server_fin_idle)
 
@@ -325,6 +328,10 @@ class Frontend(Listening):
         )
         if tr is not None:
             self.lb.on_transition(srv, tr)
+        h = srv.health
+        if h.hurry and srv.checker is not None:  # the next check at fastinter from now (health_adjust)
+            ck = srv.cfg.check
+            srv.checker.rearm(h.interval(ck.inter, ck.fastinter, ck.downinter))
 
     def _connect(self, sess: Session, srv: ServerState) -> None:
         side = sess.pipe.new_server_side()

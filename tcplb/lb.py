@@ -135,9 +135,7 @@ class LoadBalancer:
         n = 0
         for sess in list(self.sessions):
             n += 1
-            if sess.task is not None and not sess.task.done():
-                sess.task.cancel()
-            sess.pipe.abort("K", sess.pipe.phase, reset=False)
+            sess.fe.kill(sess)
         return n
 
     # -- maxconn -----------------------------------------------------------------------------------------

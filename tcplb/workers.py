@@ -532,6 +532,8 @@ class WorkerProcess:
                 st.maint = bool(flags & F_MAINT)
                 st.drain = bool(flags & F_DRAIN)
                 st.admin_weight = int(a[t.hdr(st.sh_row, H_WEIGHT)])
+                if st.queue and (st.drain or st.admin_weight == 0):
+                    st.flush_queue()  # out of rotation: queued connections go elsewhere
         if changed and not lb.stopping:
             lb.resume_if_room(force=True)
 
