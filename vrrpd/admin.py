@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vrrpd import fsm
 
 if TYPE_CHECKING:
-    from vrrpd.daemon import Daemon, Instance
+    from vrrpd.host import Host
 
 __all__ = ["command"]
 
@@ -37,19 +37,8 @@ def _prio(word: str) -> int | None:
     return n if 1 <= n <= 254 else None
 
 
-def describe(inst: Instance) -> dict[str, Any]:
-    vr = inst.vr
-    return {
-        "name": inst.name,
-        "state": vr.state.value,
-        "priority": inst.cfg.priority,
-        "effective_priority": vr.effective_priority,
-        "override_priority": inst.override,
-        "maintenance": vr.maint,
-    }
-
-
-def command(d: Daemon, words: list[str]) -> dict[str, Any]:
+def command(host: Host, words: list[str], now: float) -> dict[str, Any]:
+    """One ``vrrpd ctl`` command against the daemon's core (public methods of :class:`vrrpd.host.Host`)."""
     verb, args = words[0], words[1:]
     want = {"maint": (1, 2), "restore": (1, 1), "priority": (2, 2)}.get(verb)
     if want is None or not want[0] <= len(args) <= want[1]:
@@ -60,38 +49,32 @@ def command(d: Daemon, words: list[str]) -> dict[str, Any]:
         if prio is None:
             return {"error": f"priority {args[1]!r}: must be an integer 1..254"}
     target = args[0]
-    by_name = {i.name: i for i in d.instances.values()}
+    names = host.names()
     if target == "all":
-        targets = list(by_name.values())
-    elif target in by_name:
-        targets = [by_name[target]]
+        targets = names
+    elif target in names:
+        targets = [target]
     else:
-        return {"error": f"unknown instance {target!r} (running: {', '.join(sorted(by_name)) or 'none'})"}
+        return {"error": f"unknown instance {target!r} (running: {', '.join(sorted(names)) or 'none'})"}
     if verb != "restore":
-        owners = [i.name for i in targets if i.cfg.priority == fsm.OWNER_PRIORITY]
+        owners = [n for n in targets if host.describe(n)["priority"] == fsm.OWNER_PRIORITY]
         if owners:
             return {
                 "error": f"{', '.join(owners)}: address owner (priority 255): it takes the VIP back at once "
                 "whatever the others do; lower its priority in the configuration (and reload) instead. "
                 "Nothing changed"
             }
-    for inst in targets:
-        before = describe(inst)
+    for name in targets:
+        before = host.describe(name)
         if verb == "maint":
             assert prio is not None
-            inst.override = prio
-            now = d.loop.time()
-            d._feed(inst, fsm.PriorityChanged(prio), now)  # lowered first: notify scripts see the new one
-            d._feed(inst, fsm.Maintenance(True), now)
+            host.set_maintenance(name, prio, now)
         else:
-            inst.override = prio
-            if inst.vr.maint:
-                d._feed(inst, fsm.Maintenance(False), d.loop.time())
-        d._refresh_faults(inst)  # effective priority from the override (or configuration) and the weights
-        after = describe(inst)
+            host.set_priority(name, prio, now)
+        after = host.describe(name)
         log.info(
             "%s: vrrpd ctl %s: %s, priority %s -> %s (effective %d -> %d)%s",
-            inst.name,
+            name,
             " ".join(words),
             after["state"],
             before["override_priority"] or f"{before['priority']} (configured)",
@@ -100,4 +83,4 @@ def command(d: Daemon, words: list[str]) -> dict[str, Any]:
             after["effective_priority"],
             ", maintenance" if after["maintenance"] else "",
         )
-    return {"ok": True, "action": verb, "instances": [describe(i) for i in targets]}
+    return {"ok": True, "action": verb, "instances": [host.describe(n) for n in targets]}

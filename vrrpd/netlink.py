@@ -6,8 +6,13 @@ asyncio + uvloop (~22 MiB). The handful of messages vrrpd needs (RTM_{GET,NEW,DE
 RTMGRP_LINK / RTMGRP_IPV4_IFADDR multicast groups) are encoded here with :mod:`struct`; the namespace tests
 check the result with ``ip -j addr`` and pyroute2 from the outside.
 
-Requests are synchronous (a local netlink round trip takes microseconds), so that "send advert, add VIPs, send
-GARP" happens in one event-loop callback, as keepalived does it in the same millisecond.
+The daemon uses :class:`Channel`: one non-blocking socket, subscribed to link and IPv4 address events, that
+also carries vrrpd's own requests. The kernel runs an rtnetlink request inside ``sendmsg`` (so "send advert,
+add VIPs, send GARP" still happens in one event-loop callback, in that order), and the acknowledgement, the
+dump parts and the events come back on the same socket and are read on the loop: nothing ever waits for the
+kernel on the event loop (a stall there longer than Master_Down_Interval would cause a failover). Addresses
+vrrpd adds carry ``IFA_PROTO`` :data:`VRRPD_PROTO` (Linux 6.1+), so vrrpd knows its own after a crash.
+:class:`Netlink` (synchronous, with a timeout) is kept for tools and tests.
 """
 
 from __future__ import annotations
@@ -21,11 +26,18 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 __all__ = [
+    "VRRPD_PROTO",
+    "Ack",
     "Addr",
+    "AddrMsg",
+    "Channel",
+    "DumpDone",
     "Link",
     "LinkEvent",
+    "LinkMsg",
     "Netlink",
     "NetlinkError",
+    "NlMsg",
     "encode_addr",
     "open_monitor",
     "read_events",
@@ -39,6 +51,8 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+IFA_PROTO = 11  # Linux 6.1+: who added the address (u8); older kernels ignore it
+VRRPD_PROTO = 0x76  # our IFA_PROTO value ("v"): an address carrying it was added by vrrpd
 IFA_F_SECONDARY = 0x01
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
@@ -74,6 +88,7 @@ class Addr:
     address: IPv4Interface
     label: str
     secondary: bool
+    proto: int = 0  # IFA_PROTO (0: unknown; VRRPD_PROTO: added by vrrpd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,20 +152,26 @@ def _parse_addr(body: bytes) -> Addr | None:
     if raw is None or len(raw) != 4:
         return None
     label = at.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
+    proto = at.get(IFA_PROTO, b"")
+    if plen > 32:
+        return None
     return Addr(
         index=index,
         address=IPv4Interface((IPv4Address(raw), plen)),
         label=label,
         secondary=bool(flags & IFA_F_SECONDARY),
+        proto=proto[0] if len(proto) == 1 else 0,
     )
 
 
-def encode_addr(index: int, addr: IPv4Interface, label: str | None) -> bytes:
+def encode_addr(index: int, addr: IPv4Interface, label: str | None, proto: int = 0) -> bytes:
     """The body (ifaddrmsg + attributes) of an RTM_NEWADDR / RTM_DELADDR request."""
     body = _IFADDRMSG.pack(socket.AF_INET, addr.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
     body += _attr(IFA_LOCAL, addr.ip.packed) + _attr(IFA_ADDRESS, addr.ip.packed)
     if label:
         body += _attr(IFA_LABEL, label.encode() + b"\0")
+    if proto:
+        body += _attr(IFA_PROTO, bytes([proto]))
     return body
 
 
@@ -263,3 +284,123 @@ def read_events(sock: socket.socket) -> tuple[list[LinkEvent], bool]:
             elif mtype in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= _IFADDRMSG.size:
                 events.append(LinkEvent(_IFADDRMSG.unpack_from(body)[4], None))
     return events, overflow
+
+
+# --------------------------------------------------------------------------------------- the async channel
+
+
+@dataclass(frozen=True, slots=True)
+class LinkMsg:
+    """A link appeared or changed (``deleted`` False) or vanished. ``dump``: the seq of the dump it is part
+    of (None: an event)."""
+
+    link: Link
+    deleted: bool = False
+    dump: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddrMsg:
+    """An IPv4 address appeared or vanished (``deleted``); ``dump`` as for :class:`LinkMsg`."""
+
+    addr: Addr
+    deleted: bool = False
+    dump: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer to request ``seq``: ``error`` 0 (done) or an errno."""
+
+    seq: int
+    error: int
+
+
+@dataclass(frozen=True, slots=True)
+class DumpDone:
+    seq: int
+
+
+NlMsg = LinkMsg | AddrMsg | Ack | DumpDone
+
+
+def parse_messages(buf: bytes) -> list[NlMsg]:
+    """Every message of one datagram read from a :class:`Channel`, as typed records (garbage is skipped)."""
+    out: list[NlMsg] = []
+    for mtype, mflags, mseq, body in _messages(buf):
+        dump = mseq if mflags & NLM_F_MULTI else None
+        if mtype in (RTM_NEWLINK, RTM_DELLINK):
+            link = _parse_link(body)
+            if link is not None:
+                out.append(LinkMsg(link, mtype == RTM_DELLINK, dump))
+        elif mtype in (RTM_NEWADDR, RTM_DELADDR):
+            a = _parse_addr(body)
+            if a is not None:
+                out.append(AddrMsg(a, mtype == RTM_DELADDR, dump))
+        elif mtype == NLMSG_DONE:
+            out.append(DumpDone(mseq))
+        elif mtype == NLMSG_ERROR and len(body) >= 4:
+            out.append(Ack(mseq, -struct.unpack_from("=i", body)[0]))
+    return out
+
+
+class Channel:
+    """One non-blocking NETLINK_ROUTE socket: link and IPv4 address events, and our requests, whose answers
+    (:class:`Ack`, dump parts, :class:`DumpDone`) arrive with the events. Never waits."""
+
+    def __init__(self) -> None:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self._seq = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, kind: int, flags: int, body: bytes) -> int:
+        """Send one request; its sequence number (the answer comes back through :meth:`read`)."""
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        seq = self._seq
+        msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags | NLM_F_REQUEST, seq, 0) + body
+        self.sock.send(msg)
+        return seq
+
+    def add_address(self, index: int, addr: IPv4Interface, label: str | None) -> int:
+        body = encode_addr(index, addr, label, VRRPD_PROTO)
+        return self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def del_address(self, index: int, addr: IPv4Interface) -> int:
+        return self.request(RTM_DELADDR, NLM_F_ACK, encode_addr(index, addr, None))
+
+    def dump_links(self) -> int:
+        return self.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+
+    def dump_addresses(self) -> int:
+        return self.request(RTM_GETADDR, NLM_F_DUMP, _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0))
+
+    def read(self, limit: int = 256) -> tuple[list[NlMsg], bool]:
+        """Everything queued (up to ``limit`` datagrams): (messages, overflowed). After an overflow (ENOBUFS)
+        events and answers were lost: the caller must re-read the whole state."""
+        out: list[NlMsg] = []
+        overflow = False
+        for _ in range(limit):
+            try:
+                buf = self.sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    overflow = True
+                    continue
+                raise
+            out.extend(parse_messages(buf))
+        return out, overflow

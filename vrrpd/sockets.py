@@ -63,6 +63,14 @@ class VrrpSocket:
                 raise
         self.joined = True
 
+    def leave(self) -> None:
+        """Drop the 224.0.0.18 membership (the interface became unicast-only on reload)."""
+        if not self.joined:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, self._mreqn())
+        self.joined = False
+
     def fileno(self) -> int:
         return self.sock.fileno()
 
@@ -86,26 +94,29 @@ class VrrpSocket:
 
 
 class GarpSocket:
-    """AF_PACKET socket for gratuitous ARP on one interface (send only: protocol 0 receives nothing)."""
+    """One AF_PACKET socket for gratuitous ARP on every interface (send only: protocol 0 receives nothing).
 
-    def __init__(self, ifname: str) -> None:
-        self.ifname = ifname
+    Not bound to an interface: each send names the interface, which the kernel resolves at that moment, so a
+    re-created interface (VLAN, bond, ifdown/ifup of a virtual device: a new ifindex) never leaves a stale
+    socket behind that would swallow the first GARP burst after regaining master, and nothing needs pruning
+    when instances or interfaces go away on reload."""
+
+    def __init__(self) -> None:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         try:
-            s.bind((ifname, 0))  # protocol 0: this socket never receives
             s.setblocking(False)
         except BaseException:
             s.close()
             raise
         self.sock = s
 
-    def send(self, mac: bytes, ips: list[IPv4Address], count: int) -> int:
-        """``count`` rounds of one GARP per address; returns the number of frames sent."""
+    def send(self, ifname: str, mac: bytes, ips: list[IPv4Address], count: int) -> int:
+        """``count`` rounds of one GARP per address on ``ifname``; returns the number of frames sent."""
         frames = [wire.garp_frame(mac, ip) for ip in ips]
         sent = 0
         for _ in range(count):
             for f in frames:
-                self.sock.send(f)
+                self.sock.sendto(f, (ifname, ETH_P_ARP))
                 sent += 1
         return sent
 

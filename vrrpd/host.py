@@ -1,0 +1,906 @@
+"""The daemon's decisions, sans-IO: one :class:`Host` per daemon, fed inputs with ``now``, acting through a
+:class:`vrrpd.platform.Platform`.
+
+Theory of operation
+-------------------
+``Host`` owns the :class:`vrrpd.fsm.VirtualRouter` of every instance and what vrrpd knows of the host:
+the links and IPv4 addresses (from a netlink dump, then kept current by netlink events), the addresses vrrpd
+itself added (``owned``) and the address requests still unanswered (``pending``). Its inputs are the
+driver's (``vrrpd.daemon``): :meth:`Host.receive` (a batch of datagrams read from one VRRP socket),
+:meth:`Host.netlink` (link/address events, request answers, dump parts), :meth:`Host.timer`,
+:meth:`Host.track` (a track result), :meth:`Host.reload`, :meth:`Host.stop` and the ``vrrpd ctl`` methods.
+After any of them the driver re-arms one wake-up at :meth:`Host.next_deadline`.
+
+Decisions that live here, each a pure function or a method tested with the fake platform:
+
+* **Receive batching.** A batch is fed to each instance's machine as one ``handle_batch``: every queued advert
+  first, timers once after. A Backup frozen past its Master_Down_Interval (SIGSTOP, a stalled VM) that finds
+  its master's adverts queued stays Backup, whatever else is queued (another VRID, a bad password). The
+  driver drains the sockets before :meth:`Host.timer` for the same reason: the loop may run an overdue
+  timer before it polls the sockets.
+* **VIP reconciliation** (:func:`plan_vips`). The wanted addresses are the VIPs of the instances in MASTER;
+  the plan adds what is wanted and absent and removes only what vrrpd added (``owned``) and no MASTER
+  instance wants. So a VIP deleted by someone else is re-added (and announced) at once, an address an
+  operator added by hand is never removed, and a VIP that moves between instances on reload stays.
+* **Reload** (:func:`plan_reload`): old config + new config + running instances -> one plan, applied in one
+  step with one reconciliation at the end.
+* **Faults** (:meth:`Host._faults`): link, socket, source address, unicast peer, weight-0 tracks, computed
+  from the tables; a failed dump is retried, and while an instance is in FAULT the tables are re-read
+  every :data:`FAULT_RECHECK` seconds.
+* **Notify ordering**: notify scripts are queued in the order of the state changes.
+
+Track hook (``vrrpd.track``/``vrrpd.scripts`` side): :meth:`Host.track` is the result feed (``ok`` None = no
+result yet); an instance stays in INIT until every tracked name has a result (:meth:`Host.track_ready`).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from vrrpd import fsm, track, wire
+from vrrpd.config import Config, InstanceConfig, Vip
+from vrrpd.netlink import VRRPD_PROTO, Ack, Addr, AddrMsg, DumpDone, Link, LinkMsg, NlMsg
+from vrrpd.platform import Platform
+
+__all__ = [
+    "FAULT_RECHECK",
+    "Host",
+    "ReloadPlan",
+    "VipOp",
+    "make_params",
+    "plan_reload",
+    "plan_vips",
+    "source_address",
+]
+
+log = logging.getLogger("vrrpd")
+
+DISCARD_LOG_INTERVAL = 10.0  # seconds between two log lines for the same (instance, discard reason)
+FAULT_RECHECK = 2.0  # seconds between two re-reads of links and addresses while an instance is in FAULT
+DUMP_RETRY = 1.0  # seconds before a failed dump is retried
+
+VipKey = tuple[int, IPv4Address]  # (ifindex, address)
+
+_STATE_NOTIFY = {
+    fsm.State.MASTER: ("notify_master", "MASTER"),
+    fsm.State.BACKUP: ("notify_backup", "BACKUP"),
+    fsm.State.FAULT: ("notify_fault", "FAULT"),
+    fsm.State.INIT: ("notify_stop", "STOP"),
+}
+
+
+def make_params(c: InstanceConfig, src_ip: IPv4Address) -> fsm.Params:
+    auth_type, auth_data = wire.password(c.auth_pass)
+    return fsm.Params(
+        vrid=c.virtual_router_id,
+        priority=c.priority,
+        advert_int=c.advert_int,
+        src_ip=src_ip,
+        vips=tuple(v.ip for v in c.virtual_ipaddress),
+        preempt=not c.nopreempt,
+        preempt_delay=c.preempt_delay,
+        auth_type=auth_type,
+        auth_data=auth_data,
+        unicast_peers=c.unicast_peer or (),
+        garp_master_repeat=c.garp_master_repeat,
+        garp_master_delay=c.garp_master_delay,
+        garp_master_refresh=c.garp_master_refresh,
+        garp_master_refresh_repeat=c.garp_master_refresh_repeat,
+        garp_lower_prio_repeat=c.garp_lower_prio_repeat,
+        lower_prio_no_advert=c.lower_prio_no_advert,
+        higher_prio_send_advert=c.higher_prio_send_advert,
+    )
+
+
+# ------------------------------------------------------------------------------------------- pure planners
+
+
+@dataclass(frozen=True, slots=True)
+class VipOp:
+    """One address request: add (``add``) or remove ``vip`` on link ``index``."""
+
+    add: bool
+    index: int
+    vip: Vip
+
+
+def plan_vips(
+    want: Mapping[VipKey, Vip],
+    present: Mapping[VipKey, Addr],
+    owned: Set[VipKey],
+    busy: Set[VipKey],
+) -> list[VipOp]:
+    """The requests that bring the host to ``want`` (the VIPs of the MASTER instances, by link and address).
+
+    Adds what is wanted and absent; re-installs an address of ours whose prefix or label is no longer the
+    configured one; removes what vrrpd added (``owned``) and nobody wants. An address vrrpd did not add is
+    never removed; ``busy`` addresses (a request in flight) are left until it is answered.
+    """
+    ops: list[VipOp] = []
+    for key, vip in sorted(want.items()):
+        if key in busy:
+            continue
+        a = present.get(key)
+        if a is None:
+            ops.append(VipOp(True, key[0], vip))
+        elif key in owned and (a.address != vip.address or (vip.label is not None and vip.label != a.label)):
+            ops.append(VipOp(False, key[0], Vip(a.address)))
+            ops.append(VipOp(True, key[0], vip))
+    for key in sorted(owned):
+        if key not in want and key not in busy and key in present:
+            ops.append(VipOp(False, key[0], Vip(present[key].address)))
+    return ops
+
+
+def source_address(addrs: Iterable[Addr], vips: Set[IPv4Address]) -> IPv4Address | None:
+    """The advert source on a link (keepalived): its first primary address that is not a VIP, else any
+    non-VIP address."""
+    cands = [a for a in addrs if a.address.ip not in vips]
+    for a in cands:
+        if not a.secondary:
+            return a.address.ip
+    return cands[0].address.ip if cands else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a SIGHUP changes: instances to stop (by key), to update in place, to start; VIPs that move to
+    another instance (address, from, to); warnings for settings that need a restart."""
+
+    stop: tuple[tuple[str, int], ...]
+    update: tuple[InstanceConfig, ...]
+    start: tuple[InstanceConfig, ...]
+    moved: tuple[tuple[IPv4Address, str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def plan_reload(old: Config, new: Config, running: Iterable[tuple[str, int]]) -> ReloadPlan:
+    """Old config + new config + the running instances (their keys) -> one :class:`ReloadPlan`."""
+    run = set(running)
+    new_by_key = {c.key: c for c in new.instances}
+    stop = tuple(k for k in sorted(run) if k not in new_by_key)
+    update = tuple(c for c in new.instances if c.key in run)
+    start = tuple(c for c in new.instances if c.key not in run)
+    owner_old = {v.ip: c.name for c in old.instances for v in c.virtual_ipaddress}
+    owner_new = {v.ip: c.name for c in new.instances for v in c.virtual_ipaddress}
+    moved = tuple(
+        (ip, owner_old[ip], name)
+        for ip, name in sorted(owner_new.items())
+        if ip in owner_old and owner_old[ip] != name
+    )
+    warnings: list[str] = []
+    if new.control_socket() != old.control_socket():
+        warnings.append("global.control_socket changed: takes effect at restart")
+    if new.global_.metrics_listen != old.global_.metrics_listen:
+        warnings.append("global.metrics_listen changed: takes effect at restart")
+    return ReloadPlan(stop, update, start, moved, tuple(warnings))
+
+
+# ---------------------------------------------------------------------------------------------- the core
+
+
+@dataclass(slots=True)
+class Iface:
+    """An interface instances run on: the link its VRRP socket is bound to (None: no socket)."""
+
+    name: str
+    bound: int | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Instance:
+    cfg: InstanceConfig
+    vr: fsm.VirtualRouter
+    override: int | None = None  # vrrpd ctl priority/maint (vrrpd.admin); survives reloads
+    started: bool = False  # Startup fed (held back until every track has a first result)
+    send_errors: int = 0
+    discard_log: dict[wire.Reason, tuple[float, int]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    add: bool
+    key: VipKey
+    vip: Vip
+
+
+class Host:
+    """All instances of one daemon and what they know of the host. See the module docstring."""
+
+    def __init__(self, cfg: Config, platform: Platform) -> None:
+        self.cfg = cfg
+        self.p = platform
+        self.links: dict[int, Link] = {}
+        self.addrs: dict[VipKey, Addr] = {}
+        self.owned: set[VipKey] = set()
+        self.pending: dict[int, _Pending] = {}
+        self.instances: dict[tuple[str, int], Instance] = {}
+        self.ifaces: dict[str, Iface] = {}
+        self.tracks: dict[str, bool | None] = {}
+        self.transitions = 0  # state changes so far (the driver updates systemd's STATUS= on a change)
+        self.synced = False  # a full dump has completed
+        self.running = False
+        self._dump_links: int | None = None
+        self._dump_addrs: int | None = None
+        self._dump_again = False
+        self._acc_links: dict[int, Link] = {}
+        self._acc_addrs: dict[VipKey, Addr] = {}
+        self._recheck_at: float | None = None
+        self._defer = 0  # >0: reconciliation deferred to the end of a reload/stop
+        self._foreign_logged: set[VipKey] = set()
+
+    # ---------------------------------------------------------------------------------------- inputs
+
+    def begin(self, now: float) -> None:
+        """Ask for the first full view of links and addresses (answered through :meth:`netlink`)."""
+        self._request_dump(now)
+
+    def start(self, now: float) -> None:
+        """Start every configured instance (after the first dump, or without it when it did not come)."""
+        self.running = True
+        for c in self.cfg.instances:
+            self._add_instance(c, now)
+        self._sync(now)
+        for inst in list(self.instances.values()):
+            self._maybe_start(inst, now)
+
+    def stop(self, now: float) -> None:
+        """SIGTERM: every instance shuts down (priority 0 from a Master, notify_stop), then our VIPs go."""
+        self._defer += 1
+        try:
+            for inst in list(self.instances.values()):
+                self._feed(inst, [fsm.Shutdown()], now)
+        finally:
+            self._defer -= 1
+        self.running = False
+        self._reconcile(now)
+
+    def receive(self, ifname: str, datagrams: Sequence[bytes], now: float) -> None:
+        """A batch read from ``ifname``'s VRRP socket: each instance gets its part as one batch (timers
+        fire after it)."""
+        on_if = {i.cfg.virtual_router_id: i for i in self.instances.values() if i.cfg.interface == ifname}
+        if not on_if:
+            return
+        batches: dict[int, list[fsm.Event]] = {}
+        for data in datagrams:
+            try:
+                pkt = wire.decode_ip(data)
+            except wire.DecodeError as e:
+                ev: fsm.Event = fsm.Malformed(e.reason, e.detail or str(e))
+                vrids = [e.vrid] if e.vrid is not None and e.vrid in on_if else list(on_if)
+            else:
+                ev = fsm.AdvertReceived(pkt)
+                # an unknown VRID on this link (keepalived log_unknown_vrids): counted by every instance here
+                vrids = [pkt.advert.vrid] if pkt.advert.vrid in on_if else list(on_if)
+            for v in vrids:
+                batches.setdefault(v, []).append(ev)
+        for vrid, events in batches.items():
+            inst = on_if[vrid]
+            if inst.started:
+                self._feed(inst, events, now)
+
+    def timer(self, now: float) -> None:
+        """The wake-up at :meth:`next_deadline` (early or stale wake-ups do nothing)."""
+        for inst in list(self.instances.values()):
+            d = inst.vr.next_deadline()
+            if d is not None and d <= now:
+                self._feed(inst, [fsm.TimerDue()], now)
+        if self._recheck_at is not None and self._recheck_at <= now:
+            self._recheck_at = None
+            self._request_dump(now)
+
+    def netlink(self, msgs: Sequence[NlMsg], overflow: bool, now: float) -> None:
+        """Netlink input: events, answers to our requests, dump parts. ``overflow``: some were lost."""
+        restore = False
+        for m in msgs:
+            if isinstance(m, LinkMsg):
+                if m.dump is not None:
+                    if m.dump == self._dump_links:
+                        self._acc_links[m.link.index] = m.link
+                    continue
+                if m.deleted:
+                    self.links.pop(m.link.index, None)
+                    for k in [k for k in self.addrs if k[0] == m.link.index]:
+                        del self.addrs[k]
+                        self.owned.discard(k)
+                else:
+                    self.links[m.link.index] = m.link
+            elif isinstance(m, AddrMsg):
+                key = (m.addr.index, m.addr.address.ip)
+                if m.dump is not None:
+                    if m.dump == self._dump_addrs:
+                        self._acc_addrs[key] = m.addr
+                    continue
+                if m.deleted:
+                    if self.addrs.pop(key, None) is not None:
+                        restore = True
+                    self.owned.discard(key)
+                else:
+                    self.addrs[key] = m.addr
+                    self._note_owner(key, m.addr)
+            elif isinstance(m, DumpDone):
+                self._dump_done(m.seq, now)
+            elif isinstance(m, Ack):
+                self._ack(m.seq, m.error, now)
+        if overflow:
+            log.warning("netlink: events were lost (overflow), re-reading links and addresses")
+            self.pending.clear()
+            self._request_dump(now)
+        self._sync(now, restore=restore)
+
+    def track(self, name: str, ok: bool | None, now: float) -> None:
+        """Track-result feed: ``name``'s state (``None``: no result yet). Instances tracking it re-evaluate
+        faults and effective priority; an instance held in INIT starts once all its tracks have a result."""
+        if name in self.tracks and self.tracks[name] == ok:
+            return
+        self.tracks[name] = ok
+        for inst in list(self.instances.values()):
+            if name in self.tracked_names(inst.cfg):
+                if inst.started:
+                    self._refresh(inst, now)
+                else:
+                    self._maybe_start(inst, now)
+
+    def reload(self, new: Config, now: float) -> ReloadPlan:
+        """Apply a new configuration as one plan; VIPs are reconciled once, at the end."""
+        plan = plan_reload(self.cfg, new, self.instances)
+        for w in plan.warnings:
+            log.warning("%s", w)
+        for ip, a, b in plan.moved:
+            log.info("VIP %s moves from %s to %s", ip, a, b)
+        self.cfg = new
+        self._defer += 1
+        try:
+            for key in plan.stop:
+                inst = self.instances[key]
+                log.info("%s: removed from the configuration, stopping", inst.name)
+                self._feed(inst, [fsm.Shutdown()], now)
+                del self.instances[key]
+            for c in plan.update:
+                self._update_instance(self.instances[c.key], c, now)
+            for c in plan.start:
+                self._add_instance(c, now)
+            for name in [
+                n for n in self.tracks if not any(n in self.tracked_names(c) for c in new.instances)
+            ]:
+                del self.tracks[name]
+        finally:
+            self._defer -= 1
+        self._sync(now)
+        for inst in list(self.instances.values()):
+            self._maybe_start(inst, now)
+        return plan
+
+    # ------------------------------------------------------------------------------------ vrrpd ctl
+
+    def names(self) -> list[str]:
+        return [i.name for i in self.instances.values()]
+
+    def instance(self, name: str) -> Instance | None:
+        for i in self.instances.values():
+            if i.name == name:
+                return i
+        return None
+
+    def describe(self, name: str) -> dict[str, Any]:
+        inst = self.instance(name)
+        if inst is None:
+            raise KeyError(name)
+        vr = inst.vr
+        return {
+            "name": inst.name,
+            "state": vr.state.value,
+            "priority": inst.cfg.priority,
+            "effective_priority": vr.effective_priority,
+            "override_priority": inst.override,
+            "maintenance": vr.maint,
+        }
+
+    def set_maintenance(self, name: str, priority: int, now: float) -> None:
+        """``vrrpd ctl maint``: priority pinned at ``priority``, a Master hands over, no preemption."""
+        inst = self._named(name)
+        inst.override = priority
+        # lowered first: notify scripts see the new priority
+        self._feed(inst, [fsm.PriorityChanged(priority), fsm.Maintenance(True)], now)
+        self._refresh(inst, now)
+
+    def set_priority(self, name: str, priority: int | None, now: float) -> None:
+        """``vrrpd ctl priority`` (``None``: ``restore``): the override, and maintenance ended."""
+        inst = self._named(name)
+        inst.override = priority
+        if inst.vr.maint:
+            self._feed(inst, [fsm.Maintenance(False)], now)
+        self._refresh(inst, now)
+
+    # ------------------------------------------------------------------------------------------ outputs
+
+    def next_deadline(self) -> float | None:
+        ds = [d for i in self.instances.values() if (d := i.vr.next_deadline()) is not None]
+        if self._recheck_at is not None:
+            ds.append(self._recheck_at)
+        return min(ds) if ds else None
+
+    def vrrp_interfaces(self) -> list[str]:
+        """Interfaces that have a VRRP socket now."""
+        return [n for n, f in self.ifaces.items() if f.bound is not None]
+
+    def tracked_names(self, c: InstanceConfig) -> list[str]:
+        """The track names an instance waits for (``vrrpd.track`` may extend it with processes)."""
+        return [r.name for r in c.track_script]
+
+    def track_ready(self, c: InstanceConfig) -> bool:
+        return all(self.tracks.get(n) is not None for n in self.tracked_names(c))
+
+    def present_vips(self, c: InstanceConfig) -> list[tuple[Vip, bool]]:
+        """The instance's VIPs present on the host now, each with whether vrrpd added it."""
+        out = []
+        for v in c.virtual_ipaddress:
+            key = self._vip_key(c, v)
+            if key is not None and key in self.addrs:
+                out.append((v, key in self.owned))
+        return out
+
+    def link_by_name(self, name: str) -> Link | None:
+        for link in self.links.values():
+            if link.name == name:
+                return link
+        return None
+
+    def status(self, script_status: Mapping[str, dict[str, object]] | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for inst in self.instances.values():
+            snap = inst.vr.snapshot()
+            c = inst.cfg
+            snap["interface"] = c.interface
+            snap["unicast_peers"] = [str(p) for p in (c.unicast_peer or ())]
+            present = self.present_vips(c)
+            snap["vips_installed"] = sorted(str(v.address) for v, _ in present)
+            snap["vips_foreign"] = sorted(str(v.address) for v, mine in present if not mine)
+            tracks = []
+            for ref in c.track_script:
+                st: dict[str, object] = dict((script_status or {}).get(ref.name) or {"name": ref.name})
+                ok = self.tracks.get(ref.name)
+                st["state"] = "INIT" if ok is None else "OK" if ok else "FAIL"
+                if ref.weight is not None:
+                    st["weight"] = ref.weight
+                tracks.append(st)
+            snap["track_scripts"] = tracks
+            snap["track_interfaces"] = [
+                {
+                    "name": t.name,
+                    "weight": t.weight,
+                    "state": "UP" if (lk := self.link_by_name(t.name)) is not None and lk.up else "DOWN",
+                }
+                for t in c.track_interface
+            ]
+            snap["send_errors"] = inst.send_errors
+            snap["override_priority"] = inst.override
+            out.append(snap)
+        return out
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _named(self, name: str) -> Instance:
+        inst = self.instance(name)
+        if inst is None:
+            raise KeyError(name)
+        return inst
+
+    def _vip_ips(self) -> set[IPv4Address]:
+        return {v.ip for c in self.cfg.instances for v in c.virtual_ipaddress} | {
+            v.ip for i in self.instances.values() for v in i.cfg.virtual_ipaddress
+        }
+
+    def _note_owner(self, key: VipKey, a: Addr) -> None:
+        # IFA_PROTO says vrrpd added it (this process or a crashed predecessor): ours if it is one of our VIPs
+        if a.proto == VRRPD_PROTO and key[1] in self._vip_ips():
+            self.owned.add(key)
+
+    def _source(self, c: InstanceConfig) -> IPv4Address | None:
+        if c.src_ip is not None:
+            return c.src_ip
+        link = self.link_by_name(c.interface)
+        if link is None:
+            return None
+        return source_address((a for k, a in self.addrs.items() if k[0] == link.index), self._vip_ips())
+
+    def _request_dump(self, now: float) -> None:
+        if self._dump_links is not None or self._dump_addrs is not None:
+            self._dump_again = True
+            return
+        try:
+            self._dump_links = self.p.dump_links()
+        except OSError as e:
+            log.error("netlink: cannot read links: %s (retrying in %gs)", e, DUMP_RETRY)
+            self._recheck_at = now + DUMP_RETRY
+            return
+        self._acc_links = {}
+
+    def _dump_done(self, seq: int, now: float) -> None:
+        if seq == self._dump_links:
+            self._dump_links = None
+            try:
+                self._dump_addrs = self.p.dump_addresses()
+            except OSError as e:
+                log.error("netlink: cannot read addresses: %s (retrying in %gs)", e, DUMP_RETRY)
+                self._recheck_at = now + DUMP_RETRY
+                return
+            self._acc_addrs = {}
+        elif seq == self._dump_addrs:
+            self._dump_addrs = None
+            self.links = self._acc_links
+            self.addrs = self._acc_addrs
+            self._acc_links, self._acc_addrs = {}, {}
+            self.owned &= set(self.addrs)
+            for k, a in self.addrs.items():
+                self._note_owner(k, a)
+            self.synced = True
+            if self._dump_again:
+                self._dump_again = False
+                self._request_dump(now)
+
+    def _dump_failed(self, what: str, code: int, now: float) -> None:
+        log.error("netlink: cannot read %s: %s (retrying in %gs)", what, os.strerror(code), DUMP_RETRY)
+        self._dump_links = self._dump_addrs = None
+        self._recheck_at = now + DUMP_RETRY
+
+    def _ack(self, seq: int, code: int, now: float) -> None:
+        if seq == self._dump_links and code:
+            self._dump_failed("links", code, now)
+            return
+        if seq == self._dump_addrs and code:
+            self._dump_failed("addresses", code, now)
+            return
+        p = self.pending.pop(seq, None)
+        if p is None:
+            return
+        if p.add:
+            if code == 0:
+                self.owned.add(p.key)
+                a = self.links.get(p.key[0])
+                if p.key not in self.addrs:  # the event may come later (or was lost): the answer is enough
+                    label = p.vip.label or (a.name if a is not None else "")
+                    self.addrs[p.key] = Addr(p.key[0], p.vip.address, label, False, VRRPD_PROTO)
+            elif code == _errno.EEXIST:
+                # present already, not added by us: used while Master, never removed by vrrpd
+                self._foreign(p.key)
+            else:
+                log.error("cannot add %s: %s (retrying in %gs)", p.vip.address, os.strerror(code), DUMP_RETRY)
+                self._retry(now)
+        else:
+            if code in (0, _errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT):
+                self.owned.discard(p.key)
+                self.addrs.pop(p.key, None)
+            else:
+                log.error(
+                    "cannot remove %s: %s (retrying in %gs)", p.vip.address, os.strerror(code), DUMP_RETRY
+                )
+                self._retry(now)
+        self._reconcile(now)
+
+    def _retry(self, now: float) -> None:
+        if self._recheck_at is None or self._recheck_at > now + DUMP_RETRY:
+            self._recheck_at = now + DUMP_RETRY
+
+    def _foreign(self, key: VipKey) -> None:
+        if key not in self._foreign_logged:
+            self._foreign_logged.add(key)
+            log.warning(
+                "VIP %s is already present (not added by vrrpd): used as it is, never removed by vrrpd",
+                key[1],
+            )
+
+    # -- instances ------------------------------------------------------------------------------------
+
+    def _add_instance(self, c: InstanceConfig, now: float) -> None:
+        src = self._source(c)
+        inst = Instance(c, fsm.VirtualRouter(make_params(c, src or IPv4Address("0.0.0.0")), c.name))
+        self.instances[c.key] = inst
+        self.ifaces.setdefault(c.interface, Iface(c.interface))
+        for name in self.tracked_names(c):
+            self.tracks.setdefault(name, None)
+
+    def _maybe_start(self, inst: Instance, now: float) -> None:
+        if inst.started or not self.running or not self.track_ready(inst.cfg):
+            return
+        inst.started = True
+        c = inst.cfg
+        src = self._source(c)
+        events: list[fsm.Event] = []
+        if src is not None and src != inst.vr.params.src_ip:
+            events.append(fsm.ParamsChanged(make_params(c, src)))
+        events += [fsm.FaultRaised(f) for f in sorted(self._faults(c, src))]
+        eff = self._effective(inst)
+        if eff != inst.vr.effective_priority:
+            events.append(fsm.PriorityChanged(eff))
+        log.info(
+            "%s: starting on %s, VRID %d, priority %d (effective %d), src %s, %s",
+            c.name,
+            c.interface,
+            c.virtual_router_id,
+            c.priority,
+            eff,
+            src,
+            "unicast" if c.unicast else "multicast",
+        )
+        self._feed(inst, [*events, fsm.Startup()], now)
+
+    def _update_instance(self, inst: Instance, c: InstanceConfig, now: float) -> None:
+        old = inst.cfg
+        inst.cfg = c
+        if c != old:
+            log.info("%s: configuration changed, applying without a state change", c.name)
+        if inst.override is not None and c.priority == fsm.OWNER_PRIORITY:
+            log.warning("%s: now the address owner (priority 255): vrrpd ctl override cleared", c.name)
+            inst.override = None
+        for name in self.tracked_names(c):
+            self.tracks.setdefault(name, None)
+        src = self._source(c) or inst.vr.params.src_ip
+        # with the effective priority known (override, weights): no transient priority in between
+        self._feed(inst, [fsm.ParamsChanged(make_params(c, src), self._effective(inst))], now)
+
+    def _faults(self, c: InstanceConfig, src: IPv4Address | None) -> set[str]:
+        faults: set[str] = set()
+        link = self.link_by_name(c.interface)
+        if link is None or not link.up:
+            faults.add(f"interface {c.interface} down")
+        ifc = self.ifaces.get(c.interface)
+        if link is not None and (ifc is None or ifc.bound is None):
+            faults.add(f"no VRRP socket on {c.interface}")
+        if src is None:
+            faults.add(f"no IPv4 address on {c.interface}")
+        if c.unicast and not c.unicast_peer:
+            faults.add("no unicast peer")  # keepalived unicast_fault_no_peer: never fall back to multicast
+        for t in c.track_interface:
+            if t.weight == 0:
+                lk = self.link_by_name(t.name)
+                if lk is None or not lk.up:
+                    faults.add(f"track_interface {t.name} down")
+        for ref in c.track_script:
+            if self._script_weight(ref.name, ref.weight) == 0 and self.tracks.get(ref.name) is False:
+                faults.add(f"track_script {ref.name} failed")
+        return faults
+
+    def _script_weight(self, name: str, override: int | None) -> int:
+        if override is not None:
+            return override
+        try:
+            return self.cfg.script(name).weight
+        except KeyError:
+            return 0
+
+    def _effective(self, inst: Instance) -> int:
+        c = inst.cfg
+        base = c.priority if inst.override is None else inst.override
+        if inst.vr.maint and inst.override is not None:
+            return base  # maintenance pins the priority: no weight lifts it back (vrrpd.admin)
+        weights: list[tuple[int, bool]] = []
+        for ref in c.track_script:
+            w = self._script_weight(ref.name, ref.weight)
+            ok = self.tracks.get(ref.name)
+            if w and ok is not None:  # no weight counts before the first result
+                weights.append((w, ok))
+        for t in c.track_interface:
+            if t.weight:
+                lk = self.link_by_name(t.name)
+                weights.append((t.weight, lk is not None and lk.up))
+        eff = track.effective_priority(base, weights)
+        return base if eff is None else eff
+
+    def _refresh(self, inst: Instance, now: float) -> None:
+        """Reconcile the machine's faults, source and effective priority with what the host is now."""
+        if not inst.started:
+            return
+        c = inst.cfg
+        src = self._source(c)
+        want = self._faults(c, src)
+        events: list[fsm.Event] = []
+        if src is not None and src != inst.vr.params.src_ip:
+            log.info("%s: source address now %s", inst.name, src)
+            events.append(fsm.ParamsChanged(make_params(c, src)))
+        events += [fsm.FaultCleared(f) for f in sorted(inst.vr.faults - want)]
+        eff = self._effective(inst)
+        if eff != inst.vr.effective_priority:
+            events.append(fsm.PriorityChanged(eff))
+        events += [fsm.FaultRaised(f) for f in sorted(want - inst.vr.faults)]
+        if events:
+            self._feed(inst, events, now)
+
+    def _sync(self, now: float, *, restore: bool = False) -> None:
+        """After any change of the host's state: sockets, faults, VIPs, the FAULT re-check timer."""
+        self._sync_ifaces()
+        for inst in list(self.instances.values()):
+            self._refresh(inst, now)
+        self._reconcile(now, restore=restore)
+        faulty = any(i.vr.state is fsm.State.FAULT for i in self.instances.values())
+        if faulty and self._recheck_at is None:
+            self._recheck_at = now + FAULT_RECHECK
+
+    def _sync_ifaces(self) -> None:
+        used: dict[str, bool] = {}
+        for i in self.instances.values():
+            used[i.cfg.interface] = used.get(i.cfg.interface, False) or not i.cfg.unicast
+        for name in [n for n in self.ifaces if n not in used]:
+            self.p.close_vrrp(name)  # no instance left on it (reload)
+            del self.ifaces[name]
+        if not self.running:
+            return
+        for name, multicast in used.items():
+            ifc = self.ifaces.setdefault(name, Iface(name))
+            link = self.link_by_name(name)
+            if link is None:
+                if ifc.bound is not None:
+                    self.p.close_vrrp(name)
+                    ifc.bound = None
+                continue
+            was = ifc.bound
+            try:
+                self.p.ensure_vrrp(name, link.index, multicast=multicast)
+            except OSError as e:
+                if e.errno in (_errno.EPERM, _errno.EACCES):
+                    raise
+                if ifc.error != str(e):
+                    log.error("%s: cannot open the VRRP socket: %s", name, e)
+                ifc.error = str(e)
+                ifc.bound = None
+                continue
+            ifc.error = None
+            ifc.bound = link.index
+            if was is not None and was != link.index:
+                log.info("%s: interface re-created (index %d -> %d), socket re-opened", name, was, link.index)
+
+    def _vip_key(self, c: InstanceConfig, v: Vip) -> VipKey | None:
+        link = self.link_by_name(v.dev or c.interface)
+        return (link.index, v.ip) if link is not None else None
+
+    def _want(self) -> tuple[dict[VipKey, Vip], dict[VipKey, Instance]]:
+        want: dict[VipKey, Vip] = {}
+        by: dict[VipKey, Instance] = {}
+        for inst in self.instances.values():
+            if inst.vr.state is not fsm.State.MASTER:
+                continue
+            for v in inst.cfg.virtual_ipaddress:
+                key = self._vip_key(inst.cfg, v)
+                if key is not None and key not in want:
+                    want[key] = v
+                    by[key] = inst
+        return want, by
+
+    def _reconcile(self, now: float, *, restore: bool = False) -> None:
+        """Bring the host's addresses to the VIPs of the MASTER instances (one step: the requests go out now,
+        the answers come back through :meth:`netlink`). ``restore``: an address disappeared under us, so
+        what is added again is logged and announced."""
+        if self._defer:
+            return
+        want, by = self._want()
+        busy = {p.key for p in self.pending.values()}
+        ops = plan_vips(want, self.addrs, self.owned, busy)
+        added: dict[str, list[Vip]] = {}
+        removed: dict[str, list[Vip]] = {}
+        for op in ops:
+            key = (op.index, op.vip.ip)
+            try:
+                if op.add:
+                    seq = self.p.add_address(op.index, op.vip.address, op.vip.label)
+                else:
+                    seq = self.p.del_address(op.index, op.vip.address)
+            except OSError as e:
+                log.error("cannot %s %s: %s", "add" if op.add else "remove", op.vip.address, e)
+                self._retry(now)
+                continue
+            self.pending[seq] = _Pending(op.add, key, op.vip)
+            inst = by.get(key)
+            name = inst.name if inst is not None else "vrrpd"
+            (added if op.add else removed).setdefault(name, []).append(op.vip)
+        for name, vs in removed.items():
+            log.info("%s: VIPs removed: %s", name, " ".join(str(v.address) for v in vs))
+        for name, vs in added.items():
+            if restore:
+                log.warning(
+                    "%s: VIP %s was removed from the host by someone else while MASTER: restored",
+                    name,
+                    " ".join(str(v.address) for v in vs),
+                )
+                inst = self.instance(name)
+                if inst is not None:
+                    self._garp(inst, max(1, inst.cfg.garp_master_repeat), vs)
+            else:
+                log.info("%s: VIPs added: %s", name, " ".join(str(v.address) for v in vs))
+        for key in want:
+            if key in self.addrs and key not in self.owned and key not in busy:
+                self._foreign(key)
+
+    def _feed(self, inst: Instance, events: list[fsm.Event], now: float) -> None:
+        try:
+            actions = inst.vr.handle_batch(events, now)
+        except ValueError as e:  # local misuse: log, never crash the daemon
+            log.error("%s: %s rejected: %s", inst.name, ", ".join(type(e).__name__ for e in events), e)
+            return
+        for a in actions:
+            try:
+                self._apply(inst, a, now)
+            except OSError as e:
+                log.error("%s: failed to apply %s: %s", inst.name, a, e)
+
+    def _apply(self, inst: Instance, a: fsm.Action, now: float) -> None:
+        if isinstance(a, fsm.SendAdvert):
+            self._send_advert(inst, a.priority)
+        elif isinstance(a, fsm.AddVips | fsm.RemoveVips | fsm.UpdateVips):
+            self._reconcile(now)
+        elif isinstance(a, fsm.SendGarp):
+            self._garp(inst, a.count, inst.cfg.virtual_ipaddress)
+        elif isinstance(a, fsm.StateChanged):
+            self._state_changed(inst, a)
+        elif isinstance(a, fsm.Discard):
+            self._log_discard(inst, a, now)
+        elif isinstance(a, fsm.Log):
+            log.log(a.level, "%s: %s", inst.name, a.message)
+
+    def _send_advert(self, inst: Instance, priority: int) -> None:
+        c, p = inst.cfg, inst.vr.params
+        ifc = self.ifaces.get(c.interface)
+        if ifc is None or ifc.bound is None:
+            return
+        adv = wire.Advert(
+            vrid=p.vrid,
+            priority=priority,
+            advert_int=p.advert_int,
+            addresses=p.vips,
+            auth_type=p.auth_type,
+            auth_data=p.auth_data,
+        )
+        dsts: Iterable[IPv4Address] = c.unicast_peer if c.unicast_peer is not None else (wire.VRRP_GROUP,)
+        for dst in dsts:
+            try:
+                self.p.send_advert(c.interface, p.src_ip, dst, adv)
+            except OSError as e:
+                inst.send_errors += 1
+                if inst.send_errors == 1 or inst.send_errors % 100 == 0:
+                    log.warning(
+                        "%s: cannot send advert to %s: %s (%d errors)", inst.name, dst, e, inst.send_errors
+                    )
+
+    def _garp(self, inst: Instance, count: int, vips: Iterable[Vip]) -> None:
+        by_dev: dict[str, list[IPv4Address]] = {}
+        for v in vips:
+            by_dev.setdefault(v.dev or inst.cfg.interface, []).append(v.ip)
+        for dev, ips in by_dev.items():
+            link = self.link_by_name(dev)
+            if link is None or len(link.mac) != 6:
+                continue
+            try:
+                self.p.send_garp(dev, link.mac, ips, count)
+            except OSError as e:
+                log.warning("%s: cannot send gratuitous ARP on %s: %s", inst.name, dev, e)
+
+    def _state_changed(self, inst: Instance, a: fsm.StateChanged) -> None:
+        self.transitions += 1
+        log.info("%s: %s -> %s (priority %d)", inst.name, a.old.value, a.new.value, a.priority)
+        key, word = _STATE_NOTIFY[a.new]
+        specific = getattr(inst.cfg, key)
+        if specific:
+            self.p.run_notify(specific, f"{inst.name} {key}")
+        if inst.cfg.notify:
+            self.p.run_notify(
+                [*inst.cfg.notify, "INSTANCE", inst.name, word, str(a.priority)], f"{inst.name} notify"
+            )
+
+    def _log_discard(self, inst: Instance, a: fsm.Discard, now: float) -> None:
+        last, suppressed = inst.discard_log.get(a.reason, (-1e9, 0))
+        if now - last >= DISCARD_LOG_INTERVAL:
+            more = f" ({suppressed} more since last report)" if suppressed else ""
+            log.warning("%s: discarded advert: %s: %s%s", inst.name, a.reason.value, a.detail, more)
+            inst.discard_log[a.reason] = (now, 0)
+        else:
+            inst.discard_log[a.reason] = (last, suppressed + 1)

@@ -1,0 +1,145 @@
+"""The platform seam: everything vrrpd does to the host, behind one small interface.
+
+:class:`Platform` is what :class:`vrrpd.host.Host` (the daemon's decisions, sans-IO) calls; :class:`Linux` is
+the real one (raw VRRP sockets, one AF_PACKET socket for gratuitous ARP, the rtnetlink :class:`Channel`, the
+notify queue) and :class:`vrrpd.fakeplatform.FakePlatform` an in-memory one for tests without root.
+
+What comes back from the host is not a call but an input of the core, fed by the driver (``vrrpd.daemon``):
+datagrams read from the VRRP sockets (``Host.receive``), netlink messages (``Host.netlink``: link and address
+events, request answers, dumps) and the clock (``now``, ``loop.time()``, passed to every core method).
+Methods never wait for the kernel: address requests return a sequence number whose answer arrives later
+as a :class:`vrrpd.netlink.Ack`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Interface
+from typing import TYPE_CHECKING, Protocol
+
+from vrrpd import wire
+from vrrpd.netlink import Channel, NlMsg
+from vrrpd.sockets import GarpSocket, VrrpSocket
+
+if TYPE_CHECKING:
+    from vrrpd.scripts import NotifyQueue
+
+__all__ = ["Linux", "Platform"]
+
+log = logging.getLogger("vrrpd")
+
+
+class Platform(Protocol):
+    """What the core may do to the host. Errors are ``OSError`` (the core logs them and carries on)."""
+
+    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool) -> None:
+        """Have a VRRP socket on ``ifname`` bound to link ``index`` (re-opened when the index changed), a
+        member of 224.0.0.18 iff ``multicast``. Idempotent; a failed join is retried on the next call."""
+
+    def close_vrrp(self, ifname: str) -> None:
+        """Close ``ifname``'s VRRP socket, if any."""
+
+    def send_advert(self, ifname: str, src: IPv4Address, dst: IPv4Address, advert: wire.Advert) -> None:
+        """Send one advert from ``ifname``'s VRRP socket."""
+
+    def add_address(self, index: int, address: IPv4Interface, label: str | None) -> int:
+        """Ask for ``address`` on link ``index``, tagged as vrrpd's; the request's sequence number."""
+
+    def del_address(self, index: int, address: IPv4Interface) -> int:
+        """Ask for ``address`` to be removed from link ``index``; the request's sequence number."""
+
+    def dump_links(self) -> int:
+        """Ask for every link (answered by LinkMsg(dump=seq)... DumpDone(seq))."""
+
+    def dump_addresses(self) -> int:
+        """Ask for every IPv4 address (AddrMsg(dump=seq)... DumpDone(seq))."""
+
+    def send_garp(self, ifname: str, mac: bytes, ips: Sequence[IPv4Address], count: int) -> None:
+        """``count`` rounds of one gratuitous ARP per address on ``ifname``."""
+
+    def run_notify(self, argv: Sequence[str], what: str) -> None:
+        """Queue a notify script: they run one after another, in the order queued."""
+
+
+class Linux:
+    """The real platform. The driver reads :attr:`vrrp` sockets and :attr:`nl` on the event loop."""
+
+    def __init__(self, notify: NotifyQueue) -> None:
+        self.notify = notify
+        self.nl = Channel()
+        self.vrrp: dict[str, VrrpSocket] = {}
+        self._garp: GarpSocket | None = None
+
+    def close(self) -> None:
+        for s in self.vrrp.values():
+            s.close()
+        self.vrrp.clear()
+        if self._garp is not None:
+            self._garp.close()
+            self._garp = None
+        self.nl.close()
+
+    # -- Platform ----------------------------------------------------------------------------------------
+
+    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool) -> None:
+        s = self.vrrp.get(ifname)
+        if s is not None and s.ifindex != index:
+            self.close_vrrp(ifname)  # the interface was re-created: a new ifindex
+            s = None
+        if s is None:
+            try:
+                s = self.vrrp[ifname] = VrrpSocket(ifname, index, multicast=False)
+            except OSError as e:
+                if e.errno in (errno.EPERM, errno.EACCES):
+                    raise OSError(
+                        e.errno,
+                        f"cannot open a raw socket on {ifname} (needs root or CAP_NET_RAW + CAP_NET_ADMIN)",
+                    ) from e
+                raise
+        if multicast != s.multicast:
+            s.multicast = multicast
+            if not multicast:
+                s.leave()
+        if s.multicast and not s.joined:
+            try:
+                s.join()
+            except OSError as e:
+                log.warning("%s: cannot join %s yet: %s", ifname, wire.VRRP_GROUP, e)
+
+    def close_vrrp(self, ifname: str) -> None:
+        s = self.vrrp.pop(ifname, None)
+        if s is not None:
+            s.close()
+
+    def send_advert(self, ifname: str, src: IPv4Address, dst: IPv4Address, advert: wire.Advert) -> None:
+        s = self.vrrp.get(ifname)
+        if s is None:
+            raise OSError(errno.ENOTCONN, f"no VRRP socket on {ifname}")
+        s.send(src, dst, advert)
+
+    def add_address(self, index: int, address: IPv4Interface, label: str | None) -> int:
+        return self.nl.add_address(index, address, label)
+
+    def del_address(self, index: int, address: IPv4Interface) -> int:
+        return self.nl.del_address(index, address)
+
+    def dump_links(self) -> int:
+        return self.nl.dump_links()
+
+    def dump_addresses(self) -> int:
+        return self.nl.dump_addresses()
+
+    def send_garp(self, ifname: str, mac: bytes, ips: Sequence[IPv4Address], count: int) -> None:
+        if self._garp is None:
+            self._garp = GarpSocket()
+        self._garp.send(ifname, mac, list(ips), count)
+
+    def run_notify(self, argv: Sequence[str], what: str) -> None:
+        self.notify.put(argv, what)
+
+    # -- for the driver ----------------------------------------------------------------------------------
+
+    def read_netlink(self) -> tuple[list[NlMsg], bool]:
+        return self.nl.read()
