@@ -18,7 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
-__all__ = ["Finding", "Report", "finish", "toml_key", "toml_value"]
+__all__ = [
+    "Entry",
+    "Finding",
+    "Report",
+    "Rows",
+    "Table",
+    "comment",
+    "finish",
+    "render",
+    "toml_key",
+    "toml_value",
+]
 
 Kind = Literal["error", "unsupported", "warning", "ignored"]
 _ORDER = {"error": 0, "unsupported": 1, "warning": 2, "ignored": 3}
@@ -82,6 +93,68 @@ class Report:
                 out.append(f"# {title}:")
                 out.extend(f"#   {f.where}: {f.message}" for f in items)
         return out
+
+
+@dataclass
+class Entry:
+    key: str
+    value: Any
+    where: str
+    note: str = ""
+
+
+@dataclass
+class Table:
+    """One TOML table of the output: ``header`` (``[global]``, ``[[vrrp_instance]]``), a comment line
+    (``title``) and entries, each with the file:line it comes from."""
+
+    header: str
+    where: str
+    title: str
+    entries: list[Entry] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, where: str, note: str = "") -> None:
+        for e in self.entries:
+            if e.key == key:
+                e.value, e.where, e.note = value, where, note
+                return
+        self.entries.append(Entry(key, value, where, note))
+
+    def get(self, key: str) -> Any:
+        for e in self.entries:
+            if e.key == key:
+                return e.value
+        return None
+
+    def drop(self, key: str) -> None:
+        self.entries = [e for e in self.entries if e.key != key]
+
+    def has(self, key: str) -> bool:
+        return any(e.key == key for e in self.entries)
+
+
+class Rows(list[tuple[Any, str]]):
+    """An array written one element a line, each with the file:line it comes from."""
+
+
+def render(tables: list[Table], head: list[str]) -> str:
+    out = list(head)
+    for t in tables:
+        out.append("")
+        if t.title:
+            out.append(f"# {comment(t.title)}")
+        out.append(t.header)
+        for e in t.entries:
+            note = f"{e.where}" + (f" {e.note}" if e.note else "")
+            if isinstance(e.value, Rows):
+                out.append(f"{toml_key(e.key) + ' = [':<40} # {comment(note)}")
+                for v, where in e.value:
+                    out.append(f"{'  ' + toml_value(v) + ',':<40} # {comment(where)}")
+                out.append("]")
+                continue
+            line = f"{toml_key(e.key)} = {toml_value(e.value)}"
+            out.append(f"{line:<40} # {comment(note)}")
+    return "\n".join(out) + "\n"
 
 
 def toml_value(v: Any) -> str:

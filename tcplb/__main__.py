@@ -12,6 +12,10 @@ from .config import ConfigError
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["import"]:
+        from .importer import main as import_main
+
+        return import_main(args_in[1:])
     if args_in[:1] == ["ctl"]:
         from . import ctl
 
@@ -19,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="tcplb", description="Layer-4 load balancer for RabbitMQ (HAProxy mode tcp)"
     )
-    ap.epilog = "tcplb ctl -h: the command-line client of the admin API (show stat, set server ...)"
+    ap.epilog = (
+        "tcplb ctl -h: the command-line client of the admin API (show stat, set server ...); "
+        "tcplb import -h: lb.toml from an haproxy.cfg or keepalived's virtual_server blocks"
+    )
     ap.add_argument("-c", "--config", required=True, help="configuration file (TOML)")
     ap.add_argument("--check", action="store_true", help="validate the configuration and exit (0: valid)")
     ap.add_argument(

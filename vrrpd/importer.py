@@ -16,12 +16,11 @@ keepalived's start-up rules are applied here, so the output means the same with 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from typing import Any
 
 from rmqfd.kaconf import Document, KaConfError, Stmt, split_command
-from rmqfd.migrate import Report, comment, toml_key, toml_value
+from rmqfd.migrate import Report, Table, comment, render, toml_key, toml_value
 
 __all__ = ["convert", "main"]
 
@@ -230,55 +229,6 @@ def _argv(s: Stmt, rep: Report, what: str) -> tuple[list[str] | None, str | None
 # ---------------------------------------------------------------------------------------------- model
 
 
-@dataclass
-class _Entry:
-    key: str
-    value: Any
-    where: str
-    note: str = ""
-
-
-@dataclass
-class _Table:
-    header: str
-    where: str
-    title: str
-    entries: list[_Entry] = field(default_factory=list)
-
-    def set(self, key: str, value: Any, where: str, note: str = "") -> None:
-        for e in self.entries:
-            if e.key == key:
-                e.value, e.where, e.note = value, where, note
-                return
-        self.entries.append(_Entry(key, value, where, note))
-
-    def get(self, key: str) -> Any:
-        for e in self.entries:
-            if e.key == key:
-                return e.value
-        return None
-
-    def drop(self, key: str) -> None:
-        self.entries = [e for e in self.entries if e.key != key]
-
-    def has(self, key: str) -> bool:
-        return any(e.key == key for e in self.entries)
-
-
-def _render(tables: list[_Table], head: list[str]) -> str:
-    out = list(head)
-    for t in tables:
-        out.append("")
-        if t.title:
-            out.append(f"# {comment(t.title)}")
-        out.append(t.header)
-        for e in t.entries:
-            line = f"{toml_key(e.key)} = {toml_value(e.value)}"
-            note = f"{e.where}" + (f" {e.note}" if e.note else "")
-            out.append(f"{line:<40} # {comment(note)}")
-    return "\n".join(out) + "\n"
-
-
 # ---------------------------------------------------------------------------------------------- convert
 
 _GLOBAL_INSTANCE_DEFAULTS = {
@@ -296,11 +246,11 @@ class _Converter:
     def __init__(self, doc: Document, rep: Report) -> None:
         self.doc = doc
         self.rep = rep
-        self.processes: list[_Table] = []
+        self.processes: list[Table] = []
         self.process_names: dict[str, str] = {}
-        self.glob = _Table("[global]", "", "")
-        self.instances: list[_Table] = []
-        self.scripts: list[_Table] = []
+        self.glob = Table("[global]", "", "")
+        self.instances: list[Table] = []
+        self.scripts: list[Table] = []
         self.script_names: dict[str, str] = {}
         self.inst_defaults: dict[str, tuple[Any, str]] = {}
         self.any_scripts = False
@@ -349,7 +299,7 @@ class _Converter:
         if report:
             head += ["#", *report]
         tables = [self.glob] if self.glob.entries else []
-        return _render([*tables, *self.instances, *self.scripts, *self.processes], head)
+        return render([*tables, *self.instances, *self.scripts, *self.processes], head)
 
     # --- global_defs
     def global_defs(self, g: Stmt) -> None:
@@ -478,7 +428,7 @@ class _Converter:
                 "the later one is kept, as keepalived does",
             )
             self.scripts = [t for t in self.scripts if t.header != f"[vrrp_script.{toml_key(name)}]"]
-        t = _Table(f"[vrrp_script.{toml_key(name)}]", s.where, f"{s.where} vrrp_script {name}")
+        t = Table(f"[vrrp_script.{toml_key(name)}]", s.where, f"{s.where} vrrp_script {name}")
         for c in s.children():
             k = c.keyword
             if k == "script":
@@ -540,7 +490,7 @@ class _Converter:
             rep.error(s.where, "vrrp_track_process needs a name of 1..64 of A-Z a-z 0-9 _ . @ -")
             return
         name = s.words[1]
-        t = _Table(f"[vrrp_track_process.{toml_key(name)}]", s.where, f"{s.where} vrrp_track_process {name}")
+        t = Table(f"[vrrp_track_process.{toml_key(name)}]", s.where, f"{s.where} vrrp_track_process {name}")
         for c in s.children():
             k = c.keyword
             if k == "process":
@@ -587,7 +537,7 @@ class _Converter:
         if not NAME_RE.match(name):
             rep.error(s.where, f"vrrp_instance name {name!r}: vrrpd names are 1..64 of A-Z a-z 0-9 _ . @ -")
             return
-        t = _Table("[[vrrp_instance]]", s.where, f"{s.where} vrrp_instance {name}")
+        t = Table("[[vrrp_instance]]", s.where, f"{s.where} vrrp_instance {name}")
         t.set("name", name, s.where)
         state: tuple[str, str] | None = None
         prio: int | None = None
@@ -794,7 +744,7 @@ class _Converter:
             return None
         return str(a)
 
-    def auth(self, c: Stmt, t: _Table) -> None:
+    def auth(self, c: Stmt, t: Table) -> None:
         rep = self.rep
         typ = None
         pw: tuple[str, Stmt] | None = None
@@ -851,7 +801,7 @@ class _Converter:
             )
         t.set("auth_pass", text, pw[1].where)
 
-    def vips(self, c: Stmt, t: _Table) -> None:
+    def vips(self, c: Stmt, t: Table) -> None:
         rep = self.rep
         out: list[Any] = []
         seen: set[str] = set()
@@ -920,10 +870,10 @@ class _Converter:
             return
         t.set("virtual_ipaddress", out, c.where)
 
-    def track_script(self, c: Stmt, t: _Table) -> None:
+    def track_script(self, c: Stmt, t: Table) -> None:
         self.track_refs(c, t, "track_script", self.script_names, "vrrp_script", 253)
 
-    def track_refs(self, c: Stmt, t: _Table, key: str, known: dict[str, str], what: str, lim: int) -> None:
+    def track_refs(self, c: Stmt, t: Table, key: str, known: dict[str, str], what: str, lim: int) -> None:
         rep = self.rep
         refs: list[Any] = []
         items = self.items(c)
@@ -952,7 +902,7 @@ class _Converter:
                 refs.append(name)
         t.set(key, refs, c.where)
 
-    def track_interface(self, c: Stmt, t: _Table) -> None:
+    def track_interface(self, c: Stmt, t: Table) -> None:
         rep = self.rep
         refs: list[Any] = []
         items = self.items(c)
