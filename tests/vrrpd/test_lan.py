@@ -1,4 +1,5 @@
-"""A simulated LAN of 2-4 VirtualRouters in virtual time: elections, failover timing, partitions, restarts.
+"""A simulated LAN of 2-4 VirtualRouters in virtual time: elections, failover timing, partitions, restarts;
+VRRPv2, and VRRPv3 over IPv4 and IPv6 with mixed advert intervals.
 
 Every ``SendAdvert`` becomes an ``AdvertReceived`` at every other router on the same segment after
 ``LATENCY``; each router's ``next_deadline()`` becomes a ``TimerDue``.
@@ -7,14 +8,15 @@ Hours of protocol time run in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -24,6 +26,7 @@ from vrrpd.fsm import (
     AddVips,
     AdvertReceived,
     Params,
+    ParamsChanged,
     PriorityChanged,
     RemoveVips,
     SendAdvert,
@@ -39,19 +42,20 @@ from vrrpd.fsm import (
 LATENCY = 0.0005  # one way; well below the 1/256 s between two adjacent priorities' skews
 EPS = 1e-9
 VIP = IPv4Address("192.0.2.100")
+VIP6 = IPv6Address("2001:db8::100")
 PW = wire.password("lan")
 
 
 @dataclass
 class Node:
     name: str
-    ip: IPv4Address
+    ip: wire.IPAddress
     params: Params
     vr: VirtualRouter | None = None
     gen: int = 0  # incremented on every (re)start so stale timers of a dead incarnation are ignored
     segment: int = 0
     frozen: bool = False
-    backlog: list[wire.Packet] = field(default_factory=list)
+    backlog: list[wire.Packet | wire.PacketV3] = field(default_factory=list)
     vips_up: bool = False
     pending_timers: set[float] = field(default_factory=set)
 
@@ -75,7 +79,7 @@ class Lan:
     def __init__(self) -> None:
         self.now = 0.0
         self.nodes: dict[str, Node] = {}
-        self._q: list[tuple[float, int, str, str, int, wire.Packet | None]] = []
+        self._q: list[tuple[float, int, str, str, int, wire.Packet | wire.PacketV3 | None]] = []
         self._seq = itertools.count()
         self._segments = itertools.count(1)
         self.history: list[Record] = []
@@ -94,6 +98,20 @@ class Lan:
         }
         base.update(kw)
         node = Node(name, IPv4Address(ip), Params(**base))
+        self.nodes[name] = node
+        return node
+
+    def add_v3(self, name: str, ip: str, priority: int, cs: int = 100, **kw: Any) -> Node:
+        """A VRRPv3 router advertising every ``cs`` centiseconds; an IPv6 one when ``ip`` is IPv6."""
+        addr = ip_address(ip)
+        base: dict[str, Any] = {"vrid": 51, "priority": priority, "advert_int": 1}
+        base.update({"version": 3, "advert_cs": cs})
+        if isinstance(addr, IPv6Address):
+            base.update({"src_ip": IPv4Address(0), "src_ip6": addr, "vips6": (VIP6,)})
+        else:
+            base.update({"src_ip": addr, "vips": (VIP,)})
+        base.update(kw)
+        node = Node(name, addr, Params(**base))
         self.nodes[name] = node
         return node
 
@@ -145,9 +163,18 @@ class Lan:
         if node.vr is not None and not node.frozen:
             self._apply(node, node.vr.handle(PriorityChanged(effective), self.now))
 
+    def set_interval(self, name: str, cs: int) -> None:
+        """Reload a VRRPv3 router with another advert interval (the configuration survives restarts)."""
+        node = self.nodes[name]
+        node.params = dataclasses.replace(node.params, advert_cs=cs)
+        if node.vr is not None and not node.frozen:
+            self._apply(node, node.vr.handle(ParamsChanged(node.params), self.now))
+
     # -- the engine ------------------------------------------------------------------------------------
 
-    def _push(self, t: float, kind: str, name: str, gen: int, pkt: wire.Packet | None = None) -> None:
+    def _push(
+        self, t: float, kind: str, name: str, gen: int, pkt: wire.Packet | wire.PacketV3 | None = None
+    ) -> None:
         heapq.heappush(self._q, (t, next(self._seq), kind, name, gen, pkt))
 
     def _apply(self, node: Node, actions: list[Action]) -> None:
@@ -156,8 +183,14 @@ class Lan:
             self.history.append(Record(self.now, node.name, a))
             if isinstance(a, SendAdvert):
                 p = node.params
-                adv = wire.Advert(p.vrid, a.priority, p.advert_int, p.vips, p.auth_type, p.auth_data)
-                pkt = wire.Packet(node.ip, wire.VRRP_GROUP, 255, adv)
+                pkt: wire.Packet | wire.PacketV3
+                if p.version == 3:
+                    adv3 = wire.AdvertV3(p.vrid, a.priority, p.interval_cs, p.addresses, p.family)
+                    group = wire.VRRP_GROUP if p.family == 4 else wire.VRRP_GROUP6
+                    pkt = wire.PacketV3(p.source, group, 255, adv3)
+                else:
+                    adv = wire.Advert(p.vrid, a.priority, p.advert_int, p.vips, p.auth_type, p.auth_data)
+                    pkt = wire.Packet(p.src_ip, wire.VRRP_GROUP, 255, adv)
                 for other in self.nodes.values():
                     if other is not node and other.segment == node.segment:
                         self._push(self.now + LATENCY, "rx", other.name, -1, pkt)
@@ -547,4 +580,234 @@ class LanMachine(RuleBasedStateMachine):
 TestLan = LanMachine.TestCase
 TestLan.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+# ------------------------------------------------------------------------------------------------ VRRPv3
+
+
+def mdi3(cs: int, prio: int) -> float:
+    return fsm.master_down_interval_v3(cs, prio)
+
+
+def last_advert(lan: Lan, name: str) -> float:
+    return max(r.t for r in lan.actions(name, SendAdvert))
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_v3_crash_takeover_is_master_down_interval_at_100ms(family: int) -> None:
+    lan = Lan()
+    ips = ("192.0.2.21", "192.0.2.22") if family == 4 else ("fe80::21", "fe80::22")
+    lan.add_v3("lb1", ips[0], 150, cs=10)
+    lan.add_v3("lb2", ips[1], 100, cs=10)
+    lan.start("lb2")
+    lan.start("lb1")
+    lan.advance(3)
+    assert lan.masters() == ["lb1"]
+    converged_check(lan)
+    last = last_advert(lan, "lb1")
+    lan.crash("lb1")
+    lan.advance(2)
+    took = lan.became_master("lb2", last)
+    assert took == pytest.approx(last + LATENCY + 0.3609375, abs=EPS)  # issue 14: 0.361 s
+
+
+def test_v3_backup_learns_a_faster_masters_interval() -> None:
+    """The backup is configured for 1 s but follows the master's 100 ms: it takes over after the master's
+    Master_Down_Interval (0.361 s), not its own (3.61 s)."""
+    lan = Lan()
+    lan.add_v3("fast", "192.0.2.21", 150, cs=10)
+    lan.add_v3("slow", "192.0.2.22", 100, cs=100)
+    lan.start("fast")
+    lan.start("slow")
+    lan.advance(5)
+    assert lan.masters() == ["fast"]
+    vr = lan.nodes["slow"].vr
+    assert vr is not None and vr.master_adver_cs == 10
+    last = last_advert(lan, "fast")
+    lan.crash("fast")
+    lan.advance(5)
+    assert lan.became_master("slow", last) == pytest.approx(last + LATENCY + mdi3(10, 100), abs=EPS)
+    # and as master it advertises at its own interval again
+    adverts = [r.t for r in lan.actions("slow", SendAdvert, last)]
+    assert adverts[1] - adverts[0] == pytest.approx(1.0, abs=EPS)
+
+
+def test_v3_slow_master_is_not_preempted_by_a_fast_backup() -> None:
+    """A master advertising every 2 s keeps a backup configured for 10 ms quiet (v3 learns the interval;
+    VRRPv2 discards the advert instead: see the next test)."""
+    lan = Lan()
+    lan.add_v3("slow", "192.0.2.21", 150, cs=200)
+    lan.add_v3("fast", "192.0.2.22", 100, cs=1)
+    lan.start("slow")
+    lan.start("fast")
+    lan.advance(30)
+    assert lan.masters() == ["slow"]
+    assert lan.became_master("fast", 0.0) == pytest.approx(mdi3(1, 100), abs=EPS)  # before hearing anyone
+    converged_check(lan)
+
+
+def test_v2_mismatched_intervals_give_two_masters() -> None:
+    """The contrast: VRRPv2 (RFC 3768 section 7.1) discards an advert with another interval."""
+    lan = Lan()
+    lan.add("a", "192.0.2.21", 150, advert_int=2)
+    lan.add("b", "192.0.2.22", 100, advert_int=1)
+    lan.start("a")
+    lan.start("b")
+    lan.advance(30)
+    assert sorted(lan.masters()) == ["a", "b"]
+
+
+def test_v3_graceful_stop_hands_over_within_skew_of_the_learnt_interval() -> None:
+    lan = Lan()
+    lan.add_v3("lb1", "fe80::21", 150, cs=10)
+    lan.add_v3("lb2", "fe80::22", 100, cs=50)
+    lan.add_v3("lb3", "fe80::23", 50, cs=100)
+    for n in ("lb1", "lb2", "lb3"):
+        lan.start(n)
+    lan.advance(10)
+    assert lan.masters() == ["lb1"]
+    t_stop = lan.now
+    lan.stop("lb1")
+    lan.advance(5)
+    took = lan.became_master("lb2", t_stop)
+    assert took == pytest.approx(t_stop + LATENCY + fsm.skew_time_v3(100, 10), abs=EPS)  # 60.9 ms
+    assert lan.became_master("lb3", t_stop) is None
+    converged_check(lan)
+
+
+def test_v3_equal_priorities_higher_link_local_wins() -> None:
+    """Started together with one interval, all three time out at once and the unsigned 128-bit compare of
+    the link-local sources decides. (With different intervals the fastest becomes master first and the
+    others, hearing an equal priority as Backups, accept it: RFC 5798 section 6.4.2.)"""
+    lan = Lan()
+    lan.add_v3("a", "fe80::21", 100, cs=10)
+    lan.add_v3("b", "fe80::1:0:0:0:5", 100, cs=10)
+    lan.add_v3("c", "fe80::ffff", 100, cs=10)
+    for n in ("a", "b", "c"):
+        lan.start(n)
+    lan.advance(5)
+    assert lan.masters() == ["b"]
+    converged_check(lan)
+    lan2 = Lan()
+    lan2.add_v3("a", "fe80::21", 100, cs=10)
+    lan2.add_v3("b", "fe80::1:0:0:0:5", 100, cs=20)
+    lan2.add_v3("c", "fe80::ffff", 100, cs=5)
+    for n in ("a", "b", "c"):
+        lan2.start(n)
+    lan2.advance(5)
+    assert lan2.masters() == ["c"]
+
+
+def test_v2_and_v3_with_one_vrid_never_talk() -> None:
+    """keepalived and FRR discard the other version: a rolling v2->v3 upgrade on one VRID gives two masters
+    (vrrpv3.md fact 0.4); every advert between them is counted as a VERSION discard."""
+    lan = Lan()
+    lan.add("v2", "192.0.2.21", 150)
+    lan.add_v3("v3", "192.0.2.22", 100)
+    lan.start("v2")
+    lan.start("v3")
+    lan.advance(10)
+    assert sorted(lan.masters()) == ["v2", "v3"]
+    for name in ("v2", "v3"):
+        vr = lan.nodes[name].vr
+        assert vr is not None and vr.counters.discards[wire.Reason.VERSION] > 0
+        assert vr.counters.adverts_received == 0
+
+
+INTERVALS_CS = [5, 10, 25, 50, 100, 150]
+SETTLE_V3 = 2 * (3 * 1.5 + 1.5) + 1  # twice the longest Master_Down_Interval (150 cs), plus slack
+
+
+class LanV3Machine(LanMachine):
+    """The same random partitions, heals, crashes, graceful stops, restarts and priority changes, with VRRPv3
+    routers (all IPv4 or all IPv6) advertising at mixed intervals that also change at run time. After settling
+    (twice the longest Master_Down_Interval) there is one master per segment and it is the highest priority;
+    the backups have learnt the master's interval; a graceful stop hands over within the Skew_Time of that
+    interval, and a crash after exactly its Master_Down_Interval."""
+
+    @initialize(
+        prios=st.lists(st.integers(1, 254), min_size=2, max_size=4, unique=True),
+        intervals=st.lists(st.sampled_from(INTERVALS_CS), min_size=4, max_size=4),
+        offsets=st.lists(st.floats(0, 3), min_size=4, max_size=4),
+        v6=st.booleans(),
+    )
+    def setup(self, prios: list[int], intervals: list[int], offsets: list[float], v6: bool) -> None:
+        self.lan = Lan()
+        self.names = NAMES[: len(prios)]
+        for i, (name, prio) in enumerate(zip(self.names, prios, strict=True)):
+            ip = f"fe80::{21 + i}" if v6 else f"192.0.2.{21 + i}"
+            self.lan.add_v3(name, ip, prio, cs=intervals[i])
+        for name, off in sorted(zip(self.names, offsets, strict=False), key=lambda x: x[1]):
+            self.lan.run(off)
+            self.lan.start(name)
+        self.settled = False
+
+    @rule(i=st.integers(0, 3), cs=st.sampled_from(INTERVALS_CS))
+    def change_interval(self, i: int, cs: int) -> None:
+        self.lan.set_interval(self.names[i % len(self.names)], cs)
+        self.settled = False
+
+    @rule()
+    def settle(self) -> None:
+        self.lan.advance(SETTLE_V3)
+        converged_check(self.lan)
+        for nodes in self.lan.segments().values():
+            masters = [n for n in nodes if n.state is State.MASTER]
+            for n in nodes:
+                if n.vr is not None and n.state is State.BACKUP:
+                    assert n.vr.master_adver_cs == masters[0].params.interval_cs, n.name
+        self.settled = True
+
+    def _handover(self) -> tuple[Node, Node] | None:
+        for nodes in self.lan.segments().values():
+            masters = [n for n in nodes if n.state is State.MASTER]
+            backups = [n for n in nodes if n.state is State.BACKUP]
+            if len(masters) == 1 and backups:
+                return masters[0], max(backups, key=lambda n: self._prio(n.name))
+        return None
+
+    @precondition(lambda self: self.settled)
+    @rule()
+    def graceful_stop_of_master_hands_over_within_skew(self) -> None:
+        pair = self._handover()
+        if pair is None:
+            return
+        master, successor = pair
+        cs = master.params.interval_cs
+        t = self.lan.now
+        skew = fsm.skew_time_v3(self._prio(successor.name), cs)
+        self.lan.stop(master.name)
+        self.lan.advance(skew + 0.1)
+        took = self.lan.became_master(successor.name, t)
+        assert took is not None and took == pytest.approx(t + LATENCY + skew, abs=EPS)
+        event("v3 graceful stop timed")
+        self.settled = False
+
+    @precondition(lambda self: self.settled)
+    @rule()
+    def crash_of_master_taken_over_after_master_down_interval(self) -> None:
+        pair = self._handover()
+        if pair is None:
+            return
+        master, successor = pair
+        cs = master.params.interval_cs
+        last = last_advert(self.lan, master.name)
+        mdi = mdi3(cs, self._prio(successor.name))
+        self.lan.crash(master.name)
+        self.lan.advance(mdi + 0.1)
+        took = self.lan.became_master(successor.name, last)
+        assert took is not None and took == pytest.approx(last + LATENCY + mdi, abs=EPS)
+        event("v3 crash timed")
+        self.settled = False
+
+    def teardown(self) -> None:
+        if hasattr(self, "lan"):
+            self.lan.advance(SETTLE_V3)
+            converged_check(self.lan)
+
+
+TestLanV3 = LanV3Machine.TestCase
+TestLanV3.settings = settings(
+    max_examples=200, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -28,13 +28,12 @@ def _ip(a: str) -> wire.IPAddress:
 
 
 def expected(f: V3Frame) -> wire.AdvertV3:
-    return wire.AdvertV3(
-        f.vrid,
-        f.priority,
-        f.max_advert_int,
-        tuple(ip_address(a) for a in f.addresses),
-        f.family,  # type: ignore[arg-type]
-    )
+    addrs: tuple[IPv4Address, ...] | tuple[IPv6Address, ...]
+    if f.family == 4:
+        addrs = tuple(IPv4Address(a) for a in f.addresses)
+    else:
+        addrs = tuple(IPv6Address(a) for a in f.addresses)
+    return wire.AdvertV3(f.vrid, f.priority, f.max_advert_int, addrs, f.family)
 
 
 def _v6_header(f: V3Frame) -> tuple[IPv6Address, IPv6Address, int]:
