@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from netns import Lab, wait_until
 from netns.plugin import missing_capability
@@ -221,12 +222,6 @@ def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[No
     ns = NotifySocket(addr)
     yield ns
     ns.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tcplb_config(path: Path, port: int, backend: int, stats: int, *, bad: bool = False) -> None:

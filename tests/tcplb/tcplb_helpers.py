@@ -1,4 +1,6 @@
-"""Helpers shared by the tcplb test modules that run the real daemon (not a test module itself)."""
+"""Helpers shared by the tcplb test modules that run the real daemon (not a test module itself).
+
+``free_port`` comes from tests/helpers.py (re-exported here for the tcplb modules)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from helpers import free_port as free_port  # re-exported
 
 from netns import wait_until
 from tcplb.daemon import new_loop
@@ -18,10 +22,59 @@ from tcplb.daemon import new_loop
 PY = sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+STATS_AUTH = "admin:s3cret"
+
+
+def stats_toml(port: int, *, auth: Iterable[str] = (STATS_AUTH,), admin: bool = True, extra: str = "") -> str:
+    """The ``[stats]`` block the daemon tests use: loopback ``port``, basic ``auth``, admin actions on."""
+    users = ", ".join(f'"{a}"' for a in auth)
+    text = f'\n[stats]\nbind = "127.0.0.1:{port}"\nauth = [{users}]\nadmin = {"true" if admin else "false"}\n'
+    return text + (extra.strip() + "\n" if extra.strip() else "")
+
+
+def lb_toml(
+    port: int,
+    servers: Iterable[tuple[str, int] | tuple[str, int, int]],
+    *,
+    balance: str = "roundrobin",
+    check: str | None = "tcp",
+    inter: str = "200ms",
+    hard_stop: str | None = "10s",
+    workers: int | None = None,
+    timeouts: str = 'timeout_client = "30s"\ntimeout_server = "30s"',
+    retries: int | None = 3,
+    stats: int | None = None,
+    stats_auth: Iterable[str] = (STATS_AUTH,),
+    stats_extra: str = "",
+    admin: bool = True,
+) -> str:
+    """One loopback listener ``t`` on ``port`` in front of ``servers`` (name, port[, weight]) on 127.0.0.1.
+
+    ``check``: a check type (rise 1, fall 1 every ``inter``) or None for ``check = false``; ``stats``: the
+    port of a ``[stats]`` block (:func:`stats_toml`), none when None."""
+    rows = []
+    for srv in servers:
+        weight = f", weight = {srv[2]}" if len(srv) > 2 else ""  # type: ignore[misc]
+        rows.append(f'  {{ name = "{srv[0]}", address = "127.0.0.1:{srv[1]}"{weight} }}')
+    glob = "".join(
+        [
+            f'hard_stop_after = "{hard_stop}"\n' if hard_stop else "",
+            f"workers = {workers}\n" if workers else "",
+        ]
+    )
+    check_line = f'{{ type = "{check}", inter = "{inter}", rise = 1, fall = 1 }}' if check else "false"
+    retry = f"retries = {retries}\nredispatch = true\n" if retries is not None else ""
+    text = (
+        (f"[global]\n{glob}\n" if glob else "")
+        + f'[defaults]\ntimeout_connect = "1s"\n{timeouts}\n{retry}\n'
+        + f'[listen.t]\nbind = ["127.0.0.1:{port}"]\nbalance = "{balance}"\ncheck = {check_line}\n'
+        + "server = [\n"
+        + ",\n".join(rows)
+        + "\n]\n"
+    )
+    if stats:
+        text += stats_toml(stats, auth=stats_auth, admin=admin, extra=stats_extra)
+    return text
 
 
 class Backend:

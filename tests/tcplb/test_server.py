@@ -13,18 +13,13 @@ import socket
 import struct
 
 import pytest
+from helpers import free_port
 from tcplb_helpers import run, wait_for
 
 from tcplb import config
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Backend:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tcplb_helpers import Backend, free_port
+from tcplb_helpers import Backend, free_port, lb_toml
 
 from netns import wait_until
 from netns.plugin import missing_capability
@@ -169,27 +169,18 @@ class Lb:
     def __init__(self, tmp: Path, backends: list[Backend]) -> None:
         self.port, self.sport = free_port(), free_port()
         self.cfg = tmp / "lb.toml"
-        srv = ",\n".join(f'  {{ name = "{b.name}", address = "127.0.0.1:{b.port}" }}' for b in backends)
-        self.cfg.write_text(f"""[defaults]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
-
-[listen.t]
-bind = ["127.0.0.1:{self.port}"]
-balance = "roundrobin"
-check = {{ type = "tcp", inter = "200ms", rise = 1, fall = 1 }}
-server = [
-{srv}
-]
-
-[stats]
-bind = "127.0.0.1:{self.sport}"
-uri = "/stats"
-auth = ["{USER}:{PASSWORD}"]
-admin = true
-refresh = "1s"
-""")
+        servers = [(b.name, b.port) for b in backends]
+        self.cfg.write_text(
+            lb_toml(
+                self.port,
+                servers,
+                hard_stop=None,
+                retries=None,
+                stats=self.sport,
+                stats_auth=[f"{USER}:{PASSWORD}"],
+                stats_extra='uri = "/stats"\nrefresh = "1s"',
+            )
+        )
         self.log = tmp / "lb.log"
         self.fh = self.log.open("w")
         self.p = subprocess.Popen(

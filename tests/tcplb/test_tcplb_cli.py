@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tcplb_helpers import EchoServer, Tcplb, free_port, roundtrip
+from tcplb_helpers import EchoServer, Tcplb, free_port, lb_toml, roundtrip
 
 from netns import wait_until
 
@@ -37,27 +37,7 @@ def write_cfg(
     hard_stop: str = "10s",
     extra_defaults: str = 'timeout_client = "30s"\ntimeout_server = "30s"',
 ) -> None:
-    srv = ",\n".join(f'  {{ name = "{n}", address = "127.0.0.1:{p}", weight = {w} }}' for n, p, w in servers)
-    text = f"""[global]
-hard_stop_after = "{hard_stop}"
-
-[defaults]
-timeout_connect = "1s"
-{extra_defaults}
-retries = 3
-redispatch = true
-
-[listen.t]
-bind = ["127.0.0.1:{port}"]
-balance = "roundrobin"
-check = {{ type = "tcp", inter = "200ms", rise = 1, fall = 1 }}
-server = [
-{srv}
-]
-"""
-    if stats:
-        text += f'\n[stats]\nbind = "127.0.0.1:{stats}"\nauth = ["admin:s3cret"]\nadmin = true\n'
-    path.write_text(text)
+    path.write_text(lb_toml(port, servers, hard_stop=hard_stop, timeouts=extra_defaults, stats=stats))
 
 
 @pytest.fixture
@@ -154,7 +134,8 @@ def test_sighup_reload_no_refused_connection(tmp_path: Path, loop: str) -> None:
         for i in range(5):
             write_cfg(cfg, port, [("a", e1.port, 1), ("b", e2.port, 1 + i)])
             lb.p.send_signal(signal.SIGHUP)
-            time.sleep(0.3)
+            # each reload done before the next signal (signals sent faster could coalesce into one)
+            wait_until(lambda n=i + 1: lb.output().count("reloaded") == n, 20, what=f"reload {i + 1} logged")
         stop.set()
         for t in threads:
             t.join()

@@ -17,17 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tcplb_helpers import Backend, free_port
+from tcplb_helpers import Backend, free_port, lb_toml
 
 from netns import wait_until
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[2]
 AUTH = "admin:s3cret"
-
-
-
-
 
 
 class Client:
@@ -66,29 +62,19 @@ def connect_n(port: int, n: int) -> list[str]:
 
 
 def write_cfg(path: Path, port: int, sport: int, backends: list[Backend], *, admin: bool = True) -> None:
-    srv = ",\n".join(f'  {{ name = "{b.name}", address = "127.0.0.1:{b.port}" }}' for b in backends)
-    path.write_text(f"""[global]
-hard_stop_after = "5s"
-
-[defaults]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
-
-[listen.t]
-bind = ["127.0.0.1:{port}"]
-balance = "roundrobin"
-check = {{ type = "tcp", inter = "200ms", rise = 1, fall = 1 }}
-server = [
-{srv}
-]
-
-[stats]
-bind = "127.0.0.1:{sport}"
-uri = "/stats"
-auth = ["{AUTH}", "viewer:other"]
-admin = {"true" if admin else "false"}
-""")
+    servers = [(b.name, b.port) for b in backends]
+    path.write_text(
+        lb_toml(
+            port,
+            servers,
+            hard_stop="5s",
+            retries=None,
+            stats=sport,
+            stats_auth=[AUTH, "viewer:other"],
+            admin=admin,
+            stats_extra='uri = "/stats"',
+        )
+    )
 
 
 class Lb:
@@ -341,9 +327,7 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 
 
 def test_help_lists_the_commands() -> None:
-    p = subprocess.run(
-        [PY, "-m", "tcplb", "ctl", "-h"], capture_output=True, text=True, timeout=30, cwd=REPO
-    )
+    p = subprocess.run([PY, "-m", "tcplb", "ctl", "-h"], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert p.returncode == 0
     for words in ("show stat", "show servers state", "set server L/S state", "shutdown sessions server"):
         assert words in p.stdout

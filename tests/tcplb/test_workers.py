@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tcplb_helpers import Backend, EchoServer, Tcplb, free_port, roundtrip
+from tcplb_helpers import Backend, EchoServer, Tcplb, free_port, lb_toml, roundtrip
 
 from netns import wait_until
 from tcplb import config as cfgmod
@@ -105,30 +105,18 @@ def write_cfg(
     hard_stop: str = "5s",
     check: bool = True,
 ) -> None:
-    srv = ",\n".join(f'  {{ name = "{n}", address = "127.0.0.1:{p}" }}' for n, p in servers)
-    check_line = '{ type = "tcp", inter = "100ms", rise = 1, fall = 1 }' if check else "false"
-    text = f"""[global]
-hard_stop_after = "{hard_stop}"
-workers = {workers}
-
-[defaults]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
-retries = 3
-redispatch = true
-
-[listen.t]
-bind = ["127.0.0.1:{port}"]
-balance = "{balance}"
-check = {check_line}
-server = [
-{srv}
-]
-"""
-    if stats:
-        text += f'\n[stats]\nbind = "127.0.0.1:{stats}"\nauth = ["admin:s3cret"]\nadmin = true\n'
-    path.write_text(text)
+    path.write_text(
+        lb_toml(
+            port,
+            servers,
+            balance=balance,
+            workers=workers,
+            hard_stop=hard_stop,
+            inter="100ms",
+            check="tcp" if check else None,
+            stats=stats,
+        )
+    )
 
 
 def worker_pids(lb: Tcplb) -> list[int]:

@@ -20,7 +20,8 @@ pytestmark = [
     pytest.mark.keepalived,
 ]
 
-SLACK = 1.5
+SLACK = 3.0  # scheduling slack on a busy machine; precise figures: bench/vrrp_failover.py
+BEFORE_MDI = 2.4  # a priority-0 takeover (Skew_Time) must beat Master_Down_Interval - advert_int (2.61 s)
 
 
 class Keepalived(keepalived.Keepalived):
@@ -49,7 +50,7 @@ def setup(
 def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
     r, ka = setup(lab, 150, 100)
     r.wait_state("MASTER", 3.41 + 1 + SLACK)
-    wait_until(lambda: vip_holders([r.host, ka.host]) == ["lb1"], 3, what="VIP on vrrpd only")
+    wait_until(lambda: vip_holders([r.host, ka.host]) == ["lb1"], 5, what="VIP on vrrpd only")
     # keepalived accepts our adverts (PASS match): it stays backup for several Master_Down_Intervals
     t_end = time.monotonic() + 4.5
     wait_until(lambda: time.monotonic() > t_end or ka.has_vip(), 6)
@@ -59,14 +60,14 @@ def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
     assert r.proc is not None
     t0 = time.monotonic()
     r.proc.term()
-    assert r.proc.wait(1.5) == 0
-    wait_until(ka.has_vip, 0.61 + SLACK, what="keepalived takes over after priority 0")
-    assert time.monotonic() - t0 < 0.61 + SLACK
+    assert r.proc.wait(5) == 0
+    wait_until(ka.has_vip, BEFORE_MDI, what="keepalived takes over after priority 0")
+    assert time.monotonic() - t0 < BEFORE_MDI
 
     # vrrpd restarts and preempts back (keepalived yields to the higher priority)
     r.start()
     r.wait_state("MASTER", 3.41 + SLACK)
-    wait_until(lambda: not ka.has_vip(), 2, what="keepalived drops the VIP")
+    wait_until(lambda: not ka.has_vip(), 5, what="keepalived drops the VIP")
     assert r.counters()["adverts_received"] >= 1  # keepalived's adverts (100) were heard and used
 
     # frozen vrrpd master: keepalived takes over; after SIGCONT vrrpd takes back at once
@@ -88,8 +89,8 @@ def test_vrrpd_master_keepalived_backup(lab: Lab) -> None:
 def test_keepalived_master_vrrpd_backup(lab: Lab) -> None:
     r, ka = setup(lab, 100, 150)
     wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived master")
-    r.wait_state("BACKUP", 1)
-    wait_until(lambda: r.counters()["adverts_received"] >= 2, 3, what="vrrpd hears keepalived")
+    r.wait_state("BACKUP", 5)
+    wait_until(lambda: r.counters()["adverts_received"] >= 2, 5, what="vrrpd hears keepalived")
     inst = r.inst()
     assert inst["master_ip"] == "192.0.2.22"
     assert sum(inst["counters"]["discards"].values()) == 0  # keepalived's adverts pass every check
@@ -98,15 +99,15 @@ def test_keepalived_master_vrrpd_backup(lab: Lab) -> None:
     # graceful stop of keepalived (TERM to the parent): priority 0, vrrpd takes over after Skew_Time
     t0 = time.monotonic()
     ka.stop()
-    r.wait_state("MASTER", 0.61 + SLACK)
-    assert time.monotonic() - t0 < 0.61 + SLACK
+    r.wait_state("MASTER", BEFORE_MDI)
+    assert time.monotonic() - t0 < BEFORE_MDI
     assert r.counters()["priority_zero_received"] == 1
 
     # keepalived restarts and preempts back; vrrpd yields and drops the VIP
     ka.start()
     wait_until(ka.has_vip, 3.41 + 1 + SLACK, what="keepalived preempts back")
-    r.wait_state("BACKUP", 1)
-    wait_until(lambda: not r.has_vip(), 1)
+    r.wait_state("BACKUP", 5)
+    wait_until(lambda: not r.has_vip(), 5)
 
     # frozen keepalived master: vrrpd takes over; after SIGCONT keepalived takes back
     ka.freeze()
@@ -115,7 +116,7 @@ def test_keepalived_master_vrrpd_backup(lab: Lab) -> None:
     finally:
         ka.thaw()
     r.wait_state("BACKUP", 1 + SLACK)
-    wait_until(lambda: ka.has_vip() and not r.has_vip(), 2)
+    wait_until(lambda: ka.has_vip() and not r.has_vip(), 5)
 
     # keepalived crash: vrrpd takes over after Master_Down_Interval
     t0 = time.monotonic()
@@ -144,5 +145,5 @@ def test_auth_mismatch_is_discarded(lab: Lab, ka_auth: str | None, reason: str, 
     assert r.counters()["adverts_received"] == 0
     kproc = ka.proc
     assert kproc is not None
-    wait_until(lambda: ka_says in kproc.output(), 3, what="keepalived rejects our adverts too")
+    wait_until(lambda: ka_says in kproc.output(), 5, what="keepalived rejects our adverts too")
     assert ka.has_vip() and r.has_vip()

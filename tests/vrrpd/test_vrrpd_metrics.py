@@ -243,7 +243,7 @@ def test_http_listener_bounds_time_and_clients(monkeypatch: pytest.MonkeyPatch) 
     dropped, scrape, elapsed, after = run(go)
     assert dropped == [b""] * 4
     assert split(scrape)[0] == "HTTP/1.1 200 OK"
-    assert elapsed < 2.0
+    assert elapsed < 4.5  # closed by REQUEST_TIMEOUT (or eviction), not by the 5 s wait above
     assert split(after)[0] == "HTTP/1.1 200 OK"
 
 

@@ -4,7 +4,9 @@
 
 MIX "clean" (default): HTTP GET with Connection: close, read to EOF, close.
 MIX "nasty": a third of the connections reset (SO_LINGER 0) right after sending, a third half-close
-first, a third clean. Prints one JSON line: {"ok": n, "failed": n, "seconds": s, "rate": r}.
+first, a third clean. Prints one JSON line: {"ok": n, "reset": n, "failed": n, "seconds": s, "rate": r}:
+``ok`` counts only answers read and checked; ``reset`` the connections that were connected, sent their request
+and were reset by us (no answer to check: they are not "ok").
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ async def worker(
             await loop.sock_sendall(s, REQ)
             if kind == 0:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
-                res[0] += 1
+                res[2] += 1
                 continue
             if kind == 1:
                 s.shutdown(socket.SHUT_WR)
@@ -54,12 +56,14 @@ async def worker(
 
 async def main(host: str, port: int, total: int, conc: int, mix: str) -> dict[str, float]:
     loop = asyncio.get_running_loop()
-    res = [0, 0]
+    res = [0, 0, 0]  # ok, failed, reset
     t0 = time.monotonic()
     per = total // conc
     await asyncio.gather(*(worker(loop, (host, port), per, mix, res, w) for w in range(conc)))
     dt = time.monotonic() - t0
-    return {"ok": res[0], "failed": res[1], "seconds": round(dt, 2), "rate": round((res[0] + res[1]) / dt)}
+    done = res[0] + res[1] + res[2]
+    rate = round(done / dt)
+    return {"ok": res[0], "reset": res[2], "failed": res[1], "seconds": round(dt, 2), "rate": rate}
 
 
 if __name__ == "__main__":
