@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vrrpd.config import Config, ConfigError, InstanceConfig, load
-from vrrpd.host import Host, make_params
+from vrrpd.config import Config, ConfigError, InstanceConfig, ProcessConfig, load
+from vrrpd.host import PROCESS, Host, make_params
 from vrrpd.platform import Linux
+from vrrpd.procwatch import ProcessTracker
 from vrrpd.scripts import NotifyQueue, RunAs, TrackScript, insecure, resolve_argv, resolve_user
 from vrrpd.sockets import VrrpSocket
 
@@ -145,6 +146,7 @@ class Daemon:
         self.platform = Linux(self.notify)
         self.host = Host(cfg, self.platform)
         self.scripts: dict[str, TrackScript] = {}
+        self.procs = ProcessTracker(self._tracked_processes(cfg), self._process_changed)
         self.control: asyncio.AbstractServer | None = None
         self.control_path: str | None = None
         self.stopping: asyncio.Event = asyncio.Event()
@@ -196,7 +198,10 @@ class Daemon:
             log.error(
                 "no answer from netlink within %gs: starting without links (retrying)", STARTUP_DUMP_TIMEOUT
             )
+        for w in self.cfg.warning_lines():
+            log.warning("%s: %s", self.cfg.source, w)
         self._start_scripts(self.cfg)
+        self.procs.start()
         self.step(self.host.start)
         await self._start_control()
         self.ready = True
@@ -222,14 +227,15 @@ class Daemon:
         log.info("shutting down")
         if self.sd is not None:
             self.sd.stopping("stopping")
+        self.notify.begin_close()  # what the stop queues (notify_stop, notify STOP) always runs
         self.step(self.host.stop)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         for s in self.scripts.values():
             s.stop()
-        await self.notify.drain(max(0.05, SHUTDOWN_BUDGET - (self.loop.time() - t0)))
-        self.notify.stop()
+        self.procs.stop()
+        await self.notify.close(max(0.05, SHUTDOWN_BUDGET - (self.loop.time() - t0)))
         await self._stop_control()
         self.loop.remove_reader(self.platform.nl.fileno())
         for sock in self._readers.values():
@@ -359,6 +365,14 @@ class Daemon:
     def _script_changed(self, name: str, ok: bool) -> None:
         self.track_result(name, ok)
 
+    @staticmethod
+    def _tracked_processes(cfg: Config) -> list[ProcessConfig]:
+        tracked = {r.name for i in cfg.instances for r in i.track_process}
+        return [p for p in cfg.processes if p.name in tracked]
+
+    def _process_changed(self, name: str, up: bool) -> None:
+        self.track_result(PROCESS + name, up)
+
     # ------------------------------------------------------------------------------------------- reload
 
     def sd_status(self) -> str:
@@ -402,19 +416,25 @@ class Daemon:
         self.notify.run_as = self.run_as
         self.notify.timeout = new.global_.notify_timeout
         self.notify.security = new.global_.enable_script_security
-        # Track scripts: keep runners whose definition is unchanged (their rise/fall state survives).
+        for w in new.warning_lines():
+            log.warning("%s: %s", new.source, w)
+        # Track scripts keep their state across a reload (a changed command re-evaluates from INIT, holding
+        # its verdict until its first result: a FAULT is never cleared by the reload itself).
         tracked = {r.name for i in new.instances for r in i.track_script}
         wanted = {s.name: s for s in new.scripts if s.name in tracked}
         for name, runner in list(self.scripts.items()):
-            if wanted.get(name) != runner.cfg or runner.run_as != self._script_user(
-                wanted[name].user if name in wanted else None
-            ):
+            if name not in wanted:
                 runner.stop()
                 del self.scripts[name]
         self.step(lambda now: self.host.reload(new, now))
-        for name in wanted:
-            if name not in self.scripts:
+        for name, s in wanted.items():
+            kept = self.scripts.get(name)
+            if kept is None:
                 self._new_runner(name, new)
+            else:
+                kept.reconfigure(s, self._script_user(s.user), security=new.global_.enable_script_security)
+                self.track_result(name, kept.ok)
+        self.procs.reconfigure(self._tracked_processes(new))
 
     # ------------------------------------------------------------------------------------ control socket
 
@@ -464,6 +484,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         self._on_netlink()  # what the kernel reported up to now: the status shows the host as it is
         scripts = {name: s.status() for name, s in self.scripts.items()}
+        procs = {name: self.procs.status(name) for name in self.procs.specs}
         return {
             "router_id": self.cfg.global_.router_id,
             "pid": os.getpid(),
@@ -473,7 +494,7 @@ class Daemon:
             "start_time": self.started,
             "reloads": self.reloads,
             "notify_executed": self.notify.executed,
-            "instances": self.host.status(scripts),
+            "instances": self.host.status(scripts, procs),
         }
 
 

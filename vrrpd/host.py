@@ -62,6 +62,7 @@ __all__ = [
 log = logging.getLogger("vrrpd")
 
 DISCARD_LOG_INTERVAL = 10.0  # seconds between two log lines for the same (instance, discard reason)
+PROCESS = "process:"  # the prefix of a vrrp_track_process in Host.tracks (scripts use their bare name)
 FAULT_RECHECK = 2.0  # seconds between two re-reads of links and addresses while an instance is in FAULT
 DUMP_RETRY = 1.0  # seconds before a failed dump is retried
 
@@ -237,6 +238,7 @@ class Host:
         self._acc_links: dict[int, Link] = {}
         self._acc_addrs: dict[VipKey, Addr] = {}
         self._recheck_at: float | None = None
+        self._start_at: float | None = None  # vrrp_startup_delay: no instance starts before (vrrpd.track)
         self._defer = 0  # >0: reconciliation deferred to the end of a reload/stop
         self._foreign_logged: set[VipKey] = set()
 
@@ -249,6 +251,10 @@ class Host:
     def start(self, now: float) -> None:
         """Start every configured instance (after the first dump, or without it when it did not come)."""
         self.running = True
+        delay = self.cfg.global_.vrrp_startup_delay
+        if delay > 0:
+            self._start_at = now + delay
+            log.info("vrrp_startup_delay: instances start in %gs", delay)
         for c in self.cfg.instances:
             self._add_instance(c, now)
         self._sync(now)
@@ -296,6 +302,10 @@ class Host:
             d = inst.vr.next_deadline()
             if d is not None and d <= now:
                 self._feed(inst, [fsm.TimerDue()], now)
+        if self._start_at is not None and self._start_at <= now:
+            self._start_at = None
+            for inst in list(self.instances.values()):
+                self._maybe_start(inst, now)
         if self._recheck_at is not None and self._recheck_at <= now:
             self._recheck_at = None
             self._request_dump(now)
@@ -429,6 +439,8 @@ class Host:
         ds = [d for i in self.instances.values() if (d := i.vr.next_deadline()) is not None]
         if self._recheck_at is not None:
             ds.append(self._recheck_at)
+        if self._start_at is not None:
+            ds.append(self._start_at)
         return min(ds) if ds else None
 
     def vrrp_interfaces(self) -> list[str]:
@@ -436,11 +448,20 @@ class Host:
         return [n for n, f in self.ifaces.items() if f.bound is not None]
 
     def tracked_names(self, c: InstanceConfig) -> list[str]:
-        """The track names an instance waits for (``vrrpd.track`` may extend it with processes)."""
-        return [r.name for r in c.track_script]
+        """The track names of an instance: its scripts, and its processes as ``process:NAME``."""
+        return [r.name for r in c.track_script] + [PROCESS + r.name for r in c.track_process]
+
+    def gating_names(self, c: InstanceConfig) -> list[str]:
+        """The trackers an instance waits for before it starts: the weight-0 ones (keepalived
+        ``num_script_init``: a weighted tracker never holds the start, it just adds nothing before its first
+        result)."""
+        out = [r.name for r in c.track_script if self._script_weight(r.name, r.weight) == 0]
+        return out + [
+            PROCESS + r.name for r in c.track_process if self._process_weight(r.name, r.weight) == 0
+        ]
 
     def track_ready(self, c: InstanceConfig) -> bool:
-        return all(self.tracks.get(n) is not None for n in self.tracked_names(c))
+        return all(self.tracks.get(n) is not None for n in self.gating_names(c))
 
     def present_vips(self, c: InstanceConfig) -> list[tuple[Vip, bool]]:
         """The instance's VIPs present on the host now, each with whether vrrpd added it."""
@@ -457,7 +478,11 @@ class Host:
                 return link
         return None
 
-    def status(self, script_status: Mapping[str, dict[str, object]] | None = None) -> list[dict[str, Any]]:
+    def status(
+        self,
+        script_status: Mapping[str, dict[str, object]] | None = None,
+        process_status: Mapping[str, dict[str, object]] | None = None,
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for inst in self.instances.values():
             snap = inst.vr.snapshot()
@@ -476,6 +501,15 @@ class Host:
                     st["weight"] = ref.weight
                 tracks.append(st)
             snap["track_scripts"] = tracks
+            procs = []
+            for pref in c.track_process:
+                pst: dict[str, object] = dict((process_status or {}).get(pref.name) or {"name": pref.name})
+                up = self.tracks.get(PROCESS + pref.name)
+                pst["state"] = "INIT" if up is None else "UP" if up else "DOWN"
+                if pref.weight is not None:
+                    pst["weight"] = pref.weight
+                procs.append(pst)
+            snap["track_processes"] = procs
             snap["track_interfaces"] = [
                 {
                     "name": t.name,
@@ -614,6 +648,8 @@ class Host:
     def _maybe_start(self, inst: Instance, now: float) -> None:
         if inst.started or not self.running or not self.track_ready(inst.cfg):
             return
+        if self._start_at is not None and now < self._start_at:
+            return  # vrrp_startup_delay
         inst.started = True
         c = inst.cfg
         src = self._source(c)
@@ -670,7 +706,21 @@ class Host:
         for ref in c.track_script:
             if self._script_weight(ref.name, ref.weight) == 0 and self.tracks.get(ref.name) is False:
                 faults.add(f"track_script {ref.name} failed")
+        for pref in c.track_process:
+            if (
+                self._process_weight(pref.name, pref.weight) == 0
+                and self.tracks.get(PROCESS + pref.name) is False
+            ):
+                faults.add(f"track_process {pref.name} down")
         return faults
+
+    def _process_weight(self, name: str, override: int | None) -> int:
+        if override is not None:
+            return override
+        try:
+            return self.cfg.process(name).weight
+        except KeyError:
+            return 0
 
     def _script_weight(self, name: str, override: int | None) -> int:
         if override is not None:
@@ -690,6 +740,11 @@ class Host:
             w = self._script_weight(ref.name, ref.weight)
             ok = self.tracks.get(ref.name)
             if w and ok is not None:  # no weight counts before the first result
+                weights.append((w, ok))
+        for pref in c.track_process:
+            w = self._process_weight(pref.name, pref.weight)
+            ok = self.tracks.get(PROCESS + pref.name)
+            if w and ok is not None:
                 weights.append((w, ok))
         for t in c.track_interface:
             if t.weight:

@@ -344,7 +344,7 @@ class NotifyQueue:
                 return
         if self._waiting_since is None:
             self._waiting_since = asyncio.get_running_loop().time()
-        self._q.put_nowait((full, what, final))
+        self._q.put_nowait((full, what, final or self._closing))
         self._wake.set()
 
     async def drain(self, timeout: float) -> bool:
@@ -354,6 +354,10 @@ class NotifyQueue:
         except TimeoutError:
             return False
         return True
+
+    def begin_close(self) -> None:
+        """Shutdown begins: from now on every entry is a final one (the stop notifies)."""
+        self._closing = True
 
     async def close(self, budget: float) -> None:
         """Shutdown: wait up to ``budget`` for the queue; then kill what runs and skip what waits, except
