@@ -617,12 +617,11 @@ def test_server_maxconn_queue_fifo(loop: str) -> None:
             w.close()
 
         tasks = []
-        for i in (2, 3, 4):
-            tasks.append(asyncio.create_task(client(i)))
-            await asyncio.sleep(0.05)
         srv = lb.frontends["t"].server("s1")
         assert srv is not None
-        await wait_for(lambda: len(srv.queue) == 3)
+        for i in (2, 3, 4):
+            tasks.append(asyncio.create_task(client(i)))
+            await wait_for(lambda n=i - 1: len(srv.queue) == n)  # queued in this order
         assert srv.cur == 1
         await asyncio.sleep(0.2)
         w1.close()
@@ -644,17 +643,19 @@ def test_queue_timeout_and_maxqueue(loop: str) -> None:
         b = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "s1", address = "{b.addr}", maxconn = 1, maxqueue = 1, check = false }},',
-            defaults='timeout_queue = "300ms"',
+            defaults='timeout_queue = "1s"',  # long enough to see it queued on a busy machine
         )
         lb, events = await start_lb(cfg)
         r1, w1 = await connect(port)
         w1.write(b"1")
         await r1.readexactly(1)
         r2, w2 = await connect(port)  # queued, then times out
-        await asyncio.sleep(0.05)
+        srv = lb.frontends["t"].server("s1")
+        assert srv is not None
+        await wait_for(lambda: len(srv.queue) == 1)
         r3, w3 = await connect(port)  # queue full: refused at once
         assert await asyncio.wait_for(r3.read(-1), 2) == b""
-        assert await asyncio.wait_for(r2.read(-1), 2) == b""
+        assert await asyncio.wait_for(r2.read(-1), 10) == b""
         lines = await wait_for(lambda: len(traffic(events)) >= 2 and traffic(events))
         assert all(" sQ " in ln for ln in lines), lines
         assert await asyncio.wait_for(r1.read(0), 1) == b""  # the first one untouched

@@ -171,15 +171,21 @@ def test_track_script_rise_and_fall(run_loop: Any, tmp_path: Path) -> None:
         )
         ts = TrackScript(cfg, me(), lambda n, ok: changes.append((n, ok, loop.time())), security=False)
         ts.start()
-        await asyncio.sleep(0.3)
+
+        async def changed(n: int) -> None:  # bounded polling for the n-th state change
+            for _ in range(500):
+                if len(changes) >= n:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"no state change {n} in 10 s: {changes}")
+
+        await changed(1)
         assert [c[:2] for c in changes] == [("chk", True)] and ts.ok  # INIT -> OK on the first result
         flag.unlink()
-        while len(changes) < 2:
-            await asyncio.sleep(0.02)
+        await changed(2)
         assert changes[-1][:2] == ("chk", False) and ts.status()["state"] == "FAIL"
         flag.write_text("")
-        while len(changes) < 3:
-            await asyncio.sleep(0.02)
+        await changed(3)
         assert changes[-1][:2] == ("chk", True)
         assert ts.runs >= 2 + 3
         ts.stop()
