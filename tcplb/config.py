@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -389,6 +390,25 @@ def effective_maxconn(configured: int | None, nofile: int, reserve: int = 64, fd
     return max(1, (nofile - reserve) // fds_per_conn)
 
 
+def nofile_plan(
+    maxconn: int, fds_per_conn: int, soft: int, hard: int, reserve: int = 64
+) -> tuple[int, str | None]:
+    """HAProxy's rule for RLIMIT_NOFILE: the soft limit a process with ``maxconn`` connections needs (as
+    :func:`effective_maxconn` counts them), raised towards ``hard`` (never lowered), and a warning when even
+    ``hard`` cannot cover it. ``-1`` is RLIM_INFINITY. Pure."""
+    need = maxconn * fds_per_conn + reserve
+    if soft == -1 or soft >= need:
+        return soft, None
+    if hard == -1 or hard >= need:
+        return need, None
+    return hard, (
+        f"global.maxconn {maxconn} needs {need} file descriptors ({fds_per_conn} per connection + "
+        f"{reserve}), but RLIMIT_NOFILE is {hard} (hard limit): connections beyond about "
+        f"{max(0, (hard - reserve) // fds_per_conn)} will fail (accept: EMFILE). Raise LimitNOFILE= "
+        "(systemd) or ulimit -n, or lower maxconn"
+    )
+
+
 def per_process(n: int, nprocs: int) -> int:
     """A limit divided among ``nprocs`` processes (``global.workers``), rounded up; at least 1."""
     return n if nprocs == 1 else max(1, -(-n // nprocs))
@@ -664,6 +684,7 @@ _GLOBAL_SPEC: Final[dict[str, Validator]] = {
     "workers": _v_int(1, 64),
 }
 
+
 def _v_stats_uri(x: Any) -> str:
     s = _v_str(maxlen=255)(x)
     if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", s) or "//" in s:
@@ -692,8 +713,9 @@ def _v_stats_auth(x: Any) -> tuple[StatsUser, ...]:
         if len(item) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in item):
             raise _Bad("must be at most 255 characters, without control characters", suffix)
         if pw == HIDDEN_PASSWORD:
-            raise _Bad(f"{HIDDEN_PASSWORD} is the placeholder of a dump without secrets: set the password",
-                       suffix)
+            raise _Bad(
+                f"{HIDDEN_PASSWORD} is the placeholder of a dump without secrets: set the password", suffix
+            )
         if any(u.user == user for u in out):
             raise _Bad(f'user "{user}" is listed twice', suffix)
         out.append(StatsUser(user, pw))
@@ -865,8 +887,10 @@ def parse(data: Mapping[str, Any], source: str = "lb.toml") -> Config:
             host, port = s_vals["bind"]
             if s_vals.get("admin"):
                 if not s_vals.get("auth") and ("auth" in s_vals or "auth" not in st):
-                    errs.add("stats.admin", 'needs stats.auth (e.g. ["admin:secret"]): the admin API always '
-                             "asks for a user")
+                    errs.add(
+                        "stats.admin",
+                        'needs stats.auth (e.g. ["admin:secret"]): the admin API always asks for a user',
+                    )
                 if not ipaddress.ip_address(host).is_loopback and not s_vals.get("admin_allow_remote"):
                     errs.add(
                         "stats.admin",
@@ -1208,6 +1232,13 @@ def warnings(cfg: Config) -> list[str]:
             "reach it reads the stats page and /metrics (server addresses, traffic); set stats.auth or "
             'bind to 127.0.0.1 (HAProxy: "stats auth")'
         )
+    if cfg.global_.maxconn is not None:  # (per process with workers)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        per_conn = 6 if any(li.splice for li in cfg.listeners) else 2
+        n = per_process(cfg.global_.maxconn, cfg.global_.workers)
+        _, nofile = nofile_plan(n, per_conn, soft, hard)
+        if nofile is not None:
+            out.append(nofile)
     if cfg.global_.hard_stop_after is None:
         out.append(
             "global.hard_stop_after: unset: a graceful stop waits until every client connection closes "

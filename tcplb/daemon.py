@@ -1,4 +1,5 @@
-"""Process lifecycle: event loop choice, logging, signals (SIGHUP reload, SIGTERM graceful stop)."""
+"""Process lifecycle: event loop choice, logging, file descriptor limit, signals (SIGHUP reload, SIGTERM
+graceful stop, a second SIGTERM/SIGINT hard stop), the stats server's lifetime (until exit)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import sys
 import time
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from . import config as cfgmod
 from .config import Config, ConfigError
-from .server import LoadBalancer
+from .lb import LoadBalancer
+from .reload_plan import ReloadError
 
 if TYPE_CHECKING:
     from rmqfd.sdnotify import Notifier
@@ -88,6 +91,25 @@ def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
     root.addHandler(handler)
 
 
+def raise_nofile(cfg: Config, nprocs: int = 1) -> str | None:
+    """Raise this process's soft RLIMIT_NOFILE for ``global.maxconn`` (per process with workers), towards
+    the hard limit (HAProxy does the same); a message if that fails. When even the hard limit is too low,
+    ``config.warnings`` says so (at start and in ``--check``). Without ``global.maxconn`` the limit decides
+    maxconn instead."""
+    if cfg.global_.maxconn is None:
+        return None
+    per_conn = 6 if any(li.splice for li in cfg.listeners) else 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want, _ = cfgmod.nofile_plan(cfgmod.per_process(cfg.global_.maxconn, nprocs), per_conn, soft, hard)
+    if want != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError) as e:
+            return f"cannot raise RLIMIT_NOFILE from {soft} to {want}: {e}"
+        log.info("RLIMIT_NOFILE raised from %d to %d for global.maxconn", soft, want)
+    return None
+
+
 class Daemon:
     """Runs a LoadBalancer (and its stats server) until SIGTERM/SIGINT; SIGHUP reloads ``path``."""
 
@@ -98,6 +120,8 @@ class Daemon:
         self.lb: LoadBalancer | None = None
         self.stats: object | None = None
         self._stop: asyncio.Event | None = None
+        self._hard: asyncio.Event | None = None  # a second SIGTERM/SIGINT: close every connection now
+        self.reload_error: str | None = None  # why the last reload was refused (cleared by a good one)
         self.pool: WorkerPool | None = None  # global.workers > 1: the relay workers
         # systemd Type=notify (imported only under systemd); NOTIFY_SOCKET leaves the environment
         self.sd: Notifier | None = None
@@ -115,7 +139,7 @@ class Daemon:
             return
         from .stats import StatsServer
 
-        st = StatsServer(self.lb, self.cfg.stats)
+        st = StatsServer(self.lb, self.cfg.stats, reload=self._api_reload if self.path is not None else None)
         await st.start()
         self.stats = st
 
@@ -128,19 +152,42 @@ class Daemon:
             await st.close()
 
     async def reload(self) -> bool:
-        """Re-read the configuration file and apply it in place. False (and logged) when it is invalid."""
+        """Re-read the configuration file and apply it in place, all or nothing. False (and logged, and in
+        the sd_notify STATUS) when it is refused: then the running configuration is unchanged."""
+        ok, _ = await self.reload_result()
+        return ok
+
+    def _refused(self, why: str) -> tuple[bool, str]:
+        log.error("reload refused, running configuration unchanged: %s", why)
+        self.reload_error = why
+        return False, why
+
+    async def reload_result(self) -> tuple[bool, str]:
+        """:meth:`reload` with its message: (True, summary) or (False, the reason)."""
         if self.path is None or self.lb is None:
-            return False
+            return False, "no configuration file to reload"
         try:
             cfg = cfgmod.load(self.path)
         except ConfigError as e:
-            for line in e.lines():
+            lines = e.lines()
+            for line in lines:
                 log.error("reload refused: %s: %s", self.path, line)
-            return False
+            self.reload_error = f"{self.path}: {lines[0] if lines else e}"
+            if len(lines) > 1:
+                self.reload_error += f" (and {len(lines) - 1} more errors)"
+            return False, self.reload_error
         except OSError as e:
-            log.error("reload refused: %s: %s", self.path, e.strerror or e)
-            return False
+            return self._refused(f"{self.path}: {e.strerror or e}")
         pool = self.pool
+        if pool is not None:
+            try:
+                pool.assign_rows(cfg)
+            except RuntimeError as e:
+                return self._refused(str(e))
+        try:
+            plan = self.lb.reload(cfg)
+        except ReloadError as e:
+            return self._refused(str(e))
         if pool is not None:
             if cfg.global_.workers != pool.nprocs:
                 log.warning(
@@ -148,19 +195,10 @@ class Daemon:
                     pool.nprocs,
                     cfg.global_.workers,
                 )
-            try:
-                pool.assign_rows(cfg)
-            except RuntimeError as e:
-                log.error("reload refused: %s", e)
-                return False
-        try:
-            self.lb.reload(cfg)
-        except OSError as e:
-            log.error("reload: cannot bind: %s (other changes applied)", e.strerror or e)
-        if pool is not None:
             pool.reload(cfgmod.to_toml(cfg, secrets=True), str(self.path))
         old_stats = self.cfg.stats
         self.cfg = cfg
+        self.reload_error = None
         for w in cfgmod.warnings(cfg):
             log.warning("%s", w)
         if cfg.stats != old_stats:
@@ -169,8 +207,13 @@ class Daemon:
                 await self._start_stats()
             except OSError as e:
                 log.error("stats: cannot bind %s:%d: %s", *cfg.stats.bind, e.strerror)  # type: ignore[union-attr]
-        log.info("reloaded %s (%d listeners)", self.path, len(cfg.listeners))
-        return True
+        msg = f"reloaded {self.path} ({len(cfg.listeners)} listeners: {plan.summary()})"
+        log.info("%s", msg)
+        return True, msg
+
+    async def _api_reload(self) -> tuple[bool, str]:
+        """The admin API's reload (``tcplb ctl reload``): the same as SIGHUP."""
+        return await self._sd_reload_result()
 
     def sd_status(self) -> str:
         """systemd STATUS= text: "12 connections, 3/3 servers up" (while stopping: "stopping, ...")."""
@@ -180,6 +223,8 @@ class Daemon:
         servers = [s for fe in lb.frontends.values() for s in fe.servers if not s.removed]
         up = sum(1 for s in servers if s.usable)
         text = f"{lb.total_actconn()} connections, {up}/{len(servers)} servers up"
+        if self.reload_error is not None:
+            text += f"; last reload refused: {self.reload_error}"
         return f"stopping, {text}" if lb.stopping else text
 
     def _sd_tick(self) -> None:
@@ -187,12 +232,16 @@ class Daemon:
             self.sd.status(self.sd_status())
 
     async def _sd_reload(self) -> bool:
-        """SIGHUP: :meth:`reload` framed by RELOADING=1 / READY=1 for systemd (READY also when it failed)."""
+        return (await self._sd_reload_result())[0]
+
+    async def _sd_reload_result(self) -> tuple[bool, str]:
+        """SIGHUP: :meth:`reload` framed by RELOADING=1 / READY=1 for systemd (READY also when it failed,
+        with the reason in STATUS)."""
         sd = self.sd if self._stop is None or not self._stop.is_set() else None
         if sd is not None:
             sd.reloading()
         try:
-            return await self.reload()
+            return await self.reload_result()
         finally:
             if sd is not None and not (self._stop is not None and self._stop.is_set()):
                 sd.ready(self.sd_status())
@@ -200,6 +249,10 @@ class Daemon:
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._hard = asyncio.Event()
+        nofile_warning = raise_nofile(self.cfg, self.cfg.global_.workers)
+        if nofile_warning is not None:
+            log.warning("%s", nofile_warning)
         pool = None
         if self.cfg.global_.workers > 1:
             from .workers import WorkerPool
@@ -230,7 +283,7 @@ class Daemon:
             t.add_done_callback(pending.discard)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         log.info(
             "tcplb started: pid %d, %s loop, %d listeners, maxconn %d%s",
@@ -254,9 +307,35 @@ class Daemon:
                 loop.remove_signal_handler(sig)
         return 0
 
-    async def _graceful_stop(self) -> None:
+    def _on_stop_signal(self) -> None:
+        """SIGTERM/SIGINT: a graceful stop; the second one during it: a hard stop (every connection
+        closed now), as HAProxy's SIGTERM after SIGUSR1 and uvicorn's second ^C."""
+        assert self._stop is not None and self._hard is not None
+        if not self._stop.is_set():
+            self._stop.set()
+        elif not self._hard.is_set():
+            log.warning("second stop signal: hard stop, closing every connection now")
+            self._hard.set()
+
+    async def _wait_idle_or_hard(self, timeout: float | None) -> bool:
+        """Until no connection is left (True), ``timeout`` or a hard stop request (False)."""
         lb = self.lb
-        assert lb is not None
+        assert lb is not None and self._hard is not None
+        idle = asyncio.ensure_future(lb.wait_idle())
+        hard = asyncio.ensure_future(self._hard.wait())
+        try:
+            await asyncio.wait({idle, hard}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (idle, hard):
+                t.cancel()
+        return lb.actconn == 0 and not self._hard.is_set()
+
+    async def _graceful_stop(self) -> None:
+        """Close the listeners, let the connections finish (at most ``hard_stop_after``, or until a second
+        stop signal), then close the rest. The stats page and the admin API stay up until the end, so that
+        operators can watch the drain and kill sessions."""
+        lb = self.lb
+        assert lb is not None and self._hard is not None
         hard = self.cfg.global_.hard_stop_after
         if self.sd is not None:
             self.sd.stopping(f"stopping, {self.sd_status()}")
@@ -264,27 +343,28 @@ class Daemon:
         if self.pool is not None:  # the workers drain their own connections at the same time
             workers = asyncio.get_running_loop().create_task(self.pool.stop(hard))
         lb.stop_accepting()
-        await self._stop_stats()
         log.info(
             "stopping: listeners closed, %d connections to finish%s",
             lb.actconn,
             f" (hard stop after {hard:g}s)" if hard is not None else "",
         )
-        if lb.actconn:
+        if lb.actconn and not await self._wait_idle_or_hard(hard):
+            n = lb.kill_all()
+            if self._hard.is_set():
+                log.warning("hard stop: %d connections closed", n)
+            else:
+                log.warning("hard_stop_after reached: %d connections closed", n)
             try:
-                async with asyncio.timeout(hard):
+                async with asyncio.timeout(2.0):
                     await lb.wait_idle()
             except TimeoutError:
-                n = lb.kill_all()
-                log.warning("hard_stop_after reached: %d connections closed", n)
-                try:
-                    async with asyncio.timeout(2.0):
-                        await lb.wait_idle()
-                except TimeoutError:
-                    pass
+                pass
         if workers is not None:
+            if self._hard.is_set() and self.pool is not None:
+                self.pool.kill()
             await workers
         lb.stop_checks()
+        await self._stop_stats()
         await asyncio.sleep(0)
         log.info("stopped")
 

@@ -27,6 +27,7 @@ from .snapshot import snapshot
 from .tcplog import format_health_change, format_no_server
 
 if TYPE_CHECKING:
+    from .reload_plan import Plan
     from .workers import Share
 
 log = logging.getLogger("tcplb")
@@ -109,10 +110,10 @@ class LoadBalancer:
                 self.start_checker(st)
             self._event(f"Proxy {fe.name} started.")
 
-    def reload(self, cfg: Config) -> None:
-        """Apply a new configuration in place (SIGHUP). Raises OSError if a new bind fails (nothing changed
-        for the listeners opened before; the caller logs it)."""
-        reload_lb(self, cfg)
+    def reload(self, cfg: Config) -> Plan:
+        """Apply a new configuration in place (SIGHUP), all or nothing: raises ReloadError (naming the
+        listener and address) if a new bind fails, and then nothing changed."""
+        return reload_lb(self, cfg)
 
     def stop_accepting(self) -> None:
         self.stopping = True

@@ -1,7 +1,8 @@
 """Reload (SIGHUP): a new configuration applied in place to the running listeners and servers.
 
 Connections are untouched; listening sockets move between listeners by address; servers keep their state
-and counters by name.
+and counters by name. All or nothing: the pure planner (:mod:`tcplb.reload_plan`) says which binds are new,
+they are opened first, and a failure there leaves everything as it was.
 """
 
 from __future__ import annotations
@@ -14,17 +15,46 @@ from .backend import ServerState, _limited
 from .balance import make_balancer
 from .config import Config, Listener
 from .frontend import Frontend
-from .listen import derived_maxconn
+from .listen import derived_maxconn, make_listen_socket
+from .reload_plan import Plan, ReloadError, plan
 
 if TYPE_CHECKING:
     from .lb import LoadBalancer
 
 
-def reload_lb(lb: LoadBalancer, cfg: Config) -> None:
-    """Apply a new configuration in place (SIGHUP). Raises OSError if a new bind fails (nothing changed
-    for the listeners opened before; the caller logs it)."""
+def prepare_sockets(
+    cfg: Config, wanted: list[tuple[str, tuple[str, int]]], maxconn: int, nprocs: int
+) -> dict[tuple[str, int], socket.socket]:
+    """Bind every (listener, address) of ``wanted``; on the first failure close the ones already bound and
+    raise :class:`ReloadError` naming the listener and the address."""
+    out: dict[tuple[str, int], socket.socket] = {}
+    try:
+        for name, addr in wanted:
+            li = cfg.listener(name)
+            fe_max = maxconn if li.maxconn is None else min(cfgmod.per_process(li.maxconn, nprocs), maxconn)
+            try:
+                out[addr] = make_listen_socket(addr, li.backlog or fe_max, reuseport=nprocs > 1)
+            except OSError as e:
+                raise ReloadError(name, addr, e.strerror or str(e)) from None
+    except BaseException:
+        for sock in out.values():
+            sock.close()
+        raise
+    return out
+
+
+def reload_lb(lb: LoadBalancer, cfg: Config) -> Plan:
+    """Apply a new configuration in place (SIGHUP), all or nothing: every new bind is opened first (the
+    planner says which, :mod:`tcplb.reload_plan`); if one fails, :class:`ReloadError` and nothing changed:
+    the running listeners keep accepting with their old configuration."""
+    p = plan(lb.cfg, cfg)
+    maxconn = cfgmod.per_process(derived_maxconn(cfg), lb.nprocs)
+    held = {a for fe in lb.frontends.values() for a in fe.sockets}
+    wanted = list(p.open) + [(new, a) for a, (_old, new) in p.keep.items() if a not in held]
+    prepared = prepare_sockets(cfg, wanted, maxconn, lb.nprocs)
+    # from here on nothing can fail: sockets are only handed over, closed, or served
     lb.cfg = cfg
-    lb.maxconn = cfgmod.per_process(derived_maxconn(cfg), lb.nprocs)
+    lb.maxconn = maxconn
     names = {li.name for li in cfg.listeners}
     for name in list(lb.frontends):
         if name not in names:
@@ -35,7 +65,7 @@ def reload_lb(lb: LoadBalancer, cfg: Config) -> None:
                 lb.stop_checker(st)
             lb._event(f"Proxy {name} stopped (removed by reload).")
     # binds may move between listeners: hand sockets over by address
-    pool: dict[tuple[str, int], socket.socket] = {}
+    pool: dict[tuple[str, int], socket.socket] = prepared
     for fe in lb.frontends.values():
         for addr in [a for a in fe.sockets if a not in set(cfg.listener(fe.name).bind)]:
             pool[addr] = fe.sockets.pop(addr)
@@ -59,6 +89,7 @@ def reload_lb(lb: LoadBalancer, cfg: Config) -> None:
     lb.reloads += 1
     if not lb.stopping:
         lb.resume_if_room(force=True)
+    return p
 
 
 def update_frontend(fe: Frontend, cfg: Listener) -> None:

@@ -42,6 +42,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .reload_plan import ReloadError
+
 if TYPE_CHECKING:
     from .backend import ServerState
     from .config import Config
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tcplb")
 
 TICK = 0.1  # seconds between two publications of health state and counters
+MAX_PENDING_CONTROL = 64 << 20  # bytes of control lines queued for one worker before new ones are dropped
 BYTES_EVERY = 10  # ticks between two sums of the bytes of open connections
 ENV = "TCPLB_WORKER"
 
@@ -216,6 +219,8 @@ class _Worker:
         self.popen = popen
         self.ctl = ctl
         self.started = time.monotonic()
+        self.out = bytearray()  # control lines not yet taken by the socket (sent when it is writable)
+        self.writing = False  # a writer callback is installed for ``out``
 
 
 class WorkerPool:
@@ -292,16 +297,38 @@ class WorkerPool:
         }
 
     def _send(self, w: _Worker, msg: dict[str, Any]) -> None:
-        data = json.dumps(msg).encode() + b"\n"
+        """Queue one control line for ``w``, never blocking the loop: what the socket does not take now is
+        sent from a writer callback when the worker reads again (a busy worker used to stall the main
+        process's loop for up to 2 s here). Lines stay in order; a worker that goes away drops them."""
+        if w.ctl.fileno() < 0:
+            return
+        w.out += json.dumps(msg).encode() + b"\n"
+        if len(w.out) > MAX_PENDING_CONTROL:
+            log.warning("worker %d: %d bytes of control messages not read: dropping %s", w.proc, len(w.out),
+                        msg.get("op"))  # fmt: skip
+            del w.out[-(len(json.dumps(msg)) + 1) :]
+            return
+        if not w.writing:
+            self._flush(w)
+
+    def _flush(self, w: _Worker) -> None:
         try:
-            w.ctl.setblocking(True)
-            w.ctl.settimeout(2.0)
-            w.ctl.sendall(data)
+            while w.out:
+                n = w.ctl.send(w.out)
+                del w.out[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
         except OSError as e:
-            log.warning("worker %d: cannot send %s: %s", w.proc, msg.get("op"), e)
-        finally:
-            with contextlib.suppress(OSError):
-                w.ctl.setblocking(False)
+            log.warning("worker %d: cannot send control messages: %s", w.proc, e)
+            w.out.clear()
+        loop = self.loop
+        if w.out and not w.writing and loop is not None:
+            loop.add_writer(w.ctl.fileno(), self._flush, w)
+            w.writing = True
+        elif not w.out and w.writing and loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_writer(w.ctl.fileno())
+            w.writing = False
 
     def _on_ctl(self, w: _Worker) -> None:
         try:
@@ -319,6 +346,10 @@ class WorkerPool:
         assert self.loop is not None
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(w.ctl.fileno())
+        if w.writing:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_writer(w.ctl.fileno())
+            w.writing = False
         w.ctl.close()
         self.workers.pop(w.proc, None)
         rc = None
@@ -431,6 +462,13 @@ class WorkerPool:
         for w in list(self.workers.values()):
             self._send(w, msg)
 
+    def kill(self) -> None:
+        """Hard stop (a second SIGTERM): every worker closes its connections now (SIGTERM again to a
+        worker that is already stopping)."""
+        for w in list(self.workers.values()):
+            with contextlib.suppress(OSError):
+                w.popen.send_signal(signal.SIGTERM)
+
     async def stop(self, timeout: float | None) -> None:
         """Ask every worker to stop gracefully; wait for them (SIGKILL after ``timeout`` + 5 s)."""
         self.stopping = True
@@ -466,6 +504,7 @@ class WorkerProcess:
         self.stop_event: asyncio.Event | None = None
         self.ticks = 0
         self.hard_stop_after: float | None = None
+        self.hard = False  # hard stop requested
 
     async def serve(self, cfg: Config, rows: dict[str, int]) -> int:
         from .lb import LoadBalancer
@@ -484,7 +523,7 @@ class WorkerProcess:
         self.share.attach(lb)
         self.ctl.setblocking(False)
         loop.add_reader(self.ctl.fileno(), self._on_ctl)
-        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
         self._lines()  # what arrived with the configuration
         tick = loop.call_later(TICK, self._on_tick)
         try:
@@ -495,6 +534,15 @@ class WorkerProcess:
                 loop.remove_reader(self.ctl.fileno())
         await self._graceful_stop()
         return 0
+
+    def _on_term(self) -> None:
+        """SIGTERM: stop gracefully; a second one (or one while stopping): close every connection now."""
+        assert self.stop_event is not None
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+        elif self.lb is not None:
+            self.hard = True
+            self.lb.kill_all()
 
     def _on_tick(self) -> None:
         assert self.lb is not None and self.share is not None
@@ -571,8 +619,8 @@ class WorkerProcess:
             self.hard_stop_after = cfg.global_.hard_stop_after
             try:
                 lb.reload(cfg)
-            except OSError as e:
-                log.error("worker %d: reload: cannot bind: %s", self.proc, e.strerror or e)
+            except ReloadError as e:  # all or nothing: this worker keeps its running configuration
+                log.error("worker %d: reload refused, running configuration unchanged: %s", self.proc, e)
             share.attach(lb)
             self.apply_state()
         elif op == "shutdown-sessions":
