@@ -340,7 +340,7 @@ class _HaConverter:
             elif k == "log":
                 self.global_log(ln)
             elif k == "stats" and a[:1] == ("socket",):
-                rep.unsupported(
+                rep.warning(
                     ln.where,
                     "stats socket: no admin socket; scripts that talk to it (socat, "
                     "hatop) use `tcplb ctl` (the HTTP admin API of [stats]) instead",
@@ -935,6 +935,29 @@ class _HaConverter:
             rep.error(w, f"option httpchk: '{uri}' is not an absolute URL path")
             return
         p.chk["path"] = _Val(uri, w)
+        auth = re.search(r"\r\nAuthorization:\s*Basic\s+([A-Za-z0-9+/=]+)", version, re.I)
+        if auth is not None:
+            import base64
+            import binascii
+
+            try:
+                user, sep, pw = base64.b64decode(auth.group(1), validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                sep = ""
+            if sep and user:
+                rep.warning(
+                    w,
+                    "an Authorization header smuggled in the HTTP version of option httpchk (HAProxy "
+                    "1.x trick): imported as the check's user and password",
+                )
+                p.chk["user"] = _Val(user, w)
+                p.chk["password"] = _Val(pw, w)
+            else:
+                rep.unsupported(
+                    w,
+                    "option httpchk: an Authorization header that is not user:password in "
+                    "base64; not imported",
+                )
         m = re.search(r"\r\nHost:\s*([^\r\n]+)", version, re.I)
         if m is not None:
             rep.warning(
@@ -1816,6 +1839,12 @@ class _LvsConverter:
         reals: list[kaconf.Stmt] = []
         sorry: kaconf.Stmt | None = None
         alpha = False
+        if not any(c.keyword == "protocol" for c in s.children()):
+            rep.warning(
+                s.where,
+                "no protocol line: keepalived 1.x used TCP, keepalived 2.2.7 defaults to UDP (and "
+                "says so); imported as TCP, what the old release ran",
+            )
         for c in s.children():
             k = c.keyword
             if k in ("lb_algo", "lvs_sched"):

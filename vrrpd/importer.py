@@ -212,7 +212,8 @@ def _argv(s: Stmt, rep: Report, what: str) -> tuple[list[str] | None, str | None
     if any("\0" in a for a in argv):
         rep.error(s.where, f"{what}: NUL character in the command")
         return None, None
-    if SHELL_CHARS.search(words[1]):
+    is_sh = len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] in ("sh", "bash", "dash") and argv[1] == "-c"
+    if SHELL_CHARS.search(words[1]) and not is_sh:
         rep.warning(
             s.where,
             f"{what} {words[1]!r} looks like a shell command line (pipes, redirections, $, globs or "
