@@ -1,0 +1,142 @@
+"""Issue 11's host-side defects, each reproduced with real kernels in namespaces (each of these failed on the
+daemon before the host side was reshaped): a VIP deleted by someone else, a frozen Backup with another
+cluster's adverts queued, a VIP moved between instances on SIGHUP, an address added by hand."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from vrrpd_lab import VIP, Router, instance_toml, make_router, topology
+
+from netns import Host, Lab, wait_until
+
+pytestmark = pytest.mark.netns
+
+SLACK = 1.5  # seconds of scheduling slack on top of the protocol's own timers
+
+
+def _addr(h: Host, op: str, cidr: str) -> None:
+    h.run(["ip", "addr", op, cidr, "dev", "eth0"])
+
+
+def _reload(r: Router, body: str) -> None:
+    head = r.conf.read_text().split("[[vrrp_instance]]")[0]
+    before = r.status()["reloads"]
+    r.write(head + body)
+    assert r.proc is not None
+    r.proc.signal(signal.SIGHUP)
+    wait_until(lambda: r.status()["reloads"] == before + 1, 3, what="reload done")
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_vip_deleted_by_someone_else_is_restored_within_a_second(lab: Lab, loop: str) -> None:
+    sw, (h1, h2) = topology(lab, 2)
+    r1 = make_router(lab, h1, instance_toml(prio=150))
+    r2 = make_router(lab, h2, instance_toml(prio=100))
+    r1.start(loop=loop)
+    r2.start(loop=loop)
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    r2.wait_state("BACKUP", 2)
+    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], 2, what="VIP installed")
+    cap = lab.capture(sw, filter="arp")
+    t0 = time.monotonic()
+    _addr(h1, "del", f"{VIP}/24")
+    wait_until(r1.has_vip, 1.0, what="VIP restored within 1 s")
+    restored = time.monotonic() - t0
+    assert restored < 1.0, restored
+    # the status follows the host, and the restore was announced (GARP) and logged
+    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], 1)
+    assert r1.state() == "MASTER" and r2.state() == "BACKUP"
+    proc, pcap = r1.proc, cap.pcap
+    assert proc is not None and pcap is not None
+    wait_until(lambda: "was removed from the host by someone else" in proc.output(), 2, what="logged")
+    from scapy.layers.l2 import ARP
+    from scapy.utils import rdpcap
+
+    # tcpdump hands frames over in blocks: wait until some are in the file (a pcap header is 24 bytes)
+    wait_until(lambda: pcap.stat().st_size > 24, 3, what="GARP captured")
+    cap.terminate(2)
+    assert any(ARP in p and p[ARP].psrc == VIP for p in rdpcap(str(pcap)))
+    # again: still restored (nothing is cached from the first time)
+    _addr(h1, "del", f"{VIP}/24")
+    wait_until(r1.has_vip, 1.0, what="VIP restored again")
+
+
+def test_frozen_backup_with_another_vrid_queued_never_becomes_master(lab: Lab) -> None:
+    _sw, (h1, h2, h3) = topology(lab, 3)
+    r1 = make_router(lab, h1, instance_toml(prio=150))
+    r2 = make_router(lab, h2, instance_toml(prio=100))
+    # another cluster on the same segment: VRID 52, its own VIP (its adverts reach lb2's socket too)
+    r3 = make_router(lab, h3, instance_toml(prio=200, vrid=52, name="OTHER", vips=["192.0.2.120/24"]))
+    for r in (r1, r2, r3):
+        r.start()
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    r2.wait_state("BACKUP", 2)
+    r3.wait_state("MASTER", 3.22 + 1 + SLACK, name="OTHER")
+    for _round in range(2):
+        assert r2.proc is not None
+        r2.proc.stop()
+        time.sleep(3.61 + 1.5)  # the freeze itself (longer than Master_Down_Interval) is the test
+        r2.proc.cont()
+        # every queued advert is processed before the overdue timer decides: lb1's keep lb2 Backup
+        wait_until(lambda: r2.counters()["adverts_received"] > 0, 2)
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            c = r2.counters()
+            assert c["became_master"] == 0, (r2.state(), c)
+            time.sleep(0.05)  # polling a condition that must stay false for a while
+        assert r2.state() == "BACKUP" and not r2.has_vip()
+        assert r2.counters()["discards"]["vrid"] >= 1  # lb3's adverts were there and discarded
+    assert r1.counters()["released_master"] == 0
+
+
+def test_vip_moved_between_instances_on_sighup_stays(lab: Lab) -> None:
+    _sw, (h1,) = topology(lab, 1)
+    body = instance_toml(prio=150, vips=[f"{VIP}/24"])
+    body += instance_toml(prio=150, vrid=52, name="VI_2", vips=["192.0.2.101/24", "192.0.2.102/24"])
+    r1 = make_router(lab, h1, body)
+    r1.start()
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    r1.wait_state("MASTER", 2, name="VI_2")
+    assert h1.has_address("192.0.2.101")
+    # .101 moves from VI_2 to VI_1 (earlier in the file)
+    moved = instance_toml(prio=150, vips=[f"{VIP}/24", "192.0.2.101/24"])
+    moved += instance_toml(prio=150, vrid=52, name="VI_2", vips=["192.0.2.102/24"])
+    _reload(r1, moved)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        assert h1.has_address("192.0.2.101"), "moved VIP deleted"
+        time.sleep(0.05)  # polling a condition that must stay true for a while
+    assert "192.0.2.101/24" in r1.inst()["vips_installed"]
+    assert r1.inst("VI_2")["vips_installed"] == ["192.0.2.102/24"]
+    # and back, to the instance later in the file
+    _reload(r1, body)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        assert h1.has_address("192.0.2.101"), "moved VIP deleted"
+        time.sleep(0.05)  # polling a condition that must stay true for a while
+    assert r1.state() == "MASTER" and r1.state("VI_2") == "MASTER"
+
+
+def test_address_added_by_hand_is_never_removed(lab: Lab) -> None:
+    _sw, (h1,) = topology(lab, 1)
+    r1 = make_router(lab, h1, instance_toml(prio=150))
+    # the operator put .104 on the host by hand before it became a VIP
+    _addr(h1, "add", "192.0.2.104/24")
+    r1.start()
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    _reload(r1, instance_toml(prio=150, vips=[f"{VIP}/24", "192.0.2.104/24"]))
+    # the next transition (link down: FAULT) removes vrrpd's VIP, not the operator's address
+    r1.host.link_down("eth0")
+    r1.wait_state("FAULT", 2)
+    wait_until(lambda: not r1.has_vip(), 2, what="our VIP removed")
+    assert h1.has_address("192.0.2.104")
+    r1.host.link_up("eth0")
+    r1.wait_state("MASTER", 3.41 + 1 + SLACK)
+    assert r1.inst().get("vips_foreign") == ["192.0.2.104/24"]  # used while MASTER, shown as not ours
+    assert r1.proc is not None
+    r1.proc.term()
+    assert r1.proc.wait(2) == 0
+    assert not h1.has_address(VIP) and h1.has_address("192.0.2.104")
