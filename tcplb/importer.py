@@ -471,7 +471,9 @@ class _HaConverter:
                 rep.error(w, "timeout needs a name and a value")
                 return
             name = a[0]
-            if name in _TIMEOUTS:
+            if len(a) > 2:
+                rep.error(w, f"timeout {name}: one value expected, got {' '.join(a[1:])!r}")
+            elif name in _TIMEOUTS:
                 ms = self.time_arg(ln, 1)
                 if ms is not None:
                     mt = _TIME_RE.match(a[1]) if len(a) > 1 else None

@@ -1,0 +1,497 @@
+"""`vrrpd import` and `tcplb import`: the corpus imports, the output passes --check, and what the old daemons
+did with each keyword is what the output says (pure: no namespaces, no daemons; the real daemons check the
+same corpus in test_daemons_accept.py)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rmqfd import haconf, kaconf
+from rmqfd.migrate import Report
+from tcplb import importer as tcplb_importer
+from tcplb.config import loads as tcplb_loads
+from vrrpd import importer as vrrpd_importer
+from vrrpd.config import parse as vrrpd_parse
+
+CORPUS = Path(__file__).parent / "corpus"
+CONFIG_ID = "lbA"
+
+# file -> exit status of the import without --force (0 clean, 1 unsupported settings, 2 errors)
+KEEPALIVED = {
+    "classic_master.conf": 0,
+    "classic_backup.conf": 0,
+    "oneline_crlf.conf": 0,
+    "include_defs.conf": 0,
+    "unicast_multi.conf": 0,
+    "old_1x.conf": 0,
+    "unsupported.conf": 1,
+    "bad/priority_300.conf": 2,
+    "bad/vrid_0.conf": 2,
+}
+LVS = {"lvs_dr_tcp.conf": 0, "lvs_nat_http_old.conf": 0, "lvs_rr_simple.conf": 0}
+HAPROXY = {
+    "rabbitmq_classic.cfg": 0,
+    "frontend_backend.cfg": 0,
+    "old_1x.cfg": 0,
+    "acl_routing.cfg": 1,
+    "bad/unknown_balance.cfg": 2,
+}
+
+
+def test_manifest_lists_the_whole_corpus() -> None:
+    def files(d: str, pat: str) -> set[str]:
+        return {str(p.relative_to(CORPUS / d)) for p in (CORPUS / d).rglob(pat) if "include.d" not in p.parts}
+
+    assert files("keepalived", "*.conf") == set(KEEPALIVED)
+    assert files("lvs", "*.conf") == set(LVS)
+    assert files("haproxy", "*.cfg") == set(HAPROXY)
+
+
+def ka_import(name: str) -> tuple[str | None, Report]:
+    doc = kaconf.parse_file(str(CORPUS / "keepalived" / name), config_id=CONFIG_ID)
+    return vrrpd_importer.convert(doc)
+
+
+def lvs_import(name: str) -> tuple[str | None, Report]:
+    return tcplb_importer.convert_lvs(kaconf.parse_file(str(CORPUS / "lvs" / name)))
+
+
+def ha_import(name: str) -> tuple[str | None, Report]:
+    return tcplb_importer.convert_haproxy(haconf.parse_file(str(CORPUS / "haproxy" / name), environ={}))
+
+
+def expected_status(text: str | None, rep: Report) -> int:
+    if text is None or rep.errors:
+        return 2
+    return 1 if rep.blocking else 0
+
+
+def cites_lines(text: str, source: str) -> None:
+    """Every key line of the output ends with a comment citing file:line of the source."""
+    for line in text.splitlines():
+        if not line or line.startswith("#") or line.startswith("[") or line == "]":
+            continue
+        assert "# " in line, line
+        assert f"{source}:" in line.rsplit("# ", 1)[1] or ".inc:" in line.rsplit("# ", 1)[1], line
+
+
+@pytest.mark.parametrize("name", sorted(KEEPALIVED))
+def test_keepalived_corpus_imports_and_passes_vrrpd_check(name: str) -> None:
+    text, rep = ka_import(name)
+    assert expected_status(text, rep) == KEEPALIVED[name], rep.lines()
+    for f in rep.findings:
+        assert f.where.rsplit(":", 1)[1].isdigit() and int(f.where.rsplit(":", 1)[1]) >= 1, f
+    if text is None:
+        assert rep.errors
+        return
+    cfg = vrrpd_parse(tomllib.loads(text))
+    assert cfg.instances
+    assert vrrpd_importer.check_text(text) == []
+    cites_lines(text, name.rsplit("/", 1)[-1])
+
+
+@pytest.mark.parametrize("name", sorted(LVS))
+def test_lvs_corpus_imports_and_passes_tcplb_check(name: str) -> None:
+    text, rep = lvs_import(name)
+    assert expected_status(text, rep) == LVS[name], rep.lines()
+    assert text is not None
+    cfg = tcplb_loads(text)
+    assert cfg.listeners
+    cites_lines(text, name)
+
+
+@pytest.mark.parametrize("name", sorted(HAPROXY))
+def test_haproxy_corpus_imports_and_passes_tcplb_check(name: str) -> None:
+    text, rep = ha_import(name)
+    assert expected_status(text, rep) == HAPROXY[name], rep.lines()
+    if text is None:
+        assert rep.errors
+        return
+    cfg = tcplb_loads(text)
+    assert cfg.listeners
+    cites_lines(text, name.rsplit("/", 1)[-1])
+
+
+# ------------------------------------------------------------------------------------------- keepalived
+
+
+def vrrpd_data(name: str) -> dict[str, Any]:
+    text, rep = ka_import(name)
+    assert text is not None, rep.lines()
+    return tomllib.loads(text)
+
+
+def messages(rep: Report, kind: str) -> str:
+    return "\n".join(f.line() for f in rep.findings if f.kind == kind)
+
+
+def test_classic_master_keeps_names_and_state() -> None:
+    d = vrrpd_data("classic_master.conf")
+    (inst,) = d["vrrp_instance"]
+    assert inst["name"] == "VI_1" and inst["state"] == "MASTER" and inst["priority"] == 101
+    assert inst["virtual_ipaddress"] == [{"address": "192.0.2.100/24", "dev": "eth0", "label": "eth0:vip"}]
+    assert inst["notify_master"] == ["/etc/keepalived/notify.sh", "MASTER"]
+    assert d["vrrp_script"]["chk_haproxy"]["script"] == ["/usr/bin/killall", "-0", "haproxy"]
+    assert d["global"] == {"router_id": "LVS_DEVEL", "script_user": "root", "enable_script_security": True}
+
+
+def test_old_release_keywords_import_with_their_modern_names() -> None:
+    text, rep = ka_import("old_1x.conf")
+    assert text is not None
+    d = tomllib.loads(text)
+    (inst,) = d["vrrp_instance"]
+    warn = messages(rep, "warning")
+    # auth_pass: keepalived sends the first 8 bytes
+    assert inst["auth_pass"] == "averylon" and "only the first 8" in warn
+    # state MASTER clears nopreempt (keepalived vrrp_complete_instance)
+    assert inst["nopreempt"] is False and "nopreempt does not work with state MASTER" in warn
+    assert inst["garp_master_repeat"] == 1 and "garp_master_repeat 0" in warn
+    assert d["vrrp_script"]["check_haproxy"]["interval"] == 1 and "interval 0" in warn
+    assert d["global"]["router_id"] == "LB_OLD" and "lvs_id" in warn
+    assert "vrrp_garp_interval 0" in warn
+    assert inst["virtual_ipaddress"] == ["192.0.2.120/32"]
+    # a shell command line: split into argv, with the warning naming /bin/sh -c
+    assert d["vrrp_script"]["check_haproxy"]["script"][:3] == ["killall", "-0", "haproxy"]
+    assert "old_1x.conf:12: warning: script" in warn and '["/bin/sh", "-c",' in warn
+    # an explicit sh -c is already an argv: no warning for it
+    assert inst["notify_master"] == ["/bin/sh", "-c", "echo master > /run/vrrp.state"]
+    assert "old_1x.conf:37" not in warn
+    assert "notification_email" in messages(rep, "ignored")
+
+
+def test_priority_and_nopreempt_follow_keepalived_start_up_rules() -> None:
+    def inst(body: str) -> tuple[dict[str, Any], Report]:
+        doc = kaconf.parse_text(
+            "vrrp_instance V { interface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
+            + body
+            + "\n}\n",
+            "k.conf",
+            config_id="x",
+            includes=False,
+        )
+        text, rep = vrrpd_importer.convert(doc)
+        assert text is not None, rep.lines()
+        return tomllib.loads(text)["vrrp_instance"][0], rep
+
+    i, _ = inst("state MASTER")
+    assert i["priority"] == 255 and i["state"] == "MASTER"  # no priority + MASTER = the address owner
+    i, _ = inst("state BACKUP")
+    assert i["priority"] == 100
+    i, _ = inst("")
+    assert i["priority"] == 100 and "state" not in i
+    i, rep = inst("priority 255\nnopreempt")
+    assert i["nopreempt"] is False and "priority 255" in messages(rep, "warning")
+    i, rep = inst("priority 50\nnopreempt\npreempt_delay 10")
+    assert i["nopreempt"] is True and "preempt_delay" not in i
+    i, _ = inst("priority 50\npreempt_delay 2.5")
+    assert i["preempt_delay"] == 2.5 and i["nopreempt"] is False
+    i, rep = inst("state MASTER\npriority 150\npreempt_delay 10")
+    assert "preempt_delay" not in i and "preempt_delay does not work with state MASTER" in messages(
+        rep, "warning"
+    )
+
+
+def test_values_are_checked_as_keepalived_checks_them() -> None:
+    for body, where, what in (
+        ("priority 300", "k.conf:3", "priority '300'"),
+        ("priority 0", "k.conf:3", "priority '0'"),
+        ("advert_int x", "k.conf:3", "advert_int 'x'"),
+        ("state EQUAL", "k.conf:3", "state 'EQUAL'"),
+        ("virtual_ipaddress { 192.0.2.300/24 }", "k.conf:3", "not an IP address"),
+        ("track_script { chk weight 300 }", "k.conf:3", "weight '300'"),
+    ):
+        doc = kaconf.parse_text(
+            f"vrrp_script chk {{\n script /bin/true }}\nvrrp_instance V {{ interface eth0\n{body}\n"
+            "virtual_router_id 5\n}\n".replace("{\n script", "{\nscript"),
+            "k.conf",
+            config_id="x",
+            includes=False,
+        )
+        text, rep = vrrpd_importer.convert(doc)
+        assert text is None, body
+        assert any(
+            f.where == where.replace(":3", f":{f.where.rsplit(':', 1)[1]}") and what in f.message
+            for f in rep.errors
+        ), (body, rep.lines())
+        assert all(f.where.startswith("k.conf:") for f in rep.errors)
+
+
+def test_include_definitions_and_conditional_lines() -> None:
+    d = vrrpd_data("include_defs.conf")
+    (inst,) = d["vrrp_instance"]
+    assert inst["name"] == "VI_INC" and inst["interface"] == "eth0"
+    assert inst["priority"] == 150  # @lbA line kept, @^lbA dropped
+    assert inst["virtual_ipaddress"] == ["192.0.2.130/24", {"address": "192.0.2.131/24", "dev": "eth0"}]
+    assert d["global"]["router_id"] == "lbA"
+    assert d["vrrp_script"]["chk_port"]["script"] == ["/usr/bin/test", "-e", "/"]
+    doc = kaconf.parse_file(str(CORPUS / "keepalived" / "include_defs.conf"), config_id="lbB")
+    text, _ = vrrpd_importer.convert(doc)
+    assert text is not None
+    other = tomllib.loads(text)
+    assert other["vrrp_instance"][0]["priority"] == 100 and other["global"]["router_id"] == "lbB"
+    assert "20-instance.inc:" in text  # entries cite the included file's lines
+
+
+def test_one_line_blocks_crlf_and_utf8_comment() -> None:
+    d = vrrpd_data("oneline_crlf.conf")
+    (inst,) = d["vrrp_instance"]
+    assert inst["name"] == "AMQP_VIP" and inst["virtual_router_id"] == 61 and inst["nopreempt"] is True
+    assert inst["virtual_ipaddress"] == [
+        {"address": "192.0.2.110/24", "dev": "eth0", "label": "eth0:amqp"},
+        "192.0.2.111/24",
+    ]
+    assert inst["track_script"] == [{"name": "chk_amqp", "weight": -30}]
+    assert inst["track_interface"] == ["eth1"]
+    assert d["vrrp_script"]["chk_amqp"] == {"script": ["/usr/bin/test", "-e", "/"], "interval": 2}
+
+
+def test_unicast_and_global_garp_defaults() -> None:
+    d = vrrpd_data("unicast_multi.conf")
+    a, b = d["vrrp_instance"]
+    assert a["unicast_peer"] == ["192.0.2.22", "192.0.2.23"] and a["unicast_src_ip"] == "192.0.2.21"
+    assert a["garp_master_repeat"] == 3 and a["garp_master_refresh"] == 30  # from global_defs
+    assert a["track_interface"] == [{"name": "eth0", "weight": -50}, "eth1"]
+    assert a["track_script"] == [{"name": "chk_a", "weight": 20}]
+    assert b["priority"] == 255 and b["mcast_src_ip"] == "192.0.2.21"
+
+
+def test_unsupported_lines_are_reported_one_each_with_file_and_line() -> None:
+    text, rep = ka_import("unsupported.conf")
+    assert text is not None
+    got = {f.where.rsplit("/", 1)[-1] for f in rep.blocking}
+    assert got == {"unsupported.conf:2", "unsupported.conf:7", "unsupported.conf:13"}
+    assert "use_vmac" in messages(rep, "unsupported")
+
+
+def run_cli(mod: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", mod, *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def test_vrrpd_import_cli_exit_codes_and_output(tmp_path: Path) -> None:
+    out = tmp_path / "node.toml"
+    r = run_cli(
+        "vrrpd", "import", "-i", CONFIG_ID, str(CORPUS / "keepalived" / "unsupported.conf"), "-o", str(out)
+    )
+    assert r.returncode == 1 and "--force" in r.stderr and out.exists()
+    assert "unsupported.conf:13: unsupported: use_vmac" in r.stderr
+    out.unlink()
+    r = run_cli("vrrpd", "import", "--force", str(CORPUS / "keepalived" / "unsupported.conf"), "-o", str(out))
+    assert r.returncode == 0 and out.exists()
+    chk = run_cli("vrrpd", "-c", str(out), "--check")
+    assert chk.returncode == 0, chk.stderr
+    r = run_cli(
+        "vrrpd", "import", str(CORPUS / "keepalived" / "bad" / "priority_300.conf"), "-o", str(tmp_path / "x")
+    )
+    assert r.returncode == 2 and "priority_300.conf:5: error: priority '300'" in r.stderr
+    assert not (tmp_path / "x").exists()
+    r = run_cli("vrrpd", "import", str(CORPUS / "keepalived" / "classic_master.conf"))
+    assert r.returncode == 0 and r.stdout.startswith("# vrrpd configuration imported")
+    (tmp_path / "broken.conf").write_text('vrrp_instance X {\n notify "/bin/x\n}\n')
+    r = run_cli("vrrpd", "import", str(tmp_path / "broken.conf"))
+    assert r.returncode == 2 and "broken.conf:2: unmatched quote" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tcplb_import_cli(tmp_path: Path) -> None:
+    out = tmp_path / "lb.toml"
+    r = run_cli("tcplb", "import", str(CORPUS / "haproxy" / "acl_routing.cfg"), "-o", str(out))
+    assert r.returncode == 1 and "acl_routing.cfg:11: unsupported: use_backend" in r.stderr
+    r = run_cli("tcplb", "import", "--force", str(CORPUS / "haproxy" / "acl_routing.cfg"), "-o", str(out))
+    assert r.returncode == 0
+    chk = run_cli("tcplb", "-c", str(out), "--check")
+    assert chk.returncode == 0, chk.stderr
+    r = run_cli("tcplb", "import", "--keepalived", str(CORPUS / "lvs" / "lvs_dr_tcp.conf"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert run_cli("tcplb", "-c", str(out), "--check").returncode == 0
+    r = run_cli("tcplb", "import", str(CORPUS / "haproxy" / "bad" / "unknown_balance.cfg"))
+    assert (
+        r.returncode == 2 and "unknown_balance.cfg:4: error: unknown balance algorithm 'fastest'" in r.stderr
+    )
+
+
+def test_vrrpd_config_flag_still_works(tmp_path: Path) -> None:
+    r = run_cli("vrrpd", "-c", str(Path(__file__).parents[2] / "examples" / "node.toml"), "--check")
+    assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------------------------------- HAProxy
+
+
+def tcplb_data(name: str) -> tuple[dict[str, Any], Report]:
+    text, rep = ha_import(name)
+    assert text is not None, rep.lines()
+    return tomllib.loads(text), rep
+
+
+def test_haproxy_defaults_become_explicit_values() -> None:
+    d, rep = tcplb_data("rabbitmq_classic.cfg")
+    li = d["listen"]["rabbitmq"]
+    assert li["balance"] == "roundrobin" and li["timeout_connect"] == "5s"  # "5000": no unit = ms
+    assert li["retries"] == 3 and li["redispatch"] is True and li["tcpka"] == {"client": True, "server": True}
+    assert li["check"] == {"type": "tcp", "on_error": "ignore", "inter": "5s", "rise": 2, "fall": 3}
+    assert [s["name"] for s in li["server"]] == ["rmq1", "rmq2", "rmq3"] and li["server"][2]["backup"] is True
+    assert d["stats"] == {
+        "bind": "127.0.0.1:8404",
+        "uri": "/stats",
+        "auth": ["admin:secret"],
+        "refresh": "10s",
+        "admin": True,
+    }
+    assert d["global"] == {"log": "syslog", "syslog_address": "/dev/log", "maxconn": 4096}
+    assert "stats socket" in messages(rep, "warning")
+
+
+def test_haproxy_frontend_backend_and_named_defaults() -> None:
+    d, rep = tcplb_data("frontend_backend.cfg")
+    amqp = d["listen"]["amqp"]
+    assert amqp["bind"] == ["192.0.2.100:5672", "192.0.2.101:5672"] and amqp["maxconn"] == 8000
+    assert amqp["balance"] == "leastconn" and amqp["timeout_client_fin"] == "30s"
+    assert amqp["check"]["type"] == "http" and amqp["check"]["port"] == 15672
+    assert amqp["check"]["path"] == "/api/health/checks/ready-to-serve-clients"
+    assert amqp["check"]["expect_status"] == ["200-200"]
+    assert (amqp["check"]["inter"], amqp["check"]["fastinter"], amqp["check"]["downinter"]) == (
+        "3s",
+        "1s",
+        "5s",
+    )
+    assert [s["name"] for s in amqp["server"]] == ["rmq1", "rmq2", "rmq3"]
+    assert amqp["server"][2]["disabled"] is True and amqp["server"][1]["maxconn"] == 3000
+    mgmt = d["listen"]["management"]
+    assert mgmt["balance"] == "source" and [s["address"] for s in mgmt["server"]] == [
+        "192.0.2.11:15672",
+        "192.0.2.12:15672",
+    ]
+    assert d["stats"]["uri"] == "/stats" and "haproxy?stats" in messages(rep, "warning")
+    assert d["global"]["log"] == "stdout" and d["global"]["hard_stop_after"] == "30s"
+
+
+def test_haproxy_1x_keywords() -> None:
+    d, rep = tcplb_data("old_1x.cfg")
+    li = d["listen"]["rabbitmq_cluster"]
+    assert li["bind"] == ["0.0.0.0:5672"]
+    assert (li["timeout_connect"], li["timeout_client"], li["timeout_server"]) == ("5s", "50s", "50s")
+    assert li["check"]["inter"] == "2s" and li["log"] is False
+    warn = messages(rep, "warning")
+    for word in ("contimeout", "clitimeout", "srvtimeout", "nbproc", "address on the listen line"):
+        assert word in warn, word
+    adm = d["listen"]["rabbitmq_admin"]["check"]
+    assert (adm["type"], adm["path"], adm["host"], adm["user"], adm["password"]) == (
+        "http",
+        "/api/aliveness-test/%2F",
+        "localhost",
+        "guest",
+        "guest",
+    )
+
+
+def test_haproxy_unsupported_routing_and_http() -> None:
+    d, rep = tcplb_data("acl_routing.cfg")
+    assert list(d["listen"]) == ["mixed"]
+    assert [s["name"] for s in d["listen"]["mixed"]["server"]] == ["rmq1", "rmq2"]
+    lines = [f.where.rsplit("/", 1)[-1] for f in rep.blocking]
+    assert lines == ["acl_routing.cfg:11", "acl_routing.cfg:13", "acl_routing.cfg:21", "acl_routing.cfg:23"]
+
+
+def test_haproxy_servers_without_check_and_observe() -> None:
+    cfg = (
+        "defaults\n mode tcp\n timeout connect 1s\n timeout client 1m\n timeout server 1m\n"
+        "listen a\n bind :5672\n server x 192.0.2.11 check observe layer4\n server y 192.0.2.12:5672\n"
+    )
+    text, rep = tcplb_importer.convert_haproxy(haconf.parse_text(cfg, "h.cfg"))
+    assert text is not None, rep.lines()
+    li = tomllib.loads(text)["listen"]["a"]
+    x, y = li["server"]
+    assert x["address"] == "192.0.2.11:5672" and "no port" in messages(rep, "warning")
+    assert y["check"] is False
+    cfg2 = tcplb_loads(text)
+    cx = cfg2.listener("a").server("x").check
+    assert (cx.on_error, cx.error_limit) == ("fail-check", 10)  # HAProxy's on-error default with observe
+    assert not cfg2.listener("a").server("y").check.enabled
+    cfg3 = tcplb_loads(
+        tcplb_importer.convert_haproxy(haconf.parse_text(cfg.replace(" observe layer4", ""), "h.cfg"))[0]
+        or ""
+    )
+    assert cfg3.listener("a").server("x").check.on_error == "ignore"  # no observe: live errors do not count
+
+
+def test_haproxy_values_checked() -> None:
+    for line, what in (
+        ("balance fastest", "unknown balance"),
+        ("timeout connect 5 s", "timeout"),
+        ("server x 192.0.2.11:70000 check", "bad port"),
+        ("server x 192.0.2.11:5672 weight 300", "weight '300'"),
+        ("server x 192.0.2.11:5672 check rise 0", "rise '0'"),
+    ):
+        text, rep = tcplb_importer.convert_haproxy(
+            haconf.parse_text(f"listen a\n bind :1\n {line}\n", "h.cfg")
+        )
+        assert text is None and any(f.where == "h.cfg:3" and what in f.message for f in rep.errors), (
+            line,
+            rep.lines(),
+        )
+
+
+# ------------------------------------------------------------------------------------------- LVS
+
+
+def test_lvs_mapping() -> None:
+    text, rep = lvs_import("lvs_dr_tcp.conf")
+    assert text is not None
+    li = tomllib.loads(text)["listen"]["vs_192.0.2.200_5672"]
+    assert li["bind"] == ["192.0.2.200:5672"] and li["balance"] == "source"  # persistence_timeout
+    assert li["check"] == {
+        "type": "tcp",
+        "inter": "3s",
+        "fastinter": "1s",
+        "downinter": "3s",
+        "rise": 1,
+        "fall": 3,
+        "on_error": "ignore",
+    }  # retry 2: DOWN after 3 failures
+    assert li["timeout_check"] == "2s" and li["timeout_connect"] == "2s"
+    names = [(s["name"], s.get("weight"), s.get("backup", False)) for s in li["server"]]
+    assert names == [
+        ("192.0.2.11:5672", 3, False),
+        ("192.0.2.12:5672", 1, False),
+        ("sorry_192.0.2.13:5672", None, True),
+    ]
+    warn = messages(rep, "warning")
+    assert "arp_ignore" in warn and "persistence_timeout 50" in warn
+    text, rep = lvs_import("lvs_nat_http_old.conf")
+    assert text is not None
+    li = tomllib.loads(text)["listen"]["vs_192.0.2.201_15672"]
+    assert li["balance"] == "leastconn" and li["check"]["type"] == "http"
+    assert li["check"]["path"] == "/api/health/checks/alarms" and li["check"]["fall"] == 3
+    warn = messages(rep, "warning")
+    assert "nb_get_retry" in warn and "defaults to UDP" in warn and "default gateway" in warn
+
+
+def test_lvs_rr_ignores_weights() -> None:
+    doc = kaconf.parse_text(
+        "virtual_server 192.0.2.1 80 {\nlb_algo rr\nprotocol TCP\n"
+        "real_server 192.0.2.2 80 {\nweight 5\n}\n}\n",
+        "k.conf",
+        includes=False,
+    )
+    text, rep = tcplb_importer.convert_lvs(doc)
+    assert text is not None
+    (s,) = tomllib.loads(text)["listen"]["vs_192.0.2.1_80"]["server"]
+    assert s["weight"] == 1 and "ignores weights" in messages(rep, "warning")
+
+
+def test_finish_writes_nothing_on_errors(tmp_path: Path) -> None:
+    from rmqfd.migrate import finish
+
+    rep = Report()
+    rep.error("f:1", "bad")
+    err = io.StringIO()
+    assert finish(rep, "x = 1\n", output=str(tmp_path / "o"), force=True, check=lambda t: [], stderr=err) == 2
+    assert not (tmp_path / "o").exists() and "f:1: error: bad" in err.getvalue()
