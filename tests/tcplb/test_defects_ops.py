@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
 import time
@@ -398,5 +399,304 @@ def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch:
             lb.kill_all()
             echo.close()
             await asyncio.sleep(0.05)
+
+    run(loop, main)
+
+
+# ------------------------------------------------------------- defect 8: tcplb ctl and the http_proxy
+
+
+def test_ctl_never_sends_credentials_to_an_http_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With http_proxy set (and no no_proxy), ``tcplb ctl`` talks to the admin API directly: the proxy sees
+    nothing, in particular not the Authorization header."""
+    import threading
+
+    from tcplb import ctl
+
+    seen: list[bytes] = []
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(8)
+    proxy.settimeout(0.2)
+    stop = threading.Event()
+
+    def proxy_loop() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = proxy.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(1)
+                with contextlib.suppress(OSError):
+                    seen.append(c.recv(65536))
+                    c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=proxy_loop, daemon=True).start()
+    api = socket.socket()
+    api.bind(("127.0.0.1", 0))
+    api.listen(8)
+    api_port = api.getsockname()[1]
+    got: list[bytes] = []
+
+    def api_loop() -> None:
+        c, _ = api.accept()
+        with c:
+            got.append(c.recv(65536))
+            body = b"[]"
+            c.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n" + body
+            )
+
+    threading.Thread(target=api_loop, daemon=True).start()
+    purl = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(k, purl)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    try:
+        rc = ctl.main(["--url", f"http://127.0.0.1:{api_port}", "--user", "admin:s3cret", "show", "servers"])
+    finally:
+        stop.set()
+        proxy.close()
+        api.close()
+    assert not seen, seen
+    assert rc == 0 and got and b"Authorization: Basic" in got[0]
+
+
+# ------------------------------------------------- defect 8: stats without auth on a non-loopback bind
+
+
+def _stats_cfg(bind: str, auth: str = "") -> cfgmod.Config:
+    return cfgmod.loads(
+        '[global]\nhard_stop_after = "1s"\n[defaults]\ntimeout_connect = "1s"\ntimeout_client = "1m"\n'
+        'timeout_server = "1m"\n[listen.a]\nbind = ["127.0.0.1:5672"]\n'
+        'server = [{ name = "r1", address = "127.0.0.1:5673" }]\n'
+        f'[stats]\nbind = "{bind}"\n{auth}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("bind", "auth", "warned"),
+    [
+        ("0.0.0.0:8404", "", True),
+        ("192.0.2.10:8404", "", True),
+        ("[::]:8404", "", True),
+        ("127.0.0.1:8404", "", False),
+        ("[::1]:8404", "", False),
+        ("0.0.0.0:8404", 'auth = ["admin:pw"]\n', False),
+    ],
+)
+def test_stats_without_auth_off_loopback_warns(bind: str, auth: str, warned: bool) -> None:
+    w = [x for x in cfgmod.warnings(_stats_cfg(bind, auth)) if x.startswith("stats: no auth")]
+    assert bool(w) == warned, w
+
+
+def test_check_output_shows_the_stats_and_nofile_warnings(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resource
+
+    from tcplb.__main__ import main
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 4096))
+    p = tmp_path / "lb.toml"
+    p.write_text(
+        '[global]\nmaxconn = 10000\nhard_stop_after = "1s"\n[defaults]\ntimeout_connect = "1s"\n'
+        'timeout_client = "1m"\ntimeout_server = "1m"\n[listen.a]\nbind = ["127.0.0.1:5672"]\n'
+        'server = [{ name = "r1", address = "127.0.0.1:5673" }]\n[stats]\nbind = "0.0.0.0:8404"\n'
+    )
+    assert main(["-c", str(p), "--check"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: stats: no auth on 0.0.0.0:8404" in err
+    assert "warning: global.maxconn 10000 needs 20064 file descriptors" in err and "is 4096" in err
+
+
+# ------------------------------------------------------------------------- from 7: RLIMIT_NOFILE
+
+
+@pytest.mark.parametrize(
+    ("maxconn", "soft", "hard", "want", "warns"),
+    [
+        (1000, 1024, 4096, 2064, False),  # raised towards hard
+        (1000, 4096, 8192, 4096, False),  # enough already: never lowered
+        (10000, 1024, 4096, 4096, True),  # hard too low: as high as it goes, and a warning
+        (10000, 1024, -1, 20064, False),  # hard unlimited
+        (10000, -1, -1, -1, False),
+    ],
+)
+def test_nofile_plan(maxconn: int, soft: int, hard: int, want: int, warns: bool) -> None:
+    got, warning = cfgmod.nofile_plan(maxconn, 2, soft, hard)
+    assert got == want and (warning is not None) == warns
+
+
+def test_daemon_raises_the_soft_nofile_limit_for_maxconn() -> None:
+    """In a child process with soft 256: global.maxconn 1000 raises it to 2064 (when the hard limit
+    allows)."""
+    import resource
+    import subprocess
+    import sys
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != -1 and hard < 2064:
+        pytest.fail(f"this host's hard RLIMIT_NOFILE {hard} is below what the test needs (2064)")
+    code = (
+        "import resource\n"
+        "from tcplb import config\n"
+        "from tcplb.daemon import raise_nofile\n"
+        "h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, h))\n"
+        'cfg = config.loads(\'[global]\\nmaxconn = 1000\\n[listen.a]\\nbind = ["127.0.0.1:5672"]\\n'
+        "server = []\\n')\n"
+        "print(raise_nofile(cfg), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert res.stdout.split() == ["None", "2064"], res.stdout + res.stderr
+
+
+# ------------------------------------------------- from 7: control messages to workers never block
+
+
+def test_worker_control_send_does_not_block_the_loop() -> None:
+    """A worker that does not read its control socket: 8 MB of control lines are queued in well under a
+    second (the old send blocked up to 2 s, then dropped the message), and arrive whole and in order once
+    it reads."""
+    import json
+
+    from tcplb.workers import WorkerPool, _Worker
+
+    async def main() -> None:
+        pool = WorkerPool(2, "asyncio")
+        pool.loop = asyncio.get_running_loop()
+        mine, theirs = socket.socketpair()
+        mine.setblocking(False)
+        w = _Worker(1, None, mine)  # type: ignore[arg-type]
+        big = "x" * (1 << 20)
+        t0 = time.monotonic()
+        for i in range(8):
+            pool._send(w, {"op": "reload", "i": i, "toml": big})
+        assert time.monotonic() - t0 < 0.5
+        assert w.out  # the rest waits for the reader
+        theirs.setblocking(False)
+        buf = b""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while buf.count(b"\n") < 8 and loop.time() < end:
+            try:
+                buf += theirs.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        lines = buf.split(b"\n")[:8]
+        assert [json.loads(x)["i"] for x in lines] == list(range(8))
+        await wait_for(lambda: not w.writing, 2)
+        mine.close()
+        theirs.close()
+
+    run("asyncio", main)
+
+
+# ------------------------------- from 7: stats up during a graceful stop; a second SIGTERM is a hard stop
+
+
+def _daemon_cfg(lport: int, backend: int, sport: int, hard: str) -> cfgmod.Config:
+    return cfgmod.loads(
+        f"""
+[global]
+hard_stop_after = "{hard}"
+[defaults]
+timeout_connect = "1s"
+timeout_client = "1m"
+timeout_server = "1m"
+[listen.t]
+bind = ["127.0.0.1:{lport}"]
+server = [{{ name = "s1", address = "127.0.0.1:{backend}", check = false }}]
+[stats]
+bind = "127.0.0.1:{sport}"
+auth = ["admin:s3cret"]
+admin = true
+"""
+    )
+
+
+async def _http(port: int, method: str, path: str) -> int:
+    import base64
+
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        auth = base64.b64encode(b"admin:s3cret").decode()
+        w.write(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Length: 0\r\n\r\n".encode()
+        )
+        data = await asyncio.wait_for(r.read(-1), 5)
+        return int(data.split(b" ", 2)[1])
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stats_and_admin_api_stay_up_during_graceful_stop(loop: str) -> None:
+    """A client holds a connection; SIGTERM starts the graceful stop: the stats page still answers and the
+    admin API can kill the session, which ends the stop."""
+    import signal
+
+    from tcplb.daemon import Daemon
+
+    async def main() -> None:
+        backend = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        lport, sport = _free_port(), _free_port()
+        d = Daemon(_daemon_cfg(lport, backend.sockets[0].getsockname()[1], sport, "30s"), None, loop)
+        task = asyncio.get_running_loop().create_task(d.serve())
+        try:
+            await wait_for(lambda: d.stats is not None, 10, "stats up")
+            r, w = await asyncio.open_connection("127.0.0.1", lport)
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+            os.kill(os.getpid(), signal.SIGTERM)
+            await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
+            assert await _http(sport, "GET", "/stats;csv") == 200
+            assert await _http(sport, "POST", "/api/servers/t/s1/shutdown-sessions") == 200
+            assert await asyncio.wait_for(r.read(-1), 5) == b""
+            assert await asyncio.wait_for(task, 5) == 0
+            w.close()
+        finally:
+            if not task.done():
+                d.request_stop()
+                task.cancel()
+            backend.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_second_sigterm_is_a_hard_stop(loop: str) -> None:
+    """hard_stop_after 60 s and a client connection open: the first SIGTERM waits for it, the second one
+    closes it and the daemon exits at once."""
+    import signal
+
+    from tcplb.daemon import Daemon
+
+    async def main() -> None:
+        backend = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        lport, sport = _free_port(), _free_port()
+        d = Daemon(_daemon_cfg(lport, backend.sockets[0].getsockname()[1], sport, "60s"), None, loop)
+        task = asyncio.get_running_loop().create_task(d.serve())
+        try:
+            await wait_for(lambda: d.stats is not None, 10, "stats up")
+            r, w = await asyncio.open_connection("127.0.0.1", lport)
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+            os.kill(os.getpid(), signal.SIGTERM)
+            await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
+            done, _ = await asyncio.wait({task}, timeout=0.3)  # the first one waits for the client
+            assert not done
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await asyncio.wait_for(task, 5) == 0
+            assert await asyncio.wait_for(r.read(-1), 5) == b""
+            w.close()
+        finally:
+            if not task.done():
+                task.cancel()
+            backend.close()
 
     run(loop, main)
