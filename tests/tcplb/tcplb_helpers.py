@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -178,6 +179,80 @@ class EchoServer:
         for c in self.conns:
             with contextlib.suppress(OSError):
                 c.close()
+
+
+class AsyncBackend:
+    """A loopback TCP server on the running loop, with a chosen behaviour (``mode``):
+
+    ``echo`` (default; after ``banner`` if any), ``silent`` (``banner``, then reads to EOF, answers
+    nothing), ``reset`` (SO_LINGER 0 and abort at once). ``received`` has every chunk read, ``firsts`` the
+    first chunk of each connection that sent any. ``stop()`` aborts the connections (``graceful``: closes
+    them and waits)."""
+
+    def __init__(self, mode: str = "echo", banner: bytes = b"", *, graceful: bool = False) -> None:
+        self.mode = mode
+        self.banner = banner
+        self.graceful = graceful
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.accepted = 0
+        self.received: list[bytes] = []
+        self.firsts: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> AsyncBackend:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(w)
+        try:
+            if self.mode == "reset":
+                w.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                w.transport.abort()
+                return
+            if self.banner:
+                w.write(self.banner)
+            if self.mode == "silent":
+                data = await r.read(-1)
+                self.received.append(data)
+                if self.banner == b"":
+                    w.close()
+                return
+            first = True
+            while data := await r.read(65536):
+                if first:
+                    self.firsts.append(data)
+                    first = False
+                self.received.append(data)
+                w.write(data)
+                await w.drain()
+            w.close()
+        except OSError:
+            pass
+        finally:
+            if self.graceful:
+                w.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for w in self.writers:
+                if self.graceful:
+                    w.close()
+                else:
+                    w.transport.abort()
+            if self.graceful:
+                await self.server.wait_closed()
+            self.server = None
 
 
 class Tcplb:

@@ -14,67 +14,13 @@ import struct
 
 import pytest
 from helpers import free_port
+from tcplb_helpers import AsyncBackend as Backend
 from tcplb_helpers import run, wait_for
 
 from tcplb import config
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-class Backend:
-    """A loopback TCP server with a chosen behaviour."""
-
-    def __init__(self, mode: str = "echo", banner: bytes = b"") -> None:
-        self.mode = mode
-        self.banner = banner
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-        self.accepted = 0
-        self.received: list[bytes] = []
-        self.writers: list[asyncio.StreamWriter] = []
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self, port: int = 0) -> Backend:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self.writers.append(w)
-        try:
-            if self.mode == "reset":
-                w.get_extra_info("socket").setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                w.transport.abort()
-                return
-            if self.banner:
-                w.write(self.banner)
-            if self.mode == "silent":
-                data = await r.read(-1)
-                self.received.append(data)
-                if self.banner == b"":
-                    w.close()
-                return
-            while data := await r.read(65536):
-                self.received.append(data)
-                w.write(data)
-                await w.drain()
-            w.close()
-        except OSError:
-            pass
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for w in self.writers:
-                w.transport.abort()
-            self.server = None
 
 
 class Blackhole:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tcplb_helpers import run, wait_for
+from tcplb_helpers import AsyncBackend, run, wait_for
 
 from tcplb import config as C
 from tcplb import stats as S
@@ -45,44 +45,11 @@ async def await_for(pred: Callable[[], Awaitable[object]], timeout: float = 5.0,
         await asyncio.sleep(0.02)
 
 
-class Echo:
+class Echo(AsyncBackend):
     """Loopback echo server; ``firsts`` holds the first bytes of each connection that sent any."""
 
     def __init__(self) -> None:
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-        self.accepted = 0
-        self.firsts: list[bytes] = []
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self, port: int = 0) -> Echo:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self.writers.append(w)
-        first = True
-        try:
-            while data := await r.read(65536):
-                if first:
-                    self.firsts.append(data)
-                    first = False
-                w.write(data)
-                await w.drain()
-        except ConnectionError:
-            pass
-        finally:
-            w.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for w in self.writers:
-                w.close()
-            await self.server.wait_closed()
-            self.server = None
+        super().__init__(graceful=True)
 
 
 @dataclasses.dataclass
@@ -262,9 +229,10 @@ def test_every_endpoint(loop: str) -> None:
         assert '<td class="status">UP</td>' in row.replace(' title=""', "")
         assert 'action="/api/servers/t/s1/state"' in row and 'name="redirect" value="1"' in row
         assert 'http-equiv="refresh" content="5"' in page
-        assert r.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in r.headers[
-            "content-security-policy"
-        ]
+        assert (
+            r.headers["x-frame-options"] == "DENY"
+            and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        )
         assert PASSWORD not in page
         r = await env.get("/stats;norefresh")
         assert r.status == 200 and "http-equiv" not in r.body and 'id="srv-t-s1"' in r.body
