@@ -135,3 +135,61 @@ def test_tcplb_killed_on_the_master_moves_the_vip_within_skew_time(lab: Lab) -> 
     r1.proc.signal(signal.SIGHUP)
     wait_until(lambda: r1.inst()["track_processes"][0]["state"] == "UP", 5, what="tcplb found again")
     r1.wait_state("MASTER", MDI_150 + SLACK)  # 150 preempts 100 again
+
+
+def test_sighup_with_a_changed_script_keeps_the_fault(lab: Lab) -> None:
+    """Defect 8: a reload with a changed script definition replaced the runner, which started OK: the
+    instance left FAULT (and could win MASTER) until the script failed again."""
+    d = _public_dir(lab)
+    entered = d / "lb1-states"
+    extra = f"""
+    track_script = ["chk"]
+    notify = ["/bin/sh", "-c", "echo $3 >> {entered}", "notify"]
+
+    [vrrp_script.chk]
+    script = ["/bin/false"]
+    interval = 1
+    fall = 2
+    weight = 0
+    """
+    _sw, (h1,) = topology(lab, 1)
+    r1 = make_router(lab, h1, instance_toml(prio=150, extra=extra))
+    r1.start()
+    r1.wait_state("FAULT", 5)
+    wait_until(lambda: entered.exists() and entered.read_text().split() == ["FAULT"], 5, what="notify FAULT")
+    assert r1.proc is not None
+    # interval and fall change (same command): the state is kept
+    r1.write(r1.conf.read_text().replace("interval = 1", "interval = 0.5").replace("fall = 2", "fall = 3"))
+    r1.proc.signal(signal.SIGHUP)
+    wait_until(lambda: r1.status()["reloads"] == 1, 5, what="reload 1")
+    # a changed command that still fails (slowly): INIT holding FAIL, never OK in between
+    r1.write(r1.conf.read_text().replace('["/bin/false"]', '["/bin/sh", "-c", "sleep 0.5; exit 1"]'))
+    r1.proc.signal(signal.SIGHUP)
+    wait_until(lambda: r1.status()["reloads"] == 2, 5, what="reload 2")
+    wait_until(lambda: r1.inst()["track_scripts"][0]["runs"] >= 2, 5, what="the new command ran")
+    assert r1.state() == "FAULT"
+    assert entered.read_text().split() == ["FAULT"]  # no BACKUP/MASTER in between
+    assert not r1.has_vip()
+
+
+def test_notify_stop_runs_at_sigterm_while_notify_master_hangs(lab: Lab) -> None:
+    """Defect 7: a notify_master still running at SIGTERM was killed at the 0.8 s budget and notify_stop,
+    queued behind it, never ran."""
+    d = _public_dir(lab)
+    log = d / "notify.log"
+    extra = f"""
+    notify_master = ["/bin/sh", "-c", "echo master >> {log}; exec sleep 60"]
+    notify_stop = ["/bin/sh", "-c", "echo stop >> {log}"]
+    """
+    _sw, (h1,) = topology(lab, 1)
+    r1 = make_router(lab, h1, instance_toml(prio=255, extra=extra))  # the owner: MASTER at once
+    r1.start()
+    r1.wait_state("MASTER", 3)
+    wait_until(lambda: log.exists() and "master" in log.read_text(), 5, what="notify_master running")
+    assert r1.proc is not None
+    t0 = time.monotonic()
+    r1.proc.term()
+    assert r1.proc.wait(10) == 0
+    took = time.monotonic() - t0
+    assert log.read_text().split() == ["master", "stop"]
+    assert took < 4.0, took  # budget 0.8 s + notify_stop's own timeout (2 s at most)
