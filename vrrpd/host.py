@@ -241,6 +241,7 @@ class Host:
         self._start_at: float | None = None  # vrrp_startup_delay: no instance starts before (vrrpd.track)
         self._defer = 0  # >0: reconciliation deferred to the end of a reload/stop
         self._foreign_logged: set[VipKey] = set()
+        self._hold: dict[VipKey, float] = {}  # addresses whose last request failed: left alone until then
 
     # ---------------------------------------------------------------------------------------- inputs
 
@@ -611,6 +612,7 @@ class Host:
                 self._foreign(p.key)
             else:
                 log.error("cannot add %s: %s (retrying in %gs)", p.vip.address, os.strerror(code), DUMP_RETRY)
+                self._hold[p.key] = now + DUMP_RETRY
                 self._retry(now)
         else:
             if code in (0, _errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT):
@@ -839,7 +841,8 @@ class Host:
         if self._defer:
             return
         want, by = self._want()
-        busy = {p.key for p in self.pending.values()}
+        self._hold = {k: t for k, t in self._hold.items() if t > now}
+        busy = {p.key for p in self.pending.values()} | set(self._hold)
         ops = plan_vips(want, self.addrs, self.owned, busy)
         added: dict[str, list[Vip]] = {}
         removed: dict[str, list[Vip]] = {}
@@ -852,6 +855,7 @@ class Host:
                     seq = self.p.del_address(op.index, op.vip.address)
             except OSError as e:
                 log.error("cannot %s %s: %s", "add" if op.add else "remove", op.vip.address, e)
+                self._hold[key] = now + DUMP_RETRY
                 self._retry(now)
                 continue
             self.pending[seq] = _Pending(op.add, key, op.vip)
