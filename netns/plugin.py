@@ -81,6 +81,12 @@ def missing_capability(
     )
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    if capabilities_required():
+        return f"missing capabilities FAIL their tests ({REQUIRE_ENV}=1 or CI set; kernel limits still skip)"
+    return f"missing capabilities skip their tests (set {REQUIRE_ENV}=1, as `make test` does, to fail them)"
+
+
 _NETNS_OK = False
 PROBE_ATTEMPTS = 3
 
