@@ -42,6 +42,7 @@ from .session import (
     Release,
     Retry,
     SessionMachine,
+    State,
     Take,
     failure_kind,
 )
@@ -189,10 +190,10 @@ class Frontend(Listening):
         return any(eligible(s, exclude) for s in self.servers)
 
     # -- sessions ----------------------------------------------------------------------------------------
-    def _factory(self) -> asyncio.Protocol:
+    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.Protocol:
         loop = self.lb.loop
         pipe = Pipe(loop)
-        sess = Session(self, pipe, ("", 0), time.time())
+        sess = Session(self, pipe, peer or ("", 0), time.time())
         pipe.on_close = lambda _p: self._closed(sess)
         pipe.on_client_made = lambda: self._client_made(sess)
         pipe.on_client_lost = lambda: self._client_lost(sess)
@@ -204,9 +205,12 @@ class Frontend(Listening):
         lb = self.lb
         tr = sess.pipe.client.transport
         assert tr is not None
-        peer = tr.get_extra_info("peername")
-        if peer:
-            sess.client = (peer[0], peer[1])
+        if not sess.client[0]:
+            # uvloop accepts in C and does not keep the address: ask the socket (a client that reset while
+            # in the backlog has none any more: logged as "-:-", as HAProxy logs an unknown address)
+            peer = tr.get_extra_info("peername")
+            if peer:
+                sess.client = (peer[0], peer[1])
         if not (lb.native_accept and self.cfg.nodelay):  # uvloop sets TCP_NODELAY on every TCP transport
             sock = tr.get_extra_info("socket")
             if sock is not None:
@@ -289,6 +293,9 @@ class Frontend(Listening):
                 s2.wretr += 1
                 if c.redispatch:  # type: ignore[union-attr]
                     s2.wredis += 1
+        if sess.state is State.RETRY:  # due now that the failure's commands ran: decide the retry
+            self._run(sess, sess.timer(sess.deadline or 0.0))
+            return
         # re-arm the one timer at the machine's deadline
         dl = sess.deadline
         h = sess.handle

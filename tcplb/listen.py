@@ -43,7 +43,7 @@ class Listening:
     def maxconn(self) -> int:
         raise NotImplementedError
 
-    def _factory(self) -> asyncio.Protocol:
+    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.Protocol:
         raise NotImplementedError
 
     def open_sockets(self, old: dict[tuple[str, int], socket.socket] | None = None) -> None:
@@ -121,7 +121,7 @@ class Listening:
                 lb.pause_full()
                 return
             try:
-                csock, _addr = lsock.accept()
+                csock, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -136,7 +136,7 @@ class Listening:
                     continue
                 raise
             csock.setblocking(False)
-            proto = self._factory()
+            proto = self._factory((addr[0], addr[1]))  # the address even if the client reset meanwhile
             t = lb.loop.create_task(self._wrap(csock, proto))
             lb.bg.add(t)
             t.add_done_callback(lb.bg.discard)

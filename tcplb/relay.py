@@ -199,10 +199,16 @@ class Pipe:
         """Bytes received from the server (sent to the client)."""
         return self.server.nbytes if self.server is not None else 0
 
-    def _set_term(self, cause: str, phase: str | None = None) -> None:
+    def set_term(self, cause: str, phase: str | None = None) -> None:
+        """Record the termination state (the first one wins). Without ``phase``: the current one, where
+        the data phase is ``L`` (last data) once either side has sent its FIN, else ``D``."""
         if self.term[0] == "-":
+            if phase is None:
+                phase = self.phase
+                if phase == "D" and (self.client.eof or (self.server is not None and self.server.eof)):
+                    phase = "L"
             self.term[0] = cause
-            self.term[1] = phase or self.phase
+            self.term[1] = phase
 
     @property
     def termination(self) -> str:
@@ -247,7 +253,7 @@ class Pipe:
             if c.eof:
                 self.close()
                 return
-        self._arm()
+        self.timeout_changed()
 
     # -- callbacks from the sides --------------------------------------------------------------------------
     async def wait_client(self) -> None:
@@ -303,7 +309,7 @@ class Pipe:
             except (RuntimeError, OSError):
                 pass
         if self.fin_timeout is not None and self.fin_timeout != self.timeout:
-            self._arm()  # switch to the half-closed timeout
+            self.timeout_changed()  # switch to the half-closed timeout
 
     def _lost(self, side: Side, exc: Exception | None) -> None:
         if side is self.client:
@@ -311,16 +317,16 @@ class Pipe:
             if exc is not None or (
                 not (side.eof and (self.server is None or self.server.eof)) and not self.closing
             ):
-                self._set_term(CLIENT_ABORT)
+                self.set_term(CLIENT_ABORT)
             other = self.server
         else:
             if side is not self.server:
                 return  # a failed connection attempt; the connector handles it
             if exc is not None or (not self.closing and not (side.eof and self.client.eof)):
-                self._set_term(SERVER_ABORT)
+                self.set_term(SERVER_ABORT)
             other = self.client
         if other is None or other.lost or other.transport is None:
-            self._finish()
+            self.finish()
             return
         if exc is not None:
             # reset (or other error): propagate as a reset
@@ -350,22 +356,57 @@ class Pipe:
 
     # -- closing -------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close both sockets gracefully (pending data is flushed first)."""
+        """Close both sockets gracefully (pending data is flushed first). The inactivity timeout keeps
+        running while data is still queued: a peer that never reads cannot keep the pair alive (it is then
+        aborted, ``cL``/``sL``)."""
         if self.closing:
             return
         self.closing = True
-        self._cancel_timer()
         if self.splicer is not None:
+            self._cancel_timer()
             self.splicer.close()
             return
         for s in (self.client, self.server):
             if s is not None and s.transport is not None and not s.lost:
                 s.transport.close()
+        if self._pending():
+            self._watch_flush()
+        else:
+            self._cancel_timer()
         self._maybe_finish()
+
+    def _pending(self) -> int:
+        """Bytes still queued in user space toward either socket."""
+        n = 0
+        for s in (self.client, self.server):
+            if s is not None and s.transport is not None and not s.lost:
+                n += s.transport.get_write_buffer_size()
+        return n
+
+    def _progress(self) -> int:
+        """What the idle wheel compares between sweeps: bytes read, and once closing, bytes flushed."""
+        s = self.server
+        n = self.client.nbytes + (s.nbytes if s is not None else 0)
+        return n - self._pending() if self.closing else n
+
+    def _watch_flush(self) -> None:
+        t, _ = self._current_timeout()
+        if t is None:
+            self._cancel_timer()
+            return
+        self._seen = self._progress()
+        self._last = self.loop.time()
+        w = self._wheel
+        if w is not None:
+            if w.timeout == t:
+                return
+            w.discard(self)
+        self._wheel = w = _idle_wheel(self.loop, t)
+        w.add(self)
 
     def abort(self, cause: str, phase: str | None = None, reset: bool = True) -> None:
         """Tear both sockets down at once (RST when ``reset``), recording the termination state."""
-        self._set_term(cause, phase)
+        self.set_term(cause, phase)
         self.closing = True
         self._cancel_timer()
         if self.splicer is not None:
@@ -381,9 +422,11 @@ class Pipe:
     def _maybe_finish(self) -> None:
         c, s = self.client, self.server
         if (c.lost or c.transport is None) and (s is None or s.lost or s.transport is None):
-            self._finish()
+            self.finish()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Both sockets are gone: the pair ends (``on_close``, once). Called by the relay, or by the
+        splicer that took the sockets over."""
         if self.closed:
             return
         c, s = self.client, self.server
@@ -412,8 +455,9 @@ class Pipe:
             return self.fin_timeout, self.fin_flag
         return self.timeout, self.timeout_flag
 
-    def _arm(self) -> None:
-        """(Re)start the inactivity timeout for the current state (both directions open, or half-closed)."""
+    def timeout_changed(self) -> None:
+        """(Re)start the inactivity timeout for the current state (both directions open, or half-closed).
+        The relay calls it itself; the splicer when a side sends its FIN."""
         if self.closing:
             return
         t, _ = self._current_timeout()
@@ -433,16 +477,31 @@ class Pipe:
         w.add(self)
 
     def _idle_expired(self) -> None:
-        """Called by the wheel: nothing moved for the timeout."""
+        """Called by the wheel: nothing moved for the timeout (``D``, or ``L`` once a side has sent its FIN).
+        While closing, nothing could be flushed for the timeout: the peer does not read; reset it."""
         self._cancel_timer()
-        if not self.closing:
-            self.abort(self._current_timeout()[1], "D", reset=False)
+        if not self.closed:
+            self.abort(self._current_timeout()[1], None, reset=self.closing)
 
     def _cancel_timer(self) -> None:
         w = self._wheel
         if w is not None:
             self._wheel = None
             w.discard(self)
+
+    @property
+    def reads_paused(self) -> bool:
+        """Reading a side is paused because the other cannot write (bytes queued in user space)."""
+        return self._reads_paused[0] or self._reads_paused[1]
+
+    def hand_over(self) -> None:
+        """The sockets were taken over (splice, which holds duplicates of them): detach both sides'
+        callbacks, so that dropping their transports is not taken for the connection ending, and drop them."""
+        for side in (self.client, self.server):
+            if side is not None:
+                side.pipe = _DETACHED
+                if side.transport is not None:
+                    side.transport.abort()
 
     def info(self) -> dict[str, Any]:
         return {"in": self.bytes_in, "out": self.bytes_out, "term": self.termination, "phase": self.phase}
@@ -520,8 +579,11 @@ class _IdleWheel:
         limit = self.timeout - 1e-3
         expired: list[Pipe] = []
         for p in pipes:
-            s = p.server
-            seen = p.client.nbytes + (s.nbytes if s is not None else 0)
+            if p.closing:
+                seen = p._progress()
+            else:
+                s = p.server
+                seen = p.client.nbytes + (s.nbytes if s is not None else 0)
             if seen != p._seen:
                 p._seen = seen
                 p._last = now

@@ -38,7 +38,8 @@ from __future__ import annotations
 import enum
 import errno
 from collections.abc import Collection
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from .config import redispatch_on_retry
 
@@ -69,7 +70,8 @@ class State(enum.Enum):
     NEW = "new"  # accepted, not yet started (parked beyond maxconn, or about to start)
     QUEUED = "queued"  # waiting in a server's queue for a slot
     CONNECTING = "connecting"  # holds a slot, connect in flight
-    TURNAROUND = "turnaround"  # a connect failed; waiting before retrying the same server
+    RETRY = "retry"  # a connect failed: the retry is decided once the failure's commands ran (due now)
+    TURNAROUND = "turnaround"  # waiting before retrying the same server
     DATA = "data"  # relaying (the relay owns this phase)
     CLOSING = "closing"  # aborted by the machine; waiting for the sockets to be gone
     CLOSED = "closed"
@@ -130,44 +132,52 @@ class Context(Protocol[S]):
 
 
 # --------------------------------------------------------------------------------------------- commands
+# (plain slotted classes: cheap to build; equality includes the class, so transcripts compare exactly)
 
 
-class Take(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Take(Generic[S]):
     """Take a connection slot on ``srv`` (it has room)."""
 
     srv: S
 
 
-class Release(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Release(Generic[S]):
     """Give the slot on ``srv`` back (the driver hands it to the first waiter of its queue)."""
 
     srv: S
 
 
-class Enqueue(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Enqueue(Generic[S]):
     """Wait in ``srv``'s queue; the driver calls :meth:`SessionMachine.granted` when a slot is ours."""
 
     srv: S
 
 
-class Dequeue(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Dequeue(Generic[S]):
     """Leave ``srv``'s queue (gave up)."""
 
     srv: S
 
 
-class Connect(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Connect(Generic[S]):
     """Start a connect attempt to ``srv``; report :meth:`~SessionMachine.connected` or
     :meth:`~SessionMachine.failed`."""
 
     srv: S
 
 
-class CancelConnect(NamedTuple):
+@dataclass(slots=True)
+class CancelConnect:
     """Abandon the attempt in flight (its outcome must not be reported)."""
 
 
-class Passive(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Passive(Generic[S]):
     """A live connect result for ``srv``'s passive health (``ok``), with the check status and why."""
 
     srv: S
@@ -176,21 +186,24 @@ class Passive(NamedTuple, Generic[S]):
     info: str = ""
 
 
-class Retry(NamedTuple, Generic[S]):
+@dataclass(slots=True)
+class Retry(Generic[S]):
     """A retry after a failed connect to ``srv`` (``redispatch``: to another server)."""
 
     srv: S
     redispatch: bool
 
 
-class Abort(NamedTuple):
+@dataclass(slots=True)
+class Abort:
     """Tear the connection down with this termination cause and phase (None: the relay's current one)."""
 
     cause: str
     phase: str | None
 
 
-class Log(NamedTuple):
+@dataclass(slots=True)
+class Log:
     """Write the session's log line (``asap``: HAProxy's logasap line at connect, not the final one)."""
 
     asap: bool
@@ -213,8 +226,8 @@ Command = (
     | Log
 )
 
-_SETUP = frozenset({State.QUEUED, State.CONNECTING, State.TURNAROUND})
-_PHASE = {State.NEW: "Q", State.QUEUED: "Q", State.CONNECTING: "C", State.TURNAROUND: "C"}
+_SETUP = frozenset({State.QUEUED, State.CONNECTING, State.RETRY, State.TURNAROUND})
+_PHASE = {State.NEW: "Q", State.QUEUED: "Q", State.CONNECTING: "C", State.RETRY: "C", State.TURNAROUND: "C"}
 
 
 class SessionMachine(Generic[S]):
@@ -310,6 +323,8 @@ class SessionMachine(Generic[S]):
             return self._abort("s", "Q", [Dequeue(self.srv)])
         if st is State.CONNECTING:
             return self._failed(now, TIMEOUT, "connect timeout", [_CANCEL])
+        if st is State.RETRY:
+            return self._retry(now)
         if st is State.TURNAROUND:
             self.tq0 = now
             return self._pick(now, [])
@@ -412,7 +427,18 @@ class SessionMachine(Generic[S]):
         if self.attempt > ctx.retries:
             self.t_connect = now - self.tc0
             return self._abort("s" if kind == TIMEOUT else "R" if kind == LOCAL else "S", "C", out)
+        # decide where the retry goes once the commands above ran (a passive failure may just have marked
+        # the server DOWN): due at once, the driver calls timer(now) right after carrying them out
         self.retries = self.attempt
+        self.state = State.RETRY
+        self.deadline = now
+        return out
+
+    def _retry(self, now: float) -> list[Command[S]]:
+        srv = self.srv
+        assert srv is not None
+        ctx = self.ctx
+        out: list[Command[S]] = []
         # a server that left rotation is never retried: go elsewhere at once, whatever `redispatch` says
         # (HAProxy without persistence); otherwise as `redispatch` says
         redispatch = not srv.usable or redispatch_on_retry(self.attempt, ctx.retries, ctx.redispatch)
@@ -442,7 +468,7 @@ class SessionMachine(Generic[S]):
             out.append(Dequeue(self.srv))
         elif st is State.CONNECTING:
             out.append(_CANCEL)
-        elif st is not State.TURNAROUND:
+        elif st is not State.TURNAROUND and st is not State.RETRY:
             return out
         return self._abort(cause, _PHASE[st], out)
 

@@ -28,6 +28,8 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
+from .relay import CLIENT_ABORT, SERVER_ABORT
+
 if TYPE_CHECKING:
     from .relay import Pipe, Side
 
@@ -107,7 +109,7 @@ class Splicer:
             if d.pending == 0:
                 self._fin(d)
             if not self.closed:
-                self.pipe._arm()  # the half-closed timeout may differ
+                self.pipe.timeout_changed()  # the half-closed timeout may differ
             return
         d.side.nbytes += n
         d.pending += n
@@ -150,10 +152,8 @@ class Splicer:
 
     def _failed(self, sock: socket.socket, exc: OSError) -> None:
         """``sock`` failed (reset, broken pipe): reset the other one too, as the user-space relay does."""
-        from .relay import CLIENT_ABORT, SERVER_ABORT
-
         client = sock is self.socks[0]
-        self.pipe._set_term(CLIENT_ABORT if client else SERVER_ABORT, "D")
+        self.pipe.set_term(CLIENT_ABORT if client else SERVER_ABORT)
         self.close(reset=self.socks[1] if client else self.socks[0])
 
     # -- the end -----------------------------------------------------------------------------------------
@@ -180,20 +180,18 @@ class Splicer:
         p.client.lost = True
         if p.server is not None:
             p.server.lost = True
-        p._finish()
+        p.finish()
 
 
 def start_splice(pipe: Pipe) -> bool:
     """Move ``pipe`` to splice(2) if it is in its data phase with nothing queued; True if it was."""
-    from .relay import _DETACHED
-
     c, s = pipe.client, pipe.server
     if s is None or pipe.closing or pipe.phase != "D" or pipe.splicer is not None:
         return False
     ct, st = c.transport, s.transport
     if ct is None or st is None or c.lost or s.lost or c.eof or s.eof:
         return False
-    if ct.get_write_buffer_size() or st.get_write_buffer_size() or any(pipe._reads_paused):
+    if ct.get_write_buffer_size() or st.get_write_buffer_size() or pipe.reads_paused:
         return False  # bytes still queued in user space (early data, a slow peer): stay in user space
     cs, ss = ct.get_extra_info("socket"), st.get_extra_info("socket")
     if cs is None or ss is None:
@@ -215,12 +213,8 @@ def start_splice(pipe: Pipe) -> bool:
         csock.close()
         ssock.close()
         return False
-    # the transports go; their sockets stay open through the duplicates; their protocol callbacks are
-    # detached so that the aborts are not taken for the connection ending
-    c.pipe = _DETACHED
-    s.pipe = _DETACHED
-    ct.abort()
-    st.abort()
+    # the transports go; their sockets stay open through the duplicates
+    pipe.hand_over()
     pipe.splicer = sp
     sp.start()
     return True

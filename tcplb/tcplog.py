@@ -82,9 +82,10 @@ TERMINATION_STATES: dict[str, str] = {
     "sC": "timeout_connect expired connecting to the server (after the retries)",
     "sQ": "timeout_queue expired waiting for a server slot",
     "sD": "the server-side inactivity timeout expired (timeout_server / timeout_tunnel)",
-    "sL": "timeout_server_fin expired while the server side was half-closed",
+    "sL": "a server-side timeout expired once one direction had ended (half-closed: timeout_server_fin)",
     "cD": "the client-side inactivity timeout expired (timeout_client / timeout_tunnel)",
-    "cL": "timeout_client_fin expired while the client side was half-closed",
+    "cL": "a client-side timeout expired once one direction had ended (half-closed: timeout_client_fin; "
+    "or the client did not read the last data)",
     "PC": "tcplb refused to connect to the server (a limit: maxqueue full, maxconn)",
     "PD": "tcplb closed the connection during the data phase (hard stop)",
     "RC": "a local resource ran out while connecting (file descriptors, source ports)",
@@ -152,6 +153,8 @@ def accept_date(ts: float, tz: tzinfo | None = None) -> str:
 
 
 def _addr(host: str, port: int) -> str:
+    if not host:
+        return "-:-"  # unknown (HAProxy's %ci:%cp for a connection without addresses)
     return f"{host}:{port}"  # HAProxy writes IPv6 unbracketed too ("::1:5672")
 
 
