@@ -470,7 +470,13 @@ REFERENCE_V3 = [
     ("313364010032064bc0a80164", "192.168.1.10", "224.0.0.18", False, "v4 50 cs pseudo-header"),
     ("313364010032a88cc0a80164", "192.168.1.10", "224.0.0.18", True, "v4 50 cs message-only"),
     ("3133640100642478c0a80164", "192.168.1.10", "192.168.1.11", False, "v4 unicast pseudo-header"),
-    ("3133c80100644402c0000264", "192.0.2.1", "224.0.0.18", True, "keepalived auth_hmac_test.c (addresses unused)"),
+    (
+        "3133c80100644402c0000264",
+        "192.0.2.1",
+        "224.0.0.18",
+        True,
+        "keepalived auth_hmac_test.c (addresses unused)",
+    ),
     (
         "3133640200648af8fe8000000000000002005efffe00023320010db8000000000000000000000100",
         "fe80::a8c1:abff:fe00:10",
