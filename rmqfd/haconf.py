@@ -99,6 +99,7 @@ class Section:
 class Document:
     sections: list[Section]
     env_used: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, variable)
+    name: str = "haproxy.cfg"
 
 
 def split_line(
@@ -214,7 +215,7 @@ def parse_text(text: str, name: str = "haproxy.cfg", *, environ: Mapping[str, st
         if not sections:
             raise HaConfError(f"unknown keyword '{kw}' out of section", name, lineno)
         sections[-1].lines.append(Line(tuple(words), name, lineno))
-    return Document(sections, used)
+    return Document(sections, used, name)
 
 
 def parse_file(path: str, *, environ: Mapping[str, str] | None = None) -> Document:

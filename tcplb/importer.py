@@ -34,6 +34,7 @@ from typing import Any
 
 from rmqfd import haconf, kaconf
 from rmqfd.migrate import Report, Rows, Table, comment, finish, render, toml_key
+from tcplb.config import parse_address
 
 __all__ = ["check_text", "convert_haproxy", "convert_lvs", "main"]
 
@@ -216,6 +217,7 @@ class _HaConverter:
         self.proxies: list[_Proxy] = []
         self.logging = False
         self.log_target = ""
+        self.bound: dict[tuple[str, int], str] = {}
 
     # ------------------------------------------------------------------ sections
     def run(self) -> str | None:
@@ -251,6 +253,11 @@ class _HaConverter:
             else:
                 self.rep.unsupported(sec.where, f"{k} section: not supported")
         self.build()
+        if not self.tables and not self.rep.errors:
+            self.rep.error(
+                f"{self.doc.name}:1",
+                "no TCP listener to import (no listen, or frontend with a backend, in mode tcp)",
+            )
         if self.rep.errors:
             return None
         head = [
@@ -266,7 +273,7 @@ class _HaConverter:
         return render(tables, head)
 
     def doc_name(self) -> str:
-        return self.doc.sections[0].file if self.doc.sections else "haproxy.cfg"
+        return self.doc.name
 
     def inherit(self, p: _Proxy, sec: haconf.Section) -> None:
         args = list(sec.args)
@@ -1086,6 +1093,17 @@ class _HaConverter:
                     return
                 prev = p.stats.get("auth")
                 users = list(prev.value) if prev else []
+                same = [u for u in users if u.partition(":")[0] == a[1].partition(":")[0]]
+                if a[1] in users:
+                    rep.ignored(w, "stats auth: the same user and password again")
+                    return
+                if same:
+                    rep.unsupported(
+                        w,
+                        f"stats auth: a second password for user {a[1].partition(':')[0]!r} "
+                        "(HAProxy accepts both; tcplb one): not imported",
+                    )
+                    return
                 users.append(a[1])
                 p.stats["auth"] = _Val(users, w)
             elif sub == "uri":
@@ -1205,6 +1223,12 @@ class _HaConverter:
                 v = need()
                 if v is None:
                     return
+                try:
+                    parse_address(f"[{v}]:1" if ":" in v else f"{v}:1")
+                except ValueError as e:
+                    rep.error(w, f"addr: {e}")
+                    i += 2
+                    continue
                 s.check["addr"] = _Val(v, w)
                 i += 2
             elif o == "weight":
@@ -1483,6 +1507,18 @@ class _HaConverter:
         for b in fe.binds:
             h, port = b.value
             s = f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+            other = self.bound.get((h, port)) or next(
+                (
+                    n
+                    for (bh, bp), n in self.bound.items()
+                    if bp == port and "0.0.0.0" in (h, bh) and n != name
+                ),
+                None,
+            )
+            if other is not None and other != name:
+                rep.error(b.where, f"{s} is already bound by {other}")
+                continue
+            self.bound[(h, port)] = name
             if s not in binds:
                 binds.append(s)
         t.set("bind", binds, fe.binds[0].where)
@@ -1566,12 +1602,23 @@ class _HaConverter:
             chk_where = v.where
         if "type" not in chk:
             chk["type"] = "tcp"
+        if chk["type"] != "http":
+            for k in ("path", "method", "host", "user", "password", "expect_status"):
+                v = back.chk.get(k)
+                if v is not None:
+                    rep.ignored(
+                        v.where, f"{k}: an HTTP check setting without option httpchk (HAProxy ignores it)"
+                    )
+                chk.pop(k, None)
         self.observe(chk, back.dsrv)
         servers = Rows()
         any_check = False
         for srv in back.servers:
             d = self.server_entry(srv, back, fe)
             if d is None:
+                continue
+            if any(o["name"] == d["name"] for o, _ in servers):
+                rep.error(srv.where, f"server name {d['name']!r} is already used in {back.kind} {back.name}")
                 continue
             if d.get("check") is not False:
                 any_check = True
@@ -1629,6 +1676,14 @@ class _HaConverter:
                 return None
         host = s.host or ""
         addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            parse_address(addr)
+            if "addr" in s.check:
+                a = str(s.check["addr"].value)
+                parse_address(f"[{a}]:1" if ":" in a else f"{a}:1")
+        except ValueError as e:
+            rep.error(s.where, f"server {s.name}: {e}")
+            return None
         d: dict[str, Any] = {"name": _name(s.name), "address": addr}
         for k, v in s.opts.items():
             d[k.replace("-", "_")] = v.value

@@ -248,6 +248,7 @@ class _Converter:
         self.doc = doc
         self.rep = rep
         self.processes: list[Table] = []
+        self.cur_iface: str | None = None
         self.process_names: dict[str, str] = {}
         self.glob = Table("[global]", "", "")
         self.instances: list[Table] = []
@@ -545,6 +546,9 @@ class _Converter:
         prio_where = s.where
         nopreempt: str | None = None
         preempt_delay: tuple[float, str] | None = None
+        self.cur_iface = next(
+            (c.words[1] for c in s.children() if c.keyword == "interface" and len(c.words) > 1), None
+        )
         for key, (val, where) in self.inst_defaults.items():
             t.set(key, val, where, "(global_defs)")
         for c in s.children():
@@ -856,6 +860,19 @@ class _Converter:
                     ok = False
                     break
             if not ok:
+                continue
+            if "label" in entry:
+                d = entry.get("dev") or self.cur_iface
+                lab = entry["label"]
+                if not re.fullmatch(r"[^/\s]{1,15}", lab) or (d and lab != d and not lab.startswith(d + ":")):
+                    rep.error(
+                        v.where,
+                        f"label {lab!r}: the kernel refuses it (a label is the device name or "
+                        f'starts with "{d}:", at most 15 characters)',
+                    )
+                    continue
+            if "dev" in entry and not re.fullmatch(r"[^/\s:]{1,15}", entry["dev"]):
+                rep.error(v.where, f"dev {entry['dev']!r}: not an interface name")
                 continue
             if str(ip) in seen:
                 rep.warning(v.where, f"VIP {ip} listed twice")
