@@ -1602,6 +1602,12 @@ class _HaConverter:
             chk_where = v.where
         if "type" not in chk:
             chk["type"] = "tcp"
+        for k in ("path", "host", "user", "password"):
+            v = back.chk.get(k)
+            if v is not None and (
+                not isinstance(v.value, str) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in v.value)
+            ):
+                rep.error(v.where, f"check {k}: control characters are not allowed")
         if chk["type"] != "http":
             for k in ("path", "method", "host", "user", "password", "expect_status"):
                 v = back.chk.get(k)
@@ -2251,7 +2257,10 @@ class _LvsConverter:
                     continue
                 for u in x.children():
                     if u.keyword == "path" and len(u.words) > 1:
-                        chk["path"] = u.words[1]
+                        if not u.words[1].startswith("/") or any(ch.isspace() for ch in u.words[1]):
+                            rep.error(u.where, f"path {u.words[1]!r}: not an absolute URL path")
+                        else:
+                            chk["path"] = u.words[1]
                     elif u.keyword == "status_code" and len(u.words) > 1:
                         codes = []
                         for code in u.words[1:]:

@@ -36,7 +36,9 @@ def test_blocks_on_one_line_or_many_and_crlf() -> None:
     for text in (one, many):
         doc = kaconf.parse_text(text, "k.conf", includes=False)
         (v,) = doc.stmts
-        assert v.words == ("vrrp_instance", "V") and [c.words for c in v.children()] == [("interface", "eth0")]
+        assert v.words == ("vrrp_instance", "V") and [c.words for c in v.children()] == [
+            ("interface", "eth0")
+        ]
     assert words('a "x { y }" {\nb\n}\n') == [("a", "x { y }"), ("b",)]
 
 
@@ -69,8 +71,14 @@ def test_include_globs_relative_to_the_including_file(tmp_path: Path) -> None:
     (tmp_path / "main.conf").write_text("m\ninclude d/*.conf\ninclude nothing*.conf\nz\n")
     doc = kaconf.parse_file(str(tmp_path / "main.conf"), config_id="x")
     got = [(s.words[0], Path(s.file).name, s.line) for s in doc.stmts]
-    assert got == [("m", "main.conf", 1), ("a", "a.conf", 1), ("b", "b.conf", 1), ("cx", "c.x", 1),
-                   ("cy", "c.y", 1), ("z", "main.conf", 4)]
+    assert got == [
+        ("m", "main.conf", 1),
+        ("a", "a.conf", 1),
+        ("b", "b.conf", 1),
+        ("cx", "c.x", 1),
+        ("cy", "c.y", 1),
+        ("z", "main.conf", 4),
+    ]
     assert any("no file matched" in n.message for n in doc.notes)
     (tmp_path / "loop.conf").write_text("include loop.conf\n")
     with pytest.raises(kaconf.KaConfError, match="nested deeper"):
@@ -86,7 +94,13 @@ def test_structure_errors_name_their_line() -> None:
 
 def test_split_command_quotes_and_escapes() -> None:
     assert kaconf.split_command(r"""/bin/x 'a b' "c\"d" e\x41 \101 f\ g""") == [
-        "/bin/x", "a b", 'c"d', "eA", "A", "f g"]
+        "/bin/x",
+        "a b",
+        'c"d',
+        "eA",
+        "A",
+        "f g",
+    ]
     with pytest.raises(kaconf.KaConfError):
         kaconf.split_command("/bin/x 'open")
 
@@ -98,8 +112,9 @@ def test_haproxy_words() -> None:
     doc = haconf.parse_text(
         "global\n  log /dev/log local0 # comment\nlisten a\n  stats realm HAProxy\\ Stats\n"
         "  server 'x y' \"192.0.2.1\":80 # c\n  option httpchk GET / HTTP/1.0\\r\\nHost:\\ h\n"
-        '  acl a hdr(host) -i "${HOSTNAME}x" \'$HOME\'\n',
-        "h.cfg", environ={"HOSTNAME": "n1"},
+        "  acl a hdr(host) -i \"${HOSTNAME}x\" '$HOME'\n",
+        "h.cfg",
+        environ={"HOSTNAME": "n1"},
     )
     g, li = doc.sections
     assert g.lines[0].words == ("log", "/dev/log", "local0")
@@ -113,8 +128,12 @@ def test_haproxy_words() -> None:
 
 
 def test_haproxy_errors_name_their_line() -> None:
-    for text, line in (("maxconn 1\n", 1), ("global\n x 'a\n", 2), ("global\n.if defined(X)\n", 2),
-                       ("global\n x \\\n", 2)):
+    for text, line in (
+        ("maxconn 1\n", 1),
+        ("global\n x 'a\n", 2),
+        ("global\n.if defined(X)\n", 2),
+        ("global\n x \\\n", 2),
+    ):
         with pytest.raises(haconf.HaConfError) as e:
             haconf.parse_text(text, "h.cfg")
         assert e.value.line == line, text
@@ -123,23 +142,159 @@ def test_haproxy_errors_name_their_line() -> None:
 # ------------------------------------------------------------------------------------------- Hypothesis
 
 KA_TOKENS = [
-    "{", "}", '"', "'", "!", "#", "$", "@", "@^", "\\", "~", " ", "\t", "\r", "\n", "\n", "\n", "=", ",", ")",
-    "$A=", "$B=", "$A", "${A}", "$B", "@lbA ", "@^lbA ", "include ", "~SEQ", "x", "1", "300", "eth0",
-    "vrrp_instance ", "vrrp_script ", "virtual_server ", "real_server ", "TCP_CHECK", "HTTP_GET", "url", "path",
-    "interface ", "virtual_router_id ", "priority ", "state ", "MASTER", "BACKUP", "virtual_ipaddress ",
-    "192.0.2.1", "192.0.2.1/24", " 80", " dev ", " label ", "eth0:v", "track_script ", "weight ", "-20",
-    "script ", "interval ", "auth_pass ", "authentication ", "auth_type ", "PASS", "nopreempt", "unicast_peer ",
-    "notify_master ", "global_defs ", "router_id ", "lb_algo ", "rr", "lb_kind ", "DR", "delay_loop ",
-    "retry ", "connect_timeout ", "sorry_server ", "persistence_timeout ", "é", "\x00", "\x0b",
+    "{",
+    "}",
+    '"',
+    "'",
+    "!",
+    "#",
+    "$",
+    "@",
+    "@^",
+    "\\",
+    "~",
+    " ",
+    "\t",
+    "\r",
+    "\n",
+    "\n",
+    "\n",
+    "=",
+    ",",
+    ")",
+    "$A=",
+    "$B=",
+    "$A",
+    "${A}",
+    "$B",
+    "@lbA ",
+    "@^lbA ",
+    "include ",
+    "~SEQ",
+    "x",
+    "1",
+    "300",
+    "eth0",
+    "vrrp_instance ",
+    "vrrp_script ",
+    "virtual_server ",
+    "real_server ",
+    "TCP_CHECK",
+    "HTTP_GET",
+    "url",
+    "path",
+    "interface ",
+    "virtual_router_id ",
+    "priority ",
+    "state ",
+    "MASTER",
+    "BACKUP",
+    "virtual_ipaddress ",
+    "192.0.2.1",
+    "192.0.2.1/24",
+    " 80",
+    " dev ",
+    " label ",
+    "eth0:v",
+    "track_script ",
+    "weight ",
+    "-20",
+    "script ",
+    "interval ",
+    "auth_pass ",
+    "authentication ",
+    "auth_type ",
+    "PASS",
+    "nopreempt",
+    "unicast_peer ",
+    "notify_master ",
+    "global_defs ",
+    "router_id ",
+    "lb_algo ",
+    "rr",
+    "lb_kind ",
+    "DR",
+    "delay_loop ",
+    "retry ",
+    "connect_timeout ",
+    "sorry_server ",
+    "persistence_timeout ",
+    "é",
+    "\x00",
+    "\x0b",
 ]
 HA_TOKENS = [
-    "global\n", "defaults\n", "listen ", "frontend ", "backend ", "\n", "\n", " ", "\t", "#", '"', "'", "\\",
-    "\\x4", "\\x41", "$", "${X}", "\r", "bind ", ":5672", "192.0.2.1", ":80", "server ", "s1 ", " check",
-    " inter ", "2000", "1s", " rise ", " fall ", " weight ", "300", "balance ", "roundrobin", "source",
-    "leastconn", "mode ", "http", "tcp", "timeout ", "connect ", "client ", "server ", "contimeout ",
-    "option ", "httpchk", "tcpka", "redispatch", "stats ", "enable", "uri ", "/x", "auth ", "a:b",
-    "default_backend ", "use_backend ", "b", "a", "if ", "x", "maxconn ", "10", "log ", "/dev/log", "no ",
-    "default-server ", " backup", " port ", ".if", "é", "\x00",
+    "global\n",
+    "defaults\n",
+    "listen ",
+    "frontend ",
+    "backend ",
+    "\n",
+    "\n",
+    " ",
+    "\t",
+    "#",
+    '"',
+    "'",
+    "\\",
+    "\\x4",
+    "\\x41",
+    "$",
+    "${X}",
+    "\r",
+    "bind ",
+    ":5672",
+    "192.0.2.1",
+    ":80",
+    "server ",
+    "s1 ",
+    " check",
+    " inter ",
+    "2000",
+    "1s",
+    " rise ",
+    " fall ",
+    " weight ",
+    "300",
+    "balance ",
+    "roundrobin",
+    "source",
+    "leastconn",
+    "mode ",
+    "http",
+    "tcp",
+    "timeout ",
+    "connect ",
+    "client ",
+    "server ",
+    "contimeout ",
+    "option ",
+    "httpchk",
+    "tcpka",
+    "redispatch",
+    "stats ",
+    "enable",
+    "uri ",
+    "/x",
+    "auth ",
+    "a:b",
+    "default_backend ",
+    "use_backend ",
+    "b",
+    "a",
+    "if ",
+    "x",
+    "maxconn ",
+    "10",
+    "log ",
+    "/dev/log",
+    "no ",
+    "default-server ",
+    " backup",
+    " port ",
+    ".if",
+    "é",
+    "\x00",
 ]
 
 
@@ -184,17 +339,110 @@ def test_haproxy_reader_raises_only_its_error_and_output_passes_check(text: str)
         assert rep.errors
 
 
-HA_KEYWORDS = ["bind", "server", "balance", "mode", "timeout", "option", "no option", "default-server", "maxconn",
-               "retries", "log", "stats", "default_backend", "use_backend", "contimeout", "clitimeout", "hash-type",
-               "source", "backlog", "tcp-check", "http-check", "acl", "nbproc", "spread-checks", "hard-stop-after"]
-HA_ARGS = ["192.0.2.1:5672", ":5672", "*:80", "192.0.2.2", "s1", "s2", "check", "inter", "2s", "500", "rise",
-           "fall", "3", "weight", "0", "backup", "disabled", "port", "15672", "roundrobin", "source", "leastconn",
-           "static-rr", "tcp", "http", "connect", "client", "server", "check", "queue", "tunnel", "httpchk", "GET",
-           "/h", "tcpka", "redispatch", "tcplog", "dontlognull", "observe", "layer4", "on-error", "mark-down",
-           "enable", "uri", "/st", "auth", "u:p", "admin", "if", "TRUE", "global", "b1", "consistent", "expect",
-           "status", "200", "maxconn", "10", "-1", "addr", "192.0.2.3", "name", "ssl", "send-proxy", "0"]
-HA_HEADERS = ["global", "defaults", "listen l1", "listen l2 192.0.2.9:5672", "frontend f1", "backend b1",
-              "backend b2", "frontend f2"]
+HA_KEYWORDS = [
+    "bind",
+    "server",
+    "balance",
+    "mode",
+    "timeout",
+    "option",
+    "no option",
+    "default-server",
+    "maxconn",
+    "retries",
+    "log",
+    "stats",
+    "default_backend",
+    "use_backend",
+    "contimeout",
+    "clitimeout",
+    "hash-type",
+    "source",
+    "backlog",
+    "tcp-check",
+    "http-check",
+    "acl",
+    "nbproc",
+    "spread-checks",
+    "hard-stop-after",
+]
+HA_ARGS = [
+    "192.0.2.1:5672",
+    ":5672",
+    "*:80",
+    "192.0.2.2",
+    "s1",
+    "s2",
+    "check",
+    "inter",
+    "2s",
+    "500",
+    "rise",
+    "fall",
+    "3",
+    "weight",
+    "0",
+    "backup",
+    "disabled",
+    "port",
+    "15672",
+    "roundrobin",
+    "source",
+    "leastconn",
+    "static-rr",
+    "tcp",
+    "http",
+    "connect",
+    "client",
+    "server",
+    "check",
+    "queue",
+    "tunnel",
+    "httpchk",
+    "GET",
+    "/h",
+    "tcpka",
+    "redispatch",
+    "tcplog",
+    "dontlognull",
+    "observe",
+    "layer4",
+    "on-error",
+    "mark-down",
+    "enable",
+    "uri",
+    "/st",
+    "auth",
+    "u:p",
+    "admin",
+    "if",
+    "TRUE",
+    "global",
+    "b1",
+    "consistent",
+    "expect",
+    "status",
+    "200",
+    "maxconn",
+    "10",
+    "-1",
+    "addr",
+    "192.0.2.3",
+    "name",
+    "ssl",
+    "send-proxy",
+    "0",
+]
+HA_HEADERS = [
+    "global",
+    "defaults",
+    "listen l1",
+    "listen l2 192.0.2.9:5672",
+    "frontend f1",
+    "backend b1",
+    "backend b2",
+    "frontend f2",
+]
 
 
 @st.composite
@@ -210,29 +458,125 @@ def ha_config(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
-KA_KEYWORDS = ["state", "interface", "virtual_router_id", "priority", "advert_int", "nopreempt", "preempt_delay",
-               "auth_pass", "auth_type", "mcast_src_ip", "unicast_src_ip", "garp_master_delay", "garp_master_repeat",
-               "notify_master", "notify", "script", "interval", "timeout", "weight", "rise", "fall", "user",
-               "router_id", "script_user", "enable_script_security", "lb_algo", "lb_kind", "delay_loop", "retry",
-               "nb_get_retry", "connect_timeout", "delay_before_retry", "connect_port", "persistence_timeout",
-               "protocol", "sorry_server", "path", "status_code", "use_vmac", "track_interface", "alpha"]
-KA_BLOCKS = ["vrrp_instance VI_1", "vrrp_instance VI_2", "vrrp_script chk", "global_defs", "virtual_ipaddress",
-             "track_script", "unicast_peer", "authentication", "virtual_server 192.0.2.9 5672", "real_server "
-             "192.0.2.11 5672", "TCP_CHECK", "HTTP_GET", "url", "vrrp_sync_group G", "track_interface"]
-KA_ARGS = ["MASTER", "BACKUP", "eth0", "eth1", "51", "0", "255", "300", "1", "2", "-20", "PASS", "AH", "secret",
-           "averylongpassword", "192.0.2.100/24", "192.0.2.21", "dev", "label", "eth0:v", "chk", "weight",
-           '"/bin/true"', '"/bin/x a | b"', "rr", "wrr", "lc", "sh", "DR", "NAT", "TCP", "UDP", "/", "200", "x",
-           "reverse", "192.0.2.12 5672", "1.5"]
+KA_KEYWORDS = [
+    "state",
+    "interface",
+    "virtual_router_id",
+    "priority",
+    "advert_int",
+    "nopreempt",
+    "preempt_delay",
+    "auth_pass",
+    "auth_type",
+    "mcast_src_ip",
+    "unicast_src_ip",
+    "garp_master_delay",
+    "garp_master_repeat",
+    "notify_master",
+    "notify",
+    "script",
+    "interval",
+    "timeout",
+    "weight",
+    "rise",
+    "fall",
+    "user",
+    "router_id",
+    "script_user",
+    "enable_script_security",
+    "lb_algo",
+    "lb_kind",
+    "delay_loop",
+    "retry",
+    "nb_get_retry",
+    "connect_timeout",
+    "delay_before_retry",
+    "connect_port",
+    "persistence_timeout",
+    "protocol",
+    "sorry_server",
+    "path",
+    "status_code",
+    "use_vmac",
+    "track_interface",
+    "alpha",
+]
+KA_BLOCKS = [
+    "vrrp_instance VI_1",
+    "vrrp_instance VI_2",
+    "vrrp_script chk",
+    "global_defs",
+    "virtual_ipaddress",
+    "track_script",
+    "unicast_peer",
+    "authentication",
+    "virtual_server 192.0.2.9 5672",
+    "real_server 192.0.2.11 5672",
+    "TCP_CHECK",
+    "HTTP_GET",
+    "url",
+    "vrrp_sync_group G",
+    "track_interface",
+]
+KA_ARGS = [
+    "MASTER",
+    "BACKUP",
+    "eth0",
+    "eth1",
+    "51",
+    "0",
+    "255",
+    "300",
+    "1",
+    "2",
+    "-20",
+    "PASS",
+    "AH",
+    "secret",
+    "averylongpassword",
+    "192.0.2.100/24",
+    "192.0.2.21",
+    "dev",
+    "label",
+    "eth0:v",
+    "chk",
+    "weight",
+    '"/bin/true"',
+    '"/bin/x a | b"',
+    "rr",
+    "wrr",
+    "lc",
+    "sh",
+    "DR",
+    "NAT",
+    "TCP",
+    "UDP",
+    "/",
+    "200",
+    "x",
+    "reverse",
+    "192.0.2.12 5672",
+    "1.5",
+]
 
 
 def ka_block(depth: int) -> st.SearchStrategy[str]:
-    line = st.builds(lambda k, a: " ".join([k, *a]), st.sampled_from(KA_KEYWORDS),
-                     st.lists(st.sampled_from(KA_ARGS), max_size=3))
+    line = st.builds(
+        lambda k, a: " ".join([k, *a]),
+        st.sampled_from(KA_KEYWORDS),
+        st.lists(st.sampled_from(KA_ARGS), max_size=3),
+    )
     if depth == 0:
         return line
-    block = st.builds(lambda h, body, one: f"{h} {{{' ' if one else chr(10)}{(' ' if one else chr(10)).join(body)}"
-                                           f"{' ' if one else chr(10)}}}",
-                      st.sampled_from(KA_BLOCKS), st.lists(ka_block(depth - 1), max_size=6), st.booleans())
+    block = st.builds(
+        lambda h, body, one: (
+            f"{h} {{{' ' if one else chr(10)}{(' ' if one else chr(10)).join(body)}"
+            f"{' ' if one else chr(10)}}}"
+        ),
+        st.sampled_from(KA_BLOCKS),
+        st.lists(ka_block(depth - 1), max_size=6),
+        st.booleans(),
+    )
     return st.one_of(line, block, block)
 
 
@@ -269,8 +613,12 @@ def mutated(draw: st.DrawFn, files: list[Path], args: list[str], keywords: list[
             ws[draw(st.integers(0, len(ws) - 1))] = draw(st.sampled_from(args))
             lines[i] = " ".join(ws)
         else:
-            lines.insert(i, " ".join([draw(st.sampled_from(keywords)), *draw(st.lists(st.sampled_from(args),
-                                                                                        max_size=3))]))
+            lines.insert(
+                i,
+                " ".join(
+                    [draw(st.sampled_from(keywords)), *draw(st.lists(st.sampled_from(args), max_size=3))]
+                ),
+            )
         if not lines:
             lines = [""]
     return "\n".join(lines)
