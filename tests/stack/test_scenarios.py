@@ -21,8 +21,12 @@ pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq, pytest.mark.slow]
 Record = Callable[[Outcome], None]
 
 MDI_BACKUP = master_down_interval(PRIORITIES["lb2"])  # 3.609 s
-# client-side slack on top of the VRRP takeover: reconnect, channel, queue declare, first confirm
-CLIENT_SLACK = 1.0
+# client-side slack on top of the VRRP takeover: reconnect, channel, queue declare, first confirm (generous:
+# the machine may be busy; bench/vrrp_failover.py holds the exact failover figures)
+CLIENT_SLACK = 2.0
+# scheduling slack on the VIP's move as the monitor sees it (still far below a second Master_Down_Interval,
+# and, after a priority-0 advert, below Master_Down_Interval - advert_int: the paths stay distinguishable)
+DETECT_SLACK = 1.0
 # When the old master vanishes from the wire (link down, partition), a frame the client sent it is lost and
 # TCP retransmits it after 0.2, 0.6, 1.4, 3.0, 6.2 s: the first retransmission after the takeover (at about
 # 3.6 s) can come as late as 6.2 s, and only then does the client meet the new master's reset.
@@ -52,7 +56,7 @@ def test_master_crash(stack: Stack, record: Record) -> None:
     out = stack.finish(load, "master crash", t, [("failback", tr)])
     record(out)
     assert_common(out, stack)
-    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.detection is not None and out.detection <= MDI_BACKUP + DETECT_SLACK
     assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
 
 
@@ -72,7 +76,7 @@ def test_master_frozen(stack: Stack, record: Record) -> None:
     out = stack.finish(load, "master frozen", t, [("resume", tc)])
     record(out)
     assert_common(out, stack)
-    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.detection is not None and out.detection <= MDI_BACKUP + DETECT_SLACK
     # a frozen tcplb keeps the client's connection open: the client learns of the takeover from a reset
     # when its next packet (a heartbeat at worst) reaches lb2
     assert out.outage["fault"] <= MDI_BACKUP + 0.1 + 3.0 + CLIENT_SLACK
@@ -94,7 +98,7 @@ def test_graceful_stop(stack: Stack, record: Record) -> None:
     out = stack.finish(load, "graceful stop", t, [("failback", tr)])
     record(out)
     assert_common(out, stack)
-    assert out.detection is not None and out.detection <= skew_time(PRIORITIES["lb2"]) + 0.2
+    assert out.detection is not None and out.detection <= skew_time(PRIORITIES["lb2"]) + DETECT_SLACK
     assert out.outage["fault"] <= skew_time(PRIORITIES["lb2"]) + 0.1 + CLIENT_SLACK
 
 
@@ -135,7 +139,7 @@ def test_master_link_down(stack: Stack, record: Record) -> None:
     out = stack.finish(load, "master link down", t, [("link up", tu)])
     record(out)
     assert_common(out, stack)
-    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.detection is not None and out.detection <= MDI_BACKUP + DETECT_SLACK
     assert out.outage["fault"] <= MDI_BACKUP + 0.1 + RETRANSMIT_WAIT + CLIENT_SLACK
 
 
@@ -232,7 +236,7 @@ def test_mixed_pair(stack: Stack, record: Record, classic_on: str) -> None:
     out = stack.finish(load, f"mixed pair, keepalived+haproxy on {classic_on}", t, [("failback", tr)])
     record(out)
     assert_common(out, stack)
-    assert out.detection is not None and out.detection <= MDI_BACKUP + 0.2
+    assert out.detection is not None and out.detection <= MDI_BACKUP + DETECT_SLACK
     assert out.outage["fault"] <= MDI_BACKUP + 0.1 + CLIENT_SLACK
 
 
