@@ -1,0 +1,225 @@
+"""Graceful rebalancing of long-lived connections: which to close now, and when to look again (pure).
+
+After a rolling restart every long-lived AMQP connection sits on the nodes that stayed up; leastconn only
+places *new* connections. The planner picks connections to close on the most loaded servers so that, once
+their clients have reconnected (through the balancer, which sends them to the least loaded servers), the
+spread is within a tolerance. The close itself is someone else's job (graceful: the broker's own
+``connection.close`` 320 through the management API, never a TCP reset); this module only decides.
+
+Rules (``Rebalancer.plan``):
+
+* Only *eligible* servers (usable, weight > 0) take part. Connections on other servers (down, draining) are
+  neither counted nor closed here.
+* Fair share of server *i*: ``T * w_i / W`` (``T`` the connections on eligible servers, plus those this
+  planner closed less than ``settle`` seconds ago, which are assumed to be on their way back). Its limit is
+  ``ceil(share * (1 + tolerance))``; the **surplus** is what exceeds the limit. A plan never closes more
+  than a server's surplus, so a server is never pushed below its limit, let alone below its fair share.
+  Counting the connections still on their way back matters: without it, a second look before the clients
+  reconnect would see a smaller ``T``, smaller shares, and close again what was already moved.
+* **Rate bound**: a token bucket of ``rate`` closes per second holding at most ``burst`` (default
+  ``max(1, ceil(rate))``): over any interval of ``d`` seconds at most ``burst + rate * d`` closes.
+* Which connections: the **oldest first** (ties by id), among those at least ``min_age`` old. A connection
+  that was just opened, often one that was just moved, is the last to be moved (again); the oldest ones are
+  the ones that piled up during the restart. Each connection is ordered closed at most once (the planner
+  remembers the ids it ordered until they disappear from its input). Servers with the largest surplus go
+  first, one close at a time, so a rate-limited plan spreads its closes over the overloaded servers.
+* **When to look again** (``Plan.next_at``): when the next token arrives if surplus remains, else when the
+  earliest closed connection is assumed back (``settle`` after its close), else ``None`` (balanced: look
+  again on an event, such as a server coming back, or on demand).
+* **Convergence**: a closed connection reconnects to the least loaded server *j*, which has fewer than its
+  share (someone does, since another is above its share), so it ends at most at ``ceil(share_j)``, within
+  its limit. Repeated application therefore reaches "every server within its limit"; the test drives that
+  with a simulated leastconn.
+
+:func:`lifetime` is the simpler alternative, Envoy's ``max_downstream_connection_duration`` with
+``max_downstream_connection_duration_jitter_percentage``: each connection lives ``max_lifetime`` plus a
+jitter up to ``jitter * max_lifetime``; here the jitter is derived from a seed and the connection's id
+(BLAKE2b), so it is reproducible and testable, and spreads the reconnects of connections opened together.
+
+Not wired into tcplb yet (no config key, no ``tcplb ctl rebalance``, no closing through the management API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+__all__ = ["Close", "Conn", "Plan", "Rebalancer", "ServerLoad", "expired", "lifetime"]
+
+
+@dataclass(frozen=True, slots=True)
+class Conn:
+    id: Hashable
+    opened_at: float  # when the connection was established (the caller's clock, as ``now``)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLoad:
+    name: str
+    weight: int
+    conns: Sequence[Conn]
+    eligible: bool = True  # usable (up, not in maintenance); weight 0 also makes it ineligible
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    server: str
+    conn: Conn
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    close: tuple[Close, ...]
+    next_at: float | None
+    limits: Mapping[str, int]  # per eligible server: ceil(share * (1 + tolerance))
+    surplus: int  # connections above the limits after this plan's closes (what is left to move)
+    away: int  # connections closed less than ``settle`` ago, counted as on their way back
+
+    @property
+    def balanced(self) -> bool:
+        return self.surplus == 0
+
+
+class Rebalancer:
+    """The planner with its state (the token bucket, the connections it ordered closed). Pure: time comes
+    in as ``now``; nothing is closed here."""
+
+    def __init__(
+        self,
+        tolerance: float,
+        rate: float,
+        *,
+        burst: int | None = None,
+        settle: float = 10.0,
+        min_age: float = 0.0,
+    ) -> None:
+        if not tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0 (a fraction, 0.1 = 10 %), got {tolerance}")
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0 closes per second, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        if not settle >= 0 or not min_age >= 0:
+            raise ValueError("settle and min_age must be >= 0 seconds")
+        self.tolerance = Fraction(repr(float(tolerance)))  # 0.1 means 1/10 exactly, not the binary float
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1, math.ceil(rate))
+        self.settle = settle
+        self.min_age = min_age
+        self._tokens = float(self.burst)
+        self._tokens_at: float | None = None
+        self._ordered: set[Hashable] = set()  # ids ordered closed, until they disappear from the input
+        self._away: list[float] = []  # times of closes, while the client is assumed to be reconnecting
+
+    def _refill(self, now: float) -> None:
+        if self._tokens_at is not None and now > self._tokens_at:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._tokens_at) * self.rate)
+        if self._tokens_at is None or now > self._tokens_at:
+            self._tokens_at = now
+
+    def limits(self, servers: Sequence[ServerLoad], extra: int = 0) -> dict[str, int]:
+        """ceil(share * (1 + tolerance)) per eligible server, for ``extra`` connections on their way back."""
+        pool = [s for s in servers if s.eligible and s.weight > 0]
+        wsum = sum(s.weight for s in pool)
+        live = sum(sum(1 for c in s.conns if c.id not in self._ordered) for s in pool) + extra
+        return {s.name: math.ceil(Fraction(live * s.weight, wsum) * (1 + self.tolerance)) for s in pool}
+
+    def plan(self, servers: Sequence[ServerLoad], now: float) -> Plan:
+        self._refill(now)
+        present = {c.id for s in servers for c in s.conns}
+        self._ordered &= present
+        self._away = [t for t in self._away if now < t + self.settle]
+        pool = [s for s in servers if s.eligible and s.weight > 0]
+        if len(pool) < 2:
+            # nowhere to move anything to
+            limits = self.limits(servers, extra=len(self._away)) if pool else {}
+            return Plan((), self._next_away(), limits, 0, len(self._away))
+        limits = self.limits(servers, extra=len(self._away))
+        candidates: dict[str, list[Conn]] = {}
+        surplus: dict[str, int] = {}
+        for s in pool:
+            live = [c for c in s.conns if c.id not in self._ordered]
+            surplus[s.name] = max(0, len(live) - limits[s.name])
+            old = [c for c in live if now - c.opened_at >= self.min_age]
+            old.sort(key=lambda c: (c.opened_at, repr(c.id)))
+            candidates[s.name] = old
+        closes: list[Close] = []
+        allowed = math.floor(self._tokens + 1e-9)
+        while len(closes) < allowed:
+            name = max(
+                (n for n in surplus if surplus[n] > 0 and candidates[n]),
+                key=lambda n: (surplus[n], n),
+                default=None,
+            )
+            if name is None:
+                break
+            conn = candidates[name].pop(0)
+            surplus[name] -= 1
+            closes.append(
+                Close(name, conn, f"rebalance: {name} above its limit of {limits[name]} connections")
+            )
+        self._tokens -= len(closes)
+        for c in closes:
+            self._ordered.add(c.conn.id)
+            self._away.append(now)
+        left = sum(surplus.values())
+        movable = any(surplus[n] > 0 and candidates[n] for n in surplus)
+        due: list[float] = []
+        if movable:  # more to close as soon as the bucket has a token
+            due.append(now + max(0.0, 1.0 - self._tokens) / self.rate)
+        elif left:  # what is left is younger than min_age: when the first of it is old enough
+            due.extend(
+                c.opened_at + self.min_age
+                for s in pool
+                if surplus[s.name] > 0
+                for c in s.conns
+                if c.id not in self._ordered and c.opened_at + self.min_age > now
+            )
+        away = self._next_away()
+        if away is not None:  # the closed connections should be back: look at the real spread
+            due.append(away)
+        return Plan(tuple(closes), min(due, default=None), limits, left, len(self._away))
+
+    def forget(self, conn_id: Hashable) -> None:
+        """The close of ``conn_id`` failed (the connection stays): count it again, and it may be chosen
+        again."""
+        self._ordered.discard(conn_id)
+
+    def _next_away(self) -> float | None:
+        return min(self._away) + self.settle if self._away else None
+
+
+def _unit(seed: bytes | str | int, conn_id: Hashable) -> float:
+    """A uniform number in [0, 1) from (seed, id): stable across processes (BLAKE2b, not hash())."""
+    h = hashlib.blake2b(f"{seed!r}\0{conn_id!r}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def lifetime(max_lifetime: float, jitter: float, seed: bytes | str | int, conn_id: Hashable) -> float:
+    """Envoy's model: ``max_lifetime`` plus a jitter in ``[0, jitter * max_lifetime)`` (``jitter`` a fraction,
+    0.1 = Envoy's 10 %), deterministic in (seed, conn_id)."""
+    if not max_lifetime > 0:
+        raise ValueError(f"max_lifetime must be > 0 seconds, got {max_lifetime}")
+    if not jitter >= 0:
+        raise ValueError(f"jitter must be >= 0 (a fraction of max_lifetime), got {jitter}")
+    return max_lifetime * (1.0 + jitter * _unit(seed, conn_id))
+
+
+def expired(
+    conns: Iterable[Conn], now: float, max_lifetime: float, jitter: float, seed: bytes | str | int
+) -> tuple[list[Conn], float | None]:
+    """The connections whose lifetime is over at ``now`` (oldest first), and the next expiry after ``now``."""
+    due: list[tuple[float, Conn]] = []
+    nxt: float | None = None
+    for c in conns:
+        end = c.opened_at + lifetime(max_lifetime, jitter, seed, c.id)
+        if end <= now:
+            due.append((end, c))
+        elif nxt is None or end < nxt:
+            nxt = end
+    due.sort(key=lambda e: (e[0], repr(e[1].id)))
+    return [c for _, c in due], nxt
