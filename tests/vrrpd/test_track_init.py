@@ -6,7 +6,10 @@ test_netns_track.py::test_restart_with_a_broken_service_never_wins_master."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from host_rig import Rig, config, inst
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +188,116 @@ def test_process_quorum_settles_on_the_count(
 )
 def test_param_match(argv: tuple[str, ...], want: tuple[str, ...], mode: str, ok: bool) -> None:
     assert param_match(argv, want, mode) is ok
+
+
+# ------------------------------------------------- the daemon's core (vrrpd.host) on the fake platform
+
+
+def script(weight: int = 0) -> dict[str, Any]:
+    return {"script": ["/bin/true"], "interval": 2, "fall": 3, "weight": weight}
+
+
+def rig_with(
+    track_script: list[Any] | None = None, track_process: list[Any] | None = None, **top: Any
+) -> Rig:
+    kw: dict[str, Any] = {}
+    if track_script is not None:
+        kw["track_script"] = track_script
+    if track_process is not None:
+        kw["track_process"] = track_process
+    return Rig(config(inst(prio=150, **kw), **top))
+
+
+def adverts(r: Rig) -> list[int]:
+    return [int(c.args[3]) for c in r.fake.calls if c.kind == "advert"]  # type: ignore[call-overload]
+
+
+def test_host_holds_the_instance_in_init_until_the_first_result_then_faults_at_once() -> None:
+    r = rig_with(["chk"], vrrp_script={"chk": script()})
+    r.advance(10)
+    assert r.state() == "INIT" and adverts(r) == [] and r.notify_states() == []
+    r.host.track("chk", False, r.now)  # the first result: a failure
+    r.pump()
+    assert r.state() == "FAULT" and r.notify_states() == ["FAULT"]
+    r.advance(10)
+    assert adverts(r) == []  # never advertised 150
+    r.host.track("chk", True, r.now)
+    r.pump()
+    r.advance(4)
+    assert r.state() == "MASTER" and r.notify_states() == ["FAULT", "BACKUP", "MASTER"]
+
+
+def test_host_a_weighted_script_does_not_hold_the_start_and_adds_nothing_before_its_result() -> None:
+    r = rig_with(["chk"], vrrp_script={"chk": script(weight=-60)})
+    assert r.state() == "BACKUP" and r.host.describe("VI_1")["effective_priority"] == 150
+    r.host.track("chk", False, r.now)
+    assert r.host.describe("VI_1")["effective_priority"] == 90
+
+
+def test_host_track_process_weight_zero_faults_with_priority_zero() -> None:
+    r = rig_with(track_process=["tcplb"], vrrp_track_process={"tcplb": {"process": "tcplb"}})
+    r.advance(5)
+    assert r.state() == "INIT"  # the first /proc scan has not reported yet
+    r.host.track("process:tcplb", True, r.now)
+    r.pump()
+    r.advance(4)
+    assert r.state() == "MASTER"
+    st = r.host.status({}, {"tcplb": {"name": "tcplb", "processes": 1}})[0]["track_processes"]
+    assert st == [{"name": "tcplb", "processes": 1, "state": "UP"}]
+    n = len(adverts(r))
+    r.host.track("process:tcplb", False, r.now)
+    r.pump()
+    assert r.state() == "FAULT" and adverts(r)[n:] == [0]  # the backup takes over after Skew_Time
+    assert any("track_process tcplb" in f for f in r.host.instance("VI_1").vr.faults)  # type: ignore[union-attr]
+
+
+def test_host_weighted_process_and_a_script_with_the_same_name() -> None:
+    r = rig_with(
+        [{"name": "lb", "weight": 10}],
+        [{"name": "lb", "weight": -20}],
+        vrrp_script={"lb": script()},
+        vrrp_track_process={"lb": {"process": "tcplb"}},
+    )
+    r.host.track("lb", True, r.now)
+    r.host.track("process:lb", False, r.now)
+    assert r.host.describe("VI_1")["effective_priority"] == 150 + 10 - 20
+
+
+def test_host_vrrp_startup_delay() -> None:
+    top: dict[str, Any] = {"global": {"router_id": "t", "vrrp_startup_delay": 5}}
+    r = rig_with(None, None, **top)
+    r.advance(4.9)
+    assert r.state() == "INIT" and adverts(r) == []
+    r.advance(0.2)
+    assert r.state() == "BACKUP"
+    r.advance(4)
+    assert r.state() == "MASTER"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["chk", "process:p"]), st.none() | st.booleans(), st.floats(0, 3)),
+        max_size=12,
+    )
+)
+def test_host_never_starts_before_every_weight_zero_tracker_has_a_verdict(
+    steps: list[tuple[str, bool | None, float]],
+) -> None:
+    r = rig_with(["chk"], ["p"], vrrp_script={"chk": script()}, vrrp_track_process={"p": {"process": "p"}})
+    seen: dict[str, bool | None] = {"chk": None, "process:p": None}
+    ever_ready = False
+    for name, ok, dt in steps:
+        r.host.track(name, ok, r.now)
+        r.pump()
+        seen[name] = ok
+        ever_ready = ever_ready or all(v is not None for v in seen.values())
+        r.advance(dt)
+        state = r.state()
+        if not ever_ready:
+            assert state == "INIT" and adverts(r) == []
+        elif False in seen.values():
+            assert state == "FAULT"
+        # a MASTER only ever with both trackers OK (no transient win while one is failing or unknown)
+        if state == "MASTER":
+            assert all(v is not False for v in seen.values())
