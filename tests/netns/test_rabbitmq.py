@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netns import wait_until
+from netns import WaitAborted, wait_until
 from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
 from netns.plugin import SessionLab
 from netns.rabbitmq import RabbitCluster
@@ -67,3 +67,21 @@ def test_killed_node_restarts_and_rejoins(rabbit: RabbitCluster) -> None:
     rabbit.wait_running(2, timeout=30)
     node.start()
     rabbit.wait_running(3, timeout=120)  # a generous bound (Erlang boot on a busy machine), no timing claim
+
+
+def test_a_dead_publisher_fails_the_wait_at_once(rabbit: RabbitCluster, session_lab: SessionLab) -> None:
+    """wait_flowing gives up as soon as a publisher dies (with its output), not after its 30 s timeout."""
+    client = session_lab.stack().client
+    queue = f"dead-pub-{time.monotonic_ns() % 10**6}"
+    load = AmqpLoad(client, rabbit.nodes[0].ip, queue, consumers=1, rate=50, tag=queue).start()
+    try:
+        load.wait_flowing(20)
+        load.publishers[0].kill()
+        t0 = time.monotonic()
+        with pytest.raises(WaitAborted, match=rf"{queue}-pub0 exited with -9"):
+            load.wait_flowing(10**6, timeout=300)
+        assert time.monotonic() - t0 < 60  # the death ended it, not the 300 s bound
+    finally:
+        for p in [*load.publishers, *load.consumers]:
+            p.terminate(5)
+        rabbit.delete_queues([queue])
