@@ -188,7 +188,9 @@ def format_duration(seconds: float) -> str:
         n = seconds / _UNITS[unit]
         if n >= 1 and abs(n - round(n)) < 1e-9:
             return f"{round(n)}{unit}"
-    return f"{seconds:g}s"
+    if seconds < 1e-6:
+        return f"{seconds:g}s"
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"  # exact to the microsecond
 
 
 # ------------------------------------------------------------------------------------------ validators
