@@ -131,6 +131,7 @@ class _Conn(asyncio.Protocol):
         self.head: bytearray | None = bytearray()  # the request head until it is complete (size check)
         self.timer: asyncio.TimerHandle | None = None
         self.answered = False  # an answer is (being) written: read and discard the rest
+        self.complete = False  # the whole request is in: the answer is being made (maybe asynchronously)
         self.discarded = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -144,7 +145,7 @@ class _Conn(asyncio.Protocol):
         self.timer = self.srv.loop.call_later(self.srv.limits.request_timeout, self._expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.answered:
+        if self.answered or self.complete:
             self.discarded += len(data)
             if self.discarded > (1 << 20) and self.transport is not None:
                 self.transport.abort()
@@ -171,7 +172,7 @@ class _Conn(asyncio.Protocol):
         return len(head) <= lim
 
     def eof_received(self) -> bool | None:
-        if not self.answered:
+        if not self.answered and not self.complete:
             self.h.receive_data(b"")
             self._events()
         return True  # keep our side open: the answer may still be on its way
@@ -221,6 +222,7 @@ class _Conn(asyncio.Protocol):
                 return
 
     def _complete(self) -> None:
+        self.complete = True
         self._cancel_timer()
         self.srv._promote(self)
         ev = self.req

@@ -258,3 +258,22 @@ def test_eviction_keeps_room_for_complete_requests() -> None:
         assert tb.out.startswith(b"HTTP/1.1 200 OK") and tb.closed
 
     asyncio.run(main())
+
+
+def test_async_answer_reaches_a_client_that_half_closed() -> None:
+    """A request, then the client's FIN while the (asynchronous) answer is being made: the answer is still
+    written (``printf 'GET ...' | nc`` style clients)."""
+
+    async def main() -> None:
+        gate: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        srv = HttpServer(lambda r: gate)
+        p, t = srv.protocol(), FakeTransport()
+        p.connection_made(t)
+        p.data_received(b"POST /api/reload HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        p.eof_received()
+        assert not t.is_closing()
+        gate.set_result(Response(200, "application/json", "{}"))
+        await asyncio.sleep(0.01)
+        assert t.out.startswith(b"HTTP/1.1 200 OK") and t.closed
+
+    asyncio.run(main())
