@@ -127,6 +127,9 @@ def format_status(st: dict[str, Any]) -> str:
             )
         for t in i.get("track_interfaces", []):
             lines.append(f"  track_interface {t['name']}: {t['state']} weight {t['weight']}")
+        for t in i.get("track_processes", []):
+            pids = " ".join(str(p) for p in t.get("pids", [])) or "-"
+            lines.append(f"  track_process {t['name']}: {t['state']} weight {t.get('weight')} pids {pids}")
         c = i["counters"]
         lines.append(
             f"  adverts sent {c['adverts_sent']} received {c['adverts_received']}  "

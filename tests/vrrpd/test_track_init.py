@@ -301,3 +301,15 @@ def test_host_never_starts_before_every_weight_zero_tracker_has_a_verdict(
         # a MASTER only ever with both trackers OK (no transient win while one is failing or unknown)
         if state == "MASTER":
             assert all(v is not False for v in seen.values())
+
+
+def test_status_text_lists_tracked_processes() -> None:
+    from vrrpd.control import format_status
+
+    r = rig_with(track_process=["tcplb"], vrrp_track_process={"tcplb": {"process": "tcplb"}})
+    r.host.track("process:tcplb", True, r.now)
+    st = {
+        "router_id": "t",
+        "instances": r.host.status({}, {"tcplb": {"name": "tcplb", "pids": [41, 42], "weight": 0}}),
+    }
+    assert "  track_process tcplb: UP weight 0 pids 41 42" in format_status(st).splitlines()
