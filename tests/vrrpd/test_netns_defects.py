@@ -140,3 +140,59 @@ def test_address_added_by_hand_is_never_removed(lab: Lab) -> None:
     r1.proc.term()
     assert r1.proc.wait(2) == 0
     assert not h1.has_address(VIP) and h1.has_address("192.0.2.104")
+
+
+def test_first_garp_burst_on_a_re_created_interface_is_sent(lab: Lab) -> None:
+    """Defect 8: the GARP socket cached per interface name stayed bound to the old ifindex when the interface
+    was re-created (VLAN, bond, macvlan), so the first burst after regaining MASTER was lost; vrrpd now sends
+    on one unbound socket that names the interface at each send."""
+    from scapy.layers.l2 import ARP
+    from scapy.utils import rdpcap
+
+    sw, (h1,) = topology(lab, 1)
+
+    def macvlan() -> None:
+        h1.run(["ip", "link", "add", "mv0", "link", "eth0", "type", "macvlan", "mode", "bridge"])
+        h1.run(["ip", "link", "set", "mv0", "up"])
+
+    macvlan()
+    vip = f'virtual_ipaddress = [{{ address = "{VIP}/24", dev = "mv0" }}]\n'
+    body = instance_toml(prio=255, vips=[], extra="garp_master_delay = 0\n")
+    r1 = make_router(lab, h1, body.replace("virtual_ipaddress = []\n", vip))
+    r1.start()
+    r1.wait_state("MASTER", 2)
+    wait_until(r1.has_vip, 2, what="VIP on mv0")
+    r1.host.link_down("eth0")
+    r1.wait_state("FAULT", 2)
+    h1.run(["ip", "link", "del", "mv0"])
+    macvlan()  # same name, new ifindex
+    cap = lab.capture(sw, filter="arp")
+    pcap = cap.pcap
+    assert pcap is not None
+    r1.host.link_up("eth0")
+    r1.wait_state("MASTER", 3)
+    wait_until(r1.has_vip, 2, what="VIP back on the new mv0")
+    wait_until(lambda: pcap.stat().st_size > 24, 3, what="GARP burst captured")
+    cap.terminate(2)
+    garps = [p for p in rdpcap(str(pcap)) if ARP in p and p[ARP].psrc == VIP]
+    assert len(garps) == 5, len(garps)  # garp_master_repeat, all of them
+    assert r1.proc is not None and "cannot send gratuitous ARP" not in r1.proc.output()
+
+
+def test_unicast_only_interface_does_not_join_the_vrrp_group(lab: Lab) -> None:
+    """Defect 8: an interface with only unicast instances is no member of 224.0.0.18 (nor does it become one
+    on reload; it does when a multicast instance arrives)."""
+    _sw, (h1,) = topology(lab, 1)
+    uni = 'unicast_src_ip = "192.0.2.21"\nunicast_peer = ["192.0.2.22"]\n'
+    r1 = make_router(lab, h1, instance_toml(prio=150, extra=uni))
+    r1.start()
+
+    def member() -> bool:
+        return "224.0.0.18" in h1.run(["ip", "maddr", "show", "dev", "eth0"]).stdout
+
+    r1.wait_state("BACKUP", 2)
+    assert not member()
+    _reload(r1, instance_toml(prio=150, extra=uni) + instance_toml(prio=150, vrid=52, name="VI_2", vips=[]))
+    wait_until(member, 2, what="joined for the multicast instance")
+    _reload(r1, instance_toml(prio=150, extra=uni))
+    wait_until(lambda: not member(), 2, what="left with the last multicast instance")
