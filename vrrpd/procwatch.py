@@ -8,7 +8,9 @@ track_process does not work in a container or a namespaced lab. Here:
   loop: it becomes readable the moment the process exits, so an exit is seen within one loop iteration,
   with no polling of its state;
 * new processes are found by a scan of ``/proc`` every ``scan_interval`` seconds (the smallest of the
-  tracked processes' intervals), and once at start.
+  tracked processes' intervals), and once at start (about 10 us per process on the host);
+* where ``pidfd_open(2)`` is refused (a kernel before 5.3, a seccomp filter), the scan also notices exits
+  (logged once as an error): within ``scan_interval`` instead of at once.
 
 The counts feed :class:`vrrpd.track.ProcessQuorum` (quorum, quorum_max, fork/terminate delays);
 :class:`ProcessTracker` calls ``on_change(name, up)`` when a tracked process's verdict changes (its first
@@ -86,13 +88,6 @@ def _pids(root: str) -> list[int]:
         return []
 
 
-def _pidfd_open(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-
-
 def _exited(fd: int) -> bool:
     """A pidfd is readable once its process has exited (zombie included)."""
     r, _, _ = select.select([fd], [], [], 0)
@@ -120,6 +115,7 @@ class ProcessWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._self_pid = os.getpid()
+        self.pidfds = root == "/proc"  # False: pidfd_open unavailable, exits are seen by the scan only
 
     @property
     def scan_interval(self) -> float:
@@ -169,7 +165,16 @@ class ProcessWatcher:
         seen: set[int] = set()
         for pid in _pids(self.root):
             seen.add(pid)
-            if pid in self.watched or pid == self._self_pid:
+            if pid in self.watched:
+                fd, names = self.watched[pid]
+                if fd < 0:  # no pidfd: the scan is how an exit (or a pid reuse) is seen
+                    info = read_proc(pid, want_argv, self.root)
+                    if info is None or not any(
+                        matches(self.specs[n], info) for n in names if n in self.specs
+                    ):
+                        self._unwatch(pid)
+                continue
+            if pid == self._self_pid:
                 continue
             info = read_proc(pid, want_argv, self.root)
             if info is None:
@@ -189,15 +194,26 @@ class ProcessWatcher:
             self.on_counts(self.counts())
 
     def _watch(self, pid: int, names: frozenset[str]) -> None:
-        fd = _pidfd_open(pid) if self.root == "/proc" else None
-        if self.root == "/proc":
-            if fd is None:
+        fd = -1
+        if self.pidfds:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
                 return  # exited between the listing and now
-            if _exited(fd) or read_proc(pid, False, self.root) is None:
-                os.close(fd)  # exited (or pid reused) while we looked: do not count it
-                return
-        self.watched[pid] = (fd if fd is not None else -1, names)
-        if fd is not None and self._loop is not None:
+            except OSError as e:
+                self.pidfds = False
+                log.error(
+                    "track_process: pidfd_open(2) unavailable (%s): process exits are seen by the /proc scan "
+                    "only, every %gs",
+                    e,
+                    self.scan_interval,
+                )
+            else:
+                if _exited(fd) or read_proc(pid, False, self.root) is None:
+                    os.close(fd)  # exited (or pid reused) while we looked: do not count it
+                    return
+        self.watched[pid] = (fd, names)
+        if fd >= 0 and self._loop is not None:
             self._loop.add_reader(fd, self._on_exit, pid)
 
     def _unwatch(self, pid: int) -> None:

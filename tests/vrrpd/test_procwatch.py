@@ -189,3 +189,32 @@ def test_read_proc_skips_zombies_and_garbage(tmp_path: Path, stat: bytes) -> Non
     (tmp_path / "12").mkdir()
     (tmp_path / "12" / "stat").write_bytes(stat)
     assert read_proc(12, False, str(tmp_path)) is None
+
+
+def test_without_pidfds_the_scan_sees_exits(run_loop: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pidfd_open refused (kernel < 5.3, seccomp): logged, and an exit is seen by the next scan instead."""
+    import errno
+
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    t = tag()
+    procs = [sleeper(t)]
+    try:
+
+        async def go() -> tuple[list[bool], bool]:
+            changes: list[bool] = []
+            tr = ProcessTracker([spec(t, scan_interval=0.05)], lambda n, up: changes.append(up))
+            tr.start()
+            procs[0].kill()  # a zombie until wait(): still "gone" for the scan (state Z)
+            await wait_for(lambda: changes == [True, False], what="exit seen by the scan")
+            tr.stop()
+            return changes, tr.watcher.pidfds
+
+        changes, pidfds = run_loop(go)
+        assert changes == [True, False] and not pidfds
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
