@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import free_port as free_port  # re-exported
+from helpers import wait_for as wait_for  # re-exported
 
 from netns import wait_until
 from tcplb.daemon import new_loop
@@ -300,19 +301,6 @@ def run(kind: str, fn: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any
 
     with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as r:
         return r.run(main())
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``pred`` on the running loop until it is truthy (returned); AssertionError after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what or pred}")
-        await asyncio.sleep(0.01)
 
 
 async def wait_stalled(count: Callable[[], int], step: float = 0.3, timeout: float = 30.0) -> int:

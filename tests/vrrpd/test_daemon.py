@@ -9,12 +9,12 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from track_helpers import run_loop
 
 from netns.plugin import missing_capability
 from vrrpd import wire
@@ -26,24 +26,7 @@ from vrrpd.scripts import NotifyQueue, RunAs, TrackScript, insecure, resolve_arg
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run_loop(request: pytest.FixtureRequest) -> Callable[[Callable[[], Awaitable[T]]], T]:
-    factory: Any = None
-    if request.param == "uvloop":
-        import uvloop  # a dependency: missing is an error, not a skip
-
-        factory = uvloop.new_event_loop
-
-    def runner(fn: Callable[[], Awaitable[T]]) -> T:
-        async def main() -> T:
-            return await fn()
-
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(main())
-
-    return runner
+__all__ = ["run_loop"]  # the loop fixture (stock asyncio and uvloop), shared with the track tests
 
 
 def me() -> RunAs:
@@ -82,13 +65,19 @@ def test_make_params_maps_keepalived_keys() -> None:
     assert p.garp_lower_prio_repeat == 0 and p.lower_prio_no_advert
 
 
-def test_script_security(tmp_path: Path) -> None:
+def _check_script(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory (0755) with an executable script ``check`` (0755) in it."""
     d = tmp_path / "bin"
     d.mkdir()
     d.chmod(0o755)
     s = d / "check"
     s.write_text("#!/bin/sh\nexit 0\n")
     s.chmod(0o755)
+    return d, s
+
+
+def test_script_security(tmp_path: Path) -> None:
+    d, _s = _check_script(tmp_path)
     root_run = RunAs(0, 0, "root")
     assert "cannot stat" in (insecure(str(d / "missing"), root_run) or "")
     assert "not a regular file" in (insecure(str(d), root_run) or "")
@@ -97,12 +86,7 @@ def test_script_security(tmp_path: Path) -> None:
 def test_script_security_ownership(tmp_path: Path) -> None:
     if os.getuid() != 0:
         missing_capability("needs root (chown to other users)")
-    d = tmp_path / "bin"
-    d.mkdir()
-    d.chmod(0o755)
-    s = d / "check"
-    s.write_text("#!/bin/sh\nexit 0\n")
-    s.chmod(0o755)
+    d, s = _check_script(tmp_path)
     root_run = RunAs(0, 0, "root")
     assert insecure(str(s), root_run) is None
     s.chmod(0o757)

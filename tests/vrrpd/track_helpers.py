@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from helpers import wait_for as wait_for  # re-exported (one copy: tests/helpers.py)
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
@@ -28,16 +29,3 @@ def run_loop(request: pytest.FixtureRequest) -> Runner:
             return r.run(main())
 
     return runner
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``pred`` on the running loop until it is truthy (returned); AssertionError after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what or pred}")
-        await asyncio.sleep(0.01)
