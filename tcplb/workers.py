@@ -430,6 +430,8 @@ class WorkerPool:
                     )
                     if tr is not None:
                         lb.on_transition(st, tr)
+                if st.health.hurry and st.checker is not None:  # the next check at fastinter from now
+                    st.checker.rearm(st.cfg.check.fastinter)
 
     # -- counters for the stats page ------------------------------------------------------------------
     def peer(self, row: int, name: str) -> int:
