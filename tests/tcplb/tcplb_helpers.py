@@ -256,6 +256,32 @@ class AsyncBackend:
             self.server = None
 
 
+class Blackhole:
+    """A listening socket whose accept queue is full: connects to it hang (SYNs dropped)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(("127.0.0.1", self.port))
+            self.fillers.append(c)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        for c in self.fillers:
+            c.close()
+        self.sock.close()
+
+
 class Tcplb:
     def __init__(self, cfg: Path, loop: str, log: Path) -> None:
         self.log = log

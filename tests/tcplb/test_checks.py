@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import struct
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tcplb_helpers import free_port, run, wait_for
+from tcplb_helpers import Blackhole, free_port, run, wait_for
 
 from tcplb import checks, config
 from tcplb.config import CheckConfig, HttpCheck
@@ -88,21 +87,10 @@ def test_tcp_check_is_silent(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_tcp_check_timeout(loop: str) -> None:
     async def main() -> None:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        s.listen(0)
-        fillers = []
-        for _ in range(3):
-            c = socket.socket()
-            c.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                c.connect(s.getsockname())
-            fillers.append(c)
-        res = await checks.probe(ck(type="tcp", connect_timeout=0.2), "127.0.0.1", s.getsockname()[1])
+        bh = Blackhole()  # connects hang
+        res = await checks.probe(ck(type="tcp", connect_timeout=0.2), "127.0.0.1", bh.port)
         assert not res.ok and res.status == "L4TOUT"
-        for c in fillers:
-            c.close()
-        s.close()
+        bh.close()
 
     run(loop, main)
 

@@ -15,38 +15,12 @@ import struct
 import pytest
 from helpers import free_port
 from tcplb_helpers import AsyncBackend as Backend
-from tcplb_helpers import run, wait_for
+from tcplb_helpers import Blackhole, run, wait_for
 
 from tcplb import config
 from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
-
-
-class Blackhole:
-    """A listening socket whose accept queue is full: connects to it hang (SYNs dropped)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(0)
-        self.port = self.sock.getsockname()[1]
-        self.fillers: list[socket.socket] = []
-        for _ in range(3):
-            c = socket.socket()
-            c.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                c.connect(("127.0.0.1", self.port))
-            self.fillers.append(c)
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        for c in self.fillers:
-            c.close()
-        self.sock.close()
 
 
 def make_cfg(
