@@ -105,3 +105,16 @@ def test_vip_monitor_marks_a_failed_read_unknown_and_reports_it() -> None:
     assert "<unknown>" in mon.timeline()[1]
     with pytest.raises(LabError, match=r"could not read the VIP 1 times: .*OSError: netlink socket gone"):
         mon.check()
+
+
+def test_wait_master_gives_up_when_the_expected_master_is_dead() -> None:
+    from netns.stack import Stack
+
+    lb1, lb2 = _LB("lb1"), _LB("lb2")
+    lb1.vip = True  # the crashed master still has the VIP configured
+    lb2.vrrp, lb2.balancer = _Proc("vrrpd-1", -9), _Proc("tcplb-1", None)  # type: ignore[attr-defined]
+    st = Stack(None, None, None, None, lbs={"lb1": lb1, "lb2": lb2})  # type: ignore[arg-type,dict-item]
+    t0 = time.monotonic()
+    with pytest.raises(WaitAborted, match="vrrpd-1 exited with -9"):
+        st.wait_master("lb2", timeout=3600)
+    assert time.monotonic() - t0 < 60
