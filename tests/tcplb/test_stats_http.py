@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tcplb_helpers import AsyncBackend, run, wait_for
+from tcplb_helpers import AsyncBackend, run, stats_toml, wait_for
 
 from tcplb import config as C
 from tcplb import stats as S
@@ -114,12 +114,7 @@ check = {{ type = "tcp", inter = "{inter}", rise = 1, fall = 1 }}
 server = [
 {",".join(servers)}
 ]
-[stats]
-bind = "127.0.0.1:8404"
-auth = ["{GOOD}", "viewer:other-pw"]
-admin = true
-{stats}
-"""
+""" + stats_toml(8404, auth=[GOOD, "viewer:other-pw"], extra=stats)
 
 
 class Env:
