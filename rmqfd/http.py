@@ -356,9 +356,11 @@ class HttpServer:
         return self.server
 
     def close(self) -> None:
+        """Stop listening and drop the connections still sending their request; those being answered
+        finish (an admin reload that restarts this very server still gets its answer)."""
         if self.server is not None:
             self.server.close()
-        for c in [*self.pending, *self.serving]:
+        for c in list(self.pending):
             c._abort()
 
 

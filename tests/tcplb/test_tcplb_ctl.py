@@ -329,5 +329,38 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 def test_help_lists_the_commands() -> None:
     p = subprocess.run([PY, "-m", "tcplb", "ctl", "-h"], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert p.returncode == 0
-    for words in ("show stat", "show servers state", "set server L/S state", "shutdown sessions server"):
+    for words in (
+        "show stat",
+        "show servers state",
+        "set server L/S state",
+        "shutdown sessions server",
+        "reload",
+    ):
         assert words in p.stdout
+
+
+def test_reload(lb: Lb, backends: list[Backend]) -> None:
+    """``tcplb ctl reload``: exit 0 and what changed; with a bind another process holds, exit 1 with the
+    listener and address, and the running configuration keeps accepting (issue 10, defect 1)."""
+    out = lb.ok("reload")
+    assert out.startswith("reloaded ") and "no change" in out
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        text = lb.cfg.read_text()
+        hport = holder.getsockname()[1]
+        lb.cfg.write_text(
+            text.replace(f'"127.0.0.1:{lb.port}"', f'"127.0.0.1:{lb.port}", "127.0.0.1:{hport}"')
+        )
+        p = lb.ctl("reload")
+        assert p.returncode == 1, p.stdout
+        assert p.stderr.startswith("tcplb ctl: reload refused, the running configuration is unchanged: ")
+        assert f"listen.t: cannot bind 127.0.0.1:{hport}: Address already in use" in p.stderr
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as c:
+            assert c.recv(16).strip() in {b.name.encode() for b in backends}  # still accepting
+        lb.cfg.write_text(text)
+        assert lb.ok("reload").startswith("reloaded ")
+    finally:
+        holder.close()
+    assert "reload refused, running configuration unchanged: listen.t: cannot bind" in lb.output()
