@@ -929,6 +929,13 @@ class _Converter:
             if not re.fullmatch(r"[^/\s:]{1,15}", name):
                 rep.error(r.where, f"track_interface '{name}': not an interface name")
                 continue
+            if name == self.cur_iface:
+                rep.warning(
+                    r.where,
+                    f"track_interface {name}: the instance's own interface; keepalived ignores "
+                    "it (the instance goes to FAULT when it is down anyway), so does the import",
+                )
+                continue
             if len(r.words) >= 3 and r.words[1] == "weight":
                 w = _int(r, 2, -253, 253, rep, "track_interface weight")
                 if w is None:

@@ -257,7 +257,7 @@ def test_unicast_and_global_garp_defaults() -> None:
     a, b = d["vrrp_instance"]
     assert a["unicast_peer"] == ["192.0.2.22", "192.0.2.23"] and a["unicast_src_ip"] == "192.0.2.21"
     assert a["garp_master_repeat"] == 3 and a["garp_master_refresh"] == 30  # from global_defs
-    assert a["track_interface"] == [{"name": "eth0", "weight": -50}, "eth1"]
+    assert a["track_interface"] == [{"name": "eth1", "weight": -50}]
     assert a["track_script"] == [{"name": "chk_a", "weight": 20}]
     assert b["priority"] == 255 and b["mcast_src_ip"] == "192.0.2.21"
 
@@ -266,7 +266,7 @@ def test_unsupported_lines_are_reported_one_each_with_file_and_line() -> None:
     text, rep = ka_import("unsupported.conf")
     assert text is not None
     got = {f.where.rsplit("/", 1)[-1] for f in rep.blocking}
-    assert got == {"unsupported.conf:2", "unsupported.conf:7", "unsupported.conf:13"}
+    assert got == {"unsupported.conf:2", "unsupported.conf:8", "unsupported.conf:14"}
     assert "use_vmac" in messages(rep, "unsupported")
 
 
@@ -282,7 +282,7 @@ def test_vrrpd_import_cli_exit_codes_and_output(tmp_path: Path) -> None:
         "vrrpd", "import", "-i", CONFIG_ID, str(CORPUS / "keepalived" / "unsupported.conf"), "-o", str(out)
     )
     assert r.returncode == 1 and "--force" in r.stderr and out.exists()
-    assert "unsupported.conf:13: unsupported: use_vmac" in r.stderr
+    assert "unsupported.conf:14: unsupported: use_vmac" in r.stderr
     out.unlink()
     r = run_cli("vrrpd", "import", "--force", str(CORPUS / "keepalived" / "unsupported.conf"), "-o", str(out))
     assert r.returncode == 0 and out.exists()
