@@ -224,6 +224,12 @@ def test_check_ipv6_literal_and_unresolvable_name(loop: str) -> None:
         )
         assert not bad.ok and bad.status == "SOCKERR"
         srv.close()
+        v4 = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        name = await checks.probe(
+            CheckConfig(type="tcp", connect_timeout=2, timeout=2), "localhost", v4.sockets[0].getsockname()[1]
+        )
+        assert name.ok, name  # a name resolved through the loop's resolver (uvloop: libuv's)
+        v4.close()
 
     run(loop, main)
 
