@@ -166,6 +166,8 @@ class Daemon:
         """:meth:`reload` with its message: (True, summary) or (False, the reason)."""
         if self.path is None or self.lb is None:
             return False, "no configuration file to reload"
+        if self.lb.stopping:
+            return self._refused("the process is stopping")
         try:
             cfg = cfgmod.load(self.path)
         except ConfigError as e:

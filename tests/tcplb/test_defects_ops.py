@@ -661,6 +661,7 @@ def test_stats_and_admin_api_stay_up_during_graceful_stop(loop: str) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
             assert await _http(sport, "GET", "/stats;csv") == 200
+            assert await _http(sport, "POST", "/api/reload") in (409, 501)  # no new listeners while stopping
             assert await _http(sport, "POST", "/api/servers/t/s1/shutdown-sessions") == 200
             assert await asyncio.wait_for(r.read(-1), 5) == b""
             assert await asyncio.wait_for(task, 5) == 0
