@@ -563,7 +563,8 @@ def test_daemon_raises_the_soft_nofile_limit_for_maxconn() -> None:
 # ------------------------------------------------- from 7: control messages to workers never block
 
 
-def test_worker_control_send_does_not_block_the_loop() -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_worker_control_send_does_not_block_the_loop(loop: str) -> None:
     """A worker that does not read its control socket: 8 MB of control lines are queued in well under a
     second (the old send blocked up to 2 s, then dropped the message), and arrive whole and in order once
     it reads."""
@@ -598,7 +599,7 @@ def test_worker_control_send_does_not_block_the_loop() -> None:
         mine.close()
         theirs.close()
 
-    run("asyncio", main)
+    run(loop, main)
 
 
 # ------------------------------- from 7: stats up during a graceful stop; a second SIGTERM is a hard stop
