@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from track_helpers import Runner, run_loop, wait_for
 
 from vrrpd.config import ScriptConfig
@@ -201,3 +203,30 @@ def test_a_script_that_cannot_be_executed_fails_and_says_so(
     assert any(needle in r.getMessage() and r.levelno >= logging.ERROR for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["quick", "slow", "hung"]), min_size=1, max_size=5))
+def test_notify_order_is_kept_and_no_script_is_starved(
+    tmp_path_factory: pytest.TempPathFactory, kinds: list[str]
+) -> None:
+    """Whatever mix of quick, slow and hung scripts: each one starts after the previous one ended (the order
+    of the state changes), every one starts, and a hung one holds the next back by the handoff only."""
+    out = tmp_path_factory.mktemp("order") / "out"
+    body = {"quick": "", "slow": "sleep 0.1", "hung": "exec sleep 30"}
+
+    async def go() -> tuple[list[str], float]:
+        loop = asyncio.get_running_loop()
+        q = NotifyQueue(me(), 20.0, security=False, handoff=0.2)
+        q.start()
+        t0 = loop.time()
+        for i, k in enumerate(kinds):
+            q.put(sh(f"echo start{i} >> {out}; {body[k]}"), f"n{i}")
+        await wait_for(lambda: out.exists() and f"start{len(kinds) - 1}" in out.read_text(), timeout=20)
+        took = loop.time() - t0
+        q.stop()
+        return out.read_text().split(), took
+
+    lines, took = asyncio.run(go())
+    assert lines == [f"start{i}" for i in range(len(kinds))]
+    assert took < 3.0 + 0.5 * len(kinds)  # at most a handoff (+ kill) per hung script, never notify_timeout
