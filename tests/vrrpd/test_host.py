@@ -302,3 +302,27 @@ def test_stop_sends_priority_zero_removes_vips_and_notifies_stop() -> None:
     assert not r.fake.has("eth0", "192.0.2.100")
     assert r.notify_states() == ["MASTER", "STOP"]
     assert r.host.describe("VI_1")["state"] == fsm.State.INIT.value
+
+
+def test_netlink_channel_never_waits() -> None:
+    """Defect 8: netlink requests used to wait for their answer on the loop (5 s timeout). The channel is
+    non-blocking: a request returns its sequence number, the answer is read when the socket is readable."""
+    import select
+
+    from vrrpd.netlink import Channel, DumpDone, LinkMsg
+
+    ch = Channel()
+    try:
+        assert ch.sock.gettimeout() == 0.0
+        seq = ch.dump_links()
+        got: list[object] = []
+        deadline = 50
+        while not any(isinstance(m, DumpDone) and m.seq == seq for m in got) and deadline:
+            select.select([ch.sock], [], [], 0.1)
+            msgs, _overflow = ch.read()
+            got += msgs
+            deadline -= 1
+        names = {m.link.name for m in got if isinstance(m, LinkMsg) and m.dump == seq}
+        assert "lo" in names
+    finally:
+        ch.close()
