@@ -22,8 +22,10 @@ name longer than a short string allows, ...).
       connection`` then **warning** ``client unexpectedly closed TCP connection``;
     * header, then silence: **error** ``handshake_timeout`` after 10 s;
     * Connection.Close before Start-Ok or before Open: **error** (after a 3 s silent-close delay);
-    * the full handshake and a Connection.Close: three **info** lines (accepting, authenticated, closing),
-      nothing above info; with ``log.connection.level = warning`` nothing at all.
+    * the full handshake and a Connection.Close: **info** lines only (accepting; "has a client-provided
+      name: tcplb health check", from the ``connection_name`` client property; authenticated; closing), as
+      captured from the lab's 3.10.8 (``tests/tcplb/mgmt_fixtures/lab310.json``); with
+      ``log.connection.level = warning`` nothing at all.
 
     So a clean probe answers Start with Start-Ok (PLAIN, the probe user's credentials), Tune with Tune-Ok
     (echoing channel-max and frame-max, heartbeat 0), opens the vhost, and once Open-Ok arrives sends

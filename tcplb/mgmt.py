@@ -6,6 +6,9 @@ v3.10.8, v3.11.19, v3.12.1 and v4.1.1):
 ``GET /api/nodes/{node}`` and ``GET /api/nodes`` (every version; user tag ``monitoring`` or above)
     ``name``, ``running``, ``type`` and, for a running node, its stats including ``mem_alarm`` and
     ``disk_free_alarm`` (booleans). ``being_drained`` (maintenance mode) only from **3.11.19 / 3.12.1**.
+    The stats part is a periodic snapshot (``collect_statistics_interval``, 5 s by default): captured in the
+    lab right after a memory alarm was raised, ``mem_alarm`` was still false (and ``mem_limit`` the old
+    one), so alarms are better read from the alarm checks below, which answer at once.
     ``running: false`` → :attr:`Health.DOWN`; ``being_drained: true`` → :attr:`Health.DRAINING`; otherwise
     :attr:`Health.READY`. On 3.10 a drained node still shows ``running: true`` and there is no flag: the
     drain is only visible as refused connections (the AMQP listener *and* the drained node's own
@@ -15,7 +18,8 @@ v3.10.8, v3.11.19, v3.12.1 and v4.1.1):
     200 ``{"status":"ok"}`` → READY; 503 ``{"status":"failed","reason":…}`` → DRAINING: the node is not
     serving (being drained, or booting), its AMQP listeners are gone, or its connection limit is reached.
     Each means "no new connections here"; existing ones are left to the broker. 404 → the endpoint does not
-    exist on this broker (``supported=False``): fall back to ``/api/nodes``.
+    exist on this broker (``supported=False``): fall back to ``/api/nodes``. 3.10.8 answers these paths
+    with **406** and an empty body (captured in the lab), so 406 means the same.
 ``GET /api/health/checks/alarms`` (cluster) and ``…/local-alarms`` (this node)
     200 → no alarm; 503 with ``alarms: [{"resource": "memory" | "disk space" | "file descriptors", "node":
     …}]``. These say nothing about readiness (health UNKNOWN): **alarms never take a server out** (they are
@@ -188,8 +192,12 @@ def from_node(status: int, body: bytes, node: str | None = None) -> NodeState:
 def from_service_check(status: int, body: bytes, endpoint: str = IS_IN_SERVICE) -> NodeState:
     """``is-in-service`` or ``ready-to-serve-clients`` (RabbitMQ 4.1.1+)."""
     what = endpoint.rsplit("/", 1)[-1]
-    if status == 404:
-        return _unknown(f"{what}: HTTP 404: not available on this broker (RabbitMQ < 4.1.1)", supported=False)
+    if status in (404, 406):
+        # the lab's 3.10.8 answers these unknown paths with 406 (empty body) to an Accept: application/json
+        # request, not 404 (captured in tests/tcplb/mgmt_fixtures)
+        return _unknown(
+            f"{what}: HTTP {status}: not available on this broker (RabbitMQ < 4.1.1)", supported=False
+        )
     if status not in (200, 503):
         return _http_problem(status, what)
     doc = _json(body)

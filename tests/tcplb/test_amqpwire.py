@@ -8,7 +8,10 @@ server_properties: capabilities, cluster_name, copyright, information, platform,
 
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -354,3 +357,49 @@ def test_encoded_client_properties_decode_back() -> None:
         )
     )
     assert isinstance(r, aw.Start) and r.server_properties == cp
+
+
+# --- real bytes from the lab's RabbitMQ 3.10.8 (tests/tcplb/mgmt_fixtures/capture_lab310.py) ---------------
+
+LAB = Path(__file__).parent / "mgmt_fixtures" / "lab310.json"
+
+
+def lab_entry(name: str) -> dict[str, Any]:
+    entries = [e for e in json.loads(LAB.read_text()) if e["name"] == name]
+    assert entries, f"{name} missing from {LAB}"
+    entry: dict[str, Any] = entries[0]
+    return entry
+
+
+def test_real_rabbitmq_310_start() -> None:
+    raw = bytes.fromhex(lab_entry("probe_header_only")["raw_hex"])
+    r = aw.StartReader().feed(raw)
+    assert isinstance(r, aw.Start) and r.properties_error is None
+    assert r.product == "RabbitMQ" and r.version == "3.10.8" and r.cluster_name
+    assert set(r.mechanisms) == {"PLAIN", "AMQPLAIN"} and r.frame_length == len(raw)
+    rd = aw.StartReader()
+    for i in range(len(raw) - 1):
+        assert rd.feed(raw[i : i + 1]) is aw.NEED_MORE
+    assert isinstance(rd.feed(raw[-1:]), aw.Start)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2000), max_size=10))
+def test_real_broker_bytes_replayed_in_any_chunking(cuts: list[int]) -> None:
+    # everything the real broker sent during the clean probe: Start, Tune, Open-Ok, Close-Ok
+    raw = bytes.fromhex(lab_entry("probe_clean")["raw_hex"])
+    _, out = run_probe(chunks(raw, cuts), aw.Credentials("probe", "probe-pw"))
+    assert out is not None and out.ok and out.clean
+
+
+def test_real_broker_log_clean_probe_vs_header_only() -> None:
+    # what RabbitMQ 3.10.8 logged (log.console.level = info) for each probe, captured with the probe's run
+    clean = lab_entry("probe_clean")
+    assert clean["ok"] and clean["clean"]
+    assert clean["log"] and all("[info]" in line for line in clean["log"])
+    assert any("authenticated and granted access" in line for line in clean["log"])
+    header_only = lab_entry("probe_header_only")
+    assert any(
+        "[warning]" in line and "client unexpectedly closed TCP connection" in line
+        for line in header_only["log"]
+    )
