@@ -327,7 +327,7 @@ class Frontend(Listening):
         if not srv.checks_enabled:
             return
         if self.lb.worker:
-            srv.sh_pfail += 1  # a relay worker: the main process owns health; it reads this at its next tick
+            srv.sh_pfail += not c.timeout  # a relay worker: the main owns health; a timeout is no proof
             return
         status = CheckStatus.L4TOUT if c.timeout else CheckStatus.L4CON
         tr = srv.health.passive_failure(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import socket
 import time
 from typing import Any
@@ -708,3 +709,74 @@ def test_second_sigterm_is_a_hard_stop(loop: str) -> None:
             backend.close()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_connect_timeouts_in_workers_do_not_take_a_healthy_node_out(loop: str, tmp_path: Any) -> None:
+    """Defect 6 with ``workers = 2``: connects that time out in the relay worker reach the main process's
+    health machine as timeouts only (no mark-down); the checks (passing) decide."""
+    import threading
+
+    from tcplb_helpers import Tcplb
+
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen(64)
+    eport = echo.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = echo.accept()
+            except OSError:
+                return
+            threading.Thread(target=_echo_blocking, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    hole, fillers = _blackhole()
+    port = _free_port()
+    ck = f'check = {{ inter = "30s", port = {eport} }}'
+    text = (
+        '[global]\nworkers = 2\nhard_stop_after = "1s"\n[defaults]\ntimeout_connect = "300ms"\n'
+        'timeout_client = "10s"\ntimeout_server = "10s"\nretries = 1\nredispatch = true\n'
+        f'[listen.t]\nbind = ["127.0.0.1:{port}"]\nserver = [\n'
+        f'{{ name = "slow", address = "127.0.0.1:{hole.getsockname()[1]}", {ck} }},\n'
+        f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}]\n'
+    )
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text(text)
+    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
+    try:
+        lb.wait_log("tcplb started")
+        lb.wait_log("worker 1 started")
+        for _ in range(16):  # spread over both processes by SO_REUSEPORT; half go to slow first
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"ping")
+                got = b""
+                while len(got) < 4 and (chunk := c.recv(16)):
+                    got += chunk
+                assert got == b"ping"
+        # a redispatched (timed-out) connect in the worker process, not only in the main one
+        main_pid = lb.p.pid
+        redis = re.findall(r"tcplb\[(\d+)\]: \[INFO\] \S+ \[[^]]+\] t t/ok \S+ \d+ -- \S+/\+1 ", lb.output())
+        assert any(int(pid) != main_pid for pid in redis), lb.output()
+        # a worker's failure reaches the main process within two ticks (0.2 s): watch for 1 s
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            assert "is DOWN" not in lb.output(), lb.output()
+            time.sleep(0.05)
+    finally:
+        lb.stop()
+        echo.close()
+        for c in fillers:
+            c.close()
+        hole.close()
+
+
+def _echo_blocking(c: socket.socket) -> None:
+    with c:
+        try:
+            while data := c.recv(65536):
+                c.sendall(data)
+        except OSError:
+            pass
