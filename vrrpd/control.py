@@ -118,6 +118,8 @@ def format_status(st: dict[str, Any]) -> str:
         elif i.get("override_priority"):
             lines.append(f"  priority override {i['override_priority']} (vrrpd ctl priority)")
         lines.append(f"  VIPs {' '.join(i['vips']) or '-'}  installed {' '.join(i['vips_installed']) or '-'}")
+        if i.get("vips_foreign"):
+            lines.append(f"  present but not added by vrrpd (never removed): {' '.join(i['vips_foreign'])}")
         if i.get("faults"):
             lines.append(f"  faults: {', '.join(i['faults'])}")
         for t in i.get("track_scripts", []):

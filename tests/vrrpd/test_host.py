@@ -162,6 +162,10 @@ def test_address_added_by_hand_is_used_but_never_removed() -> None:
     r.advance(4)
     assert r.state() == "MASTER"
     assert r.host.status()[0]["vips_foreign"] == ["192.0.2.104/24"]
+    from vrrpd.control import format_status
+
+    text = format_status({"instances": r.host.status()})
+    assert "not added by vrrpd (never removed): 192.0.2.104/24" in text
     r.fake.set_link("eth0", False)
     r.pump()
     assert r.state() == "FAULT"
