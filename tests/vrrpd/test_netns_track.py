@@ -98,7 +98,8 @@ server = [{ name = "s1", address = "192.0.2.11:5672" }]
     return argv, proc
 
 
-def test_tcplb_killed_on_the_master_moves_the_vip_within_skew_time(lab: Lab) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_tcplb_killed_on_the_master_moves_the_vip_within_skew_time(lab: Lab, loop: str) -> None:
     d = _public_dir(lab)
     _sw, (h1, h2) = topology(lab, 2)
     argv, tcplb = _tcplb(h1, d)
@@ -113,8 +114,8 @@ def test_tcplb_killed_on_the_master_moves_the_vip_within_skew_time(lab: Lab) -> 
     """
     r1 = make_router(lab, h1, instance_toml(prio=150, extra=tracked))
     r2 = make_router(lab, h2, instance_toml(prio=100))
-    r1.start()
-    r2.start()
+    r1.start(loop=loop)
+    r2.start(loop=loop)
     r1.wait_state("MASTER", MDI_150 + SLACK)
     r2.wait_state("BACKUP", 5)
     tp = r1.inst()["track_processes"][0]
