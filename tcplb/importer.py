@@ -305,7 +305,7 @@ class _HaConverter:
                 rep.warning(
                     sec.where,
                     f"the address on the {sec.kind} line ({' '.join(rest)}) is HAProxy 1.x "
-                    "syntax (modern: a bind line); imported as bind",
+                    "syntax (modern: a bind line; HAProxy 2.x refuses it); imported as bind",
                 )
                 for a in ",".join(rest).split(","):
                     if a:
@@ -326,8 +326,8 @@ class _HaConverter:
             elif k == "nbproc":
                 rep.warning(
                     ln.where,
-                    f"nbproc {' '.join(a)}: removed in HAProxy 2.5 (modern: nbthread); tcplb "
-                    "runs one relay process (global.workers spreads the listeners over more)",
+                    f"nbproc {' '.join(a)}: removed in HAProxy 2.5, which refuses it (modern: nbthread); "
+                    "tcplb runs one relay process (global.workers spreads the listeners over more)",
                 )
             elif k == "spread-checks":
                 v = self.int_arg(ln, 0, 50)
@@ -509,7 +509,9 @@ class _HaConverter:
                 p.opts["retries"] = _Val(v, w)
         elif k == "redispatch":
             rep.warning(
-                w, "redispatch is the HAProxy 1.x form of 'option redispatch': imported as redispatch"
+                w,
+                "redispatch is the HAProxy 1.x form of 'option redispatch' (HAProxy 2.1+ refuses it): "
+                "imported as redispatch",
             )
             p.opts["redispatch"] = _Val(True, w)
         elif k == "option":
@@ -2110,7 +2112,8 @@ class _LvsConverter:
             if k == "nb_get_retry":
                 self.rep.warning(
                     c.where,
-                    "nb_get_retry is the keepalived 1.x name of retry (deprecated): imported as retry",
+                    "nb_get_retry: the keepalived 1.x name of retry (2.2.7 warns in HTTP_GET and refuses it "
+                    "in TCP_CHECK): imported as retry",
                 )
             out["retry"] = (int(v), c.where)
         elif k == "warmup":

@@ -315,7 +315,9 @@ class _Converter:
                 rid = s.words[1]
                 if k == "lvs_id":
                     rep.warning(
-                        s.where, "lvs_id is the keepalived 1.x name of router_id: imported as router_id"
+                        s.where,
+                        "lvs_id is the keepalived 1.x name of router_id (2.x refuses it): imported as "
+                        "router_id",
                     )
                 if NAME_RE.match(rid):
                     self.glob.set("router_id", rid, s.where)
@@ -372,8 +374,8 @@ class _Converter:
             elif k == "vrrp_garp_interval" and s.args[:1] in (("0",), ("0.0",)):
                 rep.warning(
                     s.where,
-                    "vrrp_garp_interval 0: written for an older keepalived; 0 is the default "
-                    "(no delay between gratuitous ARPs): drop it",
+                    "vrrp_garp_interval 0: written for an older keepalived (2.2.7 refuses 0); no delay "
+                    "between gratuitous ARPs is the default: drop it",
                 )
             elif k in _HARMLESS_GLOBAL:
                 rep.ignored(s.where, f"{k}" + (f": {_HARMLESS_GLOBAL[k]}" if _HARMLESS_GLOBAL[k] else ""))
