@@ -334,6 +334,7 @@ class GlobalConfig:
     syslog_address: str = "/dev/log"  # a unix socket path or "host:port" (UDP), with log = "syslog"
     spread_checks: int = 0  # percent of random jitter on check intervals, 0..50
     workers: int = 1  # relay processes sharing the listeners (SO_REUSEPORT); see tcplb/workers.py
+    bufsize: int = 32 * 1024  # bytes per read and queued per direction before backpressure (tune.bufsize)
 
 
 class StatsUser(NamedTuple):
@@ -674,6 +675,21 @@ _SERVER_OPTS: Final[dict[str, Validator]] = {
 }
 _SERVER_ONLY: Final = frozenset({"name", "address", "check"})
 
+
+def _v_bufsize(x: Any) -> int:
+    """Bytes: an integer, or a string with a binary unit (``"32k"``, ``"64KiB"``, ``"1m"``)."""
+    rule = "must be a size 4k..16m: bytes, or a number with k/m (KiB/MiB), e.g. 32k"
+    n = x
+    if isinstance(x, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(k|kb|kib|m|mb|mib)?\s*", x.lower())
+        if m is None:
+            raise _Bad(rule)
+        n = int(m.group(1)) * {None: 1, "k": 1024, "kb": 1024, "kib": 1024}.get(m.group(2), 1 << 20)
+    if isinstance(n, bool) or not isinstance(n, int) or not 4096 <= n <= 16 << 20:
+        raise _Bad(rule)
+    return n
+
+
 _GLOBAL_SPEC: Final[dict[str, Validator]] = {
     "maxconn": _v_int(1, 10_000_000),
     "hard_stop_after": _v_duration(maximum=30 * 86400.0),
@@ -682,6 +698,7 @@ _GLOBAL_SPEC: Final[dict[str, Validator]] = {
     "syslog_address": _v_syslog_address,
     "spread_checks": _v_int(0, 50),
     "workers": _v_int(1, 64),
+    "bufsize": _v_bufsize,
 }
 
 
@@ -1309,6 +1326,7 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
         "syslog_address": g.syslog_address,
         "spread_checks": g.spread_checks,
         "workers": g.workers,
+        "bufsize": g.bufsize,
     }
     if g.maxconn is not None:
         gd["maxconn"] = g.maxconn

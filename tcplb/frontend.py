@@ -136,6 +136,7 @@ class Frontend(Listening):
         self.t_queue = to.queue_wait
         self.retries = self.cfg.retries  # (with the two above: the session machine's Context)
         self.redispatch = self.cfg.redispatch
+        self.bufsize = self.lb.cfg.global_.bufsize
         self.idle, self.idle_flag = _min_flag(to.client_idle, to.server_idle)
         self.fin_idle, self.fin_flag = _min_flag(to.client_fin_idle, to.server_fin_idle)
 
@@ -190,9 +191,9 @@ class Frontend(Listening):
         return any(eligible(s, exclude) for s in self.servers)
 
     # -- sessions ----------------------------------------------------------------------------------------
-    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.Protocol:
+    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.BaseProtocol:
         loop = self.lb.loop
-        pipe = Pipe(loop)
+        pipe = Pipe(loop, bufsize=self.bufsize)
         sess = Session(self, pipe, peer or ("", 0), time.time())
         pipe.on_close = lambda _p: self._closed(sess)
         pipe.on_client_made = lambda: self._client_made(sess)

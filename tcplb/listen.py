@@ -43,7 +43,7 @@ class Listening:
     def maxconn(self) -> int:
         raise NotImplementedError
 
-    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.Protocol:
+    def _factory(self, peer: tuple[str, int] | None = None) -> asyncio.BaseProtocol:
         raise NotImplementedError
 
     def open_sockets(self, old: dict[tuple[str, int], socket.socket] | None = None) -> None:
@@ -141,7 +141,7 @@ class Listening:
             lb.bg.add(t)
             t.add_done_callback(lb.bg.discard)
 
-    async def _wrap(self, csock: socket.socket, proto: asyncio.Protocol) -> None:
+    async def _wrap(self, csock: socket.socket, proto: asyncio.BaseProtocol) -> None:
         try:
             await self.lb.loop.connect_accepted_socket(lambda: proto, csock)
         except (OSError, RuntimeError):

@@ -2,14 +2,15 @@
 
 Design (see README.md, "Data path design"):
 
-* Plain ``asyncio.Protocol`` on both loops. uvloop reads into its own 256 KB buffer and hands us one
-  ``bytes`` per read; ``transport.write(bytes)`` either completes at once or keeps a reference to that
-  immutable object, so there is exactly one copy per chunk and nothing we hand to the loop can be
-  overwritten under it.
-  (``BufferedProtocol`` with a reused buffer is *unsafe* on uvloop: a partially written ``memoryview`` stays
-  queued inside uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
-* Backpressure both ways: ``pause_writing`` on one side pauses reading on the other, ``resume_writing``
-  resumes it.
+* ``asyncio.BufferedProtocol`` on both loops: a read goes into one buffer of ``global.bufsize`` bytes shared
+  by the process and is copied out at once into a new object, which is what ``transport.write`` gets (it
+  either completes at once or keeps a reference to that copy): exactly one copy per chunk, as with the
+  loop's own ``bytes``, and nothing we hand to the loop can be overwritten under it. (Handing the loop a
+  ``memoryview`` of a reused buffer is *unsafe* on uvloop: a partially written view stays queued inside
+  uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
+* Backpressure both ways: ``pause_writing`` on one side (more than ``bufsize`` queued toward it) pauses
+  reading on the other, ``resume_writing`` resumes it. With reads of at most ``bufsize``, user space holds
+  at most 2 x ``bufsize`` per direction (HAProxy's ``tune.bufsize`` holds 1 per direction).
 * Half-close: ``eof_received`` forwards ``write_eof()`` to the peer and returns True; once BOTH directions
   have ended the pair is closed (flushing what is still buffered).
 * Resets: when one side dies with an error the other is aborted with SO_LINGER 0, so the peer sees an RST too.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import struct
 import weakref
@@ -47,11 +47,24 @@ SERVER_TIMEOUT = "s"
 NORMAL = "-"
 
 _LINGER0 = struct.pack("ii", 1, 0)
-# write buffer limits per socket: above HIGH_WATER queued bytes the other side stops reading. Bigger than
-# a read (uvloop reads up to 256 KB) so that a bulk transfer is not paused after every read.
-HIGH_WATER = int(os.environ.get("TCPLB_HIGH_WATER", 512 * 1024))
-LOW_WATER = HIGH_WATER // 4
-EARLY_LIMIT = 64 * 1024  # client bytes buffered while the server connection is being set up
+# ``global.bufsize`` (HAProxy's tune.bufsize): the most one read takes, and the most bytes queued toward a
+# socket before the other side stops reading (its write buffer's high-water mark). So user space holds at
+# most 2 x bufsize per direction (the queue at the mark plus the read that crossed it): 128 KiB per
+# connection with the default, both directions blocked.
+BUFSIZE = 32 * 1024
+HIGH_WATER = BUFSIZE  # the defaults, for a Pipe built without a bufsize
+EARLY_LIMIT = BUFSIZE  # client bytes buffered while the server connection is being set up
+
+# one read buffer per size, shared by every pipe of the process: a read is copied out of it at once
+# (get_buffer and buffer_updated run back to back, on the loop's thread)
+_READ_BUFS: dict[int, bytearray] = {}
+
+
+def _read_buf(size: int) -> bytearray:
+    b = _READ_BUFS.get(size)
+    if b is None:
+        b = _READ_BUFS[size] = bytearray(size)
+    return b
 
 
 def set_linger0(transport: asyncio.BaseTransport) -> None:
@@ -81,15 +94,18 @@ def set_keepalive(
         pass
 
 
-class Side(asyncio.Protocol):
-    """One socket of a relayed pair. All decisions are taken by the owning :class:`Pipe`."""
+class Side(asyncio.BufferedProtocol):
+    """One socket of a relayed pair. All decisions are taken by the owning :class:`Pipe`.
+
+    Reads go into the process's shared buffer of ``bufsize`` bytes and are copied out at once (one copy per
+    chunk, as the loop's own ``bytes`` would be; the copy is what is queued, never the shared buffer)."""
 
     __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "transport")
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
         self.transport: asyncio.Transport | None = None
-        self.peer_write: Callable[[bytes], None] | None = None
+        self.peer_write: Callable[[bytes | bytearray], None] | None = None
         self.nbytes = 0  # bytes read from this socket
         self.eof = False  # this socket sent us a FIN
         self.lost = False
@@ -97,9 +113,21 @@ class Side(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if HIGH_WATER:
-            transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
+        hw = self.pipe.bufsize
+        transport.set_write_buffer_limits(hw, hw // 4)  # type: ignore[attr-defined]
         self.pipe._made(self)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.pipe.rbuf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self.pipe.rbuf[:nbytes]  # the copy (a new bytearray, never written again)
+        self.nbytes += nbytes
+        w = self.peer_write
+        if w is not None:
+            w(data)
+        else:
+            self.pipe._early(self, data)
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
@@ -138,6 +166,7 @@ class Pipe:
         "_reads_paused",
         "_seen",
         "_wheel",
+        "bufsize",
         "client",
         "client_ready",
         "closed",
@@ -151,6 +180,7 @@ class Pipe:
         "on_client_made",
         "on_close",
         "phase",
+        "rbuf",
         "server",
         "server_early",
         "splicer",
@@ -160,15 +190,20 @@ class Pipe:
     )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_close: Callable[[Pipe], None] | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_close: Callable[[Pipe], None] | None = None,
+        bufsize: int = BUFSIZE,
     ) -> None:
         self.loop = loop
+        self.bufsize = bufsize
+        self.rbuf = _read_buf(bufsize)
         self.on_close = on_close
         self.client = Side(self)
         self.server: Side | None = None
-        self.early: list[bytes] = []
+        self.early: list[bytes | bytearray] = []
         self.early_size = 0
-        self.server_early: list[bytes] = []
+        self.server_early: list[bytes | bytearray] = []
         self.closing = False
         self.closed = False
         self.term = ["-", "-"]  # termination cause, phase
@@ -278,7 +313,7 @@ class Pipe:
             self.on_client_lost = None
             cb()
 
-    def _early(self, side: Side, data: bytes) -> None:
+    def _early(self, side: Side, data: bytes | bytearray) -> None:
         if side is not self.client:
             # the server spoke before attach_server() ran (a banner): keep it for the client
             self.server_early.append(data)
@@ -286,7 +321,7 @@ class Pipe:
         # client data before the server is connected: keep it, up to a limit
         self.early.append(data)
         self.early_size += len(data)
-        if self.early_size >= EARLY_LIMIT and not self._client_paused_reading:
+        if self.early_size >= self.bufsize and not self._client_paused_reading:
             self._client_paused_reading = True
             t = self.client.transport
             if t is not None:
@@ -520,7 +555,7 @@ class _DetachedPipe(Pipe):
     def _made(self, side: Side) -> None:
         pass
 
-    def _early(self, side: Side, data: bytes) -> None:
+    def _early(self, side: Side, data: bytes | bytearray) -> None:
         pass
 
     def _eof(self, side: Side) -> None:

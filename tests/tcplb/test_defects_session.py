@@ -345,3 +345,78 @@ def test_client_reset_in_backlog_is_logged_with_its_address(loop: str) -> None:
         await b.stop()
 
     run(loop, main)
+
+
+# ------------------------------------------------------------------- #9: memory per blocked connection
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("bufsize", [None, "16k"])
+def test_stalled_upload_buffers_at_most_two_bufsize(loop: str, bufsize: str | None) -> None:
+    """RabbitMQ blocks a publisher by not reading its socket: what tcplb holds in user space for that
+    upload is bounded by 2 x global.bufsize (32 KiB by default), not 512 KiB plus a 256 KB read."""
+
+    async def main() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def never_reads(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.transport.pause_reading()
+            held.append(w)
+
+        srv = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+        sport = srv.sockets[0].getsockname()[1]
+        glob = f'bufsize = "{bufsize}"' if bufsize else ""
+        cfg, port = make_cfg(f'{{ name = "s1", address = "127.0.0.1:{sport}", check = false }},', glob=glob)
+        size = cfg.global_.bufsize
+        assert size == (16 * 1024 if bufsize else 32 * 1024)
+        lb, _ = await start_lb(cfg)
+        _r, w = await connect(port)
+        sess = await wait_for(
+            lambda: next((s for s in lb.sessions if s.pipe.server is not None), None), what="connected"
+        )
+        chunk = b"x" * 65536
+        sent = 0
+        last = -1
+        loop_ = asyncio.get_running_loop()
+        while sent != last:  # until the upload stalls (drain() does not return within 0.5 s)
+            last = sent
+            end = loop_.time() + 0.5
+            while loop_.time() < end:
+                w.write(chunk)
+                try:
+                    await asyncio.wait_for(w.drain(), 0.5)
+                except TimeoutError:
+                    break
+                sent += len(chunk)
+        st = sess.pipe.server.transport
+        assert st is not None
+        queued = st.get_write_buffer_size()
+        assert queued <= 2 * size, (queued, size)
+        w.transport.abort()
+        await stop_lb(lb)
+        srv.close()
+
+    run(loop, main)
+
+
+def test_bufsize_config_key() -> None:
+    from tcplb import config
+
+    def load(v: str) -> int:
+        return config.loads(
+            f'[global]\nbufsize = {v}\n[listen.a]\nbind = ["127.0.0.1:1"]\n'
+            'server = [{ name = "s", address = "127.0.0.1:2" }]\n'
+        ).global_.bufsize
+
+    assert load('"64k"') == load('"64KiB"') == load("65536") == 65536
+    assert load('"1m"') == 1 << 20
+    for bad in ('"64q"', "1000", '"32m"', "true"):
+        with pytest.raises(config.ConfigError) as ei:
+            load(bad)
+        assert "global.bufsize" in str(ei.value.lines())
+    text = config.to_toml(
+        config.loads(
+            '[listen.a]\nbind = ["127.0.0.1:1"]\nserver = [{ name = "s", address = "127.0.0.1:2" }]\n'
+        )
+    )
+    assert config.loads(text).global_.bufsize == 32 * 1024
