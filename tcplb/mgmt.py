@@ -33,7 +33,9 @@ view and relies on its AMQP/TCP check (a failed management API is not a failed b
 
 :func:`fetch` is a deliberately small HTTP/1.1 GET on asyncio streams (Basic auth, ``Connection: close``,
 Content-Length, chunked or read-to-EOF bodies, a size cap, one overall timeout), which returns a value for
-every outcome. Not wired into tcplb's checks yet.
+every outcome. :func:`close_connection` is the graceful close for rebalancing (``DELETE
+/api/connections/{name}`` with ``X-Reason``), with :func:`connection_name` naming a connection the way the
+broker does. Not wired into tcplb's checks or any rebalancing yet.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -55,10 +58,15 @@ __all__ = [
     "LOCAL_ALARMS",
     "NODES",
     "READY_TO_SERVE_CLIENTS",
+    "CloseResult",
     "FetchFailed",
     "Health",
     "HttpAnswer",
     "NodeState",
+    "close_connection",
+    "close_result",
+    "connection_name",
+    "connection_path",
     "fetch",
     "from_alarms",
     "from_failure",
@@ -66,6 +74,7 @@ __all__ = [
     "from_service_check",
     "merge",
     "node_path",
+    "request",
 ]
 
 NODES: Final = "/api/nodes"
@@ -339,21 +348,44 @@ async def fetch(
 ) -> HttpAnswer | FetchFailed:
     """``GET path`` on ``host:port`` with optional Basic auth, the whole exchange bounded by ``timeout``
     seconds. Every failure (refused, reset, timeout, not HTTP, too big) is a :class:`FetchFailed` value."""
+    return await request(
+        host, port, "GET", path, user=user, password=password, timeout=timeout, max_body=max_body
+    )
+
+
+async def request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+    max_body: int = 1 << 20,
+) -> HttpAnswer | FetchFailed:
+    """One request without a body (GET, DELETE); see :func:`fetch`. Header values must not contain CR/LF
+    (local misuse: ValueError)."""
     hosthdr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lines = [
-        f"GET {path} HTTP/1.1",
+        f"{method} {path} HTTP/1.1",
         f"Host: {hosthdr}",
         "User-Agent: tcplb-mgmt",
         "Accept: application/json",
         "Connection: close",
     ]
+    for name, value in (headers or {}).items():
+        if any(c in name + value for c in "\r\n\0") or ":" in name:
+            raise ValueError(f"bad HTTP header {name!r}")
+        lines.append(f"{name}: {value}")
     if user is not None:
         token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         lines.append(f"Authorization: Basic {token}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
     try:
         async with asyncio.timeout(timeout):
-            return await _exchange(host, port, request, max_body)
+            return await _exchange(host, port, raw, max_body)
     except TimeoutError:
         return FetchFailed(f"no complete answer from {hosthdr} within {timeout:g} s")
     except asyncio.IncompleteReadError as e:
@@ -364,3 +396,71 @@ async def fetch(
         return FetchFailed(f"{hosthdr}: {os.strerror(e.errno) if e.errno else e}")
     except ValueError as e:
         return FetchFailed(f"{hosthdr}: {e}")
+
+
+# --- closing a connection through the API (graceful rebalancing) -------------------------------------------
+
+
+def _ntoab(host: object) -> str:
+    ip = ipaddress.ip_address(str(host).split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # rabbit_misc:ntoa prints IPv4-mapped addresses as IPv4
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def connection_name(peer: Sequence[object], local: Sequence[object]) -> str:
+    """The name RabbitMQ gives a connection: ``<peer ip>:<port> -> <local ip>:<port>`` as the broker sees
+    the socket (``rabbit_reader`` / ``rabbit_misc:ntoab``: IPv6 in brackets, IPv4-mapped as IPv4). Without
+    PROXY, ``peer`` is tcplb's upstream socket's local address and ``local`` its peer (the broker); with
+    PROXY, the source and destination written into the header. Assumes ``reverse_dns_lookups = false``."""
+    return f"{_ntoab(peer[0])}:{peer[1]} -> {_ntoab(local[0])}:{local[1]}"
+
+
+def connection_path(name: str) -> str:
+    """``/api/connections/<name>`` with the name URL-encoded."""
+    return f"/api/connections/{quote(name, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    closed: bool  # the broker closed it (204) or it was already gone (404)
+    reason: str
+
+
+async def close_connection(
+    host: str,
+    port: int,
+    name: str,
+    reason: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    timeout: float = 5.0,
+) -> CloseResult:
+    """``DELETE /api/connections/{name}`` with ``X-Reason``: the broker sends the client Connection.Close
+    320 ``CONNECTION_FORCED - <reason>`` (a graceful close the client is told about, not a reset). Needs the
+    ``administrator`` tag (or the connection's own user). The reason is sent as printable ASCII."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in reason)[:200]
+    got = await request(
+        host,
+        port,
+        "DELETE",
+        connection_path(name),
+        user=user,
+        password=password,
+        headers={"X-Reason": text},
+        timeout=timeout,
+    )
+    return close_result(got)
+
+
+def close_result(got: HttpAnswer | FetchFailed) -> CloseResult:
+    if isinstance(got, FetchFailed):
+        return CloseResult(False, f"management API: {got.reason}")
+    if got.status == 204:
+        return CloseResult(True, "closed by the broker")
+    if got.status == 404:
+        return CloseResult(True, "no such connection (already gone)")
+    if got.status in (401, 403):
+        return CloseResult(False, f"HTTP {got.status}: the user needs the administrator tag")
+    return CloseResult(False, f"unexpected HTTP status {got.status}")

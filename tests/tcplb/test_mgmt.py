@@ -407,3 +407,48 @@ def test_lab310_stopped_app() -> None:
         *lab("stopped_node_rmq2"), "rabbit@rmq2"
     )  # {"name", "running": false, "type", ...}
     assert alone.health is Health.DOWN and alone.alarms is None
+
+
+# --- connection names and the graceful close ---------------------------------------------------------------
+
+
+def test_connection_name_as_rabbitmq_prints_it() -> None:
+    # rabbitmq-aware.md §5: the name, and its URL-encoded form in the DELETE path
+    name = mgmt.connection_name(("198.51.100.7", 40000), ("192.0.2.100", 5672))
+    assert name == "198.51.100.7:40000 -> 192.0.2.100:5672"
+    assert mgmt.connection_path(name) == "/api/connections/198.51.100.7%3A40000%20-%3E%20192.0.2.100%3A5672"
+    assert mgmt.connection_name(("2001:db8::7", 1, 0, 0), ("2001:db8::1", 5672, 0, 0)) == (
+        "[2001:db8::7]:1 -> [2001:db8::1]:5672"
+    )
+    assert mgmt.connection_name(("::ffff:192.0.2.21", 51234, 0, 0), ("::ffff:192.0.2.11", 5672, 0, 0)) == (
+        "192.0.2.21:51234 -> 192.0.2.11:5672"
+    )
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_close_connection(loop: str) -> None:
+    async def main() -> None:
+        for status, closed in ((204, True), (404, True), (401, False), (500, False)):
+            async with FakeHttp(replay(answer(status, b""))) as srv:
+                r = await mgmt.close_connection(
+                    "127.0.0.1",
+                    srv.port,
+                    "198.51.100.7:40000 -> 192.0.2.100:5672",
+                    "rebalance: rmq1 above its limit\r\nX-Evil: 1 é",
+                    user="admin",
+                    password="pw",
+                )
+                assert r.closed is closed, (status, r)
+                head = srv.heads[0].decode()
+                assert head.startswith(
+                    "DELETE /api/connections/198.51.100.7%3A40000%20-%3E%20192.0.2.100%3A5672 HTTP/1.1\r\n"
+                )
+                # one header line, printable ASCII: no header injection through the reason
+                assert "\r\nX-Reason: rebalance: rmq1 above its limit??X-Evil: 1 ?\r\n" in head
+                assert "\r\nX-Evil" not in head
+        with pytest.raises(ValueError, match="bad HTTP header"):
+            await mgmt.request("127.0.0.1", 1, "GET", "/", headers={"X-A": "b\r\nc"})
+        refused = mgmt.close_result(mgmt.FetchFailed("Connection refused"))
+        assert not refused.closed and "refused" in refused.reason
+
+    run(loop, main)
