@@ -436,11 +436,16 @@ class _Converter:
         for c in s.children():
             k = c.keyword
             if k == "script":
-                argv, user = _argv(c, rep, "script")
+                argv, extra = _argv(c, rep, "script")
                 if argv is not None:
                     t.set("script", argv, c.where)
-                if user is not None:
-                    t.set("user", user, c.where, "(the script's own user)")
+                if extra is not None:
+                    rep.warning(
+                        c.where,
+                        f"script: words after the command ({extra.replace(':', ' ')}...) are ignored by "
+                        "keepalived (only the first word or quoted string is the command); imported as "
+                        f"keepalived runs it: {argv!r}. Quote the whole command line to pass them",
+                    )
             elif k in ("interval", "timeout"):
                 v = _uint(c, 1, 0, 86400, rep, f"vrrp_script {name} {k}")
                 if v == 0:
@@ -627,6 +632,11 @@ class _Converter:
             elif k == "track_process":
                 self.track_refs(c, t, "track_process", self.process_names, "vrrp_track_process", 254)
             elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify"):
+                if t.has(k):
+                    rep.warning(
+                        c.where, f"{k} given twice: keepalived keeps the first one, so does the import"
+                    )
+                    continue
                 argv, user = _argv(c, rep, k)
                 if argv is not None:
                     t.set(k, argv, c.where)

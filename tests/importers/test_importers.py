@@ -495,3 +495,22 @@ def test_finish_writes_nothing_on_errors(tmp_path: Path) -> None:
     err = io.StringIO()
     assert finish(rep, "x = 1\n", output=str(tmp_path / "o"), force=True, check=lambda t: [], stderr=err) == 2
     assert not (tmp_path / "o").exists() and "f:1: error: bad" in err.getvalue()
+
+
+def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None:
+    doc = kaconf.parse_text(
+        "vrrp_script chk {\nscript /usr/bin/killall -0 haproxy\n}\n"
+        "vrrp_instance V {\ninterface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
+        'notify_master "/bin/a 1"\nnotify_master "/bin/b 2"\ntrack_script { chk }\n}\n',
+        "k.conf",
+        config_id="x",
+        includes=False,
+    )
+    text, rep = vrrpd_importer.convert(doc)
+    assert text is not None, rep.lines()
+    d = tomllib.loads(text)
+    # keepalived 2.x: only the first word (or quoted string) is the command; notify: the first one is kept
+    assert d["vrrp_script"]["chk"]["script"] == ["/usr/bin/killall"]
+    assert "k.conf:2: warning: script: words after the command" in "\n".join(rep.lines())
+    assert d["vrrp_instance"][0]["notify_master"] == ["/bin/a", "1"]
+    assert "k.conf:9: warning: notify_master given twice" in "\n".join(rep.lines())
