@@ -39,6 +39,7 @@ __all__ = ["Daemon", "check_runtime", "make_params", "run", "setup_logging"]
 
 log = logging.getLogger("vrrpd")
 
+READ_LIMIT = 4096  # datagrams read from one VRRP socket in one go (a 256 KiB buffer holds about 340)
 STARTUP_DUMP_TIMEOUT = 3.0  # seconds to wait for the first view of links and addresses
 SHUTDOWN_BUDGET = 0.8  # seconds the notify queue may use at SIGTERM (the whole exit stays under one second)
 
@@ -308,11 +309,16 @@ class Daemon:
         sock = self.platform.vrrp.get(ifname)
         if sock is None:
             return []
+        out: list[bytes] = []
         try:
-            return sock.recv_all()
+            while len(out) < READ_LIMIT:  # everything queued, not just a first slice of it
+                got = sock.recv_all()
+                out += got
+                if len(got) < 256:
+                    break
         except OSError as e:
             log.warning("%s: receive error: %s", ifname, e)
-            return []
+        return out
 
     def _on_readable(self, ifname: str) -> None:
         batch = self._read(ifname)
