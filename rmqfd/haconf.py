@@ -56,7 +56,7 @@ class HaConfError(Exception):
         self.message = message
         self.file = file
         self.line = line
-        super().__init__(f"{file}:{line}: {message}")
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
