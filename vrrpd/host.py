@@ -65,6 +65,7 @@ DISCARD_LOG_INTERVAL = 10.0  # seconds between two log lines for the same (insta
 PROCESS = "process:"  # the prefix of a vrrp_track_process in Host.tracks (scripts use their bare name)
 FAULT_RECHECK = 2.0  # seconds between two re-reads of links and addresses while an instance is in FAULT
 DUMP_RETRY = 1.0  # seconds before a failed dump is retried
+DUMP_TIMEOUT = 5.0  # seconds after which a dump that never finished (its end was lost) is started again
 
 VipKey = tuple[int, IPv4Address]  # (ifindex, address)
 
@@ -235,6 +236,7 @@ class Host:
         self._dump_links: int | None = None
         self._dump_addrs: int | None = None
         self._dump_again = False
+        self._dump_since = 0.0
         self._acc_links: dict[int, Link] = {}
         self._acc_addrs: dict[VipKey, Addr] = {}
         self._recheck_at: float | None = None
@@ -310,6 +312,8 @@ class Host:
         if self._recheck_at is not None and self._recheck_at <= now:
             self._recheck_at = None
             self._request_dump(now)
+        elif self._dumping() and now >= self._dump_since + DUMP_TIMEOUT:
+            self._request_dump(now)  # its end was lost (with the rest of an overflowed socket buffer)
 
     def netlink(self, msgs: Sequence[NlMsg], overflow: bool, now: float) -> None:
         """Netlink input: events, answers to our requests, dump parts. ``overflow``: some were lost."""
@@ -440,6 +444,8 @@ class Host:
         ds = [d for i in self.instances.values() if (d := i.vr.next_deadline()) is not None]
         if self._recheck_at is not None:
             ds.append(self._recheck_at)
+        if self._dumping():
+            ds.append(self._dump_since + DUMP_TIMEOUT)
         if self._start_at is not None:
             ds.append(self._start_at)
         return min(ds) if ds else None
@@ -550,10 +556,16 @@ class Host:
             return None
         return source_address((a for k, a in self.addrs.items() if k[0] == link.index), self._vip_ips())
 
+    def _dumping(self) -> bool:
+        return self._dump_links is not None or self._dump_addrs is not None
+
     def _request_dump(self, now: float) -> None:
-        if self._dump_links is not None or self._dump_addrs is not None:
-            self._dump_again = True
-            return
+        if self._dumping():
+            if now < self._dump_since + DUMP_TIMEOUT:
+                self._dump_again = True
+                return
+            log.warning("netlink: no end of the dump after %gs, asking again", DUMP_TIMEOUT)
+            self._dump_links = self._dump_addrs = None
         try:
             self._dump_links = self.p.dump_links()
         except OSError as e:
@@ -561,6 +573,7 @@ class Host:
             self._recheck_at = now + DUMP_RETRY
             return
         self._acc_links = {}
+        self._dump_since = now
 
     def _dump_done(self, seq: int, now: float) -> None:
         if seq == self._dump_links:

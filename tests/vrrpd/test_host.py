@@ -330,3 +330,16 @@ def test_netlink_channel_never_waits() -> None:
         assert "lo" in names
     finally:
         ch.close()
+
+
+def test_a_dump_whose_end_was_lost_is_asked_again() -> None:
+    from vrrpd.host import DUMP_TIMEOUT
+
+    r = Rig(config(inst(prio=255)))
+    r.host.netlink([], True, r.now)  # overflow: a full re-read is asked for ...
+    r.fake.take()  # ... and its answer is lost with the rest of the buffer
+    r.fake.set_link("eth0", False)
+    r.fake.take()  # so is this event
+    assert r.state() == "MASTER"
+    r.advance(DUMP_TIMEOUT + 0.01)
+    assert r.state() == "FAULT"
