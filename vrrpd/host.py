@@ -40,7 +40,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 from typing import Any
 
 from vrrpd import fsm, track, wire
@@ -68,6 +68,8 @@ DUMP_RETRY = 1.0  # seconds before a failed dump is retried
 DUMP_TIMEOUT = 5.0  # seconds after which a dump that never finished (its end was lost) is started again
 
 VipKey = tuple[int, IPv4Address]  # (ifindex, address)
+# The host side is IPv4 only (netlink requests, GARP, the VRRPv2 socket); IPv6 VIPs and peers (VRRPv3) are
+# filtered out here until it is wired (docs/design.md, "VRRPv3: how the daemon should wire it").
 
 _STATE_NOTIFY = {
     fsm.State.MASTER: ("notify_master", "MASTER"),
@@ -84,12 +86,12 @@ def make_params(c: InstanceConfig, src_ip: IPv4Address) -> fsm.Params:
         priority=c.priority,
         advert_int=c.advert_int,
         src_ip=src_ip,
-        vips=tuple(v.ip for v in c.virtual_ipaddress),
+        vips=tuple(ip for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv4Address)),
         preempt=not c.nopreempt,
         preempt_delay=c.preempt_delay,
         auth_type=auth_type,
         auth_data=auth_data,
-        unicast_peers=c.unicast_peer or (),
+        unicast_peers=tuple(p for p in c.unicast_peer or () if isinstance(p, IPv4Address)),
         garp_master_repeat=c.garp_master_repeat,
         garp_master_delay=c.garp_master_delay,
         garp_master_refresh=c.garp_master_refresh,
@@ -158,7 +160,7 @@ class ReloadPlan:
     stop: tuple[tuple[str, int], ...]
     update: tuple[InstanceConfig, ...]
     start: tuple[InstanceConfig, ...]
-    moved: tuple[tuple[IPv4Address, str, str], ...] = ()
+    moved: tuple[tuple[IPv4Address | IPv6Address, str, str], ...] = ()
     warnings: tuple[str, ...] = ()
 
 
@@ -539,9 +541,8 @@ class Host:
         return inst
 
     def _vip_ips(self) -> set[IPv4Address]:
-        return {v.ip for c in self.cfg.instances for v in c.virtual_ipaddress} | {
-            v.ip for i in self.instances.values() for v in i.cfg.virtual_ipaddress
-        }
+        cfgs = [*self.cfg.instances, *(i.cfg for i in self.instances.values())]
+        return {ip for c in cfgs for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv4Address)}
 
     def _note_owner(self, key: VipKey, a: Addr) -> None:
         # IFA_PROTO says vrrpd added it (this process or a crashed predecessor): ours if it is one of our VIPs
@@ -617,9 +618,11 @@ class Host:
             if code == 0:
                 self.owned.add(p.key)
                 a = self.links.get(p.key[0])
-                if p.key not in self.addrs:  # the event may come later (or was lost): the answer is enough
+                addr = p.vip.address
+                if p.key not in self.addrs and isinstance(addr, IPv4Interface):
+                    # the event may come later (or was lost): the answer is enough
                     label = p.vip.label or (a.name if a is not None else "")
-                    self.addrs[p.key] = Addr(p.key[0], p.vip.address, label, False, VRRPD_PROTO)
+                    self.addrs[p.key] = Addr(p.key[0], addr, label, False, VRRPD_PROTO)
             elif code == _errno.EEXIST:
                 # present already, not added by us: used while Master, never removed by vrrpd
                 self._foreign(p.key)
@@ -832,7 +835,8 @@ class Host:
 
     def _vip_key(self, c: InstanceConfig, v: Vip) -> VipKey | None:
         link = self.link_by_name(v.dev or c.interface)
-        return (link.index, v.ip) if link is not None else None
+        ip = v.ip
+        return (link.index, ip) if link is not None and isinstance(ip, IPv4Address) else None
 
     def _want(self) -> tuple[dict[VipKey, Vip], dict[VipKey, Instance]]:
         want: dict[VipKey, Vip] = {}
@@ -860,12 +864,15 @@ class Host:
         added: dict[str, list[Vip]] = {}
         removed: dict[str, list[Vip]] = {}
         for op in ops:
-            key = (op.index, op.vip.ip)
+            address = op.vip.address
+            if not isinstance(address, IPv4Interface):
+                continue  # never planned: _vip_key has no IPv6 keys
+            key = (op.index, address.ip)
             try:
                 if op.add:
-                    seq = self.p.add_address(op.index, op.vip.address, op.vip.label)
+                    seq = self.p.add_address(op.index, address, op.vip.label)
                 else:
-                    seq = self.p.del_address(op.index, op.vip.address)
+                    seq = self.p.del_address(op.index, address)
             except OSError as e:
                 log.error("cannot %s %s: %s", "add" if op.add else "remove", op.vip.address, e)
                 self._hold[key] = now + DUMP_RETRY
@@ -932,7 +939,7 @@ class Host:
             auth_type=p.auth_type,
             auth_data=p.auth_data,
         )
-        dsts: Iterable[IPv4Address] = c.unicast_peer if c.unicast_peer is not None else (wire.VRRP_GROUP,)
+        dsts: Iterable[IPv4Address] = p.unicast_peers if c.unicast_peer is not None else (wire.VRRP_GROUP,)
         for dst in dsts:
             try:
                 self.p.send_advert(c.interface, p.src_ip, dst, adv)
@@ -946,7 +953,8 @@ class Host:
     def _garp(self, inst: Instance, count: int, vips: Iterable[Vip]) -> None:
         by_dev: dict[str, list[IPv4Address]] = {}
         for v in vips:
-            by_dev.setdefault(v.dev or inst.cfg.interface, []).append(v.ip)
+            if isinstance(ip := v.ip, IPv4Address):
+                by_dev.setdefault(v.dev or inst.cfg.interface, []).append(ip)
         for dev, ips in by_dev.items():
             link = self.link_by_name(dev)
             if link is None or len(link.mac) != 6:

@@ -28,7 +28,7 @@ def _addr(ip: str, proto: int = 0, index: int = 2, label: str = "eth0", secondar
 
 def test_plan_vips_adds_missing_and_removes_only_its_own() -> None:
     v100, v101 = Vip(IPv4Interface("192.0.2.100/24")), Vip(IPv4Interface("192.0.2.101/24"))
-    k100, k101, k102 = (2, v100.ip), (2, v101.ip), (2, IPv4Address("192.0.2.102"))
+    k100, k101, k102 = (2, VIP), (2, IPv4Address("192.0.2.101")), (2, IPv4Address("192.0.2.102"))
     present = {k101: _addr("192.0.2.101/24"), k102: _addr("192.0.2.102/24", VRRPD_PROTO)}
     # .100 wanted and absent: added; .101 wanted and present (by hand): used as it is
     assert plan_vips({k100: v100, k101: v101}, present, set(), set()) == [VipOp(True, 2, v100)]
@@ -41,7 +41,7 @@ def test_plan_vips_adds_missing_and_removes_only_its_own() -> None:
 
 def test_plan_vips_reinstalls_its_own_address_with_a_changed_prefix_or_label() -> None:
     new = Vip(IPv4Interface("192.0.2.100/25"), label="eth0:vip")
-    key = (2, new.ip)
+    key = (2, VIP)
     old = _addr("192.0.2.100/24", VRRPD_PROTO)
     ops = plan_vips({key: new}, {key: old}, {key}, set())
     assert ops == [VipOp(False, 2, Vip(old.address)), VipOp(True, 2, new)]

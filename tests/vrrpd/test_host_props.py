@@ -205,7 +205,7 @@ class HostMachine(RuleBasedStateMachine):
         wanted: set[IPv4Address] = set()
         for i in self.host.instances.values():
             if i.vr.state is fsm.State.MASTER:
-                wanted |= {v.ip for v in i.cfg.virtual_ipaddress}
+                wanted |= {a for v in i.cfg.virtual_ipaddress if isinstance(a := v.ip, IPv4Address)}
         for ip in VIPS:
             key = (link.index, IPv4Address(ip)) if link is not None else None
             present = key is not None and key in self.fake.addrs
