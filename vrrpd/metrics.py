@@ -159,6 +159,53 @@ def render(st: dict[str, Any]) -> str:
                 for s in STATE_VALUES:
                     out.sample(sname, {**key(i), "state": s}, i["state"] == s)
     if instances:
+        out.family(
+            "vrrpd_instance_info",
+            "gauge",
+            "Always 1; the labels say the VRRP version (2 or 3), the address family (4 or 6) and the mode.",
+        )
+    for i in instances:
+        info = {
+            **key(i),
+            "version": i.get("version", 2),
+            "family": i.get("family", 4),
+            "mode": i.get("mode", "multicast"),
+        }
+        out.sample("vrrpd_instance_info", info, 1)
+    if instances:
+        out.family(
+            "vrrpd_advert_interval_seconds",
+            "gauge",
+            "Configured advertisement interval (VRRPv3: fractional, 10 ms steps).",
+        )
+    for i in instances:
+        out.sample("vrrpd_advert_interval_seconds", key(i), float(i["advert_int"]))
+    if instances:
+        out.family(
+            "vrrpd_master_advert_interval_seconds",
+            "gauge",
+            "Master_Adver_Interval in use: VRRPv3 backups learn it from the master's adverts (RFC 5798 "
+            "6.4.2); VRRPv2 and masters use their own.",
+        )
+    for i in instances:
+        out.sample(
+            "vrrpd_master_advert_interval_seconds", key(i), float(i.get("master_adver_int", i["advert_int"]))
+        )
+    v3 = [i for i in instances if i.get("version") == 3]
+    if v3:
+        out.family(
+            "vrrpd_checksum_as_v2_received_total",
+            "counter",
+            "VRRPv3 IPv4 adverts accepted with the message-only checksum (RFC 9568; keepalived's "
+            "v3_checksum_as_v2) rather than the pseudo-header form.",
+        )
+    for i in v3:
+        out.sample(
+            "vrrpd_checksum_as_v2_received_total",
+            key(i),
+            int(i["counters"].get("checksum_as_v2_received", 0)),
+        )
+    if instances:
         out.family("vrrpd_discards_total", "counter", "Received packets discarded, by reason.")
     for i in instances:
         for reason, n in i["counters"]["discards"].items():
