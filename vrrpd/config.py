@@ -21,8 +21,8 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Interface
-from typing import Any
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import Any, TypeAlias
 
 from rmqfd import cfgkit
 from rmqfd.cfgkit import Bad, Errors, Validator
@@ -45,6 +45,10 @@ __all__ = [
     "release_parser",
 ]
 
+IPAddress: TypeAlias = IPv4Address | IPv6Address
+IPInterface: TypeAlias = IPv4Interface | IPv6Interface
+MAX_ADVER_INT_CS = 4095  # VRRPv3's 12-bit Max Adver Int: 40.95 s
+
 IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")  # Linux IFNAMSIZ-1, no slash, blank or colon
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 LABEL_RE = re.compile(r"^[^/\s]{1,15}$")
@@ -62,15 +66,20 @@ class ConfigError(cfgkit.ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class Vip:
-    """One ``virtual_ipaddress`` entry; ``dev`` defaults to the instance's interface."""
+    """One ``virtual_ipaddress`` entry; ``dev`` defaults to the instance's interface. An IPv6 VIP without a
+    prefix length is a /128 (keepalived)."""
 
-    address: IPv4Interface
+    address: IPInterface
     dev: str | None = None
     label: str | None = None
 
     @property
-    def ip(self) -> IPv4Address:
+    def ip(self) -> IPAddress:
         return self.address.ip
+
+    @property
+    def family(self) -> int:
+        return self.address.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +154,7 @@ class InstanceConfig:
     interface: str
     virtual_router_id: int
     priority: int = 100
-    advert_int: int = 1
+    advert_int: int = 1  # VRRPv2: whole seconds; VRRPv3: see advert_cs
     state: str = "BACKUP"
     nopreempt: bool = False
     preempt_delay: float = 0.0
@@ -154,7 +163,7 @@ class InstanceConfig:
     virtual_ipaddress: tuple[Vip, ...] = ()
     mcast_src_ip: IPv4Address | None = None
     unicast_src_ip: IPv4Address | None = None
-    unicast_peer: tuple[IPv4Address, ...] | None = None  # None: multicast; () : unicast with no peer (FAULT)
+    unicast_peer: tuple[IPAddress, ...] | None = None  # None: multicast; () : unicast with no peer (FAULT)
     track_script: tuple[TrackScript, ...] = ()
     track_interface: tuple[TrackInterface, ...] = ()
     track_process: tuple[TrackProcess, ...] = ()
@@ -170,6 +179,19 @@ class InstanceConfig:
     notify_fault: tuple[str, ...] | None = None
     notify_stop: tuple[str, ...] | None = None
     notify: tuple[str, ...] | None = None
+    version: int = 2  # VRRP version: 2 (RFC 3768) or 3 (RFC 5798; IPv6 instances are always 3)
+    advert_cs: int | None = None  # VRRPv3: the advert interval in centiseconds (1..4095); None in VRRPv2
+    v3_checksum_as_v2: bool = False  # VRRPv3 over IPv4: send the message-only checksum (keepalived 2.2.8)
+
+    @property
+    def family(self) -> int:
+        """4, or 6 for an instance whose VIPs are IPv6 (one address family per instance, as keepalived)."""
+        return self.virtual_ipaddress[0].family if self.virtual_ipaddress else 4
+
+    @property
+    def interval(self) -> float:
+        """The advert interval in seconds (fractional in VRRPv3)."""
+        return self.advert_cs / 100 if self.advert_cs is not None else float(self.advert_int)
 
     @property
     def unicast(self) -> bool:
@@ -199,6 +221,8 @@ class GlobalConfig:
     notify_timeout: float = 10.0
     metrics_listen: str | None = None  # "ADDRESS:PORT" of the Prometheus HTTP listener; None = off
     vrrp_startup_delay: float = 0.0  # seconds before the instances start (keepalived: bonds still settling)
+    version: int = 2  # keepalived vrrp_version: the instances' default VRRP version
+    v3_checksum_as_v2: bool = False  # the instances' default for v3_checksum_as_v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +378,12 @@ def _run(errs: Errors, path: str, v: Validator, x: Any) -> Any:
         return None
 
 
+def _v_version(x: Any) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x not in (2, 3):
+        raise Bad("must be 2 (VRRPv2, RFC 3768) or 3 (VRRPv3, RFC 5798)")
+    return int(x)
+
+
 # ----------------------------------------------------------------------------------------------- global
 
 _GLOBAL_SPEC: dict[str, Validator] = {
@@ -367,6 +397,8 @@ _GLOBAL_SPEC: dict[str, Validator] = {
     "notify_timeout": _v_seconds(0, 3600, lo_open=True),
     "metrics_listen": _v_metrics_listen,
     "vrrp_startup_delay": _v_seconds(0, 3600),
+    "version": _v_version,
+    "v3_checksum_as_v2": _v_bool,
 }
 
 
@@ -479,7 +511,8 @@ _INSTANCE_SPEC: dict[str, Validator] = {
     "interface": _v_pattern(IFNAME_RE, _IFNAME_RULE),
     "virtual_router_id": _v_int(1, 255),
     "priority": _v_int(1, 255),
-    "advert_int": _v_int(1, 255),
+    "version": _v_version,
+    "v3_checksum_as_v2": _v_bool,
     "state": cfgkit.v_choice("MASTER", "BACKUP", rule='must be "MASTER" or "BACKUP"'),
     "nopreempt": _v_bool,
     "preempt": _v_bool,
@@ -502,6 +535,7 @@ _INSTANCE_SPEC: dict[str, Validator] = {
 # keys with their own parsers below
 _INSTANCE_SPECIAL = frozenset(
     {
+        "advert_int",
         "auth_type",
         "auth_pass",
         "virtual_ipaddress",
@@ -533,10 +567,15 @@ def _parse_vip(errs: Errors, path: str, v: object) -> Vip | None:
         path = f"{path}.address"
     else:
         addr = v
-    rule = 'must be an IPv4 address with an optional prefix length, like "192.0.2.100/24"'
+    rule = (
+        'must be an IPv4 address with an optional prefix length, like "192.0.2.100/24", or an IPv6 address '
+        'like "2001:db8::100/64"'
+    )
     if not isinstance(addr, str):
         errs.add(path, rule)
         return None
+    if ":" in addr:
+        return _parse_vip6(errs, path, addr, dev, label, rule)
     try:
         iface = IPv4Interface(addr)
     except ValueError:
@@ -563,6 +602,26 @@ def _parse_vip(errs: Errors, path: str, v: object) -> Vip | None:
     return Vip(address=iface, dev=dev, label=label)
 
 
+def _parse_vip6(
+    errs: Errors, path: str, addr: str, dev: str | None, label: str | None, rule: str
+) -> Vip | None:
+    try:
+        iface6 = IPv6Interface(addr)  # no prefix length: /128, as keepalived
+    except ValueError:
+        errs.add(path, rule)
+        return None
+    ip6 = iface6.ip
+    if ip6.is_multicast or ip6.is_unspecified or ip6.is_loopback or ip6.ipv4_mapped is not None:
+        errs.add(path, "must be a unicast IPv6 address (not multicast, loopback, :: or IPv4-mapped)")
+        return None
+    if label is not None:
+        errs.add(
+            f"{path.rsplit('.', 1)[0]}.label", "IPv6 addresses have no labels (the kernel's are IPv4 only)"
+        )
+        return None
+    return Vip(address=iface6, dev=dev, label=None)
+
+
 def _parse_vips(errs: Errors, path: str, vl: object, ifname: object) -> tuple[Vip, ...] | None:
     p = f"{path}.virtual_ipaddress"
     if not isinstance(vl, list):
@@ -573,7 +632,7 @@ def _parse_vips(errs: Errors, path: str, vl: object, ifname: object) -> tuple[Vi
         return None
     n = len(errs)
     vips: list[Vip] = []
-    seen: set[IPv4Address] = set()
+    seen: set[IPAddress] = set()
     for i, e in enumerate(vl):
         vp = _parse_vip(errs, f"{p}[{i}]", e)
         if vp is None:
@@ -590,15 +649,27 @@ def _parse_vips(errs: Errors, path: str, vl: object, ifname: object) -> tuple[Vi
     return tuple(vips) if len(errs) == n else None
 
 
-def _parse_peers(errs: Errors, path: str, pl: object) -> tuple[IPv4Address, ...] | None:
+def _v_peer(x: Any) -> IPAddress:
+    if isinstance(x, str) and ":" in x:
+        try:
+            a6 = IPv6Address(x)
+        except ValueError:
+            raise Bad('must be an IPv4 or IPv6 address like "192.0.2.22" or "fe80::22"') from None
+        if a6.is_multicast or a6.is_unspecified or a6.is_loopback:
+            raise Bad("must be a unicast IPv6 address (not multicast, loopback or ::)")
+        return a6
+    return _v_ipv4(x)
+
+
+def _parse_peers(errs: Errors, path: str, pl: object) -> tuple[IPAddress, ...] | None:
     p = f"{path}.unicast_peer"
     if not isinstance(pl, list):
-        errs.add(p, "must be a list of IPv4 addresses")
+        errs.add(p, "must be a list of IPv4 or IPv6 addresses")
         return None
     n = len(errs)
-    peers: list[IPv4Address] = []
+    peers: list[IPAddress] = []
     for i, e in enumerate(pl):
-        a = _run(errs, f"{p}[{i}]", _v_ipv4, e)
+        a = _run(errs, f"{p}[{i}]", _v_peer, e)
         if a is None:
             continue
         if a in peers:
@@ -669,7 +740,13 @@ def _parse_track_interfaces(errs: Errors, path: str, tl: object) -> tuple[TrackI
 
 
 def _parse_instance(
-    errs: Errors, idx: int, data: dict[str, Any], scripts: set[str], processes: set[str], warns: Errors
+    errs: Errors,
+    idx: int,
+    data: dict[str, Any],
+    scripts: set[str],
+    processes: set[str],
+    warns: Errors,
+    g: GlobalConfig | None = None,
 ) -> InstanceConfig | None:
     path = f"vrrp_instance[{idx}]"
     n = len(errs)
@@ -683,7 +760,16 @@ def _parse_instance(
             errs.add(f"{path}.preempt", "contradicts nopreempt; set only one of them")
         else:
             kw["nopreempt"] = not pre
-    if "auth_type" in data:
+    if "virtual_ipaddress" in data:
+        kw["virtual_ipaddress"] = _parse_vips(errs, path, data["virtual_ipaddress"], data.get("interface"))
+    if "unicast_peer" in data:
+        kw["unicast_peer"] = _parse_peers(errs, path, data["unicast_peer"])
+    v3 = _version_family(errs, warns, path, data, kw, g or GlobalConfig(router_id="-"))
+    if v3 and "auth_type" in data:
+        errs.add(f"{path}.auth_type", _NO_AUTH_V3)
+    if v3 and "auth_pass" in data:
+        errs.add(f"{path}.auth_pass", _NO_AUTH_V3)
+    if "auth_type" in data and not v3:
         if data["auth_type"] != "PASS":
             errs.add(
                 f"{path}.auth_type", 'must be "PASS" (AH is not supported); omit it for no authentication'
@@ -691,17 +777,13 @@ def _parse_instance(
         elif "auth_pass" not in data:
             errs.add(f"{path}.auth_pass", "is required when auth_type is set")
         kw["auth_type"] = "PASS"
-    if "auth_pass" in data:
+    if "auth_pass" in data and not v3:
         v = data["auth_pass"]
         if not isinstance(v, str) or not v or len(v.encode("utf-8")) > 8:
             errs.add(f"{path}.auth_pass", "must be a string of 1..8 bytes (PASS authentication)")
         else:
             kw["auth_pass"] = v
             kw["auth_type"] = "PASS"
-    if "virtual_ipaddress" in data:
-        kw["virtual_ipaddress"] = _parse_vips(errs, path, data["virtual_ipaddress"], data.get("interface"))
-    if "unicast_peer" in data:
-        kw["unicast_peer"] = _parse_peers(errs, path, data["unicast_peer"])
     if "track_script" in data:
         refs = _parse_refs(
             errs, path, "track_script", data["track_script"], scripts, "vrrp_script", (-253, 253)
@@ -722,6 +804,98 @@ def _parse_instance(
         kw["name"] = f"VI_{kw['virtual_router_id']}"
     _keepalived_overrides(kw, path, warns)
     return InstanceConfig(**kw)
+
+
+_NO_AUTH_V3 = (
+    "VRRPv3 has no authentication (RFC 5798 section 9; keepalived ignores it): remove it, or set version = 2"
+)
+_V2_INTERVAL_RULE = (
+    "must be an integer 1..255 in VRRPv2 (whole seconds; fractions such as 0.1 need version = 3)"
+)
+_V3_INTERVAL_RULE = (
+    'must be a number of seconds 0.01..40.95 in VRRPv3 (10 ms steps), or a duration such as "100ms"'
+)
+
+
+def _version_family(
+    errs: Errors, warns: Errors, path: str, data: dict[str, Any], kw: dict[str, Any], g: GlobalConfig
+) -> bool:
+    """VRRP version, address family and advert interval of one instance (``kw`` updated); True for v3.
+
+    keepalived's rules: the instance's ``version`` overrides the global one; an instance with IPv6 addresses
+    is VRRPv3; one address family per instance (the family of its first address)."""
+    vips = kw.get("virtual_ipaddress") or ()
+    peers = kw.get("unicast_peer") or ()
+    fam = vips[0].family if vips else (peers[0].version if peers else 4)
+    for i, v in enumerate(vips):
+        if v.family != fam:
+            errs.add(
+                f"{path}.virtual_ipaddress[{i}]",
+                f"IPv{v.family} address in an IPv{fam} instance: one address family per instance (as "
+                "keepalived); use another [[vrrp_instance]] for it (it may have the same VRID)",
+            )
+    for i, a in enumerate(peers):
+        if a.version != fam:
+            errs.add(
+                f"{path}.unicast_peer[{i}]", f"must be an IPv{fam} address (the instance's address family)"
+            )
+    explicit = kw.get("version")
+    version = explicit if explicit is not None else g.version
+    if fam == 6:
+        if explicit == 2:
+            errs.add(f"{path}.version", "IPv6 needs VRRPv3: set version = 3 or omit it")
+        version = 3
+        for key in ("mcast_src_ip", "unicast_src_ip"):
+            if key in data:
+                errs.add(
+                    f"{path}.{key}",
+                    "an IPv6 instance sends from the interface's link-local address (RFC 5798 section "
+                    "5.1.2.1): remove it",
+                )
+        if vips and not vips[0].ip.is_link_local:
+            warns.add(
+                f"{path}.virtual_ipaddress[0]",
+                "the first IPv6 address should be link local (RFC 5798 section 5.2.9; keepalived warns too)",
+            )
+    kw["version"] = version
+    raw = data.get("advert_int", 1)
+    if version == 2:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 255:
+            errs.add(f"{path}.advert_int", _V2_INTERVAL_RULE)
+        else:
+            kw["advert_int"] = raw
+        if "v3_checksum_as_v2" in data:
+            warns.add(f"{path}.v3_checksum_as_v2", "has no effect in VRRPv2")
+        kw.pop("v3_checksum_as_v2", None)
+        return False
+    try:
+        secs = cfgkit.parse_duration(raw)
+    except ValueError:
+        secs = -1.0
+    cs = round(secs * 100) if 0 <= secs < 1e6 else 0
+    if not 1 <= cs <= MAX_ADVER_INT_CS:
+        errs.add(f"{path}.advert_int", _V3_INTERVAL_RULE)
+    else:
+        if abs(cs - secs * 100) > 1e-6:
+            warns.add(
+                f"{path}.advert_int",
+                f"VRRPv3 intervals are in units of 10 ms: {secs:g}s rounded to {cs / 100:g}s (as keepalived)",
+            )
+        kw["advert_cs"] = cs
+        kw["advert_int"] = min(255, max(1, round(cs / 100)))
+    if not vips:
+        errs.add(
+            f"{path}.virtual_ipaddress",
+            "VRRPv3 needs at least one address (RFC 5798 section 5.2.5; keepalived refuses it too)",
+        )
+    if "v3_checksum_as_v2" in kw:
+        if fam == 6:
+            warns.add(
+                f"{path}.v3_checksum_as_v2", "has no effect on IPv6 (its checksum is always RFC 8200's)"
+            )
+    else:
+        kw["v3_checksum_as_v2"] = g.v3_checksum_as_v2 and fam == 4
+    return True
 
 
 def _keepalived_overrides(kw: dict[str, Any], path: str, warns: Errors) -> None:
@@ -803,7 +977,7 @@ def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
             bt = cfgkit.table(body, f"vrrp_instance[{i}]", errs)
             if bt is None:
                 continue
-            inst = _parse_instance(errs, i, bt, script_names, process_names, warns)
+            inst = _parse_instance(errs, i, bt, script_names, process_names, warns, g)
             if inst is None:
                 continue
             if inst.name in names:
@@ -823,7 +997,7 @@ def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
             keys[inst.key] = i
             instances.append(inst)
     # VIPs may not be shared by two instances (two masters would fight over the address).
-    owner: dict[IPv4Address, str] = {}
+    owner: dict[IPAddress, str] = {}
     for inst in instances:
         for v in inst.virtual_ipaddress:
             if v.ip in owner:

@@ -1,0 +1,185 @@
+"""IPv6 kernel sockets for VRRPv3 (RFC 5798 section 5.1.2), imported only when an IPv6 instance exists.
+
+:class:`Vrrp6Socket` is one raw ``AF_INET6`` socket, next header 112, per interface (the IPv6 counterpart of
+:class:`vrrpd.sockets.VrrpSocket`, shared by the IPv6 instances on it, dispatched by VRID), following
+keepalived 2.2.7 and FRR (``vrrp_if.c``, ``vrrpd/vrrp.c``):
+
+* ``SO_BINDTODEVICE``; a member of ff02::12 on that interface only (``IPV6_JOIN_GROUP`` by ifindex) in
+  multicast mode, ``IPV6_MULTICAST_ALL`` 0 (other sockets' memberships do not leak in), no loopback;
+* sends with hop limit 255 (multicast and unicast), traffic class 0xc0, from the interface's link-local
+  address given per packet (``IPV6_PKTINFO``: never a source the kernel picks, which could be a VIP,
+  keepalived#1122); the kernel fills the checksum (``IPV6_CHECKSUM`` 6) with the same pseudo-header sum
+  :func:`vrrpd.wire.encode_v3` computes;
+* receives with ``IPV6_RECVHOPLIMIT`` and ``IPV6_RECVPKTINFO``: each datagram is an :class:`Rx6` (the bare
+  VRRP message, source, destination, hop limit). The receive side does *not* set ``IPV6_CHECKSUM``: the
+  kernel would drop bad checksums silently, and vrrpd counts them (``wire.decode_ipv6`` verifies).
+
+:class:`NaSocket` sends unsolicited Neighbor Advertisements (``wire.na_frame``) on one unbound ``AF_PACKET``
+socket, as :class:`vrrpd.sockets.GarpSocket` does gratuitous ARP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from ipaddress import IPv6Address
+from typing import NamedTuple
+
+from vrrpd import wire
+
+__all__ = ["NaSocket", "Rx6", "Vrrp6Socket", "ipv6_forwarding", "parse_ancillary"]
+
+IPV6_MULTICAST_ALL = 29  # linux/in6.h; missing from Python's socket module
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+ETH_P_IPV6 = 0x86DD
+VRRP_GROUP6 = IPv6Address("ff02::12")
+_ANC_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + 64
+_INT = struct.Struct("@i")
+_UINT = struct.Struct("@I")
+
+
+class Rx6(NamedTuple):
+    """One received datagram: the VRRP message and what ``recvmsg`` said about it (``dst``/``hop_limit``
+    None when the ancillary data was missing)."""
+
+    msg: bytes
+    src: IPv6Address | None
+    dst: IPv6Address | None
+    hop_limit: int | None
+
+
+def parse_ancillary(anc: list[tuple[int, int, bytes]]) -> tuple[IPv6Address | None, int | None]:
+    """(destination from ``IPV6_PKTINFO``, hop limit from ``IPV6_HOPLIMIT``) from ``recvmsg`` ancillary data;
+    None for what is missing or malformed."""
+    dst: IPv6Address | None = None
+    hlim: int | None = None
+    for level, kind, data in anc:
+        if level != socket.IPPROTO_IPV6:
+            continue
+        if kind == socket.IPV6_HOPLIMIT and len(data) >= _INT.size:
+            v = _INT.unpack_from(data)[0]
+            hlim = v if 0 <= v <= 255 else None
+        elif kind == socket.IPV6_PKTINFO and len(data) >= 16:
+            dst = IPv6Address(data[:16])
+    return dst, hlim
+
+
+class Vrrp6Socket:
+    """One raw IPv6 socket per interface for VRRPv3 (see the module docstring)."""
+
+    def __init__(self, ifname: str, ifindex: int, *, multicast: bool) -> None:
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.joined = False
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.VRRP_PROTO)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            for opt, val in (
+                (socket.IPV6_CHECKSUM, 6),
+                (socket.IPV6_RECVHOPLIMIT, 1),
+                (socket.IPV6_RECVPKTINFO, 1),
+                (socket.IPV6_MULTICAST_HOPS, wire.VRRP_TTL),
+                (socket.IPV6_UNICAST_HOPS, wire.VRRP_TTL),
+                (socket.IPV6_MULTICAST_LOOP, 0),
+                (socket.IPV6_MULTICAST_IF, ifindex),
+                (socket.IPV6_TCLASS, wire.IP_TOS),
+                (IPV6_MULTICAST_ALL, 0),
+            ):
+                s.setsockopt(socket.IPPROTO_IPV6, opt, val)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+        self.multicast = multicast
+        if multicast:
+            self.join()
+
+    def _mreq(self) -> bytes:
+        return VRRP_GROUP6.packed + _UINT.pack(self.ifindex)
+
+    def join(self) -> None:
+        """Join ff02::12 on our interface (idempotent; retried after the link comes back)."""
+        if self.joined or not self.multicast:
+            return
+        try:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, self._mreq())
+        except OSError as e:
+            if e.errno != 98:  # EADDRINUSE: already a member
+                raise
+        self.joined = True
+
+    def leave(self) -> None:
+        if not self.joined:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, self._mreq())
+        self.joined = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, src: IPv6Address, dst: IPv6Address, msg: bytes) -> None:
+        """Send one VRRPv3 message from ``src`` (the link-local address) to ``dst`` (ff02::12 or a peer)."""
+        pktinfo = src.packed + _UINT.pack(self.ifindex)
+        self.sock.sendmsg(
+            [msg], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)], 0, (str(dst), 0, 0, self.ifindex)
+        )
+
+    def recv_all(self, limit: int = 4096) -> list[Rx6]:
+        """Everything queued (up to ``limit`` datagrams), without blocking."""
+        out: list[Rx6] = []
+        for _ in range(limit):
+            try:
+                data, anc, _flags, addr = self.sock.recvmsg(4096, _ANC_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            dst, hlim = parse_ancillary(anc)
+            try:
+                src: IPv6Address | None = IPv6Address(addr[0].split("%", 1)[0])
+            except (ValueError, IndexError, TypeError):
+                src = None
+            out.append(Rx6(data, src, dst, hlim))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class NaSocket:
+    """One AF_PACKET socket for unsolicited Neighbor Advertisements on every interface (send only)."""
+
+    def __init__(self) -> None:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        try:
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+    def send(self, ifname: str, mac: bytes, ips: list[IPv6Address], count: int, *, router: bool) -> int:
+        """``count`` rounds of one NA (Override set) per address on ``ifname``; the number of frames sent."""
+        frames = [wire.na_frame(mac, ip, router=router) for ip in ips]
+        sent = 0
+        for _ in range(count):
+            for f in frames:
+                self.sock.sendto(f, (ifname, ETH_P_IPV6))
+                sent += 1
+        return sent
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def ipv6_forwarding(ifname: str) -> bool:
+    """Whether ``ifname`` forwards IPv6 (keepalived sets the NA's Router flag then)."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/forwarding", "rb") as f:
+            return f.read().strip() == b"1"
+    except OSError:
+        return False
