@@ -1484,6 +1484,12 @@ class _HaConverter:
                     f"stats in mode tcp {p.kind} {p.name}: HAProxy serves no stats page there; not imported",
                 )
             name = _name(p.name)
+            if name != p.name:
+                rep.warning(
+                    p.where,
+                    f"{p.kind} name {p.name!r} has characters tcplb does not allow in a name: "
+                    f"imported as {name!r}",
+                )
             if name in names:
                 rep.error(p.where, f"two proxies named {name!r}")
                 continue

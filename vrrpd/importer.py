@@ -249,6 +249,8 @@ class _Converter:
         self.rep = rep
         self.processes: list[Table] = []
         self.cur_iface: str | None = None
+        self.script_where: dict[str, str] = {}
+        self.instance_names: dict[str, str] = {}
         self.process_names: dict[str, str] = {}
         self.glob = Table("[global]", "", "")
         self.instances: list[Table] = []
@@ -421,14 +423,15 @@ class _Converter:
         if len(s.words) < 2:
             rep.error(s.where, "vrrp_script needs a name")
             return
-        name = s.words[1]
-        if not NAME_RE.match(name):
-            rep.error(s.where, f"vrrp_script name {name!r}: vrrpd names are 1..64 of A-Z a-z 0-9 _ . @ -")
+        orig = s.words[1]
+        name = self.safe_name(orig, s.where, "vrrp_script")
+        if any(v == name and o != orig for o, v in self.script_names.items()):
+            rep.error(s.where, f"vrrp_script {orig}: its vrrpd name {name!r} is also another script's")
             return
-        if name in self.script_names:
+        if orig in self.script_names:
             rep.warning(
                 s.where,
-                f"vrrp_script {name} defined again (also {self.script_names[name]}); "
+                f"vrrp_script {orig} defined again (also {self.script_where[orig]}); "
                 "the later one is kept, as keepalived does",
             )
             self.scripts = [t for t in self.scripts if t.header != f"[vrrp_script.{toml_key(name)}]"]
@@ -488,17 +491,24 @@ class _Converter:
             return
         if t.has("interval") and not t.has("timeout"):
             pass  # keepalived and vrrpd: the timeout defaults to the interval
-        self.script_names[name] = s.where
+        self.script_names[orig] = name
+        self.script_where[orig] = s.where
         self.scripts.append(t)
         self.any_scripts = True
 
     # --- vrrp_track_process
     def process(self, s: Stmt) -> None:
         rep = self.rep
-        if len(s.words) < 2 or not NAME_RE.match(s.words[1]):
-            rep.error(s.where, "vrrp_track_process needs a name of 1..64 of A-Z a-z 0-9 _ . @ -")
+        if len(s.words) < 2:
+            rep.error(s.where, "vrrp_track_process needs a name")
             return
-        name = s.words[1]
+        orig = s.words[1]
+        name = self.safe_name(orig, s.where, "vrrp_track_process")
+        if name in self.process_names.values():
+            rep.error(
+                s.where, f"vrrp_track_process {orig}: defined twice (or its name {name!r} is another's)"
+            )
+            return
         t = Table(f"[vrrp_track_process.{toml_key(name)}]", s.where, f"{s.where} vrrp_track_process {name}")
         for c in s.children():
             k = c.keyword
@@ -533,7 +543,7 @@ class _Converter:
         if not t.has("process"):
             rep.error(s.where, f"vrrp_track_process {name}: no process")
             return
-        self.process_names[name] = s.where
+        self.process_names[orig] = name
         self.processes.append(t)
 
     # --- vrrp_instance
@@ -542,10 +552,11 @@ class _Converter:
         if len(s.words) < 2:
             rep.error(s.where, "vrrp_instance needs a name")
             return
-        name = s.words[1]
-        if not NAME_RE.match(name):
-            rep.error(s.where, f"vrrp_instance name {name!r}: vrrpd names are 1..64 of A-Z a-z 0-9 _ . @ -")
+        name = self.safe_name(s.words[1], s.where, "vrrp_instance")
+        if name in self.instance_names:
+            rep.error(s.where, f"vrrp_instance {name} defined twice (also {self.instance_names[name]})")
             return
+        self.instance_names[name] = s.where
         t = Table("[[vrrp_instance]]", s.where, f"{s.where} vrrp_instance {name}")
         t.set("name", name, s.where)
         state: tuple[str, str] | None = None
@@ -735,6 +746,16 @@ class _Converter:
         t.entries.sort(key=lambda e: order.index(e.key) if e.key in order else len(order))
         self.instances.append(t)
 
+    def safe_name(self, orig: str, where: str, what: str) -> str:
+        """The name as vrrpd allows it (1..64 of A-Z a-z 0-9 _ . @ -), with a warning when it changes."""
+        if NAME_RE.match(orig):
+            return orig
+        safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", orig)[:64] or "_"
+        self.rep.warning(
+            where, f"{what} name {orig!r} has characters vrrpd does not allow in a name; imported as {safe!r}"
+        )
+        return safe
+
     def items(self, c: Stmt) -> list[Stmt]:
         """The entries of a value block (``virtual_ipaddress { ... }``); words after the keyword are an error,
         as keepalived's "Block ... has extra parameters"."""
@@ -916,6 +937,7 @@ class _Converter:
                     "reference, so does the import",
                 )
                 continue
+            name = known[name]
             if any((x if isinstance(x, str) else x["name"]) == name for x in refs):
                 rep.warning(r.where, f"{key} {name} listed twice")
                 continue

@@ -514,3 +514,23 @@ def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None
     assert "k.conf:2: warning: script: words after the command" in "\n".join(rep.lines())
     assert d["vrrp_instance"][0]["notify_master"] == ["/bin/a", "1"]
     assert "k.conf:9: warning: notify_master given twice" in "\n".join(rep.lines())
+
+
+def test_names_vrrpd_or_tcplb_do_not_allow_are_changed_with_a_warning() -> None:
+    doc = kaconf.parse_text(
+        "vrrp_script chk/a {\nscript /bin/true\n}\n"
+        "vrrp_instance VI:1 {\ninterface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
+        "track_script {\nchk/a\n}\n}\n",
+        "k.conf",
+        config_id="x",
+        includes=False,
+    )
+    text, rep = vrrpd_importer.convert(doc)
+    assert text is not None, rep.lines()
+    d = tomllib.loads(text)
+    assert d["vrrp_instance"][0]["name"] == "VI_1" and d["vrrp_instance"][0]["track_script"] == ["chk_a"]
+    assert list(d["vrrp_script"]) == ["chk_a"] and "'chk/a'" in messages(rep, "warning")
+    ha = "listen rabbit/amqp\n mode tcp\n bind :5672\n server n1 192.0.2.11:5672\n"
+    text, rep = tcplb_importer.convert_haproxy(haconf.parse_text(ha, "h.cfg"))
+    assert text is not None and list(tomllib.loads(text)["listen"]) == ["rabbit_amqp"]
+    assert "h.cfg:1: warning: listen name 'rabbit/amqp'" in "\n".join(rep.lines())
