@@ -2026,8 +2026,15 @@ class _LvsConverter:
         checks_seen: list[dict[str, Any]] = []
         for r in reals:
             entry = self.real(r, vs_delay, vs_chk, algo[0], checks_seen)
-            if entry is not None:
-                servers.append(entry)
+            if entry is None:
+                continue
+            if any(d["name"] == entry[0]["name"] for d, _ in servers):
+                rep.error(r.where, f"real_server {entry[0]['address']} is already in this virtual_server")
+                if isinstance(entry[0].get("check"), dict):
+                    checks_seen.pop()
+                    self.connects.pop()
+                continue
+            servers.append(entry)
         if sorry is not None:
             sa = sorry.args
             try:
