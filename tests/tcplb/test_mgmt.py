@@ -428,7 +428,7 @@ def test_connection_name_as_rabbitmq_prints_it() -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_close_connection(loop: str) -> None:
     async def main() -> None:
-        for status, closed in ((204, True), (404, True), (401, False), (500, False)):
+        for status, closed in ((204, True), (404, False), (401, False), (500, False)):
             async with FakeHttp(replay(answer(status, b""))) as srv:
                 r = await mgmt.close_connection(
                     "127.0.0.1",

@@ -8,7 +8,9 @@ re-queues the bytes after the header: ``gen_tcp:unrecv``):
   addresses as peer and host;
 * a check header (``for_check``: the socket's own endpoints) is accepted;
 * v2 LOCAL and v1 UNKNOWN are not: 3.10's connection process dies before Connection.Start (the reason checks
-  toward 3.10 must never send LOCAL).
+  toward 3.10 must never send LOCAL);
+* ``mgmt.close_connection`` with the name ``mgmt.connection_name`` computes from the header's addresses
+  closes exactly that connection with Connection.Close 320 and the reason (rebalancing's graceful close).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from netns.lab import Lab, wait_until
 from netns.rabbitmq import RabbitCluster
+from tcplb import mgmt
 
 pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq]
 
@@ -95,11 +98,24 @@ for name, header in (("local", pp.v2_local()), ("unknown", pp.v1_unknown())):
 print("READY " + json.dumps(out), flush=True)
 while not os.path.exists(stop):
     time.sleep(0.05)
+closed_by_broker = []
 for s, fr in held:
-    s.sendall(aw.close())
-    frames(s, fr, (10, 51))
+    s.settimeout(0.5)
+    try:
+        got = fr.feed(s.recv(65536))
+    except TimeoutError:
+        got = []
+    close = [f for f in got if f.method == (10, 50)] if isinstance(got, list) else []
+    s.settimeout(10)
+    if close:  # the broker closed it (management API): answer Close-Ok, the polite end
+        p = close[0].payload
+        closed_by_broker.append([int.from_bytes(p[4:6], "big"), p[7 : 7 + p[6]].decode()])
+        s.sendall(aw.close_ok())
+    else:
+        s.sendall(aw.close())
+        frames(s, fr, (10, 51))
     s.close()
-print("DONE", flush=True)
+print("DONE " + json.dumps(closed_by_broker), flush=True)
 """
 
 
@@ -109,9 +125,16 @@ def test_proxy_headers_accepted_by_rabbitmq_310(lab: Lab) -> None:
     node = cluster.nodes[0]
     with (node.base / "rabbitmq.conf").open("a") as conf:
         conf.write("proxy_protocol = true\n")
+    (node.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
     client = lab.host("cli")
     lab.link(client, sw, "192.0.2.50/24")
     cluster.start()
+    node.ctl("add_user", "admin", "admin-pw")
+    node.ctl("set_user_tags", "admin", "administrator")
+    # the DELETE below looks the name up in the management plugin's connection stats; a first version of
+    # this test opened the connections while the plugin was still starting and got 404 for a live one:
+    # start the connections once the plugin listens, and wait until the name is listed
+    wait_until(lambda: node._listening(15672), 60, what="management listener")
     stop = lab.workdir / "stop-proxy-worker"
     proc = client.start(
         [sys.executable, "-c", WORKER, node.ip, str(stop)],
@@ -131,6 +154,29 @@ def test_proxy_headers_accepted_by_rabbitmq_310(lab: Lab) -> None:
     seen = {tuple(r.split("\t")) for r in rows.strip().splitlines()}
     assert ("198.51.100.7", "40001", "192.0.2.100", "5672") in seen, rows
     assert ("198.51.100.7", "40002", "192.0.2.100", "5672") in seen, rows
+    # the graceful close of rebalancing: the v2 connection, named from its PROXY header's addresses
+    name = mgmt.connection_name(("198.51.100.7", 40002), ("192.0.2.100", 5672))
+    lister = (
+        "import asyncio, sys; from tcplb import mgmt; "
+        "r = asyncio.run(mgmt.fetch(sys.argv[1], 15672, '/api/connections?columns=name', "
+        "user='admin', password='admin-pw')); print(getattr(r, 'body', r))"
+    )
+
+    def listed() -> str:
+        out = client.run([sys.executable, "-c", lister, node.ip], env={"PYTHONPATH": str(ROOT)}).stdout
+        return out if name in out else ""
+
+    wait_until(listed, 20, what=f"{name} in /api/connections")
+    closer = (
+        "import asyncio, sys; from tcplb import mgmt; "
+        "r = asyncio.run(mgmt.close_connection(sys.argv[1], 15672, sys.argv[2], 'rebalance test', "
+        "user='admin', password='admin-pw')); print(r.closed, r.reason)"
+    )
+    res = client.run([sys.executable, "-c", closer, node.ip, name], env={"PYTHONPATH": str(ROOT)})
+    assert res.stdout.startswith("True closed by the broker"), res.stdout + res.stderr
     stop.write_text("")
     wait_until(lambda: "DONE" in proc.output() or not proc.alive(), 30, what="worker closed its connections")
-    assert "DONE" in proc.output(), proc.output()[-2000:]
+    done = next((x for x in proc.output().splitlines() if x.startswith("DONE ")), None)
+    assert done is not None, proc.output()[-2000:]
+    # exactly the v2 connection got Connection.Close 320 with the reason; the v1 one was untouched
+    assert json.loads(done[len("DONE ") :]) == [[320, "CONNECTION_FORCED - rebalance test"]]
