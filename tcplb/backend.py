@@ -75,6 +75,12 @@ class ServerState:
         self.admin_weight = cfg.weight  # runtime weight (admin API), reset by a reload that changes it
         self.maint = cfg.disabled  # administrative maintenance (no checks, no traffic)
         self.drain = False  # administrative drain (no new connections, checks go on)
+        # rabbitmq check with management: the node's own state (tcplb.mgmt). node_drain: the broker is in
+        # maintenance (or not running): no new connections, existing ones are left to the broker.
+        self.node_drain = False
+        self.node_health: str | None = None  # ready / draining / down / unknown (None: not polled)
+        self.node_info = ""
+        self.alarms: frozenset[str] = frozenset()  # memory / disk / ...: shown and logged, never acted on
         self.cur = 0  # connections connecting or established
         self.queue: deque[Waiter] = deque()
         ck = cfg.check
@@ -115,7 +121,7 @@ class ServerState:
 
     @property
     def weight(self) -> int:
-        return 0 if self.drain else self.admin_weight
+        return 0 if self.drain or self.node_drain else self.admin_weight
 
     @property
     def active_conns(self) -> int:
@@ -151,7 +157,7 @@ class ServerState:
         checked = self.checks_enabled
         if not h.up:
             return h.status_text() if checked else "DOWN"
-        if self.drain or self.admin_weight == 0:
+        if self.drain or self.node_drain or self.admin_weight == 0:
             return f"DRAIN {h.fall - h.failures}/{h.fall}" if checked and h.failures else "DRAIN"
         return h.status_text() if checked else "no check"
 

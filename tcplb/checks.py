@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import CheckConfig
+from . import mgmt
+from .amqpwire import Credentials, Probe, ProbeOutcome
+from .config import CheckConfig, Management
 
 log = logging.getLogger("tcplb.checks")
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -156,6 +158,8 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
         async with asyncio.timeout(rt):
             if check.type == "amqp":
                 return await _amqp(loop, sock, t0)
+            if check.type == "rabbitmq":
+                return await _rabbitmq(loop, sock, check, t0)
             return await _http(loop, sock, check, host, port, t0)
     except TimeoutError:
         return CheckResult(False, "L7TOUT", "no answer in time", time.monotonic() - t0)
@@ -179,6 +183,92 @@ async def _amqp(loop: asyncio.AbstractEventLoop, sock: socket.socket, t0: float)
     if ftype == 1 and channel == 0 and cls == 10 and meth == 10:
         return CheckResult(True, "L7OK", "Connection.Start", dt)
     return CheckResult(False, "L7RSP", f"not Connection.Start: {data[:11].hex()}", dt)
+
+
+def _credentials(check: CheckConfig) -> Credentials | None:
+    if check.amqp_user is None:
+        return None
+    return Credentials(check.amqp_user, check.amqp_password or "", check.vhost)
+
+
+def rabbitmq_result(out: ProbeOutcome, dt: float) -> CheckResult:
+    """A finished :class:`~tcplb.amqpwire.Probe` as a check result.
+
+    The broker answered AMQP → L7OK. If it closed the probe itself (403 bad credentials, 530 vhost), it
+    is alive and speaks AMQP but refuses the probe: L7OKC ("conditionally passed"), so a wrong probe
+    password shows on the stats page and in the log without taking every node out. Anything else (garbage,
+    a closed connection, a version refusal) → L7RSP; silence ends in the caller's timeout (L7TOUT)."""
+    if out.close_code is not None:
+        return CheckResult(True, "L7OKC", f"broker refused the probe: {out.close_code} {out.close_text}", dt)
+    if out.ok:
+        return CheckResult(True, "L7OK", out.reason if out.clean else f"{out.reason} (header only)", dt)
+    return CheckResult(False, "L7RSP", out.reason, dt)
+
+
+async def _rabbitmq(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, t0: float
+) -> CheckResult:
+    """The clean AMQP probe (:class:`tcplb.amqpwire.Probe`): with credentials, the full handshake and a
+    Connection.Close, which leaves nothing above info in RabbitMQ's log; without, header → Start."""
+    p = Probe(_credentials(check))
+    await loop.sock_sendall(sock, p.start())
+    while True:
+        data = await loop.sock_recv(sock, 65536)
+        if not data:
+            return rabbitmq_result(p.feed_eof(), time.monotonic() - t0)
+        step = p.feed(data)
+        if step.send:
+            await loop.sock_sendall(sock, step.send)
+        if step.outcome is not None:
+            return rabbitmq_result(step.outcome, time.monotonic() - t0)
+
+
+async def node_state(m: Management, host: str, *, skip_service: bool = False) -> tuple[mgmt.NodeState, bool]:
+    """One look at a node through the management API: (its state, whether ``is-in-service`` exists).
+
+    * ``is-in-service`` (RabbitMQ 4.1.1+, no authentication): READY, or DRAINING when the node is being
+      drained (or booting); skipped once the broker said it does not have it (``skip_service``);
+    * ``/api/nodes/{node}`` when ``node`` is set: ``running`` false → DOWN, ``being_drained`` (3.11.19 /
+      3.12.1+) → DRAINING; asked of any node, so ``url`` can name another node (a 3.10 node in maintenance
+      suspends its own management port);
+    * the alarm check: ``alarms`` filtered to ``node`` when set, else ``local-alarms`` of the node asked.
+
+    Alarms come from the alarm check when it answered (it is current; ``/api/nodes`` lags by a stats
+    interval), else from ``/api/nodes``. A failed request is UNKNOWN (keep the previous view)."""
+    h = m.host if m.host is not None else host
+    kw: dict[str, Any] = {"user": m.user, "password": m.password, "timeout": m.timeout}
+    states: list[mgmt.NodeState] = []
+    service_ok = not skip_service
+    if not skip_service:
+        got = await mgmt.fetch(h, m.port, mgmt.IS_IN_SERVICE, timeout=m.timeout)
+        st = (
+            mgmt.from_failure(got, "is-in-service")
+            if isinstance(got, mgmt.FetchFailed)
+            else mgmt.from_service_check(got.status, got.body)
+        )
+        service_ok = st.supported
+        states.append(st)
+    node_alarms: frozenset[str] | None = None
+    if m.node is not None:
+        got = await mgmt.fetch(h, m.port, mgmt.node_path(m.node), **kw)
+        st = (
+            mgmt.from_failure(got, "/api/nodes")
+            if isinstance(got, mgmt.FetchFailed)
+            else mgmt.from_node(got.status, got.body, m.node)
+        )
+        node_alarms = st.alarms
+        states.append(mgmt.NodeState(st.health, None, st.reason, st.supported))
+    path = mgmt.ALARMS if m.node is not None else mgmt.LOCAL_ALARMS
+    got = await mgmt.fetch(h, m.port, path, **kw)
+    al = (
+        mgmt.from_failure(got, path.rsplit("/", 1)[-1])
+        if isinstance(got, mgmt.FetchFailed)
+        else mgmt.from_alarms(got.status, got.body, m.node, path)
+    )
+    if al.alarms is None and node_alarms is not None:
+        al = mgmt.NodeState(al.health, node_alarms, al.reason + " (alarms from /api/nodes)")
+    states.append(al)
+    return mgmt.merge(states), service_ok
 
 
 async def _http(
@@ -230,6 +320,7 @@ class Checker:
         spread: int = 0,
         source: str | None = None,
         first_delay: float | None = None,
+        node_report: Callable[[mgmt.NodeState], None] | None = None,
     ) -> None:
         self.check = check
         self.host = host
@@ -243,16 +334,50 @@ class Checker:
         self.last: CheckResult | None = None
         self.due: float | None = None  # loop time of the next check (None while one runs)
         self._wake: asyncio.Event | None = None
+        # rabbitmq + management: the node-state poll (its own task, every management.inter)
+        self.node_report = node_report
+        self.node_task: asyncio.Task[None] | None = None
+        self.node: mgmt.NodeState | None = None
 
     def start(self) -> None:
         if self.task is None:
             self._wake = asyncio.Event()
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self.task = loop.create_task(self._run())
+            m = self.check.management
+            if self.check.type == "rabbitmq" and m is not None and self.node_report is not None:
+                self.node_task = loop.create_task(self._run_node(m))
 
     def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if self.node_task is not None:
+            self.node_task.cancel()
+            self.node_task = None
+
+    async def _run_node(self, m: Management) -> None:
+        skip_service = False
+        rounds = 0
+        await asyncio.sleep(random.uniform(0, min(m.inter, 1.0)))
+        while True:
+            # a broker without is-in-service (< 4.1.1) is asked again only every 12th round (an upgrade)
+            skip = skip_service and rounds % 12 != 0
+            try:
+                st, supported = await node_state(m, self.host, skip_service=skip)
+            except Exception as e:  # never let the poll die: report it as "the API did not say"
+                log.exception("management poll failed for %s", self.host)
+                st, supported = mgmt.from_failure(mgmt.FetchFailed(repr(e))), True
+            if not skip:
+                skip_service = not supported
+            rounds += 1
+            self.node = st
+            assert self.node_report is not None
+            try:
+                self.node_report(st)
+            except Exception:
+                log.exception("node report failed for %s", self.host)
+            await asyncio.sleep(self._jitter(m.inter))
 
     def rearm(self, delay: float) -> None:
         """Run the next check at most ``delay`` seconds from now (a check in progress is left alone)."""

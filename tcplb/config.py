@@ -44,6 +44,7 @@ __all__ = [
     "KeepaliveSide",
     "Listener",
     "LogFormat",
+    "Management",
     "OnError",
     "Server",
     "StatsConfig",
@@ -63,14 +64,14 @@ __all__ = [
 ]
 
 Balance: TypeAlias = Literal["roundrobin", "leastconn", "source"]
-CheckType: TypeAlias = Literal["tcp", "amqp", "http"]
+CheckType: TypeAlias = Literal["tcp", "amqp", "http", "rabbitmq"]
 InitState: TypeAlias = Literal["fully-up", "up", "down", "fully-down"]
 OnError: TypeAlias = Literal["mark-down", "sudden-death", "fail-check", "fastinter", "ignore"]
 LogFormat: TypeAlias = Literal["tcplog", "json"]
 
 DEFAULT_BALANCE: Final[Balance] = "leastconn"
 BALANCES: Final = ("leastconn", "roundrobin", "source")
-CHECK_TYPES: Final = ("tcp", "amqp", "http")
+CHECK_TYPES: Final = ("tcp", "amqp", "http", "rabbitmq")
 INIT_STATES: Final = ("fully-up", "up", "down", "fully-down")
 ON_ERRORS: Final = ("mark-down", "sudden-death", "fail-check", "fastinter", "ignore")
 LOG_FORMATS: Final = ("tcplog", "json")
@@ -181,6 +182,20 @@ class HttpCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Management:
+    """RabbitMQ's management API for a ``rabbitmq`` check (``check.management``): where to ask, as whom,
+    which node, how often. ``host`` None: the server's check address (each node's own API)."""
+
+    host: str | None = None
+    port: int = 15672
+    user: str | None = None
+    password: str | None = None
+    node: str | None = None  # e.g. "rabbit@rmq1": also ask /api/nodes/{node} (being_drained, 3.11.19+)
+    inter: float = 5.0
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
 class CheckConfig:
     """Active health check of one server (resolved: every fallback already applied).
 
@@ -206,6 +221,11 @@ class CheckConfig:
     http: HttpCheck = field(default_factory=HttpCheck)
     on_error: OnError = "mark-down"  # what a failed live connect does (passive health)
     error_limit: int = 1  # consecutive live-connect failures before on_error applies
+    # rabbitmq: the probe user (PLAIN; None: the probe stops at Connection.Start) and vhost
+    amqp_user: str | None = None
+    amqp_password: str | None = None
+    vhost: str = "/"
+    management: Management | None = None  # rabbitmq: node state and alarms from the management API
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,6 +630,61 @@ def _v_syslog_address(x: Any) -> str:
     return _fmt_address(h, p)
 
 
+_MGMT_SPEC: Final[dict[str, Validator]] = {
+    "url": _v_str(maxlen=300),
+    "port": _v_port,
+    "user": _v_str(maxlen=255),
+    "password": _v_str(nonempty=False, maxlen=255),
+    "node": _v_str(maxlen=255),
+    "inter": _v_duration(positive=True, maximum=86400.0),
+    "timeout": _v_duration(positive=True, maximum=3600.0),
+}
+
+
+def _mgmt_url(url: str) -> tuple[str, int]:
+    """``http://host[:port][/]`` → (host, port); only plain http (the fetcher speaks no TLS)."""
+    rest = url.removeprefix("http://")
+    if rest == url:
+        raise _Bad('url: must start with "http://" (https is not supported: use a local plain-http port)')
+    rest = rest.rstrip("/")
+    if not rest or "/" in rest or "@" in rest or "?" in rest:
+        raise _Bad('url: must be "http://HOST[:PORT]" (no path, no user: set user and password)')
+    has_port = "]:" in rest if rest.startswith("[") else ":" in rest
+    if not has_port:
+        rest += ":80"
+    try:
+        host, port = parse_address(rest)
+    except ValueError as e:
+        raise _Bad(f"url: {e}") from None
+    return host, port
+
+
+def _v_management(x: Any) -> dict[str, Any]:
+    """A ``management`` table (validated keys; ``{}`` for true), or ``{"enabled": False}`` for false."""
+    if isinstance(x, bool):
+        return {} if x else {"enabled": False}
+    if not isinstance(x, dict):
+        raise _Bad('must be a table such as { user = "monitor", password = "...", node = "rabbit@rmq1" }')
+    out: dict[str, Any] = {}
+    for key, raw in x.items():
+        v = _MGMT_SPEC.get(key)
+        if v is None:
+            known = ", ".join(sorted(_MGMT_SPEC))
+            raise _Bad(f"unknown key (known: {known})", f".{key}")
+        try:
+            out[key] = v(raw)
+        except _Bad as b:
+            raise _Bad(b.rule, f".{key}{b.suffix}") from None
+    if "url" in out:
+        try:
+            _mgmt_url(out["url"])
+        except _Bad as b:
+            raise _Bad(b.rule.removeprefix("url: "), ".url") from None
+        if "port" in out:
+            raise _Bad("set either url or port (port: the server's own address)", ".port")
+    return out
+
+
 _CHECK_SPEC: Final[dict[str, Validator]] = {
     "type": _v_choice(*CHECK_TYPES),
     "inter": _v_duration(positive=True, maximum=86400.0),
@@ -628,8 +703,12 @@ _CHECK_SPEC: Final[dict[str, Validator]] = {
     "user": _v_str(maxlen=255),
     "password": _v_str(nonempty=False, maxlen=255),
     "expect_status": _v_status,
+    # rabbitmq
+    "vhost": _v_str(maxlen=255),
+    "management": _v_management,
 }
 _HTTP_KEYS: Final = frozenset({"path", "method", "host", "user", "password", "expect_status"})
+_RABBITMQ_KEYS: Final = frozenset({"vhost", "management"})
 
 _TIMEOUT_KEYS: Final = (
     "timeout_connect",
@@ -781,7 +860,17 @@ def _merge_check(base: dict[str, Any], over: dict[str, Any] | None) -> dict[str,
         return base
     if over.get("enabled") is False:
         return {**base, "enabled": False}
-    return {**base, **over}
+    out = {**base, **over}
+    if "management" in base and "management" in over and over["management"].get("enabled") is not False:
+        # key by key: the listener gives the credentials, a server its node name (or its own url)
+        bm = base["management"]
+        m = {**(bm if bm.get("enabled") is not False else {}), **over["management"]}
+        if "url" in over["management"]:
+            m.pop("port", None)
+        elif "port" in over["management"]:
+            m.pop("url", None)
+        out["management"] = m
+    return out
 
 
 def _ka_side(raw: Any, path: str, errs: _Errors) -> KeepaliveSide | None:
@@ -990,6 +1079,21 @@ def _resolve_check(
         budget = None
     else:
         connect_t = read_t = budget = inter
+    ctype = layer.get("type", "tcp")
+    mgmt: Management | None = None
+    m = layer.get("management")
+    if ctype == "rabbitmq" and m is not None and m.get("enabled") is not False:
+        mhost, mport = _mgmt_url(m["url"]) if "url" in m else (None, m.get("port", 15672))
+        mgmt = Management(
+            host=mhost,
+            port=mport,
+            user=m.get("user"),
+            password=m.get("password"),
+            node=m.get("node"),
+            inter=m.get("inter", 5.0),
+            timeout=m.get("timeout", 3.0),
+        )
+    rabbit = ctype == "rabbitmq"
     http = (
         HttpCheck()
         if layer.get("type", "tcp") != "http"
@@ -1018,20 +1122,35 @@ def _resolve_check(
         http=http,
         on_error=layer.get("on_error", "mark-down"),
         error_limit=layer.get("error_limit", 1),
+        amqp_user=layer.get("user") if rabbit else None,
+        amqp_password=layer.get("password") if rabbit else None,
+        vhost=layer.get("vhost", "/") if rabbit else "/",
+        management=mgmt,
     )
 
 
 def _check_http_keys(
     layer: Mapping[str, Any], own: Mapping[str, Any] | None, path: str, errs: _Errors
 ) -> None:
-    """http-only keys set in ``own`` while the merged type is not http."""
-    if own is None or layer.get("type", "tcp") == "http":
+    """http-only keys set in ``own`` while the merged type is not http (user/password also serve the
+    rabbitmq probe), rabbitmq-only keys while it is not rabbitmq."""
+    if own is None:
         return
-    for key in sorted(_HTTP_KEYS & own.keys()):
-        errs.add(
-            _join(path, key),
-            f'only applies to type = "http" (the check type here is "{layer.get("type", "tcp")}")',
-        )
+    ctype = layer.get("type", "tcp")
+    bad: set[str] = set()
+    if ctype == "rabbitmq":
+        bad = set(_HTTP_KEYS - {"user", "password"})
+        want = '"http"'
+    elif ctype != "http":
+        bad = set(_HTTP_KEYS)
+        want = '"http"'
+    for key in sorted(bad & own.keys()):
+        errs.add(_join(path, key), f'only applies to type = {want} (the check type here is "{ctype}")')
+    if ctype != "rabbitmq":
+        for key in sorted(_RABBITMQ_KEYS & own.keys()):
+            errs.add(
+                _join(path, key), f'only applies to type = "rabbitmq" (the check type here is "{ctype}")'
+            )
 
 
 def _listener(
@@ -1300,6 +1419,22 @@ def _check_dict(c: CheckConfig, secrets: bool = False) -> dict[str, Any] | bool:
         if h.password is not None and not secrets:
             d["password"] = HIDDEN_PASSWORD
         d["expect_status"] = [f"{lo}-{hi}" for lo, hi in h.expect_status]
+    if c.type == "rabbitmq":
+        if c.amqp_user is not None:
+            d["user"] = c.amqp_user
+        if c.amqp_password is not None:
+            d["password"] = c.amqp_password if secrets else HIDDEN_PASSWORD
+        d["vhost"] = c.vhost
+        if (m := c.management) is not None:
+            md: dict[str, Any] = {"inter": m.inter, "timeout": m.timeout}
+            if m.host is None:
+                md["port"] = m.port
+            else:
+                md["url"] = f"http://{_fmt_address(m.host, m.port)}"
+            for k in ("user", "password", "node"):
+                if (v := getattr(m, k)) is not None:
+                    md[k] = v if k != "password" or secrets else HIDDEN_PASSWORD
+            d["management"] = md
     return d
 
 

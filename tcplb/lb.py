@@ -22,6 +22,8 @@ from .config import Config
 from .frontend import Frontend, Session, format_session
 from .health import Transition
 from .listen import derived_maxconn
+from .mgmt import NodeState
+from .nodestate import on_node_state
 from .reload import reload_lb
 from .snapshot import snapshot
 from .tcplog import format_health_change, format_no_server
@@ -177,6 +179,9 @@ class LoadBalancer:
         def report(res: CheckResult) -> None:
             self.on_check(st, res)
 
+        def node_report(ns: NodeState) -> None:
+            on_node_state(self, st, ns)
+
         st.checker = Checker(
             ck,
             st.cfg.check_host,
@@ -185,6 +190,7 @@ class LoadBalancer:
             report=report,
             spread=self.cfg.global_.spread_checks,
             source=st.cfg.source,
+            node_report=node_report,
         )
         st.checker.start()
 

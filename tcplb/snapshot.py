@@ -107,6 +107,11 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
                     "check_health": st.health.health,
                     "maint": st.maint,
                     "drain": st.drain,
+                    # rabbitmq check with management (None / [] otherwise)
+                    "node_state": st.node_health,
+                    "node_drain": st.node_drain,
+                    "node_info": st.node_info,
+                    "alarms": sorted(st.alarms),
                 }
             )
         fb = live.get(fe, (0, 0))

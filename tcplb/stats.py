@@ -123,6 +123,9 @@ CSV_FIELDS = [
     "cookie",
     "mode",
     "algo",
+    # tcplb's own, after HAProxy's (rabbitmq check with management): node state, resource alarms
+    "rmq_node",
+    "rmq_alarms",
 ]
 
 
@@ -180,6 +183,8 @@ def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "lastsess", "last_chk", "check_rise", "check_fall", "check_health", "addr",
             ):  # fmt: skip
                 row[k] = s[k]
+            row["rmq_node"] = s.get("node_state")
+            row["rmq_alarms"] = " ".join(s.get("alarms") or ()) or None
             if s["check_status"]:
                 row["check_desc"] = describe(s["check_status"])
             else:  # HAProxy leaves the check columns empty for a server without checks
@@ -343,7 +348,13 @@ def render_html(
             vals: list[Any] = [s["qcur"], s["qmax"], s["qlimit"], s["rate"], s["rate_max"]]
             vals += [s["scur"], s["smax"], s["slim"], s["stot"], s["lbtot"], human(s["lastsess"])]
             vals += [s["bin"], s["bout"], s["econ"], s["eresp"], s["wretr"], s["wredis"]]
-            vals += [(st, s["check_info"] if chk else ""), _lastchk(s), s["weight"]]
+            shown, tip = st, s["check_info"] if chk else ""
+            if s.get("alarms"):  # shown, never acted on (docs/operations.md)
+                shown += f" ({'+'.join(s['alarms'])} alarm)"
+            if s.get("node_state") not in (None, "ready", "unknown") or s.get("alarms"):
+                rmq = f"RabbitMQ: {s.get('node_info', '')}"
+                tip = f"{tip}; {rmq}" if tip else rmq
+            vals += [(shown, tip), _lastchk(s), s["weight"]]
             vals += ["" if s["backup"] else "Y", "Y" if s["backup"] else ""]
             vals += [s["chkfail"] if chk else "", s["chkdown"] if chk else "", human(s["downtime"])]
             vals += [human(s["lastchg"])]
@@ -453,6 +464,19 @@ def render_metrics(snap: dict[str, Any]) -> str:
     ):
         fam(f"backend_{name}", typ, help_, [(lab, be[key]) for lab, be in bes])
     srv = [({"proxy": fe["name"], "server": s["name"]}, s) for fe in fes for s in fe["servers"]]
+    rmq = [(lab, s) for lab, s in srv if s.get("node_state") is not None]
+    fam(
+        "server_rabbitmq_node_state", g,
+        "RabbitMQ node state from the management API (ready, draining, down, unknown), one-hot.",
+        [({**lab, "state": w}, int(s["node_state"] == w)) for lab, s in rmq
+         for w in ("ready", "draining", "down", "unknown")],
+    )  # fmt: skip
+    fam(
+        "server_rabbitmq_alarm", g,
+        "RabbitMQ resource alarm on the node (1 raised); alarms never take a server out.",
+        [({**lab, "resource": r}, int(r in s["alarms"])) for lab, s in rmq
+         for r in sorted({"memory", "disk", *s["alarms"]})],
+    )  # fmt: skip
     fam(
         "server_status", g, "Server state (UP, DOWN, MAINT, DRAIN, NOLB), one-hot.",
         [({**lab, "state": w}, int(_metric_state(s["status"]) == w)) for lab, s in srv

@@ -400,7 +400,7 @@ class WorkerPool:
                     flags |= F_UP
                 if st.maint:
                     flags |= F_MAINT
-                if st.drain:
+                if st.drain or st.node_drain:  # node_drain: RabbitMQ maintenance (tcplb/nodestate.py)
                     flags |= F_DRAIN
                 a[t.hdr(st.sh_row, H_FLAGS)] = flags
                 a[t.hdr(st.sh_row, H_WEIGHT)] = st.admin_weight
