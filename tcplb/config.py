@@ -1347,6 +1347,12 @@ def warnings(cfg: Config) -> list[str]:
                 f"timeout_server ({format_duration(li.timeouts.server)}); in TCP mode keep them equal"
             )
         for s in li.servers:
+            if s.check.enabled and s.check.type == "rabbitmq" and s.check.amqp_user is None:
+                out.append(
+                    f"listen.{li.name}.server {s.name}: a rabbitmq check without user/password stops at "
+                    "Connection.Start, which RabbitMQ logs with a warning on every probe; give it a probe "
+                    "user (vhost access only) for the clean handshake"
+                )
             if s.check.enabled and s.check.type == "amqp":
                 out.append(
                     f"listen.{li.name}.server {s.name}: amqp checks are logged by RabbitMQ on every probe "

@@ -1,0 +1,126 @@
+"""The ``rabbitmq`` check against a real RabbitMQ 3.10.8 (Debian's) with the management plugin, in namespaces.
+
+One node; tcplb (the daemon, ``python -m tcplb``) in its own namespace with a ``rabbitmq`` check (probe
+user, management API with a ``monitoring`` user and the node's name). What the lab shows:
+
+* the check passes (L7OK) with the full clean exchange, and the broker logs no warning or error line for
+  the probes (RabbitMQ 3.10 logs a header-only probe with a warning);
+* a memory alarm (``set_vm_memory_high_watermark`` lowered) appears on the stats JSON and in tcplb's log,
+  and the server stays UP; it clears when the watermark is restored;
+* ``rabbitmq-upgrade drain``: 3.10 has no HTTP maintenance flag and suspends its listeners, so the check
+  sees the refusal and the server is DOWN within a few check intervals; ``revive`` brings it back UP.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netns.lab import Lab, wait_until
+from netns.rabbitmq import RabbitCluster
+
+pytestmark = [pytest.mark.netns, pytest.mark.rabbitmq]
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+LB_IP = "192.0.2.60"
+
+FETCH = (
+    "import asyncio, sys; from tcplb import mgmt; "
+    "r = asyncio.run(mgmt.fetch('127.0.0.1', 8404, '/stats;json', user='admin', password='s3cret', "
+    "timeout=5)); "
+    "sys.stdout.write(r.body.decode() if isinstance(r, mgmt.HttpAnswer) else 'FAILED ' + r.reason)"
+)
+
+
+def test_rabbitmq_check_against_rabbitmq_310(lab: Lab) -> None:
+    sw = lab.switch()
+    cluster = RabbitCluster(lab, sw, n=1)
+    node = cluster.nodes[0]
+    (node.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    lbh = lab.host("lb")
+    lab.link(lbh, sw, f"{LB_IP}/24")
+    cluster.start()
+    node.ctl("add_user", "probe", "probe-pw")
+    node.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
+    node.ctl("add_user", "mon", "mon-pw")
+    node.ctl("set_user_tags", "mon", "monitoring")
+    wait_until(lambda: node._listening(15672), 60, 0.5, what="management listener")
+    mg = f'management = {{ user = "mon", password = "mon-pw", node = "{node.nodename}", inter = "500ms" }}'
+    probe = 'user = "probe", password = "probe-pw"'
+    check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {probe}, {mg} }}'
+    cfg = lab.workdir / "rmq.lb.toml"
+    cfg.write_text(
+        f"""
+[defaults]
+timeout_connect = "2s"
+timeout_client = "2m"
+timeout_server = "2m"
+[listen.amqp]
+bind = ["{LB_IP}:5672"]
+check = {check}
+server = [{{ name = "n1", address = "{node.ip}:5672" }}]
+[stats]
+bind = "127.0.0.1:8404"
+auth = ["admin:s3cret"]
+"""
+    )
+    lb = lbh.start([PY, "-m", "tcplb", "-c", str(cfg)], name="tcplb", env={"PYTHONPATH": str(ROOT)})
+
+    def server() -> dict[str, Any] | None:
+        out = lbh.run([PY, "-c", FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
+        if not out.startswith("{"):
+            return None
+        srv: dict[str, Any] = json.loads(out)["listeners"][0]["servers"][0]
+        return srv
+
+    def has(**want: Any) -> dict[str, Any] | None:
+        s = server()
+        return s if s is not None and all(s.get(k) == v for k, v in want.items()) else None
+
+    s = wait_until(
+        lambda: has(check_status="L7OK", node_state="ready", status="UP"), 60, 0.5, what="n1 UP, ready"
+    )
+    assert s is not None and s["alarms"] == []
+    # several probes, then the broker's log: info lines for them, no warning, no error
+    first = s["chkfail"]
+    assert node.server is not None
+    srv = node.server
+
+    def probes_logged() -> list[str]:
+        lines = [ln for ln in srv.output().splitlines() if LB_IP in ln]
+        closed = [ln for ln in lines if "closing AMQP connection" in ln]
+        return lines if len(closed) >= 6 else []
+
+    lines = wait_until(probes_logged, 30, 0.5, what="six probes in the broker's log")
+    assert any("[info]" in ln and "accepting AMQP connection" in ln for ln in lines), lines[-10:]
+    bad = [ln for ln in lines if "[warning]" in ln or "[error]" in ln]
+    assert not bad, bad[:5]
+    assert (has() or {}).get("chkfail") == first
+
+    # memory alarm: shown, logged, not acted on
+    node.ctl("set_vm_memory_high_watermark", "0.000001")
+    s = wait_until(lambda: has(alarms=["memory"]), 30, 0.5, what="the memory alarm on the stats JSON")
+    assert s is not None and s["status"] == "UP" and s["weight"] == 1
+    wait_until(
+        lambda: "resource alarm raised: memory" in lb.output(), 10, 0.5, what="the alarm in tcplb's log"
+    )
+    node.ctl("set_vm_memory_high_watermark", "0.4")
+    wait_until(lambda: has(alarms=[]), 30, 0.5, what="the alarm cleared")
+    assert "resource alarm cleared: memory" in lb.output()
+
+    # maintenance on 3.10: listeners suspended, the check sees the refusal at once
+    t0 = time.monotonic()
+    node.ctl("drain", tool="rabbitmq-upgrade", check=False)
+    s = wait_until(lambda: has(status="DOWN"), 30, 0.5, what="n1 DOWN after drain")
+    down_after = time.monotonic() - t0
+    assert s is not None and s["check_status"] == "L4CON", s
+    assert down_after < 15, down_after  # the drain command itself takes a few seconds
+    node.ctl("revive", tool="rabbitmq-upgrade", check=False)
+    wait_until(lambda: has(status="UP", check_status="L7OK"), 60, 0.5, what="n1 UP after revive")
+    lb.terminate()
