@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from . import config as cfgmod
+from . import slowstart as ss
 from .checks import Checker, CheckResult
 from .config import Server
 from .health import Health
@@ -81,6 +81,8 @@ class ServerState:
         self.node_health: str | None = None  # ready / draining / down / unknown (None: not polled)
         self.node_info = ""
         self.alarms: frozenset[str] = frozenset()  # memory / disk / ...: shown and logged, never acted on
+        # slowstart (HAProxy's): loop time at which the ramp began (None: not ramping)
+        self.ss_since: float | None = None
         self.cur = 0  # connections connecting or established
         self.queue: deque[Waiter] = deque()
         ck = cfg.check
@@ -100,8 +102,9 @@ class ServerState:
         self.wredis = 0  # redispatches away from this server
         self.chkfail = 0
         self.chkdown = 0
-        self.lastchg = time.monotonic()
-        self.down_since: float | None = None if self.health.up else time.monotonic()
+        now = fe.lb.loop.time()  # one clock for run-time state: the loop's
+        self.lastchg = now
+        self.down_since: float | None = None if self.health.up else now
         self.downtime = 0.0
         self.last_check: CheckResult | None = None
         self.health_off = False  # admin: active checks disabled at run time (HAProxy's `disable health`)
@@ -121,7 +124,38 @@ class ServerState:
 
     @property
     def weight(self) -> int:
-        return 0 if self.drain or self.node_drain else self.admin_weight
+        """The balancer's weight, in HAProxy's 1/16 units (``tcplb.slowstart``): ``admin_weight * 16``, or
+        the ramped weight during a slow start (never 0 while UP with a non-zero weight); 0 when draining.
+        Every server of a listener is in the same units, so leastconn and roundrobin ratios are unchanged;
+        :attr:`shown_weight` is the user-facing value."""
+        if self.drain or self.node_drain:
+            return 0
+        since = self.ss_since
+        if since is not None:
+            f = ss.weight_factor(since, self.fe.lb.loop.time(), self.cfg.slowstart or 1.0)
+            if f < ss.WEIGHT_SCALE and self.cfg.slowstart:
+                return self.admin_weight * f
+            self.ss_since = None  # the ramp is over
+        return self.admin_weight * ss.WEIGHT_SCALE
+
+    @property
+    def shown_weight(self) -> int:
+        """The effective weight in configuration units (rounded up, as HAProxy's stats show it)."""
+        return -(-self.weight // ss.WEIGHT_SCALE)
+
+    @property
+    def throttle(self) -> int | None:
+        """Percent of the full weight during a slow start (stats ``throttle``), None otherwise."""
+        w = self.weight
+        if self.ss_since is None:
+            return None
+        return ss.throttle(w, self.admin_weight)
+
+    def start_slowstart(self) -> None:
+        """The server came back (DOWN → UP, out of maintenance, RabbitMQ maintenance over): ramp its weight
+        and connection limit over ``slowstart`` seconds. Never at start-up."""
+        if self.cfg.slowstart > 0:
+            self.ss_since = self.fe.lb.loop.time()
 
     @property
     def active_conns(self) -> int:
@@ -137,7 +171,12 @@ class ServerState:
     @property
     def full(self) -> bool:
         m = self.cfg.maxconn  # divided among the processes with global.workers
-        return m is not None and self.cur >= cfgmod.per_process(m, self.fe.lb.nprocs)
+        if m is None:
+            return False
+        limit = cfgmod.per_process(m, self.fe.lb.nprocs)
+        if self.ss_since is not None and self.cfg.slowstart:  # ramped too (HAProxy's srv_dynamic_maxconn)
+            limit = ss.maxconn_limit(limit, self.ss_since, self.fe.lb.loop.time(), self.cfg.slowstart)
+        return self.cur >= limit
 
     @property
     def queue_full(self) -> bool:

@@ -208,9 +208,10 @@ class LoadBalancer:
             self.on_transition(st, tr, res)
 
     def on_transition(self, st: ServerState, tr: Transition, res: CheckResult | None = None) -> None:
-        now = time.monotonic()
+        now = self.loop.time()
         st.lastchg = now
         if tr.up:
+            st.start_slowstart()
             if st.down_since is not None:
                 st.downtime += now - st.down_since
                 st.down_since = None

@@ -100,10 +100,11 @@ class Side(asyncio.BufferedProtocol):
     Reads go into the process's shared buffer of ``bufsize`` bytes and are copied out at once (one copy per
     chunk, as the loop's own ``bytes`` would be; the copy is what is queued, never the shared buffer)."""
 
-    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "transport")
+    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "rbuf", "transport")
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
+        self.rbuf = pipe.rbuf  # the process's shared read buffer (bufsize)
         self.transport: asyncio.Transport | None = None
         self.peer_write: Callable[[bytes | bytearray], None] | None = None
         self.nbytes = 0  # bytes read from this socket
@@ -118,10 +119,10 @@ class Side(asyncio.BufferedProtocol):
         self.pipe._made(self)
 
     def get_buffer(self, sizehint: int) -> bytearray:
-        return self.pipe.rbuf
+        return self.rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = self.pipe.rbuf[:nbytes]  # the copy (a new bytearray, never written again)
+        data = self.rbuf[:nbytes]  # the copy (a new bytearray, never written again)
         self.nbytes += nbytes
         w = self.peer_write
         if w is not None:

@@ -24,8 +24,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
     rates come from the stats timer (:meth:`start_sampling`). Nothing here costs per-connection work
     outside this call.
     """
-    now = time.monotonic()
-    lnow = lb.loop.time()
+    now = lnow = lb.loop.time()
     pc = lb.peer_counts() if lb.peer_counts is not None else {}  # the workers' counters, if any
     live: dict[object, list[int]] = {}  # Frontend / ServerState -> [bin, bout] of open sessions
     for sess in lb.sessions:
@@ -68,7 +67,8 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
                     "address": st.cfg.address,
                     "addr": st.cfg.address,
                     "status": st.status(),
-                    "weight": st.weight,
+                    "weight": st.shown_weight,
+                    "throttle": st.throttle,
                     "cfg_weight": st.cfg_weight,
                     "backup": st.backup,
                     "act": 0 if st.backup else 1,
@@ -146,7 +146,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
                     "status": "UP" if act + bck else "DOWN",
                     "act": act,
                     "bck": bck,
-                    "weight": sum(s.weight for s in fe.servers if not s.backup and s.usable),
+                    "weight": sum(s.shown_weight for s in fe.servers if not s.backup and s.usable),
                     "qcur": qcur,
                     "qmax": fe.be_qmax,
                     "scur": fcur,
