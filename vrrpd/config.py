@@ -205,9 +205,10 @@ class InstanceConfig:
         return self.mcast_src_ip if self.mcast_src_ip is not None else self.unicast_src_ip
 
     @property
-    def key(self) -> tuple[str, int]:
-        """What identifies a virtual router across reloads: interface and VRID."""
-        return (self.interface, self.virtual_router_id)
+    def key(self) -> tuple[str, int, int]:
+        """What identifies a virtual router across reloads: interface, VRID and address family (an IPv4 and
+        an IPv6 instance may share a VRID: they are separate virtual routers, RFC 5798 section 1)."""
+        return (self.interface, self.virtual_router_id, self.family)
 
 
 @dataclass(frozen=True, slots=True)
@@ -972,7 +973,7 @@ def parse(data: Mapping[str, Any], source: str = "node.toml") -> Config:
     elif not isinstance(raw, list) or not raw:
         errs.add("vrrp_instance", "must be a non-empty array of tables ([[vrrp_instance]])")
     else:
-        keys: dict[tuple[str, int], int] = {}
+        keys: dict[tuple[str, int, int], int] = {}
         for i, body in enumerate(raw):
             bt = cfgkit.table(body, f"vrrp_instance[{i}]", errs)
             if bt is None:

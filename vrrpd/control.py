@@ -108,6 +108,11 @@ def format_status(st: dict[str, Any]) -> str:
     for i in st.get("instances", []):
         lines.append("")
         lines.append(f"{i['name']}: {i['state']}  VRID {i['vrid']} on {i['interface']} ({i['mode']})")
+        if "advert_int" in i:
+            lines.append(
+                f"  VRRPv{i.get('version', 2)} IPv{i.get('family', 4)}  advert_int {i['advert_int']:g}s  "
+                f"master interval {i.get('master_adver_int', i['advert_int']):g}s"
+            )
         lines.append(
             f"  priority {i['priority']} effective {i['effective_priority']}  "
             f"master {i['master_ip'] or '-'}  src {i['src_ip']}"

@@ -33,6 +33,9 @@ from vrrpd.scripts import NotifyQueue, RunAs, TrackScript, insecure, resolve_arg
 from vrrpd.sockets import VrrpSocket
 
 if TYPE_CHECKING:
+    from vrrpd.sockets6 import Rx6, Vrrp6Socket
+
+if TYPE_CHECKING:
     from rmqfd.sdnotify import Notifier
 
 __all__ = ["Daemon", "check_runtime", "make_params", "run", "setup_logging"]
@@ -154,7 +157,7 @@ class Daemon:
         self.started = time.time()
         self.reloads = 0
         self.ready = False
-        self._readers: dict[str, VrrpSocket] = {}
+        self._readers: dict[tuple[str, int], VrrpSocket | Vrrp6Socket] = {}  # (ifname, family)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transitions = 0
@@ -263,16 +266,22 @@ class Daemon:
                 handler.release()
 
     def _follow(self) -> None:
-        socks = self.platform.vrrp
-        for name, sock in list(self._readers.items()):
-            if socks.get(name) is not sock:
+        socks: dict[tuple[str, int], VrrpSocket | Vrrp6Socket] = {
+            (n, 4): s for n, s in self.platform.vrrp.items()
+        }
+        socks.update(((n, 6), s6) for n, s6 in self.platform.vrrp6.items())
+        for key, sock in list(self._readers.items()):
+            if socks.get(key) is not sock:
                 with contextlib.suppress(ValueError, OSError):
                     self.loop.remove_reader(sock.fileno())
-                del self._readers[name]
-        for name, sock in socks.items():
-            if name not in self._readers:
-                self._readers[name] = sock
-                self.loop.add_reader(sock.fileno(), self._on_readable, name)
+                del self._readers[key]
+        for key, sock in socks.items():
+            if key not in self._readers:
+                self._readers[key] = sock
+                if key[1] == 6:
+                    self.loop.add_reader(sock.fileno(), self._on_readable6, key[0])
+                else:
+                    self.loop.add_reader(sock.fileno(), self._on_readable, key[0])
         if self.host.transitions != self._transitions:
             self._transitions = self.host.transitions
             if self.sd is not None and not self.stopping.is_set():
@@ -301,6 +310,10 @@ class Daemon:
                 batch = self._read(name)
                 if batch:
                     self.host.receive(name, batch, now)
+            for name in list(self.platform.vrrp6):
+                batch6 = self._read6(name)
+                if batch6:
+                    self.host.receive6(name, batch6, now)
             self.host.timer(now)
 
         self.step(fire)
@@ -319,6 +332,26 @@ class Daemon:
         except OSError as e:
             log.warning("%s: receive error: %s", ifname, e)
         return out
+
+    def _read6(self, ifname: str) -> list[Rx6]:
+        sock = self.platform.vrrp6.get(ifname)
+        if sock is None:
+            return []
+        out: list[Rx6] = []
+        try:
+            while len(out) < READ_LIMIT:
+                got = sock.recv_all()
+                out += got
+                if len(got) < 4096:
+                    break
+        except OSError as e:
+            log.warning("%s: IPv6 receive error: %s", ifname, e)
+        return out
+
+    def _on_readable6(self, ifname: str) -> None:
+        batch = self._read6(ifname)
+        if batch:
+            self.step(lambda now: self.host.receive6(ifname, batch, now))
 
     def _on_readable(self, ifname: str) -> None:
         batch = self._read(ifname)

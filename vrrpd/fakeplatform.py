@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
 
 from vrrpd import wire
 from vrrpd.netlink import IFF_RUNNING, IFF_UP, VRRPD_PROTO, Ack, Addr, AddrMsg, DumpDone, Link, LinkMsg, NlMsg
@@ -18,6 +18,8 @@ from vrrpd.netlink import IFF_RUNNING, IFF_UP, VRRPD_PROTO, Ack, Addr, AddrMsg, 
 __all__ = ["Call", "FakePlatform"]
 
 UP = IFF_UP | IFF_RUNNING
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +33,13 @@ class Call:
 class FakePlatform:
     def __init__(self) -> None:
         self.links: dict[int, Link] = {}
-        self.addrs: dict[tuple[int, IPv4Address], Addr] = {}
-        self.by_operator: set[tuple[int, IPv4Address]] = set()  # present and added by someone else
+        self.addrs: dict[tuple[int, IPAddress], Addr] = {}
+        self.by_operator: set[tuple[int, IPAddress]] = set()  # present and added by someone else
         self.calls: list[Call] = []
         self.inbox: list[NlMsg] = []
         self.sockets: dict[str, tuple[int, bool]] = {}  # ifname -> (index, multicast)
+        self.sockets6: dict[str, tuple[int, bool]] = {}  # the IPv6 VRRP sockets (VRRPv3)
+        self.sent: list[tuple[str, IPAddress, IPAddress, wire.Advert | wire.AdvertV3, bool]] = []
         self.fail_dumps = 0  # the next N dump requests are answered with EBUSY
         self.fail_open: set[str] = set()
         self.violations: list[str] = []  # vrrpd removed an address it did not add
@@ -67,10 +71,12 @@ class FakePlatform:
             self.by_operator.discard(key)
         self.inbox.append(LinkMsg(link, deleted=True))
 
-    def operator_add(self, name: str, cidr: str) -> None:
-        """``ip addr add CIDR dev NAME`` (an operator, or the host's own address)."""
+    def operator_add(self, name: str, cidr: str, flags: int = 0) -> None:
+        """``ip addr add CIDR dev NAME`` (an operator, or the host's own address; IPv6 ``flags`` such as
+        ``IFA_F_TENTATIVE``)."""
         link = self._link(name)
-        a = Addr(link.index, IPv4Interface(cidr), name, False, 0)
+        iface = ip_interface(cidr)
+        a = Addr(link.index, iface, name if iface.version == 4 else "", False, 0, flags)
         key = (link.index, a.address.ip)
         if key in self.addrs:
             return
@@ -80,14 +86,14 @@ class FakePlatform:
 
     def operator_del(self, name: str, ip: str) -> None:
         """``ip addr del`` by someone else."""
-        key = (self._link(name).index, IPv4Address(ip))
+        key = (self._link(name).index, ip_address(ip))
         a = self.addrs.pop(key, None)
         self.by_operator.discard(key)
         if a is not None:
             self.inbox.append(AddrMsg(a, deleted=True))
 
     def has(self, name: str, ip: str) -> bool:
-        return (self._link(name).index, IPv4Address(ip)) in self.addrs
+        return (self._link(name).index, ip_address(ip)) in self.addrs
 
     def of(self, kind: str) -> list[tuple[object, ...]]:
         return [c.args for c in self.calls if c.kind == kind]
@@ -104,23 +110,34 @@ class FakePlatform:
 
     # -- Platform ------------------------------------------------------------------------------------
 
-    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool) -> None:
+    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool, family: int = 4) -> None:
         if ifname in self.fail_open:
             raise OSError(errno.ENODEV, f"cannot open {ifname}")
-        if self.sockets.get(ifname) != (index, multicast):
-            self.calls.append(Call("open", (ifname, index, multicast)))
-        self.sockets[ifname] = (index, multicast)
+        socks, kind = (self.sockets6, "open6") if family == 6 else (self.sockets, "open")
+        if socks.get(ifname) != (index, multicast):
+            self.calls.append(Call(kind, (ifname, index, multicast)))
+        socks[ifname] = (index, multicast)
 
-    def close_vrrp(self, ifname: str) -> None:
-        if self.sockets.pop(ifname, None) is not None:
-            self.calls.append(Call("close", (ifname,)))
+    def close_vrrp(self, ifname: str, family: int = 4) -> None:
+        socks, kind = (self.sockets6, "close6") if family == 6 else (self.sockets, "close")
+        if socks.pop(ifname, None) is not None:
+            self.calls.append(Call(kind, (ifname,)))
 
-    def send_advert(self, ifname: str, src: IPv4Address, dst: IPv4Address, advert: wire.Advert) -> None:
-        if ifname not in self.sockets:
+    def send_advert(
+        self,
+        ifname: str,
+        src: IPAddress,
+        dst: IPAddress,
+        advert: wire.Advert | wire.AdvertV3,
+        *,
+        checksum_as_v2: bool = False,
+    ) -> None:
+        if ifname not in (self.sockets6 if isinstance(src, IPv6Address) else self.sockets):
             raise OSError(errno.ENOTCONN, "no socket")
         self.calls.append(Call("advert", (ifname, src, dst, advert.priority)))
+        self.sent.append((ifname, src, dst, advert, checksum_as_v2))
 
-    def add_address(self, index: int, address: IPv4Interface, label: str | None) -> int:
+    def add_address(self, index: int, address: IPInterface, label: str | None) -> int:
         seq = self._next()
         self.calls.append(Call("add", (index, address)))
         key = (index, address.ip)
@@ -129,12 +146,13 @@ class FakePlatform:
         elif key in self.addrs:
             self.inbox.append(Ack(seq, errno.EEXIST))
         else:
-            a = Addr(index, address, label or self.links[index].name, False, VRRPD_PROTO)
+            name = label or self.links[index].name if address.version == 4 else ""
+            a = Addr(index, address, name, False, VRRPD_PROTO)
             self.addrs[key] = a
             self.inbox += [AddrMsg(a), Ack(seq, 0)]
         return seq
 
-    def del_address(self, index: int, address: IPv4Interface) -> int:
+    def del_address(self, index: int, address: IPInterface) -> int:
         seq = self._next()
         self.calls.append(Call("del", (index, address)))
         key = (index, address.ip)
@@ -170,6 +188,9 @@ class FakePlatform:
 
     def send_garp(self, ifname: str, mac: bytes, ips: Sequence[IPv4Address], count: int) -> None:
         self.calls.append(Call("garp", (ifname, tuple(ips), count)))
+
+    def send_na(self, ifname: str, mac: bytes, ips: Sequence[IPv6Address], count: int) -> None:
+        self.calls.append(Call("na", (ifname, tuple(ips), count)))
 
     def run_notify(self, argv: Sequence[str], what: str) -> None:
         self.calls.append(Call("notify", tuple(argv)))

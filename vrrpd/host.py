@@ -40,18 +40,22 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address
-from typing import Any
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any
 
 from vrrpd import fsm, track, wire
-from vrrpd.config import Config, InstanceConfig, Vip
+from vrrpd.config import Config, InstanceConfig, IPAddress, Vip
 from vrrpd.netlink import VRRPD_PROTO, Ack, Addr, AddrMsg, DumpDone, Link, LinkMsg, NlMsg
 from vrrpd.platform import Platform
+
+if TYPE_CHECKING:
+    from vrrpd.sockets6 import Rx6  # VRRPv3 over IPv6: (message, source, destination, hop limit)
 
 __all__ = [
     "FAULT_RECHECK",
     "Host",
     "ReloadPlan",
+    "VipKey",
     "VipOp",
     "make_params",
     "plan_reload",
@@ -67,9 +71,11 @@ FAULT_RECHECK = 2.0  # seconds between two re-reads of links and addresses while
 DUMP_RETRY = 1.0  # seconds before a failed dump is retried
 DUMP_TIMEOUT = 5.0  # seconds after which a dump that never finished (its end was lost) is started again
 
-VipKey = tuple[int, IPv4Address]  # (ifindex, address)
-# The host side is IPv4 only (netlink requests, GARP, the VRRPv2 socket); IPv6 VIPs and peers (VRRPv3) are
-# filtered out here until it is wired (docs/design.md, "VRRPv3: how the daemon should wire it").
+VipKey = tuple[int, IPAddress]  # (ifindex, address)
+InstKey = tuple[str, int, int]  # (interface, VRID, address family): InstanceConfig.key
+UNSPEC4 = IPv4Address("0.0.0.0")
+UNSPEC6 = IPv6Address("::")
+
 
 _STATE_NOTIFY = {
     fsm.State.MASTER: ("notify_master", "MASTER"),
@@ -79,19 +85,26 @@ _STATE_NOTIFY = {
 }
 
 
-def make_params(c: InstanceConfig, src_ip: IPv4Address) -> fsm.Params:
-    auth_type, auth_data = wire.password(c.auth_pass)
+def make_params(c: InstanceConfig, src: IPAddress) -> fsm.Params:
+    """The state machine's parameters for an instance whose advert source is ``src`` (IPv4, or the IPv6
+    link-local address of an IPv6 instance; the unspecified address while there is none)."""
+    v4 = tuple(ip for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv4Address))
+    v6 = tuple(ip for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv6Address))
+    p4 = tuple(a for a in c.unicast_peer or () if isinstance(a, IPv4Address))
+    p6 = tuple(a for a in c.unicast_peer or () if isinstance(a, IPv6Address))
+    auth_type, auth_data = wire.password(c.auth_pass if c.version == 2 else None)
+    six = c.family == 6
     return fsm.Params(
         vrid=c.virtual_router_id,
         priority=c.priority,
         advert_int=c.advert_int,
-        src_ip=src_ip,
-        vips=tuple(ip for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv4Address)),
+        src_ip=src if isinstance(src, IPv4Address) else UNSPEC4,
+        vips=v4,
         preempt=not c.nopreempt,
         preempt_delay=c.preempt_delay,
         auth_type=auth_type,
         auth_data=auth_data,
-        unicast_peers=tuple(p for p in c.unicast_peer or () if isinstance(p, IPv4Address)),
+        unicast_peers=p4,
         garp_master_repeat=c.garp_master_repeat,
         garp_master_delay=c.garp_master_delay,
         garp_master_refresh=c.garp_master_refresh,
@@ -99,6 +112,12 @@ def make_params(c: InstanceConfig, src_ip: IPv4Address) -> fsm.Params:
         garp_lower_prio_repeat=c.garp_lower_prio_repeat,
         lower_prio_no_advert=c.lower_prio_no_advert,
         higher_prio_send_advert=c.higher_prio_send_advert,
+        version=c.version,
+        advert_cs=c.advert_cs if c.version == 3 else None,
+        checksum_as_v2=c.v3_checksum_as_v2 and c.version == 3 and not six,
+        src_ip6=(src if isinstance(src, IPv6Address) else UNSPEC6) if six else None,
+        vips6=v6 if six else (),
+        unicast_peers6=p6 if six else (),
     )
 
 
@@ -114,6 +133,11 @@ class VipOp:
     vip: Vip
 
 
+def _vip_order(key: VipKey) -> tuple[int, int, IPAddress]:
+    """A total order over IPv4 and IPv6 keys (addresses of different families do not compare)."""
+    return (key[0], key[1].version, key[1])
+
+
 def plan_vips(
     want: Mapping[VipKey, Vip],
     present: Mapping[VipKey, Addr],
@@ -127,7 +151,7 @@ def plan_vips(
     never removed; ``busy`` addresses (a request in flight) are left until it is answered.
     """
     ops: list[VipOp] = []
-    for key, vip in sorted(want.items()):
+    for key, vip in sorted(want.items(), key=lambda kv: _vip_order(kv[0])):
         if key in busy:
             continue
         a = present.get(key)
@@ -136,20 +160,32 @@ def plan_vips(
         elif key in owned and (a.address != vip.address or (vip.label is not None and vip.label != a.label)):
             ops.append(VipOp(False, key[0], Vip(a.address)))
             ops.append(VipOp(True, key[0], vip))
-    for key in sorted(owned):
+    for key in sorted(owned, key=_vip_order):
         if key not in want and key not in busy and key in present:
             ops.append(VipOp(False, key[0], Vip(present[key].address)))
     return ops
 
 
-def source_address(addrs: Iterable[Addr], vips: Set[IPv4Address]) -> IPv4Address | None:
-    """The advert source on a link (keepalived): its first primary address that is not a VIP, else any
-    non-VIP address."""
-    cands = [a for a in addrs if a.address.ip not in vips]
-    for a in cands:
-        if not a.secondary:
-            return a.address.ip
-    return cands[0].address.ip if cands else None
+def source_address(addrs: Iterable[Addr], vips: Set[IPAddress]) -> IPv4Address | None:
+    """The advert source on a link (keepalived): its first primary IPv4 address that is not a VIP, else any
+    non-VIP IPv4 address."""
+    cands = [
+        (ip, a.secondary) for a in addrs if isinstance(ip := a.address.ip, IPv4Address) and ip not in vips
+    ]
+    for ip, secondary in cands:
+        if not secondary:
+            return ip
+    return cands[0][0] if cands else None
+
+
+def source_address6(addrs: Iterable[Addr], vips: Set[IPAddress]) -> IPv6Address | None:
+    """The IPv6 advert source on a link (RFC 5798 section 5.1.2.1, keepalived): its link-local address,
+    never one of our VIPs (keepalived#1122), not while tentative (DAD pending) or after DAD failed."""
+    for a in addrs:
+        ip = a.address.ip
+        if isinstance(ip, IPv6Address) and ip.is_link_local and ip not in vips and a.usable:
+            return ip
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,25 +193,28 @@ class ReloadPlan:
     """What a SIGHUP changes: instances to stop (by key), to update in place, to start; VIPs that move to
     another instance (address, from, to); warnings for settings that need a restart."""
 
-    stop: tuple[tuple[str, int], ...]
+    stop: tuple[InstKey, ...]
     update: tuple[InstanceConfig, ...]
     start: tuple[InstanceConfig, ...]
     moved: tuple[tuple[IPv4Address | IPv6Address, str, str], ...] = ()
     warnings: tuple[str, ...] = ()
 
 
-def plan_reload(old: Config, new: Config, running: Iterable[tuple[str, int]]) -> ReloadPlan:
-    """Old config + new config + the running instances (their keys) -> one :class:`ReloadPlan`."""
+def plan_reload(old: Config, new: Config, running: Iterable[InstKey]) -> ReloadPlan:
+    """Old config + new config + the running instances (their keys) -> one :class:`ReloadPlan`. An
+    instance whose VRRP version changes is stopped and started again (v2 and v3 are different machines)."""
     run = set(running)
+    old_version = {c.key: c.version for c in old.instances}
     new_by_key = {c.key: c for c in new.instances}
-    stop = tuple(k for k in sorted(run) if k not in new_by_key)
-    update = tuple(c for c in new.instances if c.key in run)
-    start = tuple(c for c in new.instances if c.key not in run)
+    renew = {k for k, c in new_by_key.items() if k in run and old_version.get(k, c.version) != c.version}
+    stop = tuple(k for k in sorted(run) if k not in new_by_key or k in renew)
+    update = tuple(c for c in new.instances if c.key in run and c.key not in renew)
+    start = tuple(c for c in new.instances if c.key not in run or c.key in renew)
     owner_old = {v.ip: c.name for c in old.instances for v in c.virtual_ipaddress}
     owner_new = {v.ip: c.name for c in new.instances for v in c.virtual_ipaddress}
     moved = tuple(
         (ip, owner_old[ip], name)
-        for ip, name in sorted(owner_new.items())
+        for ip, name in sorted(owner_new.items(), key=lambda kv: (kv[0].version, kv[0]))
         if ip in owner_old and owner_old[ip] != name
     )
     warnings: list[str] = []
@@ -196,6 +235,8 @@ class Iface:
     name: str
     bound: int | None = None
     error: str | None = None
+    bound6: int | None = None  # the IPv6 VRRP socket (VRRPv3 IPv6 instances)
+    error6: str | None = None
 
 
 @dataclass(slots=True)
@@ -229,7 +270,7 @@ class Host:
         self.addrs: dict[VipKey, Addr] = {}
         self.owned: set[VipKey] = set()
         self.pending: dict[int, _Pending] = {}
-        self.instances: dict[tuple[str, int], Instance] = {}
+        self.instances: dict[InstKey, Instance] = {}
         self.ifaces: dict[str, Iface] = {}
         self.tracks: dict[str, bool | None] = {}
         self.transitions = 0  # state changes so far (the driver updates systemd's STATUS= on a change)
@@ -278,22 +319,70 @@ class Host:
         self._reconcile(now)
 
     def receive(self, ifname: str, datagrams: Sequence[bytes], now: float) -> None:
-        """A batch read from ``ifname``'s VRRP socket: each instance gets its part as one batch (timers
-        fire after it)."""
-        on_if = {i.cfg.virtual_router_id: i for i in self.instances.values() if i.cfg.interface == ifname}
+        """A batch read from ``ifname``'s IPv4 VRRP socket: each instance gets its part as one batch (timers
+        fire after it). VRRPv2 and VRRPv3 share the socket (different VRIDs): the version nibble picks the
+        decoder, and a version that is not the instance's is discarded by its machine (``version``)."""
+        on_if = {
+            i.cfg.virtual_router_id: i
+            for i in self.instances.values()
+            if i.cfg.interface == ifname and i.cfg.family == 4
+        }
         if not on_if:
             return
-        batches: dict[int, list[fsm.Event]] = {}
+        events: list[wire.Packet | wire.PacketV3 | wire.DecodeError] = []
         for data in datagrams:
             try:
-                pkt = wire.decode_ip(data)
+                events.append(wire.decode_ip_any(data))
             except wire.DecodeError as e:
-                ev: fsm.Event = fsm.Malformed(e.reason, e.detail or str(e))
-                vrids = [e.vrid] if e.vrid is not None and e.vrid in on_if else list(on_if)
+                events.append(e)
+        self._dispatch(on_if, events, now)
+
+    def receive6(self, ifname: str, datagrams: Sequence[Rx6], now: float) -> None:
+        """A batch read from ``ifname``'s IPv6 VRRP socket (VRRPv3 over IPv6). A datagram without its hop
+        limit or destination (ancillary data missing: FRR drops those too), or sent to another multicast
+        group, is discarded as ``ip_header``; the hop limit itself is checked by the machine
+        (``wire.check_v3``: 255 in multicast mode, RFC 5798 section 5.1.2.3)."""
+        on_if = {
+            i.cfg.virtual_router_id: i
+            for i in self.instances.values()
+            if i.cfg.interface == ifname and i.cfg.family == 6
+        }
+        if not on_if:
+            return
+        events: list[wire.Packet | wire.PacketV3 | wire.DecodeError] = []
+        for rx in datagrams:
+            vrid = rx.msg[1] if len(rx.msg) >= 2 else None
+            if rx.src is None or rx.dst is None or rx.hop_limit is None:
+                events.append(
+                    wire.DecodeError(wire.Reason.IP_HEADER, "no source, destination or hop limit", vrid)
+                )
+                continue
+            if rx.dst.is_multicast and rx.dst != wire.VRRP_GROUP6:
+                events.append(
+                    wire.DecodeError(wire.Reason.IP_HEADER, f"sent to {rx.dst}, not ff02::12", vrid)
+                )
+                continue
+            try:
+                events.append(wire.decode_ipv6(rx.msg, src=rx.src, dst=rx.dst, hop_limit=rx.hop_limit))
+            except wire.DecodeError as e:
+                events.append(e)
+        self._dispatch(on_if, events, now)
+
+    def _dispatch(
+        self,
+        on_if: Mapping[int, Instance],
+        decoded: Sequence[wire.Packet | wire.PacketV3 | wire.DecodeError],
+        now: float,
+    ) -> None:
+        batches: dict[int, list[fsm.Event]] = {}
+        for d in decoded:
+            if isinstance(d, wire.DecodeError):
+                ev: fsm.Event = fsm.Malformed(d.reason, d.detail or str(d))
+                vrids = [d.vrid] if d.vrid is not None and d.vrid in on_if else list(on_if)
             else:
-                ev = fsm.AdvertReceived(pkt)
+                ev = fsm.AdvertReceived(d)
                 # an unknown VRID on this link (keepalived log_unknown_vrids): counted by every instance here
-                vrids = [pkt.advert.vrid] if pkt.advert.vrid in on_if else list(on_if)
+                vrids = [d.advert.vrid] if d.advert.vrid in on_if else list(on_if)
             for v in vrids:
                 batches.setdefault(v, []).append(ev)
         for vrid, events in batches.items():
@@ -497,6 +586,9 @@ class Host:
             snap = inst.vr.snapshot()
             c = inst.cfg
             snap["interface"] = c.interface
+            snap.setdefault("version", 2)
+            snap.setdefault("family", 4)
+            snap.setdefault("master_adver_int", snap["advert_int"])  # v2: no learning, ours
             snap["unicast_peers"] = [str(p) for p in (c.unicast_peer or ())]
             present = self.present_vips(c)
             snap["vips_installed"] = sorted(str(v.address) for v, _ in present)
@@ -540,22 +632,27 @@ class Host:
             raise KeyError(name)
         return inst
 
-    def _vip_ips(self) -> set[IPv4Address]:
+    def _vip_ips(self) -> set[IPAddress]:
         cfgs = [*self.cfg.instances, *(i.cfg for i in self.instances.values())]
-        return {ip for c in cfgs for v in c.virtual_ipaddress if isinstance(ip := v.ip, IPv4Address)}
+        return {v.ip for c in cfgs for v in c.virtual_ipaddress}
 
     def _note_owner(self, key: VipKey, a: Addr) -> None:
         # IFA_PROTO says vrrpd added it (this process or a crashed predecessor): ours if it is one of our VIPs
         if a.proto == VRRPD_PROTO and key[1] in self._vip_ips():
             self.owned.add(key)
 
-    def _source(self, c: InstanceConfig) -> IPv4Address | None:
-        if c.src_ip is not None:
+    def _source(self, c: InstanceConfig) -> IPAddress | None:
+        """The advert source: IPv4 (configured, or the link's primary address), or for an IPv6 instance the
+        link's usable link-local address."""
+        if c.family == 4 and c.src_ip is not None:
             return c.src_ip
         link = self.link_by_name(c.interface)
         if link is None:
             return None
-        return source_address((a for k, a in self.addrs.items() if k[0] == link.index), self._vip_ips())
+        addrs = [a for k, a in self.addrs.items() if k[0] == link.index]
+        if c.family == 6:
+            return source_address6(addrs, self._vip_ips())
+        return source_address(addrs, self._vip_ips())
 
     def _dumping(self) -> bool:
         return self._dump_links is not None or self._dump_addrs is not None
@@ -619,9 +716,9 @@ class Host:
                 self.owned.add(p.key)
                 a = self.links.get(p.key[0])
                 addr = p.vip.address
-                if p.key not in self.addrs and isinstance(addr, IPv4Interface):
+                if p.key not in self.addrs:
                     # the event may come later (or was lost): the answer is enough
-                    label = p.vip.label or (a.name if a is not None else "")
+                    label = p.vip.label or (a.name if a is not None and addr.version == 4 else "")
                     self.addrs[p.key] = Addr(p.key[0], addr, label, False, VRRPD_PROTO)
             elif code == _errno.EEXIST:
                 # present already, not added by us: used while Master, never removed by vrrpd
@@ -657,7 +754,8 @@ class Host:
 
     def _add_instance(self, c: InstanceConfig, now: float) -> None:
         src = self._source(c)
-        inst = Instance(c, fsm.VirtualRouter(make_params(c, src or IPv4Address("0.0.0.0")), c.name))
+        unspec = UNSPEC6 if c.family == 6 else UNSPEC4
+        inst = Instance(c, fsm.VirtualRouter(make_params(c, src or unspec), c.name))
         self.instances[c.key] = inst
         self.ifaces.setdefault(c.interface, Iface(c.interface))
         for name in self.tracked_names(c):
@@ -672,17 +770,21 @@ class Host:
         c = inst.cfg
         src = self._source(c)
         events: list[fsm.Event] = []
-        if src is not None and src != inst.vr.params.src_ip:
+        if src is not None and src != inst.vr.params.source:
             events.append(fsm.ParamsChanged(make_params(c, src)))
         events += [fsm.FaultRaised(f) for f in sorted(self._faults(c, src))]
         eff = self._effective(inst)
         if eff != inst.vr.effective_priority:
             events.append(fsm.PriorityChanged(eff))
         log.info(
-            "%s: starting on %s, VRID %d, priority %d (effective %d), src %s, %s",
+            "%s: starting on %s, VRRPv%d IPv%d, VRID %d, advert_int %gs, priority %d (effective %d), "
+            "src %s, %s",
             c.name,
             c.interface,
+            c.version,
+            c.family,
             c.virtual_router_id,
+            c.interval,
             c.priority,
             eff,
             src,
@@ -700,19 +802,22 @@ class Host:
             inst.override = None
         for name in self.tracked_names(c):
             self.tracks.setdefault(name, None)
-        src = self._source(c) or inst.vr.params.src_ip
+        src = self._source(c) or inst.vr.params.source
         # with the effective priority known (override, weights): no transient priority in between
         self._feed(inst, [fsm.ParamsChanged(make_params(c, src), self._effective(inst))], now)
 
-    def _faults(self, c: InstanceConfig, src: IPv4Address | None) -> set[str]:
+    def _faults(self, c: InstanceConfig, src: IPAddress | None) -> set[str]:
         faults: set[str] = set()
         link = self.link_by_name(c.interface)
         if link is None or not link.up:
             faults.add(f"interface {c.interface} down")
         ifc = self.ifaces.get(c.interface)
-        if link is not None and (ifc is None or ifc.bound is None):
+        if link is not None and (ifc is None or (ifc.bound6 if c.family == 6 else ifc.bound) is None):
             faults.add(f"no VRRP socket on {c.interface}")
-        if src is None:
+        if src is None and c.family == 6:
+            # keepalived: "no IPv6 address for interface"; a tentative one (DAD pending) is not usable yet
+            faults.add(f"no IPv6 link-local address on {c.interface}")
+        elif src is None:
             faults.add(f"no IPv4 address on {c.interface}")
         if c.unicast and not c.unicast_peer:
             faults.add("no unicast peer")  # keepalived unicast_fault_no_peer: never fall back to multicast
@@ -779,7 +884,7 @@ class Host:
         src = self._source(c)
         want = self._faults(c, src)
         events: list[fsm.Event] = []
-        if src is not None and src != inst.vr.params.src_ip:
+        if src is not None and src != inst.vr.params.source:
             log.info("%s: source address now %s", inst.name, src)
             events.append(fsm.ParamsChanged(make_params(c, src)))
         events += [fsm.FaultCleared(f) for f in sorted(inst.vr.faults - want)]
@@ -801,42 +906,59 @@ class Host:
             self._recheck_at = now + FAULT_RECHECK
 
     def _sync_ifaces(self) -> None:
-        used: dict[str, bool] = {}
+        used: dict[str, dict[int, bool]] = {}  # interface -> {family: multicast}
         for i in self.instances.values():
-            used[i.cfg.interface] = used.get(i.cfg.interface, False) or not i.cfg.unicast
+            fams = used.setdefault(i.cfg.interface, {})
+            fams[i.cfg.family] = fams.get(i.cfg.family, False) or not i.cfg.unicast
         for name in [n for n in self.ifaces if n not in used]:
             self.p.close_vrrp(name)  # no instance left on it (reload)
+            self.p.close_vrrp(name, family=6)
             del self.ifaces[name]
         if not self.running:
             return
-        for name, multicast in used.items():
+        for name, fams in used.items():
             ifc = self.ifaces.setdefault(name, Iface(name))
+            if 4 not in fams and ifc.bound is not None:
+                self.p.close_vrrp(name)
+                ifc.bound = None
+            if 6 not in fams and ifc.bound6 is not None:
+                self.p.close_vrrp(name, family=6)
+                ifc.bound6 = None
             link = self.link_by_name(name)
-            if link is None:
-                if ifc.bound is not None:
-                    self.p.close_vrrp(name)
-                    ifc.bound = None
-                continue
-            was = ifc.bound
+            for family, multicast in sorted(fams.items()):
+                self._sync_socket(ifc, link, family, multicast)
+
+    def _sync_socket(self, ifc: Iface, link: Link | None, family: int, multicast: bool) -> None:
+        name = ifc.name
+        was = ifc.bound6 if family == 6 else ifc.bound
+        bound: int | None = None
+        error: str | None = None
+        if link is None:
+            if was is not None:
+                self.p.close_vrrp(name, family=family)
+        else:
             try:
-                self.p.ensure_vrrp(name, link.index, multicast=multicast)
+                self.p.ensure_vrrp(name, link.index, multicast=multicast, family=family)
             except OSError as e:
                 if e.errno in (_errno.EPERM, _errno.EACCES):
                     raise
-                if ifc.error != str(e):
-                    log.error("%s: cannot open the VRRP socket: %s", name, e)
-                ifc.error = str(e)
-                ifc.bound = None
-                continue
-            ifc.error = None
-            ifc.bound = link.index
-            if was is not None and was != link.index:
-                log.info("%s: interface re-created (index %d -> %d), socket re-opened", name, was, link.index)
+                if (ifc.error6 if family == 6 else ifc.error) != str(e):
+                    log.error("%s: cannot open the IPv%d VRRP socket: %s", name, family, e)
+                error = str(e)
+            else:
+                bound = link.index
+                if was is not None and was != link.index:
+                    log.info(
+                        "%s: interface re-created (index %d -> %d), socket re-opened", name, was, link.index
+                    )
+        if family == 6:
+            ifc.bound6, ifc.error6 = bound, error
+        else:
+            ifc.bound, ifc.error = bound, error
 
     def _vip_key(self, c: InstanceConfig, v: Vip) -> VipKey | None:
         link = self.link_by_name(v.dev or c.interface)
-        ip = v.ip
-        return (link.index, ip) if link is not None and isinstance(ip, IPv4Address) else None
+        return (link.index, v.ip) if link is not None else None
 
     def _want(self) -> tuple[dict[VipKey, Vip], dict[VipKey, Instance]]:
         want: dict[VipKey, Vip] = {}
@@ -865,8 +987,6 @@ class Host:
         removed: dict[str, list[Vip]] = {}
         for op in ops:
             address = op.vip.address
-            if not isinstance(address, IPv4Interface):
-                continue  # never planned: _vip_key has no IPv6 keys
             key = (op.index, address.ip)
             try:
                 if op.add:
@@ -915,7 +1035,7 @@ class Host:
     def _apply(self, inst: Instance, a: fsm.Action, now: float) -> None:
         if isinstance(a, fsm.SendAdvert):
             self._send_advert(inst, a.priority)
-        elif isinstance(a, fsm.AddVips | fsm.RemoveVips | fsm.UpdateVips):
+        elif isinstance(a, fsm.AddVips | fsm.RemoveVips | fsm.UpdateVips | fsm.UpdateVips6):
             self._reconcile(now)
         elif isinstance(a, fsm.SendGarp):
             self._garp(inst, a.count, inst.cfg.virtual_ipaddress)
@@ -929,20 +1049,31 @@ class Host:
     def _send_advert(self, inst: Instance, priority: int) -> None:
         c, p = inst.cfg, inst.vr.params
         ifc = self.ifaces.get(c.interface)
-        if ifc is None or ifc.bound is None:
+        if ifc is None or (ifc.bound6 if p.family == 6 else ifc.bound) is None:
             return
-        adv = wire.Advert(
-            vrid=p.vrid,
-            priority=priority,
-            advert_int=p.advert_int,
-            addresses=p.vips,
-            auth_type=p.auth_type,
-            auth_data=p.auth_data,
-        )
-        dsts: Iterable[IPv4Address] = p.unicast_peers if c.unicast_peer is not None else (wire.VRRP_GROUP,)
+        adv: wire.Advert | wire.AdvertV3
+        if p.version == 3:
+            adv = wire.AdvertV3(
+                vrid=p.vrid,
+                priority=priority,
+                max_advert_int=p.interval_cs,
+                addresses=p.addresses,
+                family=p.family,
+            )
+        else:
+            adv = wire.Advert(
+                vrid=p.vrid,
+                priority=priority,
+                advert_int=p.advert_int,
+                addresses=p.vips,
+                auth_type=p.auth_type,
+                auth_data=p.auth_data,
+            )
+        group = wire.VRRP_GROUP6 if p.family == 6 else wire.VRRP_GROUP
+        dsts: Iterable[IPAddress] = p.peers if c.unicast_peer is not None else (group,)
         for dst in dsts:
             try:
-                self.p.send_advert(c.interface, p.src_ip, dst, adv)
+                self.p.send_advert(c.interface, p.source, dst, adv, checksum_as_v2=p.checksum_as_v2)
             except OSError as e:
                 inst.send_errors += 1
                 if inst.send_errors == 1 or inst.send_errors % 100 == 0:
@@ -951,18 +1082,22 @@ class Host:
                     )
 
     def _garp(self, inst: Instance, count: int, vips: Iterable[Vip]) -> None:
-        by_dev: dict[str, list[IPv4Address]] = {}
+        """Gratuitous ARP for IPv4 VIPs; unsolicited Neighbor Advertisements (Override set) for IPv6 ones."""
+        by_dev: dict[tuple[str, int], list[IPAddress]] = {}
         for v in vips:
-            if isinstance(ip := v.ip, IPv4Address):
-                by_dev.setdefault(v.dev or inst.cfg.interface, []).append(ip)
-        for dev, ips in by_dev.items():
+            by_dev.setdefault((v.dev or inst.cfg.interface, v.family), []).append(v.ip)
+        for (dev, family), ips in by_dev.items():
             link = self.link_by_name(dev)
             if link is None or len(link.mac) != 6:
                 continue
             try:
-                self.p.send_garp(dev, link.mac, ips, count)
+                if family == 6:
+                    self.p.send_na(dev, link.mac, [ip for ip in ips if isinstance(ip, IPv6Address)], count)
+                else:
+                    self.p.send_garp(dev, link.mac, [ip for ip in ips if isinstance(ip, IPv4Address)], count)
             except OSError as e:
-                log.warning("%s: cannot send gratuitous ARP on %s: %s", inst.name, dev, e)
+                what = "Neighbor Advertisements" if family == 6 else "gratuitous ARP"
+                log.warning("%s: cannot send %s on %s: %s", inst.name, what, dev, e)
 
     def _state_changed(self, inst: Instance, a: fsm.StateChanged) -> None:
         self.transitions += 1

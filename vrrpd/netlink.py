@@ -1,4 +1,4 @@
-"""A small rtnetlink client: link and IPv4 address queries, address add/remove, link/address events.
+"""A small rtnetlink client: link and address (IPv4, IPv6) queries, address add/remove, link/address events.
 
 Why not pyroute2 here: importing ``pyroute2.iproute`` costs ~7 MiB of RSS and ~150 modules (the package's
 ``__init__`` imports every subsystem: ~13 MiB), which alone breaks the idle budget of 25 MiB on top of
@@ -23,7 +23,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 __all__ = [
     "VRRPD_PROTO",
@@ -51,12 +51,15 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+IFA_CACHEINFO, IFA_FLAGS = 6, 8
 IFA_PROTO = 11  # Linux 6.1+: who added the address (u8); older kernels ignore it
 VRRPD_PROTO = 0x76  # our IFA_PROTO value ("v"): an address carrying it was added by vrrpd
 IFA_F_SECONDARY = 0x01
+IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x02, 0x08, 0x20, 0x40
+RT_SCOPE_LINK = 253
 IFLA_ADDRESS, IFLA_IFNAME = 1, 3
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR = 0x1, 0x10
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 RT_SCOPE_UNIVERSE = 0
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -85,10 +88,16 @@ class Link:
 @dataclass(frozen=True, slots=True)
 class Addr:
     index: int
-    address: IPv4Interface
+    address: IPv4Interface | IPv6Interface
     label: str
     secondary: bool
     proto: int = 0  # IFA_PROTO (0: unknown; VRRPD_PROTO: added by vrrpd)
+    flags: int = 0  # IFA_FLAGS (IPv6: IFA_F_TENTATIVE, IFA_F_DADFAILED, IFA_F_NODAD ...)
+
+    @property
+    def usable(self) -> bool:
+        """Usable as a source: not tentative (DAD pending) and DAD did not fail."""
+        return not self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,8 @@ def _parse_addr(body: bytes) -> Addr | None:
     if len(body) < _IFADDRMSG.size:
         return None
     family, plen, flags, _scope, index = _IFADDRMSG.unpack_from(body)
+    if family == socket.AF_INET6:
+        return _parse_addr6(body, plen, flags, index)
     if family != socket.AF_INET:
         return None
     at = _attrs(body, _IFADDRMSG.size, len(body))
@@ -164,8 +175,39 @@ def _parse_addr(body: bytes) -> Addr | None:
     )
 
 
-def encode_addr(index: int, addr: IPv4Interface, label: str | None, proto: int = 0) -> bytes:
-    """The body (ifaddrmsg + attributes) of an RTM_NEWADDR / RTM_DELADDR request."""
+def _parse_addr6(body: bytes, plen: int, flags: int, index: int) -> Addr | None:
+    at = _attrs(body, _IFADDRMSG.size, len(body))
+    raw = at.get(IFA_ADDRESS) or at.get(IFA_LOCAL)
+    if raw is None or len(raw) != 16 or plen > 128:
+        return None
+    xflags = at.get(IFA_FLAGS, b"")
+    if len(xflags) == 4:
+        flags = struct.unpack("=I", xflags)[0]
+    proto = at.get(IFA_PROTO, b"")
+    return Addr(
+        index=index,
+        address=IPv6Interface((IPv6Address(raw), plen)),
+        label="",
+        secondary=False,
+        proto=proto[0] if len(proto) == 1 else 0,
+        flags=flags,
+    )
+
+
+def encode_addr(index: int, addr: IPv4Interface | IPv6Interface, label: str | None, proto: int = 0) -> bytes:
+    """The body (ifaddrmsg + attributes) of an RTM_NEWADDR / RTM_DELADDR request.
+
+    IPv6 addresses are added as keepalived adds VIPs: without duplicate address detection (``IFA_F_NODAD``:
+    usable at once, never stuck ``dadfailed`` after a transient split brain), and a /128 deprecated
+    (preferred lifetime 0: never chosen as a source address)."""
+    if isinstance(addr, IPv6Interface):
+        body = _IFADDRMSG.pack(socket.AF_INET6, addr.network.prefixlen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+        body += _attr(IFA_LOCAL, addr.ip.packed) + _attr(IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
+        if addr.network.prefixlen == 128:
+            body += _attr(IFA_CACHEINFO, struct.pack("=IIII", 0, 0xFFFFFFFF, 0, 0))
+        if proto:
+            body += _attr(IFA_PROTO, bytes([proto]))
+        return body
     body = _IFADDRMSG.pack(socket.AF_INET, addr.network.prefixlen, 0, RT_SCOPE_UNIVERSE, index)
     body += _attr(IFA_LOCAL, addr.ip.packed) + _attr(IFA_ADDRESS, addr.ip.packed)
     if label:
@@ -301,7 +343,8 @@ class LinkMsg:
 
 @dataclass(frozen=True, slots=True)
 class AddrMsg:
-    """An IPv4 address appeared or vanished (``deleted``); ``dump`` as for :class:`LinkMsg`."""
+    """An address (IPv4 or IPv6) appeared, changed or vanished (``deleted``); ``dump`` as for
+    :class:`LinkMsg`."""
 
     addr: Addr
     deleted: bool = False
@@ -345,14 +388,14 @@ def parse_messages(buf: bytes) -> list[NlMsg]:
 
 
 class Channel:
-    """One non-blocking NETLINK_ROUTE socket: link and IPv4 address events, and our requests, whose answers
+    """One non-blocking NETLINK_ROUTE socket: link and address events, and our requests, whose answers
     (:class:`Ack`, dump parts, :class:`DumpDone`) arrive with the events. Never waits."""
 
     def __init__(self) -> None:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+            s.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
             s.setblocking(False)
         except BaseException:
             s.close()
@@ -374,18 +417,19 @@ class Channel:
         self.sock.send(msg)
         return seq
 
-    def add_address(self, index: int, addr: IPv4Interface, label: str | None) -> int:
+    def add_address(self, index: int, addr: IPv4Interface | IPv6Interface, label: str | None) -> int:
         body = encode_addr(index, addr, label, VRRPD_PROTO)
         return self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def del_address(self, index: int, addr: IPv4Interface) -> int:
+    def del_address(self, index: int, addr: IPv4Interface | IPv6Interface) -> int:
         return self.request(RTM_DELADDR, NLM_F_ACK, encode_addr(index, addr, None))
 
     def dump_links(self) -> int:
         return self.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
 
     def dump_addresses(self) -> int:
-        return self.request(RTM_GETADDR, NLM_F_DUMP, _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0))
+        # every family: IPv6 link-local sources and VIPs (VRRPv3) as well as IPv4
+        return self.request(RTM_GETADDR, NLM_F_DUMP, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
 
     def read(self, limit: int = 256) -> tuple[list[NlMsg], bool]:
         """Everything queued (up to ``limit`` datagrams): (messages, overflowed). After an overflow (ENOBUFS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import TYPE_CHECKING, Protocol
 
 from vrrpd import wire
@@ -25,6 +25,10 @@ from vrrpd.sockets import GarpSocket, VrrpSocket
 
 if TYPE_CHECKING:
     from vrrpd.scripts import NotifyQueue
+    from vrrpd.sockets6 import NaSocket, Vrrp6Socket
+
+IPAddress = IPv4Address | IPv6Address
+IPInterface = IPv4Interface | IPv6Interface
 
 __all__ = ["Linux", "Platform"]
 
@@ -34,30 +38,45 @@ log = logging.getLogger("vrrpd")
 class Platform(Protocol):
     """What the core may do to the host. Errors are ``OSError`` (the core logs them and carries on)."""
 
-    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool) -> None:
-        """Have a VRRP socket on ``ifname`` bound to link ``index`` (re-opened when the index changed), a
-        member of 224.0.0.18 iff ``multicast``. Idempotent; a failed join is retried on the next call."""
+    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool, family: int = 4) -> None:
+        """Have a VRRP socket of ``family`` (4, or 6 for VRRPv3 over IPv6) on ``ifname`` bound to link
+        ``index`` (re-opened when the index changed), a member of 224.0.0.18 / ff02::12 iff ``multicast``.
+        Idempotent; a failed join is retried on the next call."""
 
-    def close_vrrp(self, ifname: str) -> None:
-        """Close ``ifname``'s VRRP socket, if any."""
+    def close_vrrp(self, ifname: str, family: int = 4) -> None:
+        """Close ``ifname``'s VRRP socket of ``family``, if any."""
 
-    def send_advert(self, ifname: str, src: IPv4Address, dst: IPv4Address, advert: wire.Advert) -> None:
-        """Send one advert from ``ifname``'s VRRP socket."""
+    def send_advert(
+        self,
+        ifname: str,
+        src: IPAddress,
+        dst: IPAddress,
+        advert: wire.Advert | wire.AdvertV3,
+        *,
+        checksum_as_v2: bool = False,
+    ) -> None:
+        """Send one advert (VRRPv2, or VRRPv3 over IPv4 or IPv6 after the addresses' family) from
+        ``ifname``'s VRRP socket; ``checksum_as_v2``: the message-only VRRPv3 IPv4 checksum."""
 
-    def add_address(self, index: int, address: IPv4Interface, label: str | None) -> int:
-        """Ask for ``address`` on link ``index``, tagged as vrrpd's; the request's sequence number."""
+    def add_address(self, index: int, address: IPInterface, label: str | None) -> int:
+        """Ask for ``address`` on link ``index``, tagged as vrrpd's (IPv6: without DAD); the request's
+        sequence number."""
 
-    def del_address(self, index: int, address: IPv4Interface) -> int:
+    def del_address(self, index: int, address: IPInterface) -> int:
         """Ask for ``address`` to be removed from link ``index``; the request's sequence number."""
 
     def dump_links(self) -> int:
         """Ask for every link (answered by LinkMsg(dump=seq)... DumpDone(seq))."""
 
     def dump_addresses(self) -> int:
-        """Ask for every IPv4 address (AddrMsg(dump=seq)... DumpDone(seq))."""
+        """Ask for every address, IPv4 and IPv6 (AddrMsg(dump=seq)... DumpDone(seq))."""
 
     def send_garp(self, ifname: str, mac: bytes, ips: Sequence[IPv4Address], count: int) -> None:
         """``count`` rounds of one gratuitous ARP per address on ``ifname``."""
+
+    def send_na(self, ifname: str, mac: bytes, ips: Sequence[IPv6Address], count: int) -> None:
+        """``count`` rounds of one unsolicited Neighbor Advertisement (Override set) per address on
+        ``ifname``."""
 
     def run_notify(self, argv: Sequence[str], what: str) -> None:
         """Queue a notify script: they run one after another, in the order queued."""
@@ -70,20 +89,31 @@ class Linux:
         self.notify = notify
         self.nl = Channel()
         self.vrrp: dict[str, VrrpSocket] = {}
+        self.vrrp6: dict[str, Vrrp6Socket] = {}  # VRRPv3 over IPv6 (vrrpd.sockets6, imported when needed)
         self._garp: GarpSocket | None = None
+        self._na: NaSocket | None = None
 
     def close(self) -> None:
         for s in self.vrrp.values():
             s.close()
         self.vrrp.clear()
+        for s6 in self.vrrp6.values():
+            s6.close()
+        self.vrrp6.clear()
         if self._garp is not None:
             self._garp.close()
             self._garp = None
+        if self._na is not None:
+            self._na.close()
+            self._na = None
         self.nl.close()
 
     # -- Platform ----------------------------------------------------------------------------------------
 
-    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool) -> None:
+    def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool, family: int = 4) -> None:
+        if family == 6:
+            self._ensure_vrrp6(ifname, index, multicast=multicast)
+            return
         s = self.vrrp.get(ifname)
         if s is not None and s.ifindex != index:
             self.close_vrrp(ifname)  # the interface was re-created: a new ifindex
@@ -108,21 +138,71 @@ class Linux:
             except OSError as e:
                 log.warning("%s: cannot join %s yet: %s", ifname, wire.VRRP_GROUP, e)
 
-    def close_vrrp(self, ifname: str) -> None:
-        s = self.vrrp.pop(ifname, None)
+    def _ensure_vrrp6(self, ifname: str, index: int, *, multicast: bool) -> None:
+        from vrrpd.sockets6 import Vrrp6Socket
+
+        s = self.vrrp6.get(ifname)
+        if s is not None and s.ifindex != index:
+            self.close_vrrp(ifname, family=6)
+            s = None
+        if s is None:
+            try:
+                s = self.vrrp6[ifname] = Vrrp6Socket(ifname, index, multicast=False)
+            except OSError as e:
+                if e.errno in (errno.EPERM, errno.EACCES):
+                    raise OSError(
+                        e.errno,
+                        f"cannot open a raw IPv6 socket on {ifname} (needs root or CAP_NET_RAW + "
+                        "CAP_NET_ADMIN)",
+                    ) from e
+                raise
+        if multicast != s.multicast:
+            s.multicast = multicast
+            if not multicast:
+                s.leave()
+        if s.multicast and not s.joined:
+            try:
+                s.join()
+            except OSError as e:
+                log.warning("%s: cannot join %s yet: %s", ifname, wire.VRRP_GROUP6, e)
+
+    def close_vrrp(self, ifname: str, family: int = 4) -> None:
+        s: VrrpSocket | Vrrp6Socket | None = (
+            self.vrrp6.pop(ifname, None) if family == 6 else self.vrrp.pop(ifname, None)
+        )
         if s is not None:
             s.close()
 
-    def send_advert(self, ifname: str, src: IPv4Address, dst: IPv4Address, advert: wire.Advert) -> None:
+    def send_advert(
+        self,
+        ifname: str,
+        src: IPAddress,
+        dst: IPAddress,
+        advert: wire.Advert | wire.AdvertV3,
+        *,
+        checksum_as_v2: bool = False,
+    ) -> None:
+        if (
+            isinstance(src, IPv6Address)
+            and isinstance(dst, IPv6Address)
+            and isinstance(advert, wire.AdvertV3)
+        ):
+            s6 = self.vrrp6.get(ifname)
+            if s6 is None:
+                raise OSError(errno.ENOTCONN, f"no IPv6 VRRP socket on {ifname}")
+            s6.send(src, dst, wire.encode_v3(advert, src, dst))
+            return
         s = self.vrrp.get(ifname)
         if s is None:
             raise OSError(errno.ENOTCONN, f"no VRRP socket on {ifname}")
-        s.send(src, dst, advert)
+        if not isinstance(src, IPv4Address) or not isinstance(dst, IPv4Address):
+            raise OSError(errno.EAFNOSUPPORT, f"IPv4 advert with addresses {src} -> {dst}")
+        s.send(src, dst, advert, checksum_as_v2=checksum_as_v2)
 
-    def add_address(self, index: int, address: IPv4Interface, label: str | None) -> int:
+    def add_address(self, index: int, address: IPInterface, label: str | None) -> int:
         return self.nl.add_address(index, address, label)
 
-    def del_address(self, index: int, address: IPv4Interface) -> int:
+    def del_address(self, index: int, address: IPInterface) -> int:
         return self.nl.del_address(index, address)
 
     def dump_links(self) -> int:
@@ -135,6 +215,14 @@ class Linux:
         if self._garp is None:
             self._garp = GarpSocket()
         self._garp.send(ifname, mac, list(ips), count)
+
+    def send_na(self, ifname: str, mac: bytes, ips: Sequence[IPv6Address], count: int) -> None:
+        from vrrpd.sockets6 import NaSocket, ipv6_forwarding
+
+        if self._na is None:
+            self._na = NaSocket()
+        # keepalived: the Router flag when the interface forwards IPv6
+        self._na.send(ifname, mac, list(ips), count, router=ipv6_forwarding(ifname))
 
     def run_notify(self, argv: Sequence[str], what: str) -> None:
         self.notify.put(argv, what)

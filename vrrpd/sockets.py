@@ -74,9 +74,22 @@ class VrrpSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, src: IPv4Address, dst: IPv4Address, adv: wire.Advert) -> None:
+    def send(
+        self,
+        src: IPv4Address,
+        dst: IPv4Address,
+        adv: wire.Advert | wire.AdvertV3,
+        *,
+        checksum_as_v2: bool = False,
+    ) -> None:
+        """One advert: VRRPv2, or VRRPv3 (pseudo-header checksum over ``src``/``dst``, or message-only with
+        ``checksum_as_v2``); v2 and v3 instances share the socket."""
         self._ident = (self._ident + 1) & 0xFFFF or 1
-        self.sock.sendto(wire.encode_ip(src, dst, adv, self._ident), (str(dst), 0))
+        if isinstance(adv, wire.AdvertV3):
+            data = wire.encode_ip_v3(src, dst, adv, self._ident, checksum_as_v2=checksum_as_v2)
+        else:
+            data = wire.encode_ip(src, dst, adv, self._ident)
+        self.sock.sendto(data, (str(dst), 0))
 
     def recv_all(self, limit: int = 256) -> list[bytes]:
         """Everything queued (up to ``limit`` datagrams), without blocking."""

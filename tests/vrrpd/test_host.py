@@ -12,7 +12,7 @@ from host_rig import OUR_IP, Rig, advert, config, inst
 
 from vrrpd import fsm
 from vrrpd.config import Vip
-from vrrpd.host import FAULT_RECHECK, VipOp, plan_reload, plan_vips, source_address
+from vrrpd.host import FAULT_RECHECK, VipKey, VipOp, plan_reload, plan_vips, source_address
 from vrrpd.netlink import VRRPD_PROTO, Ack, Addr, AddrMsg
 
 VIP = IPv4Address("192.0.2.100")
@@ -29,7 +29,7 @@ def _addr(ip: str, proto: int = 0, index: int = 2, label: str = "eth0", secondar
 def test_plan_vips_adds_missing_and_removes_only_its_own() -> None:
     v100, v101 = Vip(IPv4Interface("192.0.2.100/24")), Vip(IPv4Interface("192.0.2.101/24"))
     k100, k101, k102 = (2, VIP), (2, IPv4Address("192.0.2.101")), (2, IPv4Address("192.0.2.102"))
-    present = {k101: _addr("192.0.2.101/24"), k102: _addr("192.0.2.102/24", VRRPD_PROTO)}
+    present: dict[VipKey, Addr] = {k101: _addr("192.0.2.101/24"), k102: _addr("192.0.2.102/24", VRRPD_PROTO)}
     # .100 wanted and absent: added; .101 wanted and present (by hand): used as it is
     assert plan_vips({k100: v100, k101: v101}, present, set(), set()) == [VipOp(True, 2, v100)]
     # nothing wanted: .102 is ours and goes, .101 is not ours and stays
@@ -62,7 +62,7 @@ def test_plan_reload_moves_stops_and_starts() -> None:
         inst("VI_1", 51, vips=["192.0.2.100/24", "192.0.2.101/24"]), inst("VI_3", 53, vips=["192.0.2.102/24"])
     )
     plan = plan_reload(old, new, [c.key for c in old.instances])
-    assert plan.stop == (("eth0", 52),)
+    assert plan.stop == (("eth0", 52, 4),)
     assert [c.name for c in plan.update] == ["VI_1"] and [c.name for c in plan.start] == ["VI_3"]
     assert plan.moved == ((IPv4Address("192.0.2.101"), "VI_2", "VI_1"),)
     assert plan.warnings == ()

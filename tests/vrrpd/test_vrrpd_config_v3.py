@@ -306,3 +306,17 @@ def test_any_advert_int_parses_in_range_or_names_the_key(
     else:
         assert c.advert_cs is None and isinstance(c.advert_int, int) and 1 <= c.advert_int <= 255
     assert isinstance(c.virtual_ipaddress[0].ip, IPv6Address if six else IPv4Address)
+
+
+def test_an_ipv4_and_an_ipv6_instance_may_share_a_vrid_but_not_two_of_one_family() -> None:
+    d = doc(version=3, virtual_ipaddress=["192.0.2.100/24"])
+    d["vrrp_instance"].append(
+        {"name": "B", "interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["2001:db8::1/64"]}
+    )
+    a, b = parse(d).instances
+    assert a.key == ("eth0", 51, 4) and b.key == ("eth0", 51, 6)
+    d["vrrp_instance"].append(
+        {"name": "C", "interface": "eth0", "virtual_router_id": 51, "virtual_ipaddress": ["2001:db8::2/64"]}
+    )
+    errs = errors_of(d)
+    assert has(errs, "vrrp_instance[2].virtual_router_id", "duplicate VRID 51"), errs
