@@ -65,6 +65,7 @@ def set_state(lb: LoadBalancer, fe_name: str, srv_name: str, state: str) -> Serv
         st.drain = False
         lb.start_checker(st)
         if was:
+            st.start_slowstart()  # out of maintenance: ramped as after a failure (HAProxy)
             act, bck = count_usable(st.fe.servers)
             lb._event(
                 format_maintenance(

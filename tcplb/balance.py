@@ -26,6 +26,11 @@ Algorithms (``make_balancer(kind)``):
     smooth round robin.
 
 Every algorithm is O(number of servers) per pick.
+
+Weights are compared only as ratios (all three algorithms are homogeneous: multiplying every weight by
+the same factor picks the same servers), so the unit is free as long as it is the same for every candidate.
+tcplb's servers (:class:`tcplb.backend.ServerState`) give HAProxy's 1/16 units (``weight * 16``), which lets
+``slowstart`` (:mod:`tcplb.slowstart`) ramp even a weight-1 server in 16 steps without ever reaching 0.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class Candidate(Protocol):
     def name(self) -> str: ...
 
     @property
-    def weight(self) -> int: ...
+    def weight(self) -> int: ...  # any unit shared by all candidates (tcplb's servers: 1/16 units)
 
     @property
     def active_conns(self) -> int: ...  # current + queued connections

@@ -297,6 +297,7 @@ class Server:
     init_state: InitState = "fully-up"
     disabled: bool = False  # starts in maintenance (MAINT)
     source: str | None = None  # local address for connections to this server
+    slowstart: float = 0.0  # seconds; 0: off (HAProxy's slowstart: weight ramped after coming back)
 
     @property
     def address(self) -> str:
@@ -751,6 +752,7 @@ _SERVER_OPTS: Final[dict[str, Validator]] = {
     "init_state": _v_choice(*INIT_STATES),
     "disabled": _v_bool,
     "source": _v_ip,
+    "slowstart": _v_duration(maximum=86400.0),
 }
 _SERVER_ONLY: Final = frozenset({"name", "address", "check"})
 
@@ -1513,6 +1515,8 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
                 "init_state": s.init_state,
                 "disabled": s.disabled,
             }
+            if s.slowstart:
+                sd["slowstart"] = s.slowstart
             if s.maxconn is not None:
                 sd["maxconn"] = s.maxconn
             if s.maxqueue is not None:

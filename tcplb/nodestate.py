@@ -43,6 +43,7 @@ def on_node_state(lb: LoadBalancer, st: ServerState, ns: NodeState) -> None:
                     logging.WARNING,
                 )
             else:
+                st.start_slowstart()  # back from maintenance (e.g. `rabbitmq-upgrade revive`): ramped
                 lb.event(f"Server {fe_name}/{st.name} is READY (RabbitMQ node ready: {ns.reason}).")
             lb._availability(st.fe)
     elif st.node_health is None:

@@ -180,7 +180,7 @@ def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "econ", "eresp", "wretr",
                 "wredis", "status", "weight", "act", "bck", "chkfail", "chkdown", "lastchg", "downtime",
                 "qlimit", "lbtot", "rate", "rate_max", "check_status", "check_code", "check_duration",
-                "lastsess", "last_chk", "check_rise", "check_fall", "check_health", "addr",
+                "lastsess", "last_chk", "check_rise", "check_fall", "check_health", "addr", "throttle",
             ):  # fmt: skip
                 row[k] = s[k]
             row["rmq_node"] = s.get("node_state")
@@ -815,7 +815,7 @@ class StatsServer:
                 "server": srv_name,
                 "action": action,
                 "status": st.status(),
-                "weight": st.weight,
+                "weight": st.shown_weight,
                 "health": health,
                 **extra,
             }

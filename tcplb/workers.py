@@ -575,7 +575,9 @@ class WorkerProcess:
                     continue
                 # the main process's checks decided: take the result through our own health machine
                 if flags & F_UP:
-                    changed |= st.health.force_up(CheckStatus.UNK, now, "main process") is not None
+                    if st.health.force_up(CheckStatus.UNK, now, "main process") is not None:
+                        changed = True
+                        st.start_slowstart()  # the main's ramp, started here within one tick
                 elif st.health.force_down(CheckStatus.UNK, now, "main process") is not None:
                     changed = True
                     st.flush_queue()

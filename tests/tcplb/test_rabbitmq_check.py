@@ -264,7 +264,7 @@ def test_maintenance_drains_and_revive_brings_back(loop: str) -> None:
         r2 = lb.frontends["t"].server("r2")
         assert r1 is not None and r2 is not None
         await wait_for(lambda: r1.node_health == "ready", 10, "r1's node state from the API")
-        assert r1.status() == "UP" and r1.weight == 1 and r2.node_health is None
+        assert r1.status() == "UP" and r1.shown_weight == 1 and r2.node_health is None
         assert (IN_SERVICE, "") in api.requests  # is-in-service needs no authentication
         assert any(p == LOCAL_ALARMS and a.startswith("Basic ") for p, a in api.requests)
         api.answers[IN_SERVICE] = (503, {"status": "failed", "reason": "the node is being drained"})
@@ -282,7 +282,7 @@ def test_maintenance_drains_and_revive_brings_back(loop: str) -> None:
         api2.answers = {IN_SERVICE: OK, LOCAL_ALARMS: OK}
         api2.server = await asyncio.start_server(api2._h, "127.0.0.1", api.port, reuse_address=True)
         await wait_for(lambda: not r1.node_drain, 10, "r1 READY again")
-        assert r1.status() == "UP" and r1.weight == 1
+        assert r1.status() == "UP" and r1.shown_weight == 1
         assert any("r1 is READY (RabbitMQ node ready" in e for e in events)
         lb.stop_accepting()
         lb.stop_checks()
@@ -343,7 +343,7 @@ def test_memory_alarm_is_shown_not_acted_on(loop: str) -> None:
         api.answers[LOCAL_ALARMS] = MEM_ALARM
         await wait_for(lambda: r1.alarms, 10, "the memory alarm seen")
         assert r1.alarms == frozenset({"memory"})
-        assert r1.status() == "UP" and r1.weight == 1 and r1.usable and not r1.node_drain
+        assert r1.status() == "UP" and r1.shown_weight == 1 and r1.usable and not r1.node_drain
         assert any("resource alarm raised: memory" in e and "stays in rotation" in e for e in events)
         snap = lb.snapshot()
         s = snap["listeners"][0]["servers"][0]

@@ -185,13 +185,13 @@ def test_reload_with_a_failing_bind_changes_nothing(loop: str, case: str) -> Non
             e = ei.value
             assert e.listener == "b" and str(e).startswith(f"listen.b: cannot bind {bad_bind}: ")
             assert lb.cfg is old and lb.reloads == 0
-            assert lb.frontends["b"].servers[0].weight == 1
+            assert lb.frontends["b"].servers[0].shown_weight == 1
             for _ in range(3):
                 assert await _roundtrip(pa) and await _roundtrip(pb)
             assert all(fe.accepting for fe in lb.frontends.values())
             # and a good reload afterwards applies everything
             lb.reload(cfgmod.loads(_text(pa, f"127.0.0.1:{pb}", 3, bport)))
-            assert lb.frontends["b"].servers[0].weight == 3 and lb.reloads == 1
+            assert lb.frontends["b"].servers[0].shown_weight == 3 and lb.reloads == 1
             await wait_for(lambda: all(fe.accepting for fe in lb.frontends.values()), 5)
             assert await _roundtrip(pa) and await _roundtrip(pb)
         finally:
@@ -277,7 +277,7 @@ def test_daemon_reload_refused_is_visible(
             )
             rc = await asyncio.to_thread(ctl.main, argv)
             assert rc == 0 and d.reload_error is None
-            assert d.lb is not None and d.lb.frontends["b"].servers[0].weight == 2
+            assert d.lb is not None and d.lb.frontends["b"].servers[0].shown_weight == 2
         finally:
             d.request_stop()
             await asyncio.wait_for(task, 10)

@@ -655,7 +655,7 @@ def test_weight_and_form_redirect(loop: str) -> None:
         env = await Env(_setup_two(b1, b2)).start()
         r = await env.post("/api/servers/t/s1/weight", "weight=5")
         assert r.status == 200 and r.json()["weight"] == 5
-        assert env.lb.frontends["t"].servers[0].weight == 5
+        assert env.lb.frontends["t"].servers[0].shown_weight == 5
         assert any(e.endswith(": t/s1 weight 5 (was 1)") for e in env.events)
         for i in range(12):
             (await Client.open(env.port, b"w%02d" % i)).close()
