@@ -136,7 +136,8 @@ class LoadBalancer:
     def kill_all(self) -> int:
         """Hard stop: abort every connection (logged with K). Returns how many."""
         n = 0
-        for sess in list(self.sessions):
+        # those without a slot first (queued): a slot freed by a kill must not start a connect to kill
+        for sess in sorted(self.sessions, key=lambda s: s.slot):
             n += 1
             sess.fe.kill(sess)
         return n

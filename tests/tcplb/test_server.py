@@ -785,3 +785,34 @@ def test_stats_auth_and_read_only(loop: str) -> None:
         await b.stop()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_admin_kill_while_connecting_and_queued(loop: str) -> None:
+    """shutdown-sessions / hard stop reach sessions still being set up: a connect in flight ends ``KC``, a
+    queued one ``KQ``; every slot comes back and nothing stays behind."""
+
+    async def main() -> None:
+        bh = Blackhole()
+        cfg, port = make_cfg(
+            f'{{ name = "hole", address = "{bh.addr}", check = false, maxconn = 1 }},',
+            defaults='timeout_connect = "30s"\ntimeout_queue = "30s"',
+        )
+        lb, events = await start_lb(cfg)
+        st = lb.frontends["t"].servers[0]
+        _r1, w1 = await connect(port)
+        await wait_for(lambda: st.cur == 1, what="connecting")
+        _r2, w2 = await connect(port)
+        await wait_for(lambda: len(st.queue) == 1, what="queued")
+        assert lb.kill_all() == 2
+        lines = await wait_for(lambda: len(traffic(events)) >= 2 and traffic(events), what="two lines")
+        states = sorted(ln.split()[6] for ln in lines)
+        assert states == ["KC", "KQ"], lines
+        await wait_for(lambda: lb.actconn == 0, what="all gone")
+        assert st.cur == 0 and not st.queue
+        w1.close()
+        w2.close()
+        await stop_lb(lb)
+        bh.close()
+
+    run(loop, main)
