@@ -126,6 +126,46 @@ def environment() -> dict[str, Any]:
     }
 
 
+PYC_EXCLUDE = r"/(test|tests|idlelib|lib2to3|tkinter|ensurepip|turtledemo|site-packages)/"
+PACKAGES = ("tcplb", "vrrpd", "rmqfd")
+
+
+def precompile(prefix: Path) -> dict[str, Any]:
+    """Byte-compile the standard library, the site-packages the daemons import and the project's packages
+    into ``prefix`` and make this process and its children use it: ``PYTHONPYCACHEPREFIX=prefix``,
+    ``PYTHONDONTWRITEBYTECODE`` removed (a module compiled later is written once, at its first import).
+
+    What an install has (``pip install .`` and distribution packages ship .pyc files): without it every
+    daemon start compiles every module from source, and the freed compiler memory stays in the process
+    (vrrpd's idle RSS about 2 MiB higher). Returns what was done, for the run's environment."""
+    import sysconfig
+
+    t0 = time.monotonic()
+    prefix.mkdir(parents=True, exist_ok=True)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    had_dont_write = os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None
+    sys.pycache_prefix = str(prefix)
+    sys.dont_write_bytecode = False
+    paths = sysconfig.get_paths()
+    site = Path(paths["purelib"])
+    dirs = [paths["stdlib"], *(str(site / d) for d in ("uvloop", "h11") if (site / d).is_dir())]
+    dirs += [str(ROOT / p) for p in PACKAGES]
+    argv = [PY, "-m", "compileall", "-q", "-j", "0", "-x", PYC_EXCLUDE, *dirs]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    # whatever the daemons import from elsewhere at start: written now, by importing their entry points
+    warm = "import tcplb.__main__, tcplb.daemon, vrrpd.__main__, vrrpd.daemon"
+    res2 = subprocess.run([PY, "-c", warm], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return {
+        "precompiled": res.returncode == 0 and res2.returncode == 0,
+        "how": "python -m compileall (stdlib, uvloop, h11, tcplb, vrrpd, rmqfd) into a PYTHONPYCACHEPREFIX "
+        "of the run; daemons run with that prefix and without PYTHONDONTWRITEBYTECODE",
+        "PYTHONDONTWRITEBYTECODE_in_caller": had_dont_write,
+        "seconds": round(time.monotonic() - t0, 1),
+        "errors": (res.stdout + res.stderr + res2.stderr)[-2000:] or None,
+    }
+
+
 def _os_release() -> str | None:
     with contextlib.suppress(OSError):
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -315,8 +355,10 @@ def normalize(name: str, result: Any) -> dict[str, Any]:
     A foreign result is searched for mappings ``{impl: [numbers]}`` with at least two implementations;
     each becomes a figure labelled by its path. The original stays under ``raw``.
     """
-    if isinstance(result, dict) and isinstance(result.get("figures"), list) and all(
-        isinstance(f, dict) and "samples" in f for f in result["figures"]
+    if (
+        isinstance(result, dict)
+        and isinstance(result.get("figures"), list)
+        and all(isinstance(f, dict) and "samples" in f for f in result["figures"])
     ):
         out = dict(result)
         out.setdefault("part", name)

@@ -265,6 +265,11 @@ TARGETS: tuple[Target, ...] = (
            "#3", "no client connection fails when a node dies (every round)", "failed", "tcplb", "<=", 0.0,
            stat="max", unit="", variants=(("tcplb-redispatch", None), ("haproxy", None),
                                           ("haproxy-redispatch", None))),
+    Target("track-process", "tcplb killed", "tcplb killed on the master: the backup's first advert", "#11",
+           "the VIP moves within Skew_Time + 0.2 s (609 + 200 ms at priority 100) of the kill: the backup's "
+           "first advert, with track_process (every trial; keepalived with track_process in the same run)",
+           "first_advert_ms", "vrrpd", "<=", (256 - 100) / 256 * 1000 + 200, stat="max", unit="ms",
+           variants=(("keepalived", None), ("keepalived-script", None))),
 )  # fmt: skip
 
 NO_TARGET = {
@@ -456,6 +461,20 @@ here).
 - *a failed connection hung*: how long each of them waited before it failed (median).
 - *slowest connection after the kill*: the longest wait of any connection, failed or not.
 - *connections failed during*: the window from the first to the last failed connection.
+
+**track-process** (`bench/track_process.py`, issue #11): two routers (lb1 priority 150 with a tcplb to watch,
+lb2 priority 100, advert_int 1) on a bridge where `tcpdump -tt` records the adverts; tcplb on lb1 is
+SIGKILLed at a random point of the advert cycle; measured from the kill: lb1's priority-0 advert and lb2's
+first advert (the VIP's move). Variants in alternating rounds: vrrpd with `[vrrp_track_process]` (exact argv,
+`weight = 0`: FAULT, priority 0), keepalived with `vrrp_track_process` (weight 0), and keepalived with the
+usual `vrrp_script` running `pgrep` every second (fall 1, weight 0).
+
+**Bytecode.** Every run byte-compiles the standard library and the project's packages (`python -m
+compileall`) into a `PYTHONPYCACHEPREFIX` of its own before starting anything, and the daemons run with that
+prefix and without `PYTHONDONTWRITEBYTECODE`: the daemons are measured as installed (`pip install .` and
+`make install-systemd` install compiled bytecode). Without it every start compiles all modules from source
+and the compiler's freed memory stays in the process (vrrpd's idle RSS about 2 MiB higher). The run file's
+`environment.bytecode` records it; runs before 2026-12-05 did not do it.
 """
 
 # Observations made when a run was read, attached to that run file and part (they appear under its table).
@@ -466,6 +485,8 @@ ANNOTATIONS: dict[tuple[str, str], tuple[str, ...]] = {
         "matched HAProxy. Probably broker warm-up; not investigated.",
     ),
 }
+
+PART_ORDER = ("tcplb", "failover", "track-process", "amqp", "scale", "backend-death")
 
 OWN_TARGET_NOTE = re.compile(r"^median per-round ratio |\((?:target|limit) [<>]=|\(no target\)$")
 
@@ -554,7 +575,7 @@ def history_section(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
 
 def results_section(newest: Mapping[str, tuple[str, dict[str, Any]]]) -> list[str]:
     lines = ["## Results", ""]
-    order = [n for n in ("tcplb", "failover", "amqp", "scale", "backend-death") if n in newest]
+    order = [n for n in PART_ORDER if n in newest]
     order += sorted(n for n in newest if n not in order)
     for part in order:
         fname, run = newest[part]
@@ -678,7 +699,7 @@ def write_latest(out_dir: Path, current: dict[str, Any] | None = None) -> str:
             r["from_run"] = f"{env.get('date', '?')}, `{run.get('command', '?')}`"
             parts.pop(name, None)
             parts[name] = r
-    order: list[str] = [n for n in ("tcplb", "failover", "amqp", "scale", "backend-death") if n in parts]
+    order: list[str] = [n for n in PART_ORDER if n in parts]
     order += [n for n in parts if n not in order]
     newest = runs[-1] if runs else {}
     merged = {
