@@ -11,7 +11,11 @@ and a client, all on one switch.
 Each LB host runs a VRRP daemon and a balancer bound to VIP:5672 (``net.ipv4.ip_nonlocal_bind=1`` in the
 LB namespaces). The VRRP daemon tracks the balancer with a script (an HTTP GET on the balancer's stats page
 on 127.0.0.1:8404; weight -60, so a dead balancer drops lb1 from 150 to 90, below lb2's 100) and runs a
-notify script that appends each state change to ``<workdir>/<lb>.notify``.
+notify script that appends each state change to ``<workdir>/<lb>.notify``. vrrpd also tracks the tcplb
+process itself (``track_process``, the exact argv, weight 0): when tcplb dies the instance goes to FAULT at
+once and sends priority 0, so the backup takes over after its Skew_Time (issue #11). keepalived keeps the
+script alone: its ``vrrp_track_process`` needs the kernel's process-event connector, which is refused
+inside a network namespace (it would stay in FAULT for good).
 
 A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline of every scenario.
 """
@@ -19,6 +23,7 @@ A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 import textwrap
@@ -153,8 +158,25 @@ TRACK_ARGV = [
 ]  # fmt: skip
 
 
-def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
+def balancer_argv(wd: Path, name: str) -> list[str]:
+    """How a node's tcplb is started: also what vrrpd's ``track_process`` matches (the exact argv, unique per
+    node by its config path)."""
+    return [PY, "-m", "tcplb", "-c", str(wd / f"{name}.lb.toml")]
+
+
+def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path, lb_argv: list[str] | None = None) -> str:
+    """vrrpd's config for an LB node; with ``lb_argv`` (tcplb's command line) the instance also tracks that
+    process with weight 0 (FAULT, priority 0 while tcplb is not running)."""
     track = ", ".join(f'"{a}"' for a in TRACK_ARGV)
+    process = ""
+    if lb_argv is not None:
+        argv = ", ".join(json.dumps(a) for a in lb_argv)
+        process = f"""
+        [vrrp_track_process.lb]
+        process = [{argv}]
+        weight = 0
+        """
+    tracks = 'track_process = ["lb"]\n        ' if lb_argv is not None else ""
     return textwrap.dedent(
         f"""\
         [global]
@@ -170,7 +192,7 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
         auth_pass = "{AUTH_PASS}"
         virtual_ipaddress = ["{VIP}/24"]
         track_script = ["chk_lb"]
-        notify = ["{notify}"]
+        {tracks}notify = ["{notify}"]
 
         [vrrp_script.chk_lb]
         script = [{track}]
@@ -180,7 +202,7 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path) -> str:
         fall = 2
         weight = {TRACK_WEIGHT}
         """
-    )
+    ) + textwrap.dedent(process)
 
 
 def keepalived_conf(name: str, priority: int, notify: Path) -> str:
@@ -264,8 +286,9 @@ class LBNode:
             pid = self.wd / f"{self.name}.haproxy.pid"
             (self.wd / f"{self.name}.haproxy.cfg").write_text(haproxy_cfg(servers, pid))
         if self.vrrp_kind == "vrrpd":
+            lb_argv = balancer_argv(self.wd, self.name) if self.balancer_kind == "tcplb" else None
             (self.wd / f"{self.name}.node.toml").write_text(
-                vrrpd_toml(self.name, self.priority, self.sock, notify)
+                vrrpd_toml(self.name, self.priority, self.sock, notify, lb_argv)
             )
         else:
             (self.wd / f"{self.name}.keepalived.conf").write_text(
@@ -288,7 +311,7 @@ class LBNode:
         self.generation += 1
         g = self.generation
         if self.balancer_kind == "tcplb":
-            argv = [PY, "-m", "tcplb", "-c", str(self.wd / f"{self.name}.lb.toml")]
+            argv = balancer_argv(self.wd, self.name)
             env = {"PYTHONPATH": _package_root()}
         else:
             argv = ["haproxy", "-db", "-f", str(self.wd / f"{self.name}.haproxy.cfg")]
