@@ -108,6 +108,13 @@ def shutdown_sessions(lb: LoadBalancer, fe_name: str, srv_name: str) -> tuple[Se
     """HAProxy's ``shutdown sessions server``: close every connection on that server (logged with K).
     With ``workers``, every worker does the same with its own (the count is this process's)."""
     st = find(lb, fe_name, srv_name)
+    return st, kill_sessions(lb, st, "admin API")
+
+
+def kill_sessions(lb: LoadBalancer, st: ServerState, why: str) -> int:
+    """Close every connection on ``st`` (logged with K; the workers too, with ``workers``): the admin
+    API's ``shutdown sessions server``, and ``on_marked_down = "shutdown-sessions"``."""
+    fe_name, srv_name = st.fe.name, st.name
     if lb.share is not None and not lb.worker and lb.on_peer_command is not None:
         lb.on_peer_command({"op": "shutdown-sessions", "listener": fe_name, "server": srv_name})
     n = 0
@@ -116,10 +123,10 @@ def shutdown_sessions(lb: LoadBalancer, fe_name: str, srv_name: str) -> tuple[Se
             n += 1
             sess.fe.kill(sess)
     lb._event(
-        f"Server {fe_name}/{srv_name}: {n} sessions killed (admin API).",
+        f"Server {fe_name}/{srv_name}: {n} sessions killed ({why}).",
         logging.WARNING if n else logging.INFO,
     )
-    return st, n
+    return n
 
 
 def find(lb: LoadBalancer, fe_name: str, srv_name: str) -> ServerState:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import mgmt
+from . import mgmt, proxysend
 from .amqpwire import Credentials, Probe, ProbeOutcome
 from .config import CheckConfig, Management
 
@@ -136,8 +136,11 @@ def _l4_error(exc: BaseException) -> tuple[str, str]:
     return "SOCKERR", repr(exc)
 
 
-async def probe(check: CheckConfig, host: str, port: int, source: str | None = None) -> CheckResult:
-    """Run one check of type ``check.type`` against ``host:port``."""
+async def probe(
+    check: CheckConfig, host: str, port: int, source: str | None = None, send_proxy: str = "none"
+) -> CheckResult:
+    """Run one check of type ``check.type`` against ``host:port``. With ``send_proxy`` (the server's), the
+    check's first write starts with a PROXY header describing its own socket (:mod:`tcplb.proxysend`)."""
     loop = asyncio.get_running_loop()
     t0 = time.monotonic()
     # without timeout_check HAProxy bounds the *whole* check (connect + answer) by inter: not inter each
@@ -149,18 +152,21 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
         st, detail = _l4_error(e)
         return CheckResult(False, st, detail, time.monotonic() - t0)
     try:
+        prefix = proxysend.check_header(send_proxy, check, sock)
         if check.type == "tcp":
             # connect only: RabbitMQ does not log connections that never send a byte
+            if prefix:  # the server expects a PROXY header first (HAProxy sends it on tcp checks too)
+                await loop.sock_sendall(sock, prefix)
             return CheckResult(True, "L4OK", "", time.monotonic() - t0)
         rt = check.timeout
         if budget is not None:
             rt = max(0.0, min(rt, budget - (time.monotonic() - t0)))
         async with asyncio.timeout(rt):
             if check.type == "amqp":
-                return await _amqp(loop, sock, t0)
+                return await _amqp(loop, sock, t0, prefix)
             if check.type == "rabbitmq":
-                return await _rabbitmq(loop, sock, check, t0)
-            return await _http(loop, sock, check, host, port, t0)
+                return await _rabbitmq(loop, sock, check, t0, prefix)
+            return await _http(loop, sock, check, host, port, t0, prefix)
     except TimeoutError:
         return CheckResult(False, "L7TOUT", "no answer in time", time.monotonic() - t0)
     except OSError as e:
@@ -171,8 +177,10 @@ async def probe(check: CheckConfig, host: str, port: int, source: str | None = N
         sock.close()
 
 
-async def _amqp(loop: asyncio.AbstractEventLoop, sock: socket.socket, t0: float) -> CheckResult:
-    await loop.sock_sendall(sock, AMQP_HEADER)
+async def _amqp(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, t0: float, prefix: bytes = b""
+) -> CheckResult:
+    await loop.sock_sendall(sock, prefix + AMQP_HEADER)
     data = await _recv_at_least(loop, sock, 11)
     dt = time.monotonic() - t0
     if len(data) < 11:
@@ -206,12 +214,12 @@ def rabbitmq_result(out: ProbeOutcome, dt: float) -> CheckResult:
 
 
 async def _rabbitmq(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, t0: float
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, t0: float, prefix: bytes = b""
 ) -> CheckResult:
     """The clean AMQP probe (:class:`tcplb.amqpwire.Probe`): with credentials, the full handshake and a
     Connection.Close, which leaves nothing above info in RabbitMQ's log; without, header → Start."""
     p = Probe(_credentials(check))
-    await loop.sock_sendall(sock, p.start())
+    await loop.sock_sendall(sock, prefix + p.start())  # one write: RabbitMQ reads PROXY in one recv
     while True:
         data = await loop.sock_recv(sock, 65536)
         if not data:
@@ -272,7 +280,13 @@ async def node_state(m: Management, host: str, *, skip_service: bool = False) ->
 
 
 async def _http(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, check: CheckConfig, host: str, port: int, t0: float
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    check: CheckConfig,
+    host: str,
+    port: int,
+    t0: float,
+    prefix: bytes = b"",
 ) -> CheckResult:
     h = check.http
     hosthdr = h.host or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -286,7 +300,7 @@ async def _http(
     if h.user is not None:
         token = base64.b64encode(f"{h.user}:{h.password or ''}".encode()).decode()
         lines.append(f"Authorization: Basic {token}")
-    await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    await loop.sock_sendall(sock, prefix + ("\r\n".join(lines) + "\r\n\r\n").encode())
     data = await _recv_at_least(loop, sock, 12, until=b"\r\n", limit=8192)
     dt = time.monotonic() - t0
     line = data.split(b"\r\n", 1)[0].decode("latin-1")
@@ -321,6 +335,7 @@ class Checker:
         source: str | None = None,
         first_delay: float | None = None,
         node_report: Callable[[mgmt.NodeState], None] | None = None,
+        send_proxy: str = "none",
     ) -> None:
         self.check = check
         self.host = host
@@ -336,6 +351,7 @@ class Checker:
         self._wake: asyncio.Event | None = None
         # rabbitmq + management: the node-state poll (its own task, every management.inter)
         self.node_report = node_report
+        self.send_proxy = send_proxy
         self.node_task: asyncio.Task[None] | None = None
         self.node: mgmt.NodeState | None = None
 
@@ -413,7 +429,7 @@ class Checker:
             self.due = loop.time() + delay
             await self._sleep_until_due()
             self.due = None
-            res = await probe(self.check, self.host, self.port, self.source)
+            res = await probe(self.check, self.host, self.port, self.source, self.send_proxy)
             self.last = res
             try:
                 self.report(res)

@@ -68,6 +68,8 @@ CheckType: TypeAlias = Literal["tcp", "amqp", "http", "rabbitmq"]
 InitState: TypeAlias = Literal["fully-up", "up", "down", "fully-down"]
 OnError: TypeAlias = Literal["mark-down", "sudden-death", "fail-check", "fastinter", "ignore"]
 LogFormat: TypeAlias = Literal["tcplog", "json"]
+SendProxy: TypeAlias = Literal["none", "v1", "v2"]
+OnMarkedDown: TypeAlias = Literal["none", "shutdown-sessions"]
 
 DEFAULT_BALANCE: Final[Balance] = "leastconn"
 BALANCES: Final = ("leastconn", "roundrobin", "source")
@@ -75,6 +77,8 @@ CHECK_TYPES: Final = ("tcp", "amqp", "http", "rabbitmq")
 INIT_STATES: Final = ("fully-up", "up", "down", "fully-down")
 ON_ERRORS: Final = ("mark-down", "sudden-death", "fail-check", "fastinter", "ignore")
 LOG_FORMATS: Final = ("tcplog", "json")
+SEND_PROXY: Final = ("none", "v1", "v2")
+ON_MARKED_DOWN: Final = ("none", "shutdown-sessions")
 LOG_TARGETS: Final = ("stderr", "stdout", "syslog", "none")
 HTTP_METHODS: Final = ("GET", "HEAD", "OPTIONS")
 MAX_WEIGHT: Final = 256
@@ -298,6 +302,9 @@ class Server:
     disabled: bool = False  # starts in maintenance (MAINT)
     source: str | None = None  # local address for connections to this server
     slowstart: float = 0.0  # seconds; 0: off (HAProxy's slowstart: weight ramped after coming back)
+    # PROXY protocol header toward the server (HAProxy's send-proxy / send-proxy-v2); checks send it too
+    send_proxy: SendProxy = "none"
+    on_marked_down: OnMarkedDown = "none"  # "shutdown-sessions": close its connections when marked DOWN
 
     @property
     def address(self) -> str:
@@ -334,6 +341,7 @@ class Listener:
     nodelay: bool = True
     splice: bool = False  # data phase through splice(2), zero copy (HAProxy: option splice-*)
     source: str | None = None
+    send_proxy: SendProxy = "none"  # the servers' default (each server can set its own)
     log: bool = True
     log_format: LogFormat = "tcplog"
     logasap: bool = False
@@ -736,6 +744,7 @@ _LISTENER_OPTS: Final[dict[str, Validator]] = {
     "nodelay": _v_bool,
     "splice": _v_bool,
     "source": _v_ip,
+    "send_proxy": _v_choice(*SEND_PROXY),
     "log": _v_bool,
     "log_format": _v_choice(*LOG_FORMATS),
     "logasap": _v_bool,
@@ -753,6 +762,8 @@ _SERVER_OPTS: Final[dict[str, Validator]] = {
     "disabled": _v_bool,
     "source": _v_ip,
     "slowstart": _v_duration(maximum=86400.0),
+    "send_proxy": _v_choice(*SEND_PROXY),
+    "on_marked_down": _v_choice(*ON_MARKED_DOWN),
 }
 _SERVER_ONLY: Final = frozenset({"name", "address", "check"})
 
@@ -1208,7 +1219,17 @@ def _listener(
         else:
             names: set[str] = set()
             for i, rs in enumerate(raw_servers):
-                s = _server(rs, f"{sp}[{i}]", errs, dsrv, check_layer, timeouts, names, opts.get("source"))
+                s = _server(
+                    rs,
+                    f"{sp}[{i}]",
+                    errs,
+                    dsrv,
+                    check_layer,
+                    timeouts,
+                    names,
+                    opts.get("source"),
+                    opts.get("send_proxy", "none"),
+                )
                 if s is not None:
                     servers.append(s)
 
@@ -1230,6 +1251,7 @@ def _listener(
         nodelay=opts.get("nodelay", True),
         splice=opts.get("splice", False),
         source=opts.get("source"),
+        send_proxy=opts.get("send_proxy", "none"),
         log=opts.get("log", True),
         log_format=opts.get("log_format", "tcplog"),
         logasap=opts.get("logasap", False),
@@ -1246,6 +1268,7 @@ def _server(
     timeouts: Timeouts,
     names: set[str],
     listener_source: str | None,
+    listener_send_proxy: str = "none",
 ) -> Server | None:
     t = _table(raw, path, errs, 'a table { name = "rmq1", address = "192.0.2.11:5672", ... }')
     if t is None:
@@ -1282,6 +1305,7 @@ def _server(
     if len(errs.items) != n_before or name is None:
         return None
     merged.setdefault("source", listener_source)
+    merged.setdefault("send_proxy", listener_send_proxy)
     return Server(
         name=name,
         host=host,
@@ -1497,6 +1521,8 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
             ld["backlog"] = li.backlog
         if li.source is not None:
             ld["source"] = li.source
+        if li.send_proxy != "none":
+            ld["send_proxy"] = li.send_proxy
         for key in _TIMEOUT_KEYS:
             short = key.removeprefix("timeout_")
             v = _dur(getattr(li.timeouts, short), short in li.timeouts.explicit_infinite)
@@ -1523,6 +1549,10 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
                 sd["maxqueue"] = s.maxqueue
             if s.source is not None and s.source != li.source:
                 sd["source"] = s.source
+            if s.send_proxy != li.send_proxy:
+                sd["send_proxy"] = s.send_proxy
+            if s.on_marked_down != "none":
+                sd["on_marked_down"] = s.on_marked_down
             if s.check != li.check:
                 sd["check"] = _check_dict(s.check, secrets)
             servers.append(sd)

@@ -25,6 +25,7 @@ from .balance import Balancer, eligible, make_balancer, select
 from .config import Listener
 from .health import CheckStatus
 from .listen import Listening
+from .proxysend import send_live
 from .relay import Pipe, Side, set_keepalive
 from .session import (
     FREE,
@@ -388,6 +389,8 @@ class Frontend(Listening):
                 ka = self.cfg.tcpka
                 if ka is not None and ka.server is not None:
                     set_keepalive(st, ka.server.idle, ka.server.interval, ka.server.count)
+                if scfg.send_proxy != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
+                    send_live(st, scfg.send_proxy, pipe.client.transport)
                 cmds = sess.connected(loop.time())
                 pipe.attach_server(side)
                 if not pipe.closed:

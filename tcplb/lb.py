@@ -192,6 +192,7 @@ class LoadBalancer:
             spread=self.cfg.global_.spread_checks,
             source=st.cfg.source,
             node_report=node_report,
+            send_proxy=st.cfg.send_proxy,
         )
         st.checker.start()
 
@@ -241,6 +242,8 @@ class LoadBalancer:
             queued=len(st.queue),
         )
         self._event(msg, logging.WARNING if not tr.up else logging.INFO)
+        if not tr.up and st.cfg.on_marked_down == "shutdown-sessions":  # HAProxy's on-marked-down
+            admin.kill_sessions(self, st, "on_marked_down shutdown-sessions")
         self._availability(fe)
 
     def _availability(self, fe: Frontend) -> None:
