@@ -72,6 +72,8 @@ SendProxy: TypeAlias = Literal["none", "v1", "v2"]
 OnMarkedDown: TypeAlias = Literal["none", "shutdown-sessions"]
 
 DEFAULT_BALANCE: Final[Balance] = "leastconn"
+DEFAULT_GREETING: Final = 2.0  # timeout_greeting when unset
+PROTOCOLS: Final = ("tcp", "amqp")
 BALANCES: Final = ("leastconn", "roundrobin", "source")
 CHECK_TYPES: Final = ("tcp", "amqp", "http", "rabbitmq")
 INIT_STATES: Final = ("fully-up", "up", "down", "fully-down")
@@ -244,6 +246,7 @@ class Timeouts:
     server_fin: float | None = None
     queue: float | None = None
     check: float | None = None
+    greeting: float | None = None  # protocol = "amqp": the server's Connection.Start (default 2 s)
     # names set to 0 in the file: explicitly infinite, no start-up warning for them
     explicit_infinite: frozenset[str] = frozenset()
 
@@ -264,6 +267,13 @@ class Timeouts:
     @property
     def server_fin_idle(self) -> float | None:
         return self.server_fin if self.server_fin is not None else self.server_idle
+
+    @property
+    def greeting_wait(self) -> float | None:
+        """protocol = "amqp": how long a server may take to greet once it has the client's first bytes."""
+        if self.greeting is not None:
+            return self.greeting
+        return None if "greeting" in self.explicit_infinite else DEFAULT_GREETING
 
     @property
     def queue_wait(self) -> float | None:
@@ -342,6 +352,8 @@ class Listener:
     splice: bool = False  # data phase through splice(2), zero copy (HAProxy: option splice-*)
     source: str | None = None
     send_proxy: SendProxy = "none"  # the servers' default (each server can set its own)
+    # "amqp": a server connection is established when Connection.Start arrives (protocol-aware connect)
+    protocol: Literal["tcp", "amqp"] = "tcp"
     log: bool = True
     log_format: LogFormat = "tcplog"
     logasap: bool = False
@@ -728,6 +740,7 @@ _TIMEOUT_KEYS: Final = (
     "timeout_server_fin",
     "timeout_queue",
     "timeout_check",
+    "timeout_greeting",
 )
 
 # options a listener can set, and [defaults] too (plus "check", "default_server", "tcpka": special)
@@ -745,6 +758,7 @@ _LISTENER_OPTS: Final[dict[str, Validator]] = {
     "splice": _v_bool,
     "source": _v_ip,
     "send_proxy": _v_choice(*SEND_PROXY),
+    "protocol": _v_choice(*PROTOCOLS),
     "log": _v_bool,
     "log_format": _v_choice(*LOG_FORMATS),
     "logasap": _v_bool,
@@ -1252,6 +1266,7 @@ def _listener(
         splice=opts.get("splice", False),
         source=opts.get("source"),
         send_proxy=opts.get("send_proxy", "none"),
+        protocol=opts.get("protocol", "tcp"),
         log=opts.get("log", True),
         log_format=opts.get("log_format", "tcplog"),
         logasap=opts.get("logasap", False),
@@ -1523,6 +1538,8 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
             ld["source"] = li.source
         if li.send_proxy != "none":
             ld["send_proxy"] = li.send_proxy
+        if li.protocol != "tcp":
+            ld["protocol"] = li.protocol
         for key in _TIMEOUT_KEYS:
             short = key.removeprefix("timeout_")
             v = _dur(getattr(li.timeouts, short), short in li.timeouts.explicit_infinite)

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from . import config as cfgmod
+from .amqpwire import NEED_MORE, NotAmqp, StartReader
 from .backend import RateCounter, ServerState, _limited
 from .balance import Balancer, eligible, make_balancer, select
 from .config import Listener
@@ -29,6 +30,7 @@ from .proxysend import send_live
 from .relay import Pipe, Side, set_keepalive
 from .session import (
     FREE,
+    GREETING,
     QUEUE,
     REFUSED,
     TIMEOUT,
@@ -64,6 +66,7 @@ class Session(SessionMachine[ServerState]):
         "accept_wall",
         "be_queue",
         "fe",
+        "greeter",
         "handle",
         "parked",
         "pipe",
@@ -82,6 +85,7 @@ class Session(SessionMachine[ServerState]):
         self.timer_at: float | None = None
         self.task: asyncio.Task[None] | None = None  # the connect attempt in flight
         self.side: Side | None = None  # that attempt's protocol
+        self.greeter: _Greeting | None = None  # protocol = "amqp": the attempt waiting for Connection.Start
         self.srv_queue = 0  # queue lengths when we entered a queue (log)
         self.be_queue = 0
         self.parked = False
@@ -92,6 +96,18 @@ class Session(SessionMachine[ServerState]):
 
     def queue_dropped(self) -> None:
         self.fe._run(self, self.server_left(self.fe.lb.loop.time()))
+
+
+class _Greeting:
+    """One attempt of a protocol-aware connect: the server side, its greeting so far, how many of the
+    client's early chunks were sent to it (copies: the originals stay for a retry elsewhere)."""
+
+    __slots__ = ("reader", "sent", "side")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.reader = StartReader()
+        self.sent = -1  # -1: nothing sent yet
 
 
 # ------------------------------------------------------------------------------------------- frontends
@@ -349,10 +365,72 @@ class Frontend(Listening):
 
     def _cancel_connect(self, sess: Session) -> None:
         t = sess.task
+        side = sess.side
         sess.task = None
         sess.side = None
         if t is not None and not t.done():
             t.cancel()
+        if sess.greeter is not None:  # connected, waiting for the greeting: drop that connection
+            sess.greeter = None
+            sess.pipe.greet = None
+            sess.pipe.server_early = []
+            if side is not None and side.transport is not None:
+                side.transport.abort()
+
+    # -- protocol-aware connect (protocol = "amqp") ----------------------------------------------------------
+    def _greet(self, sess: Session, side: Side) -> None:
+        """TCP is up: send a copy of the client's first bytes (now, or when they come) and wait for
+        Connection.Start before the connection counts as established (tcplb/session.py)."""
+        pipe = sess.pipe
+        g = _Greeting(side)
+        sess.side = side
+        sess.greeter = g
+        pipe.greet = lambda s, data: self._greet_event(sess, g, s, data)
+        self._run(sess, sess.tcp_up(self.lb.loop.time(), self.idle))
+        if pipe.early and sess.greeter is g:
+            self._greet_send(sess, g)
+
+    def _greet_send(self, sess: Session, g: _Greeting) -> None:
+        tr = g.side.transport
+        assert tr is not None
+        early = sess.pipe.early
+        g.sent = len(early)
+        tr.writelines(list(early))  # the chunks are never written again: sending them is copying them
+        self._run(sess, sess.greeting_sent(self.lb.loop.time(), self.cfg.timeouts.greeting_wait))
+
+    def _greet_event(self, sess: Session, g: _Greeting, side: Side, data: bytes | bytearray | None) -> None:
+        if sess.greeter is not g:
+            return  # an attempt that already ended
+        pipe = sess.pipe
+        if side is pipe.client:
+            if data is not None and g.sent < 0:
+                self._greet_send(sess, g)
+            return
+        if side is not g.side:
+            return
+        r = g.reader.feed(bytes(data)) if data is not None else g.reader.feed_eof()
+        if r is NEED_MORE:
+            return
+        now = self.lb.loop.time()
+        sess.greeter = None
+        sess.side = None
+        pipe.greet = None
+        if isinstance(r, NotAmqp):
+            pipe.server_early = []
+            if side.transport is not None:
+                side.transport.abort()
+            self._run(sess, sess.failed(now, GREETING, f"no AMQP greeting: {r.reason}"))
+            return
+        # Connection.Start: established. The chunks this server already has are not sent again.
+        if g.sent > 0:
+            del pipe.early[: g.sent]
+            pipe.early_size = sum(len(c) for c in pipe.early)
+        cmds = sess.connected(now)
+        pipe.attach_server(side)  # the greeting goes to the client, later client bytes to the server
+        if not pipe.closed:
+            self._run(sess, cmds)
+            if self.cfg.splice:
+                self.lb.loop.call_soon(start_splice, pipe)
 
     async def _attempt(self, sess: Session, srv: ServerState, side: Side) -> None:
         """One connection attempt; its outcome goes to the machine (unless it was cancelled)."""
@@ -391,6 +469,9 @@ class Frontend(Listening):
                     set_keepalive(st, ka.server.idle, ka.server.interval, ka.server.count)
                 if scfg.send_proxy != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
                     send_live(st, scfg.send_proxy, pipe.client.transport)
+                if self.cfg.protocol == "amqp":  # established only when the server greets
+                    self._greet(sess, side)
+                    return
                 cmds = sess.connected(loop.time())
                 pipe.attach_server(side)
                 if not pipe.closed:

@@ -176,6 +176,7 @@ class Pipe:
         "early_size",
         "fin_flag",
         "fin_timeout",
+        "greet",
         "loop",
         "on_client_lost",
         "on_client_made",
@@ -212,6 +213,9 @@ class Pipe:
         self.client_ready: asyncio.Future[None] | None = None  # created on demand (wait_client)
         self.on_client_lost: Callable[[], None] | None = None  # called once when the client socket is gone
         self.on_client_made: Callable[[], None] | None = None  # called from the client's connection_made
+        # protocol-aware connect (amqp listeners): told of what a not-yet-attached side does before
+        # attach_server: (side, data) for bytes, (side, None) for its EOF or loss
+        self.greet: Callable[[Side, bytes | bytearray | None], None] | None = None
         # inactivity timer (data phase)
         self.timeout: float | None = None  # idle timeout while both directions are open
         self.timeout_flag = CLIENT_TIMEOUT
@@ -318,10 +322,14 @@ class Pipe:
         if side is not self.client:
             # the server spoke before attach_server() ran (a banner): keep it for the client
             self.server_early.append(data)
+            if self.greet is not None:
+                self.greet(side, data)
             return
         # client data before the server is connected: keep it, up to a limit
         self.early.append(data)
         self.early_size += len(data)
+        if self.greet is not None:
+            self.greet(side, data)
         if self.early_size >= self.bufsize and not self._client_paused_reading:
             self._client_paused_reading = True
             t = self.client.transport
@@ -329,6 +337,8 @@ class Pipe:
                 t.pause_reading()
 
     def _eof(self, side: Side) -> None:
+        if self.greet is not None and side is not self.client and side is not self.server:
+            self.greet(side, None)
         other = self.server if side is self.client else self.client
         if other is None or other.transport is None or self.phase != "D":
             return  # forwarded when the server side is attached
@@ -357,6 +367,8 @@ class Pipe:
             other = self.server
         else:
             if side is not self.server:
+                if self.greet is not None:
+                    self.greet(side, None)
                 return  # a failed connection attempt; the connector handles it
             if exc is not None or (not self.closing and not (side.eof and self.client.eof)):
                 self.set_term(SERVER_ABORT)

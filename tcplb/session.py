@@ -18,6 +18,13 @@ States (:class:`State`)::
           \\         |                                      |               or choose at once (redispatch)
            \\--------+--- timer/client_gone/kill/NOSRV ----+--> CLOSING --closed--> CLOSED
 
+Protocol-aware connect (``protocol = "amqp"`` listeners): a connect attempt stays CONNECTING after TCP is up
+(:meth:`SessionMachine.tcp_up`) until the server greets (:meth:`SessionMachine.connected`); the driver sends
+a copy of the client's first bytes (:meth:`SessionMachine.greeting_sent`, which arms ``timeout_greeting``)
+and keeps the originals, so a server that stays silent, closes or answers garbage fails the attempt
+(``GREETING_TIMEOUT`` / ``GREETING``: passive health as a timeout / a refusal) and the retry goes to
+another server with the same bytes, whatever ``redispatch`` says.
+
 The data phase itself is not event-driven here: bytes, half-closes and inactivity timeouts stay on the
 relay's callbacks (:mod:`tcplb.relay`, :mod:`tcplb.splice`); the relay reports the end through
 :meth:`SessionMachine.closed` (its termination state is the pipe's). The machine still handles an admin
@@ -45,6 +52,8 @@ from .config import redispatch_on_retry
 
 __all__ = [
     "FREE",
+    "GREETING",
+    "GREETING_TIMEOUT",
     "LOCAL",
     "QUEUE",
     "REFUSED",
@@ -81,6 +90,10 @@ class State(enum.Enum):
 REFUSED = "refused"  # refused, reset, unreachable: the server's fault (L4CON)
 TIMEOUT = "timeout"  # timeout_connect (or the kernel's) expired (L4TOUT)
 LOCAL = "local"  # a local resource ran out (fds, memory, source ports): not the server's fault
+# protocol-aware connect (``protocol = "amqp"``): TCP was up but the server did not greet
+GREETING = "greeting"  # it closed, reset or sent something else than Connection.Start (L7RSP)
+GREETING_TIMEOUT = "greeting-timeout"  # silence past timeout_greeting (a frozen broker) (L7TOUT)
+_GREET_KINDS = frozenset({GREETING, GREETING_TIMEOUT})
 
 # pick() answers
 FREE = "free"  # the server has a free slot
@@ -239,6 +252,8 @@ class SessionMachine(Generic[S]):
         "ctx",
         "deadline",
         "exclude",
+        "greet_failed",
+        "greeting",
         "pinned",
         "qdeadline",
         "redispatched",
@@ -271,6 +286,10 @@ class SessionMachine(Generic[S]):
         self.redispatched = False
         self.exclude: set[str] | None = None  # servers this session failed on (redispatch)
         self.pinned: S | None = None  # retry on this server (no redispatch)
+        # protocol-aware connect: 0 no greeting phase, 1 TCP up and waiting for the client's first bytes,
+        # 2 those bytes sent to the server, waiting for its greeting (Connection.Start)
+        self.greeting = 0
+        self.greet_failed = False  # the last failure was a greeting failure: the retry goes elsewhere
 
     # ----------------------------------------------------------------------------------------- queries
     def next_deadline(self) -> float | None:
@@ -322,12 +341,37 @@ class SessionMachine(Generic[S]):
             self.t_queue = now - self.tq0
             return self._abort("s", "Q", [Dequeue(self.srv)])
         if st is State.CONNECTING:
+            if self.greeting == 1:  # the client never sent its first bytes: its timeout, not the server's
+                self.t_connect = now - self.tc0
+                return self._abort("c", "C", [_CANCEL])
+            if self.greeting == 2:
+                why = "no greeting (Connection.Start) in time"
+                return self._failed(now, GREETING_TIMEOUT, why, [_CANCEL])
             return self._failed(now, TIMEOUT, "connect timeout", [_CANCEL])
         if st is State.RETRY:
             return self._retry(now)
         if st is State.TURNAROUND:
             self.tq0 = now
             return self._pick(now, [])
+        return []
+
+    def tcp_up(self, now: float, client_timeout: float | None) -> list[Command[S]]:
+        """Protocol-aware connect: the TCP connection is up, but it counts as established only when the
+        server greets (:meth:`connected`). Until the client's first bytes are there to send, the wait is
+        the client's (``client_timeout``; expiry: cause ``c``, not the server's fault)."""
+        if self.state is not State.CONNECTING or self.greeting:
+            return []
+        self.greeting = 1
+        self.deadline = now + client_timeout if client_timeout is not None else None
+        return []
+
+    def greeting_sent(self, now: float, greet_timeout: float | None) -> list[Command[S]]:
+        """The client's first bytes went to the server: it must greet within ``greet_timeout``, else the
+        attempt fails (GREETING_TIMEOUT) and the client is retried on another server with the same bytes."""
+        if self.state is not State.CONNECTING or self.greeting == 2:
+            return []
+        self.greeting = 2
+        self.deadline = now + greet_timeout if greet_timeout is not None else None
         return []
 
     def connected(self, now: float) -> list[Command[S]]:
@@ -338,6 +382,7 @@ class SessionMachine(Generic[S]):
         assert srv is not None
         self.state = State.DATA
         self.deadline = None
+        self.greeting = 0
         self.t_connect = now - self.tc0
         out: list[Command[S]] = [Passive(srv, True)]
         if self.ctx.logasap:
@@ -345,7 +390,7 @@ class SessionMachine(Generic[S]):
         return out
 
     def failed(self, now: float, kind: str, info: str = "") -> list[Command[S]]:
-        """The connect attempt failed (``kind``: REFUSED, TIMEOUT or LOCAL)."""
+        """The connect attempt failed (``kind``: REFUSED, TIMEOUT, LOCAL, GREETING or GREETING_TIMEOUT)."""
         if self.state is not State.CONNECTING:
             return []
         return self._failed(now, kind, info, [])
@@ -406,6 +451,7 @@ class SessionMachine(Generic[S]):
             self.t_queue = now - self.tq0
         self.qdeadline = None
         self.state = State.CONNECTING
+        self.greeting = 0
         self.tc0 = now
         tc = self.ctx.t_connect
         self.deadline = now + tc if tc is not None else None
@@ -421,12 +467,15 @@ class SessionMachine(Generic[S]):
         if self.slot:
             self.slot = False
             out.append(Release(srv))
+        timeout = kind in (TIMEOUT, GREETING_TIMEOUT)
         if kind != LOCAL:
-            out.append(Passive(srv, False, kind == TIMEOUT, info))
+            out.append(Passive(srv, False, timeout, info))
+        self.greeting = 0
+        self.greet_failed = kind in _GREET_KINDS
         self.attempt += 1
         if self.attempt > ctx.retries:
             self.t_connect = now - self.tc0
-            return self._abort("s" if kind == TIMEOUT else "R" if kind == LOCAL else "S", "C", out)
+            return self._abort("s" if timeout else "R" if kind == LOCAL else "S", "C", out)
         # decide where the retry goes once the commands above ran (a passive failure may just have marked
         # the server DOWN): due at once, the driver calls timer(now) right after carrying them out
         self.retries = self.attempt
@@ -441,7 +490,12 @@ class SessionMachine(Generic[S]):
         out: list[Command[S]] = []
         # a server that left rotation is never retried: go elsewhere at once, whatever `redispatch` says
         # (HAProxy without persistence); otherwise as `redispatch` says
-        redispatch = not srv.usable or redispatch_on_retry(self.attempt, ctx.retries, ctx.redispatch)
+        # a server that took the connection but did not greet is not retried either (a frozen broker)
+        redispatch = (
+            not srv.usable
+            or self.greet_failed
+            or redispatch_on_retry(self.attempt, ctx.retries, ctx.redispatch)
+        )
         out.append(Retry(srv, redispatch))
         self.pinned = None
         if redispatch:
