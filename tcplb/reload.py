@@ -126,6 +126,8 @@ def update_frontend(fe: Frontend, cfg: Listener) -> None:
             h = st.health
             h.rise, h.fall, h.on_error, h.error_limit = ck.rise, ck.fall, ck.on_error, ck.error_limit
             fe.lb.stop_checker(st)
+            if ck.type != "rabbitmq" or ck.management is None:  # nobody reports the node's state any more
+                st.node_drain, st.node_health, st.node_info, st.alarms = False, None, "", frozenset()
         new.append(st)
     for gone in by_name.values():
         gone.removed = True

@@ -397,3 +397,42 @@ def test_config_keys_and_errors() -> None:
     assert config.loads(config.to_toml(cfg, secrets=True)) == cfg
     text = config.to_toml(cfg)
     assert 'password = "q"' not in text and 'password = "s"' not in text and "<hidden>" in text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_reload_without_management_forgets_the_node_state(loop: str) -> None:
+    """A server drained by its node state, then a reload to a plain tcp check: nothing would ever clear
+    the node's drain again, so the reload does (regression: it stayed DRAIN for good)."""
+
+    async def main() -> None:
+        b1, b2 = await FakeBroker("full").start(), await FakeBroker("full").start()
+        api = await FakeMgmt().start()
+        api.answers = {IN_SERVICE: (503, {"status": "failed", "reason": "drained"}), LOCAL_ALARMS: MEM_ALARM}
+        lport = free_port()
+        lb = _lb(lport, b1.port, b2.port, api.port)
+        lb.start()
+        r1 = lb.frontends["t"].server("r1")
+        assert r1 is not None
+        await wait_for(lambda: r1.node_drain and r1.alarms, 10, "r1 drained, with an alarm")
+        text = f"""
+[listen.t]
+bind = ["127.0.0.1:{lport}"]
+timeout_connect = "1s"
+timeout_client = "5s"
+timeout_server = "5s"
+check = {{ type = "tcp", inter = "100ms" }}
+server = [{{ name = "r1", address = "127.0.0.1:{b1.port}" }},
+          {{ name = "r2", address = "127.0.0.1:{b2.port}" }}]
+"""
+        lb.reload(config.loads(text))
+        r1 = lb.frontends["t"].server("r1")
+        assert r1 is not None
+        assert (
+            not r1.node_drain and r1.status() == "UP" and r1.alarms == frozenset() and r1.node_health is None
+        )
+        lb.stop_accepting()
+        lb.stop_checks()
+        for x in (b1, b2, api):
+            x.close()
+
+    run(loop, main)
