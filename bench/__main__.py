@@ -1,5 +1,7 @@
-"""``python -m bench all|throughput|requests|churn|amqp|scale|failover|backend-death|track-process [--quick]
-[--rounds N]``.
+"""``python -m bench [PART ...] [--quick] [--rounds N]``: one or more parts, in one run file.
+
+PART: all (default), tcplb (or throughput|requests|churn), stalled, rtt, amqp, scale, failover,
+backend-death, track-process.
 
 Each part runs in a child process of its own, bounded in time (a hung part is stopped and recorded as
 failed; the run goes on). The run is written to ``bench/results/run-<date>.json`` (environment and every
@@ -62,6 +64,8 @@ PARTS = [
     Part("backend-death", "bench.backend_death", 3, 160, "a backend dies under connection load"),
     Part("track-process", "bench.track_process", 3, 240,
          "tcplb killed on the master: vrrpd and keepalived with track_process"),
+    Part("stalled", "bench.stalled", 3, 300, "1,000 stalled uploads: LB RSS growth per connection"),
+    Part("rtt", "bench.rtt", 3, 420, "latency per round trip: ping-pong and a confirm per message"),
 ]  # fmt: skip
 RUN_BUDGET = 19 * 60.0  # `all` stays under 20 minutes: a part gets at most what is left of this
 BY_NAME = {p.name: p for p in PARTS}
@@ -77,7 +81,18 @@ ALIASES = {
     "failover": ["failover"],
     "backend-death": ["backend-death"],
     "track-process": ["track-process"],
+    "stalled": ["stalled"],
+    "rtt": ["rtt"],
 }
+
+
+def parts_for(what: list[str]) -> tuple[list[str], str | None]:
+    """The parts a command line names, in its order without repeats, and the tcplb subset to run
+    (``throughput``, ``requests`` or ``churn`` alone; None: the whole part)."""
+    names = list(dict.fromkeys(n for w in what for n in ALIASES[w]))
+    subsets = [w for w in what if w in ("throughput", "requests", "churn")]
+    whole = any(w not in ("throughput", "requests", "churn") and "tcplb" in ALIASES[w] for w in what)
+    return names, (subsets[0] if len(subsets) == 1 and not whole else None)
 
 
 def call_run(module: str, rounds: int, quick: bool, only: str | None, budget: float | None = None) -> Any:
@@ -175,7 +190,8 @@ def run_part(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=sorted(ALIASES))
+    ap.add_argument("what", nargs="*", default="all", choices=sorted(ALIASES), metavar="PART",
+                    help="one or more of: " + ", ".join(sorted(ALIASES)))  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="1 round (2 for failover): a smoke test")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per part (default: per part)")
     ap.add_argument("--no-charts", action="store_true")
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if isinstance(args.what, str):  # the default
+        args.what = [args.what]
     if args.worker:
         return worker(args)
     if os.geteuid() != 0:
@@ -198,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args: argparse.Namespace, argv: list[str] | None, pyc: Path) -> int:
     from bench.report import render
 
-    names = ALIASES[args.what]
-    only = args.what if args.what in ("throughput", "requests", "churn") else None
+    names, only = parts_for(args.what)
     t0 = time.time()
     env = environment()
     env["bytecode"] = precompile(pyc)  # parts and daemons inherit the prefix through os.environ

@@ -123,6 +123,7 @@ def environment() -> dict[str, Any]:
         "mem_mib": mem_total,
         "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         "loadavg_start": _loadavg(),
+        "commit": _cmd(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"]),
     }
 
 

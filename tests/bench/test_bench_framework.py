@@ -347,3 +347,23 @@ def test_budget_stops_rounds_that_would_not_fit() -> None:
     assert b.next_round()
     b._started = time.monotonic() - 1.0
     assert b.next_round()
+
+
+def test_command_line_parts() -> None:
+    from bench.__main__ import BY_NAME, parts_for
+
+    assert parts_for(["tcplb", "stalled", "rtt"]) == (["tcplb", "stalled", "rtt"], None)
+    assert parts_for(["churn"]) == (["tcplb"], "churn")
+    assert parts_for(["churn", "tcplb"]) == (["tcplb"], None)
+    assert parts_for(["track-process", "failover", "track-process"]) == (["track-process", "failover"], None)
+    names, only = parts_for(["all"])
+    assert only is None and set(names) == set(BY_NAME)
+
+
+def test_every_target_names_a_part_the_bench_runs() -> None:
+    from bench.__main__ import BY_NAME
+    from bench.report import TARGETS
+
+    for t in TARGETS:
+        assert t.part in BY_NAME, t
+        assert (t.baseline is None) or t.stat == "median", t
