@@ -1349,6 +1349,8 @@ def warnings(cfg: Config) -> list[str]:
     out: list[str] = []
     for li in cfg.listeners:
         to = li.timeouts
+        if li.protocol != "amqp" and (to.greeting is not None or "greeting" in to.explicit_infinite):
+            out.append(f'listen.{li.name}.timeout_greeting: does nothing without protocol = "amqp"')
         missing = []
         if to.connect is None and "connect" not in to.explicit_infinite:
             missing.append("timeout_connect")

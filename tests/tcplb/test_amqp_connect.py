@@ -167,3 +167,19 @@ def test_plain_tcp_listener_hands_the_client_to_a_frozen_broker(loop: str) -> No
         b1.close()
 
     run(loop, main)
+
+
+def test_config_protocol_and_greeting() -> None:
+    base = '[listen.t]\nbind = ["127.0.0.1:5673"]\nserver = [{ name = "a", address = "127.0.0.1:1" }]\n'
+    cfg = config.loads(base + 'protocol = "amqp"\n')
+    li = cfg.listeners[0]
+    assert li.protocol == "amqp" and li.timeouts.greeting_wait == config.DEFAULT_GREETING
+    cfg = config.loads(base + 'protocol = "amqp"\ntimeout_greeting = "500ms"\n')
+    assert cfg.listeners[0].timeouts.greeting_wait == 0.5
+    assert config.loads(config.to_toml(cfg, secrets=True)) == cfg
+    cfg = config.loads(base + "timeout_greeting = 0\n")
+    assert cfg.listeners[0].timeouts.greeting_wait is None
+    assert any("timeout_greeting: does nothing" in w for w in config.warnings(cfg))
+    with pytest.raises(config.ConfigError) as ei:
+        config.loads(base + 'protocol = "mqtt"\n')
+    assert "listen.t.protocol" in str(ei.value)
