@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,22 @@ __all__ = ["run_loop"]
 def sleeper(tag: str) -> subprocess.Popen[bytes]:
     # `sleep` with a unique argument: only this test's processes match; Popen does not reap it on its own,
     # so a killed one stays a zombie until wait() (zombies must not count)
-    return subprocess.Popen(["sleep", f"1000.{tag}"])
+    proc = subprocess.Popen(["sleep", f"1000.{tag}"])
+    # Popen may return (vfork) before the kernel has set up the new program's argv: /proc/PID/cmdline is
+    # empty for that moment, and a scan would not match. Wait (bounded) until the process shows its argv.
+    want = f"sleep\0{'1000.' + tag}\0".encode()
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                if f.read() == want:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"sleeper {proc.pid} never showed its argv")
+        time.sleep(0.005)
 
 
 def spec(tag: str, **kw: object) -> ProcessConfig:
