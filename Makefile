@@ -40,7 +40,7 @@ demo: deps
 # CI variable). Only documented kernel limits (no sch_netem, IPv6 disabled) skip. `make test-unit` keeps the
 # skips, even in CI. docs/development.md, "Skips and CI".
 test: deps lint typecheck
-	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q tests
+	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q --durations=40 tests
 
 test-unit: py-deps
 	RMQFD_REQUIRE_ALL=0 $(PY) -m pytest -q tests -m "not netns and not slow"
