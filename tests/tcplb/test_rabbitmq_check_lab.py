@@ -124,3 +124,111 @@ auth = ["admin:s3cret"]
     node.ctl("revive", tool="rabbitmq-upgrade", check=False)
     wait_until(lambda: has(status="UP", check_status="L7OK"), 60, 0.5, what="n1 UP after revive")
     lb.terminate()
+
+
+CLIENT = r"""
+import os, socket, sys, time
+from tcplb import amqpwire as aw
+
+vip, stop = sys.argv[1], sys.argv[2]
+
+def frame(s, fr, want):
+    while True:
+        data = s.recv(65536)
+        if not data:
+            raise RuntimeError("closed")
+        got = fr.feed(data)
+        if isinstance(got, aw.NotAmqp):
+            raise RuntimeError(got.reason)
+        for f in got:
+            if f.method == want:
+                return f
+
+s = socket.create_connection((vip, 5672), 10)
+s.settimeout(10)
+s.sendall(aw.PROTOCOL_HEADER)
+fr = aw.FrameReader()
+frame(s, fr, (10, 10))
+s.sendall(aw.start_ok("app", "app-pw"))
+tune = frame(s, fr, (10, 30))
+cmax, fmax = int.from_bytes(tune.payload[4:6], "big"), int.from_bytes(tune.payload[6:10], "big")
+s.sendall(aw.tune_ok(cmax, fmax, 0) + aw.connection_open("/"))
+frame(s, fr, (10, 41))
+print("OPEN", s.getsockname()[1], flush=True)
+while not os.path.exists(stop):
+    time.sleep(0.05)
+s.sendall(aw.close())
+frame(s, fr, (10, 51))
+s.close()
+print("DONE", flush=True)
+"""
+
+
+def test_send_proxy_v2_and_amqp_listener_with_rabbitmq_310(lab: Lab) -> None:
+    """``proxy_protocol = true`` on the broker; tcplb with ``protocol = "amqp"``, ``send_proxy = "v2"`` and a
+    rabbitmq check (its PROXY header describes the check's own socket, never LOCAL): the check passes, the
+    broker shows the client namespace's address for the relayed connection, and logs no crash."""
+    sw = lab.switch()
+    cluster = RabbitCluster(lab, sw, n=1)
+    node = cluster.nodes[0]
+    with (node.base / "rabbitmq.conf").open("a") as conf:
+        conf.write("proxy_protocol = true\n")
+    lbh = lab.host("lb")
+    lab.link(lbh, sw, f"{LB_IP}/24")
+    cli = lab.host("cli")
+    lab.link(cli, sw, "192.0.2.50/24")
+    cluster.start()
+    node.ctl("add_user", "probe", "probe-pw")
+    node.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
+    node.ctl("add_user", "app", "app-pw")
+    node.ctl("set_permissions", "-p", "/", "app", ".*", ".*", ".*")
+    probe = 'user = "probe", password = "probe-pw"'
+    cfg = lab.workdir / "pp.lb.toml"
+    cfg.write_text(
+        f"""
+[defaults]
+timeout_connect = "2s"
+timeout_client = "2m"
+timeout_server = "2m"
+[listen.amqp]
+bind = ["{LB_IP}:5672"]
+protocol = "amqp"
+send_proxy = "v2"
+check = {{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {probe} }}
+server = [{{ name = "n1", address = "{node.ip}:5672" }}]
+[stats]
+bind = "127.0.0.1:8404"
+auth = ["admin:s3cret"]
+"""
+    )
+    lb = lbh.start([PY, "-m", "tcplb", "-c", str(cfg)], name="tcplb", env={"PYTHONPATH": str(ROOT)})
+
+    def server() -> dict[str, Any] | None:
+        out = lbh.run([PY, "-c", FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
+        if not out.startswith("{"):
+            return None
+        srv: dict[str, Any] = json.loads(out)["listeners"][0]["servers"][0]
+        return srv
+
+    s = wait_until(lambda: (x := server()) and x["check_status"] == "L7OK" and x, 60, 0.5, what="check L7OK")
+    assert s and s["status"] == "UP", s
+    stop = lab.workdir / "stop-client"
+    proc = cli.start(
+        [PY, "-c", CLIENT, LB_IP, str(stop)],
+        name="amqp-client",
+        env={"PYTHONPATH": str(ROOT)},
+        ready_log="OPEN ",
+        ready_timeout=30,
+    )
+    cport = next(x for x in proc.output().splitlines() if x.startswith("OPEN ")).split()[1]
+    rows = node.ctl("list_connections", "peer_host", "peer_port", "host", "port", "--no-table-headers", "-q")
+    seen = {tuple(r.split("\t")) for r in rows.strip().splitlines()}
+    assert ("192.0.2.50", cport, LB_IP, "5672") in seen, rows
+    stop.write_text("")
+    wait_until(lambda: "DONE" in proc.output() or not proc.alive(), 30, 0.2, what="client closed")
+    assert "DONE" in proc.output(), proc.output()[-2000:]
+    assert node.server is not None
+    crashes = [ln for ln in node.server.output().splitlines() if "no match of right hand side" in ln]
+    assert not crashes, crashes[:3]
+    assert (server() or {}).get("check_status") == "L7OK"
+    lb.terminate()
