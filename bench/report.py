@@ -265,6 +265,54 @@ TARGETS: tuple[Target, ...] = (
            "#3", "no client connection fails when a node dies (every round)", "failed", "tcplb", "<=", 0.0,
            stat="max", unit="", variants=(("tcplb-redispatch", None), ("haproxy", None),
                                           ("haproxy-redispatch", None))),
+    # issue #10 (the session machine and bufsize): set 2026-12-05, against the run published before it
+    Target("tcplb", "churn #10", "Connection churn, one process (issue #10 goal)", "#10",
+           "at least 0.75x HAProxy, tcplb's default single process", "churn", "tcplb", ">=", 0.75,
+           baseline="haproxy"),
+    Target("tcplb", "churn 1p kept", "Connection churn, one process: no speed lost to the redesign", "#10",
+           "not below the last published run (0.63x HAProxy)", "churn", "tcplb", ">=", 0.63,
+           baseline="haproxy"),
+    Target("tcplb", "churn 2w kept", "Connection churn, `workers = 2`: no speed lost to the redesign", "#10",
+           "not below the last published run (0.71x HAProxy)", "churn", "tcplb-2w", ">=", 0.71,
+           baseline="haproxy"),
+    Target("tcplb", "small #10", "Small requests, one process (issue #10 goal)", "#10",
+           "at least 0.9x HAProxy, tcplb's default single process", "small", "tcplb", ">=", 0.9,
+           baseline="haproxy"),
+    Target("tcplb", "small 1p kept", "Small requests, one process: no speed lost to the redesign", "#10",
+           "not below the last published run (0.85x HAProxy)", "small", "tcplb", ">=", 0.85,
+           baseline="haproxy"),
+    Target("tcplb", "small 2w kept", "Small requests, `workers = 2`: no speed lost to the redesign", "#10",
+           "not below the last published run (0.95x HAProxy)", "small", "tcplb-2w", ">=", 0.95,
+           baseline="haproxy"),
+    Target("tcplb", "bulk #10", "Bulk TCP with the new default buffer size (`bufsize` 32k)", "#10",
+           "at least 1.3x HAProxy's default configuration", "bulk", "tcplb", ">=", 1.3, baseline="haproxy"),
+    Target("stalled", "stalled RSS", "RSS growth per stalled upload, 1,000 stalled uploads", "#10",
+           "at most 128 KiB per connection (every round; HAProxy in the same run)", "rss_per_conn_kib",
+           "tcplb", "<=", 128.0, stat="max", unit="KiB", variants=(("haproxy", None),)),
+    Target("rtt", "ping-pong/direct", "Round trips per second, one connection ping-pong (64 bytes)", "#10",
+           "at least 0.97 of direct", "pingpong", "tcplb", ">=", 0.97, baseline="direct",
+           variants=(("haproxy", "direct"),)),
+    Target("rtt", "ping-pong/HAProxy", "Round trips per second, one connection ping-pong (64 bytes)", "#10",
+           "at least 0.98x HAProxy", "pingpong", "tcplb", ">=", 0.98, baseline="haproxy"),
+    Target("rtt", "confirm/direct", "Publishes with a confirm per message (persistent, mirrored x3)", "#10",
+           "at least 0.97 of direct", "confirm1", "tcplb", ">=", 0.97, baseline="direct",
+           variants=(("haproxy", "direct"),)),
+    Target("rtt", "confirm/HAProxy", "Publishes with a confirm per message (persistent, mirrored x3)", "#10",
+           "at least 0.98x HAProxy", "confirm1", "tcplb", ">=", 0.98, baseline="haproxy"),
+    Target("rtt", "confirm tr/direct", "Publishes with a confirm per message (transient, unmirrored)", "#10",
+           "at least 0.97 of direct", "confirm1_transient", "tcplb", ">=", 0.97, baseline="direct",
+           variants=(("haproxy", "direct"),)),
+    Target("rtt", "confirm tr/HAProxy", "Publishes with a confirm per message (transient, unmirrored)",
+           "#10", "at least 0.98x HAProxy", "confirm1_transient", "tcplb", ">=", 0.98, baseline="haproxy"),
+    Target("failover", "crash #11", "Master crash after the host-side rework: no regression", "#11",
+           "within 5 ms of Master_Down_Interval after the last advert heard (every trial)", "crash_error_ms",
+           "vrrpd", "<=", 5.0, stat="max_abs", unit="ms", variants=(("keepalived", None),)),
+    Target("failover", "graceful #11", "Graceful stop after the host-side rework: no regression", "#11",
+           "within 2 ms of Skew_Time after the priority-0 advert (every trial)", "graceful_error_ms", "vrrpd",
+           "<=", 2.0, stat="max_abs", unit="ms", variants=(("keepalived", None),)),
+    Target("failover", "idle RSS #11", "vrrpd idle RSS after the host-side rework", "#11",
+           "at most 25 MiB (daemon as installed: precompiled bytecode)", "idle_rss_mib", "vrrpd", "<=", 25.0,
+           unit="MiB", variants=(("keepalived", None),)),
     Target("track-process", "tcplb killed", "tcplb killed on the master: the backup's first advert", "#11",
            "the VIP moves within Skew_Time + 0.2 s (609 + 200 ms at priority 100) of the kill: the backup's "
            "first advert, with track_process (every trial; keepalived with track_process in the same run)",
@@ -469,6 +517,21 @@ first advert (the VIP's move). Variants in alternating rounds: vrrpd with `[vrrp
 `weight = 0`: FAULT, priority 0), keepalived with `vrrp_track_process` (weight 0), and keepalived with the
 usual `vrrp_script` running `pgrep` every second (fall 1, weight 0).
 
+**stalled** (`bench/stalled.py`, issue #10): 1,000 clients upload through the LB to a server that accepts
+and never reads; each client sends until a whole second passes without progress (at most 30 s). Figure: the
+LB's RSS with the 1,000 stalled uploads minus its RSS before, per connection. tcplb in its default
+configuration (one process, default `bufsize`), HAProxy with Debian's defaults (`tune.bufsize` 16 KiB), the
+same listener. The kernel's socket buffers (not RSS) are bounded in the namespaces (`tcp_rmem`/`tcp_wmem`
+4096 65536 131072) to keep the machine's TCP memory small; the LBs' own buffers do not depend on them.
+
+**rtt** (`bench/rtt.py`, issue #10): the latency an LB adds per round trip, which is what a publisher
+waiting for each confirm pays. *Ping-pong*: one connection sends 64 bytes and waits for the 64-byte echo,
+for 4 s (blocking Python client and echo server, TCP_NODELAY: the same cost on every path). *Confirm per
+message*: `bench/amqpgen.py publish --window 1` (one message in flight) against the 3-node cluster, 1 KiB
+persistent messages to a mirrored durable queue, and 1 KiB transient messages to an unmirrored queue (the
+broker's fastest path, where the LB's share is largest). Through tcplb, through HAProxy and direct, in
+rotating order.
+
 **Bytecode.** Every run byte-compiles the standard library and the project's packages (`python -m
 compileall`) into a `PYTHONPYCACHEPREFIX` of its own before starting anything, and the daemons run with that
 prefix and without `PYTHONDONTWRITEBYTECODE`: the daemons are measured as installed (`pip install .` and
@@ -486,7 +549,7 @@ ANNOTATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-PART_ORDER = ("tcplb", "failover", "track-process", "amqp", "scale", "backend-death")
+PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "amqp", "scale", "backend-death")
 
 OWN_TARGET_NOTE = re.compile(r"^median per-round ratio |\((?:target|limit) [<>]=|\(no target\)$")
 
