@@ -5,7 +5,9 @@ fault."""
 
 from __future__ import annotations
 
-from test_session import Ctx, fire, machine, state
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_session import Ctx, World, fire, machine, state
 
 from tcplb.session import (
     GREETING,
@@ -92,3 +94,52 @@ def test_all_servers_silent_ends_with_a_server_timeout() -> None:
         if m.state is State.RETRY:
             fire(m)
     assert out[-1] == Abort("s", "C") and m.state is State.CLOSING
+
+
+GREET_EVENTS = st.sampled_from(
+    [
+        *("tick", "grant", "stray_grant", "connected", "refused", "timeout", "local", "client_gone", "kill"),
+        *("server_left", "toggle_usable", "toggle_full", "relay_end", "wait"),
+        *("tcp_up", "greet_sent", "greet_bad", "tcp_up", "greet_sent"),
+    ]
+)
+
+
+class GreetWorld(World):
+    def step(self, ev: str, i: int) -> None:
+        m = self.m
+        if ev == "tcp_up" and self.inflight:
+            self.apply(m.tcp_up(self.now, 5.0))
+        elif ev == "greet_sent" and self.inflight:
+            self.apply(m.greeting_sent(self.now, 2.0))
+        elif ev == "greet_bad" and self.inflight and m.greeting:
+            self.inflight = False
+            self.apply(m.failed(self.now, GREETING, "garbage"))
+        else:
+            super().step(ev, i)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(GREET_EVENTS, st.integers(0, 7)), max_size=40),
+    st.integers(0, 3),
+    st.sampled_from([0, -1, 1, 2]),
+    st.integers(1, 3),
+)
+def test_invariants_with_greetings(
+    events: list[tuple[str, int]], retries: int, redispatch: int, nsrv: int
+) -> None:
+    """test_session's invariants hold with the greeting events mixed in: one log line, every slot released,
+    never past a deadline, never a waiting state without one."""
+    ctx = Ctx(n=nsrv, retries=retries, redispatch=redispatch)
+    w = GreetWorld(ctx)
+    w.apply(w.m.start(w.now))
+    for ev, i in events:
+        if w.m.state is State.CLOSED:
+            break
+        w.step(ev, i)
+    w.finish()
+    assert w.m.state is State.CLOSED
+    assert w.logs == 1
+    assert w.held == 0
+    assert w.queued is None and not w.inflight
