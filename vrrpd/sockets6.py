@@ -8,11 +8,11 @@ keepalived 2.2.7 and FRR (``vrrp_if.c``, ``vrrpd/vrrp.c``):
   multicast mode, ``IPV6_MULTICAST_ALL`` 0 (other sockets' memberships do not leak in), no loopback;
 * sends with hop limit 255 (multicast and unicast), traffic class 0xc0, from the interface's link-local
   address given per packet (``IPV6_PKTINFO``: never a source the kernel picks, which could be a VIP,
-  keepalived#1122); the kernel fills the checksum (``IPV6_CHECKSUM`` 6) with the same pseudo-header sum
-  :func:`vrrpd.wire.encode_v3` computes;
+  keepalived#1122); the checksum is :func:`vrrpd.wire.encode_v3`'s (the RFC 8200 pseudo-header over that
+  source and the destination, the value the kernel would compute with ``IPV6_CHECKSUM``);
 * receives with ``IPV6_RECVHOPLIMIT`` and ``IPV6_RECVPKTINFO``: each datagram is an :class:`Rx6` (the bare
-  VRRP message, source, destination, hop limit). The receive side does *not* set ``IPV6_CHECKSUM``: the
-  kernel would drop bad checksums silently, and vrrpd counts them (``wire.decode_ipv6`` verifies).
+  VRRP message, source, destination, hop limit). ``IPV6_CHECKSUM`` is *not* set (keepalived sets it): the
+  kernel would then drop bad checksums silently, and vrrpd counts them (``wire.decode_ipv6`` verifies).
 
 :class:`NaSocket` sends unsolicited Neighbor Advertisements (``wire.na_frame``) on one unbound ``AF_PACKET``
 socket, as :class:`vrrpd.sockets.GarpSocket` does gratuitous ARP.
@@ -76,7 +76,6 @@ class Vrrp6Socket:
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
             for opt, val in (
-                (socket.IPV6_CHECKSUM, 6),
                 (socket.IPV6_RECVHOPLIMIT, 1),
                 (socket.IPV6_RECVPKTINFO, 1),
                 (socket.IPV6_MULTICAST_HOPS, wire.VRRP_TTL),

@@ -17,7 +17,7 @@ import json
 import time
 
 import pytest
-from vrrpd_lab import Router, make_router
+from vrrpd_lab import PY, ROOT, Router, make_router
 
 from netns import Host, Lab, keepalived, wait_until
 
@@ -36,9 +36,41 @@ TAKEOVER = 3.0  # bound for a takeover (MDI 0.36 s at 0.1 s adverts, + schedulin
 START = 8.0  # bound for a daemon to start and settle
 
 
-def v6_addresses(h: Host) -> list[str]:
+# priority-254 adverts from lb2's link-local address: one with a corrupted checksum, one with hop limit 64
+BAD6 = r"""
+import socket, struct
+from ipaddress import IPv6Address
+from vrrpd import wire
+idx = socket.if_nametoindex("eth0")
+src = next(IPv6Address(bytes.fromhex(f[0])) for f in (l.split() for l in open("/proc/net/if_inet6"))
+           if f[5] == "eth0" and f[3] == "20")
+adv = wire.AdvertV3(62, 254, 10, (IPv6Address("VIP6"),), family=6)
+msg = bytearray(wire.encode_v3(adv, src, wire.VRRP_GROUP6))
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+info = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, src.packed + struct.pack("@I", idx))]
+good = bytes(msg)
+msg[7] ^= 0xFF
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.sendmsg([bytes(msg)], info, 0, ("ff02::12", 0, 0, idx))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 64)
+s.sendmsg([good], info, 0, ("ff02::12", 0, 0, idx))
+""".replace("VIP6", VIP6)
+
+
+def v6_info(h: Host) -> list[dict[str, object]]:
     out = h.run(["ip", "-6", "-j", "addr", "show", "dev", "eth0"]).stdout
-    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
+    return [a for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
+
+
+def v6_addresses(h: Host) -> list[str]:
+    return [str(a["local"]) for a in v6_info(h)]
+
+
+def neigh_mac(h: Host, ip: str) -> str | None:
+    out = h.run(["ip", "-6", "-j", "neigh", "show", ip, "dev", "eth0"], check=False).stdout
+    entries = json.loads(out or "[]")
+    return str(entries[0]["lladdr"]) if entries and "lladdr" in entries[0] else None
 
 
 def holds(h: Host, ip: str) -> bool:
@@ -83,10 +115,10 @@ def ka_conf(prio: int, *, v2: bool = False) -> str:
 
 
 def setup(
-    lab: Lab, vrrpd_prio: int, ka_prio: int, *, v2: bool = False
+    lab: Lab, vrrpd_prio: int, ka_prio: int, *, v2: bool = False, lb1_sysctls: dict[str, str] | None = None
 ) -> tuple[Router, keepalived.Keepalived]:
     sw = lab.switch()
-    h1 = lab.host("lb1", sysctls=IPV6_ON)
+    h1 = lab.host("lb1", sysctls={**IPV6_ON, **(lb1_sysctls or {})})
     h2 = lab.host("lb2", sysctls=IPV6_ON)
     lab.link(h1, sw, "192.0.2.21/24")
     lab.link(h2, sw, "192.0.2.22/24")
@@ -128,6 +160,19 @@ def test_vrrpd_master_keepalived_backup_ipv4_and_ipv6(lab: Lab) -> None:
         assert inst["family"] == (4 if n == "V4" else 6)
         assert inst["src_ip"].startswith("fe80:") if n == "V6" else inst["src_ip"] == "192.0.2.21"
 
+    # the receive boundary on the real socket: an IPv6 advert with a bad checksum and one with hop limit 64
+    # are counted (the kernel does not drop them silently: no IPV6_CHECKSUM on vrrpd's socket), not obeyed
+    ka.host.run([PY, "-c", BAD6], env={"PYTHONPATH": ROOT})
+    wait_until(
+        lambda: (
+            r.inst("V6")["counters"]["discards"]["checksum"] >= 1
+            and r.inst("V6")["counters"]["discards"]["ttl"] >= 1
+        ),
+        3,
+        what="bad IPv6 adverts counted",
+    )
+    assert r.state("V6") == "MASTER"
+
     # graceful stop: priority 0, keepalived takes both over after Skew_Time
     assert r.proc is not None
     r.proc.term()
@@ -155,6 +200,13 @@ def test_keepalived_master_vrrpd_backup_ipv4_and_ipv6(lab: Lab) -> None:
     wait_until(
         lambda: all(r.counters(n)["adverts_received"] >= 10 for n in ("V4", "V6")), 5, what="hears keepalived"
     )
+    # a client on the segment talks to the IPv6 VIP: its neighbour entry points at keepalived's MAC
+    client = lab.host("client", sysctls=IPV6_ON)
+    lab.link(client, lab.switches["sw"], "192.0.2.50/24")
+    client.run(["ip", "-6", "addr", "add", "2001:db8::50/64", "dev", "eth0", "nodad"])
+    poke = f"import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', ('{VIP6}', 9))"
+    client.run([PY, "-c", poke])  # resolves the VIP's MAC (Neighbor Solicitation, keepalived answers)
+    wait_until(lambda: neigh_mac(client, VIP6) == ka.host.mac(), START, what="client resolves the VIP")
     v4, v6 = r.inst("V4"), r.inst("V6")
     assert v4["master_ip"] == "192.0.2.22"
     assert v6["master_ip"].startswith("fe80:")
@@ -168,6 +220,11 @@ def test_keepalived_master_vrrpd_backup_ipv4_and_ipv6(lab: Lab) -> None:
     both(r, "MASTER", TAKEOVER)
     assert all(r.counters(n)["priority_zero_received"] >= 1 for n in ("V4", "V6"))
     wait_until(lambda: all(holds(r.host, v) for v in vips), 2, what="vrrpd holds both VIPs")
+    # vrrpd's unsolicited Neighbor Advertisement (Override) moved the client's entry at once: without it the
+    # entry would stay on keepalived's MAC until NUD re-probes it (REACHABLE for 15-45 s, then 5 s DELAY)
+    wait_until(lambda: neigh_mac(client, VIP6) == r.host.mac(), 2, what="client's neighbour entry moved")
+    vip_flags = next(a for a in v6_info(r.host) if a["local"] == VIP6)
+    assert not vip_flags.get("tentative") and not vip_flags.get("dadfailed"), vip_flags
 
     # keepalived comes back and preempts; vrrpd yields and drops the VIPs
     ka.start()
@@ -197,3 +254,35 @@ def test_v2_and_v3_instances_on_one_interface(lab: Lab) -> None:
     assert r.proc is not None
     r.proc.kill()
     wait_until(lambda: all(holds(ka.host, v) for v in vips), 3.61 + TAKEOVER, what="keepalived takes both")
+
+
+def test_ipv6_link_flap_fault_until_the_link_local_is_usable_and_vips_without_dad(lab: Lab) -> None:
+    # keepalived#2275: the link comes (back) up after start, and the IPv6 link-local address is tentative
+    # while DAD runs. Here DAD is on and slow (4 s retransmit timer): the instance must stay in FAULT until
+    # the kernel reports the address usable, then take over; the VIP is added without DAD (IFA_F_NODAD),
+    # so it is usable at once although DAD is on.
+    r, ka = setup(lab, 150, 100)
+    both(r, "MASTER", START)
+    assert r.proc is not None
+    proc = r.proc
+    h = r.host
+    h.link_down()
+    both(r, "FAULT", TAKEOVER)
+    for key, value in (("accept_dad", "1"), ("dad_transmits", "1")):
+        h.sysctl(f"net.ipv6.conf.eth0.{key}", value)
+    h.sysctl("net.ipv6.neigh.eth0.retrans_time_ms", "4000")
+    h.link_up()
+    wait_until(
+        lambda: any(a.get("tentative") for a in v6_info(h) if str(a["local"]).startswith("fe80:")),
+        2,
+        what="a tentative link-local",
+    )
+    wait_until(lambda: "no IPv6 link-local address on eth0" in proc.output(), TAKEOVER, what="the fault")
+    assert r.state("V6") == "FAULT"
+    assert r.state("V4") in ("BACKUP", "MASTER")  # IPv4 does not wait for IPv6 DAD
+    both(r, "MASTER", 4 + START)
+    assert "fault no IPv6 link-local address on eth0 cleared" in proc.output()
+    assert r.inst("V6")["src_ip"].startswith("fe80:")
+    info = next(a for a in v6_info(h) if a["local"] == VIP6)
+    assert not info.get("tentative") and not info.get("dadfailed"), info
+    wait_until(lambda: ka_holds_none(ka, (VIP4, VIP6)), TAKEOVER, what="keepalived backs off")
