@@ -60,6 +60,20 @@ def _dur(ms: float) -> str:
     return f"{round(ms * 1000)}us"
 
 
+def _send_proxy(*layers: dict[str, _Val]) -> _Val:
+    """The send_proxy value of PROXY flags set layer over layer (default-server, then server): HAProxy
+    sends v2 when send-proxy-v2 is on, else v1 when send-proxy is on."""
+    flags: dict[str, _Val] = {}
+    for layer in layers:
+        flags.update(layer)
+    for version in ("v2", "v1"):
+        f = flags.get(version)
+        if f is not None and f.value:
+            return _Val(version, f.where)
+    off = [f.where for f in flags.values()]
+    return _Val("none", off[-1] if off else "")
+
+
 def _name(text: str) -> str:
     """A tcplb name (1..64 of A-Z a-z 0-9 _ . : -) from an HAProxy or LVS name."""
     s = re.sub(r"[^A-Za-z0-9_.:-]", "_", text)[:64]
@@ -88,6 +102,10 @@ class _Srv:
     )  # inter, fastinter, downinter, rise, fall, port, addr
     checked: _Val | None = None  # "check" given (True) or "no-check" (False)
     observe: _Val | None = None
+    # PROXY protocol flags as HAProxy keeps them ("v1": send-proxy, "v2": send-proxy-v2[-ssl[-cn]]; the
+    # no-* forms clear them); v2 wins when both are set (HAProxy's make_proxy_line)
+    pp: dict[str, _Val] = field(default_factory=dict)
+    check_pp: _Val | None = None  # "check-send-proxy" (True) or "no-check-send-proxy" (False)
 
 
 @dataclass
@@ -119,6 +137,8 @@ class _Proxy:
             check=dict(d.dsrv.check),
             checked=d.dsrv.checked,
             observe=d.dsrv.observe,
+            pp=dict(d.dsrv.pp),
+            check_pp=d.dsrv.check_pp,
         )
         self.mode = d.mode
         self.log = d.log
@@ -218,6 +238,7 @@ class _HaConverter:
         self.logging = False
         self.log_target = ""
         self.bound: dict[tuple[str, int], str] = {}
+        self.cps: dict[str, list[str]] = {}  # check-send-proxy that does not map: where -> servers
 
     # ------------------------------------------------------------------ sections
     def run(self) -> str | None:
@@ -1336,7 +1357,6 @@ class _HaConverter:
                 "log-proto",
                 "track",
                 "resolvers",
-                "slowstart",
                 "check-proto",
                 "check-alpn",
                 "hash-key",
@@ -1351,19 +1371,62 @@ class _HaConverter:
                 v = nxt
                 self.server_option_note(o, v, w)
                 i += 2 if v is not None and o not in ("tfo",) else 1
-            elif o in (
-                "send-proxy",
-                "send-proxy-v2",
-                "send-proxy-v2-ssl",
-                "send-proxy-v2-ssl-cn",
-                "check-send-proxy",
-            ):
-                rep.unsupported(
-                    w,
-                    f"server option {o}: tcplb does not send the PROXY protocol; the server sees "
-                    "tcplb's address and a server expecting the header refuses the connection",
-                )
+            elif o in ("send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn"):
+                s.pp["v1" if o == "send-proxy" else "v2"] = _Val(True, w)
+                if o.startswith("send-proxy-v2-ssl"):
+                    rep.unsupported(
+                        w,
+                        f"server option {o}: the PROXY v2 SSL TLVs are not sent (tcplb does not terminate "
+                        'TLS); imported as send_proxy = "v2"',
+                    )
                 i += 1
+            elif o in ("no-send-proxy", "no-send-proxy-v2"):
+                s.pp["v1" if o == "no-send-proxy" else "v2"] = _Val(False, w)
+                i += 1
+            elif o in ("check-send-proxy", "no-check-send-proxy"):
+                s.check_pp = _Val(o == "check-send-proxy", w)
+                i += 1
+            elif o == "slowstart":
+                v = need()
+                if v is None:
+                    return
+                ms = self.time_arg(ln, 0, v)
+                if ms is not None:
+                    if ms > 86_400_000:
+                        rep.unsupported(w, f"slowstart {v}: tcplb's slowstart is at most 1d; imported as 1d")
+                        ms = 86_400_000
+                    s.opts["slowstart"] = _Val(_dur(ms) if ms else "0s", w)
+                i += 2
+            elif o == "on-marked-down":
+                v = need()
+                if v is None:
+                    return
+                if v == "shutdown-sessions":
+                    s.opts["on_marked_down"] = _Val(v, w)
+                else:
+                    rep.error(
+                        w,
+                        f"on-marked-down '{v}': the only action is shutdown-sessions (HAProxy refuses "
+                        "others)",
+                    )
+                i += 2
+            elif o == "on-marked-up":
+                v = need()
+                if v is None:
+                    return
+                if v == "shutdown-backup-sessions":
+                    rep.unsupported(
+                        w,
+                        "on-marked-up shutdown-backup-sessions: tcplb leaves the connections on backup "
+                        "servers when an active server comes back UP (they stay until they end)",
+                    )
+                else:
+                    rep.error(
+                        w,
+                        f"on-marked-up '{v}': the only action is shutdown-backup-sessions (HAProxy "
+                        "refuses others)",
+                    )
+                i += 2
             elif o in (
                 "ssl",
                 "check-ssl",
@@ -1393,7 +1456,8 @@ class _HaConverter:
             elif o in (
                 "non-stick",
                 "stick",
-                "no-send-proxy",
+                "no-send-proxy-v2-ssl",
+                "no-send-proxy-v2-ssl-cn",
                 "no-tfo",
                 "no-backup-",
                 "ignore-persist",
@@ -1407,9 +1471,7 @@ class _HaConverter:
 
     def server_option_note(self, o: str, v: str | None, w: str) -> None:
         rep = self.rep
-        if o == "slowstart":
-            rep.unsupported(w, "slowstart: a server coming back gets its full weight at once")
-        elif o == "track":
+        if o == "track":
             rep.unsupported(w, f"track {v}: the server is checked on its own")
         elif o in ("resolvers", "resolve-prefer", "resolve-net", "resolve-opts"):
             rep.warning(w, f"{o}: tcplb resolves server names when it starts or reloads, not while running")
@@ -1500,6 +1562,13 @@ class _HaConverter:
                 rep.ignored(
                     b.where, f"backend {b.name} is used by no frontend (or only by ACL rules): not imported"
                 )
+        for where, srvs in self.cps.items():
+            rep.unsupported(
+                where,
+                "check-send-proxy: tcplb's checks carry the PROXY header only with the server's send_proxy "
+                f"and no check port/addr of their own; the checks of {', '.join(srvs)} go without it "
+                "(a server that expects the header fails them)",
+            )
 
     def build_listener(self, fe: _Proxy, be: _Proxy | None, name: str) -> None:
         rep = self.rep
@@ -1653,8 +1722,11 @@ class _HaConverter:
             t.set("check", False, back.where, "(no server has check)")
             servers = Rows((({k: v for k, v in d.items() if k != "check"}, w) for d, w in servers))
         dsrv = {k.replace("-", "_"): v.value for k, v in back.dsrv.opts.items()}
+        dsp = _send_proxy(back.dsrv.pp)
+        if dsp.value != "none":
+            dsrv["send_proxy"] = dsp.value
         if dsrv:
-            t.set("default_server", dsrv, next(iter(back.dsrv.opts.values())).where)
+            t.set("default_server", dsrv, next(iter(back.dsrv.opts.values()), dsp).where)
         t.set("server", servers, back.where)
         self.tables.append(t)
 
@@ -1707,10 +1779,14 @@ class _HaConverter:
             except ValueError:
                 rep.error(s.where, f"source {d['source']!r}: not an IP address")
                 return None
+        sp = _send_proxy(back.dsrv.pp, s.pp)
+        if sp.value != _send_proxy(back.dsrv.pp).value:
+            d["send_proxy"] = sp.value
         checked = s.checked if s.checked is not None else back.dsrv.checked
         if checked is None or not checked.value:
             d["check"] = False
             return d
+        self.check_send_proxy(s, back, sp.value)
         own = {k: v.value for k, v in s.check.items()}
         if s.observe is not None and back.dsrv.observe is None:
             own.setdefault("on_error", "fail-check")
@@ -1718,6 +1794,19 @@ class _HaConverter:
         if own:
             d["check"] = own
         return d
+
+    def check_send_proxy(self, s: _Srv, back: _Proxy, send_proxy: str) -> None:
+        """check-send-proxy: tcplb's checks carry the PROXY header exactly when the server has send_proxy
+        and the check has no port/addr of its own (HAProxy's default rule), so the keyword maps when that
+        already holds and is reported when it does not."""
+        cp = s.check_pp if s.check_pp is not None else back.dsrv.check_pp
+        if cp is None or not cp.value:
+            return
+        own = [k for k in ("port", "addr") if k in s.check or k in back.dsrv.check]
+        if send_proxy != "none" and not own:
+            return  # the checks send the header already
+        why = "no send-proxy" if send_proxy == "none" else f"check {'/'.join(own)}"
+        self.cps.setdefault(cp.where, []).append(f"{s.name} ({why})")
 
     def build_stats(self, p: _Proxy) -> None:
         rep = self.rep

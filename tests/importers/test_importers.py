@@ -41,6 +41,7 @@ HAPROXY = {
     "frontend_backend.cfg": 0,
     "old_1x.cfg": 0,
     "acl_routing.cfg": 1,
+    "proxy_protocol.cfg": 0,
     "bad/unknown_balance.cfg": 2,
 }
 
@@ -397,7 +398,8 @@ def test_haproxy_unsupported_routing_and_http() -> None:
     assert list(d["listen"]) == ["mixed"]
     assert [s["name"] for s in d["listen"]["mixed"]["server"]] == ["rmq1", "rmq2"]
     lines = [f.where.rsplit("/", 1)[-1] for f in rep.blocking]
-    assert lines == ["acl_routing.cfg:11", "acl_routing.cfg:13", "acl_routing.cfg:21", "acl_routing.cfg:23"]
+    assert lines == ["acl_routing.cfg:11", "acl_routing.cfg:13", "acl_routing.cfg:23"]
+    assert d["listen"]["mixed"]["server"][1]["send_proxy"] == "v1"  # send-proxy (acl_routing.cfg:21) maps
 
 
 def test_haproxy_servers_without_check_and_observe() -> None:
@@ -437,6 +439,124 @@ def test_haproxy_values_checked() -> None:
             line,
             rep.lines(),
         )
+
+
+HEAD = (
+    "defaults\n mode tcp\n timeout connect 1s\n timeout client 1m\n timeout server 1m\n"
+    "listen a\n bind :5672\n"
+)
+
+
+def ha_text(body: str) -> tuple[str | None, Report]:
+    """Import HEAD + body as h.cfg (the listener's lines start at h.cfg:8)."""
+    return tcplb_importer.convert_haproxy(haconf.parse_text(HEAD + body, "h.cfg"))
+
+
+def ha_loaded(body: str) -> tuple[Any, Report]:
+    text, rep = ha_text(body)
+    assert text is not None, rep.lines()
+    assert tcplb_importer.check_text(text) == [], text
+    return tcplb_loads(text).listener("a"), rep
+
+
+def test_haproxy_proxy_protocol_corpus() -> None:
+    d, rep = tcplb_data("proxy_protocol.cfg")
+    li = d["listen"]["rabbitmq"]
+    assert li["default_server"] == {
+        "slowstart": "1m",
+        "send_proxy": "v2",
+        "on_marked_down": "shutdown-sessions",
+    }
+    cfg = tcplb_loads(ha_import("proxy_protocol.cfg")[0] or "")
+    a = cfg.listener("rabbitmq")
+    assert [(s.slowstart, s.send_proxy, s.on_marked_down) for s in a.servers] == [
+        (60.0, "v2", "shutdown-sessions"),
+        (120.0, "v2", "shutdown-sessions"),
+        (60.0, "v1", "shutdown-sessions"),  # no-send-proxy-v2 send-proxy
+    ]
+    b = cfg.listener("rabbitmq_plain")  # its default-server clears slowstart and send-proxy-v2
+    assert [(s.slowstart, s.send_proxy, s.on_marked_down) for s in b.servers] == [
+        (0.0, "none", "shutdown-sessions"),
+        (0.0, "v1", "shutdown-sessions"),
+    ]
+    assert not rep.blocking, rep.lines()  # check-send-proxy with send-proxy-v2 and no check port: mapped
+
+
+def test_haproxy_slowstart() -> None:
+    li, rep = ha_loaded(
+        " default-server slowstart 30s\n"
+        " server x 192.0.2.11:5672 check\n"
+        " server y 192.0.2.12:5672 check slowstart 1500\n"  # no unit: milliseconds
+        " server z 192.0.2.13:5672 check slowstart 0\n"
+    )
+    assert [s.slowstart for s in li.servers] == [30.0, 1.5, 0.0]
+    assert not rep.findings, rep.lines()
+    li, rep = ha_loaded(" server x 192.0.2.11:5672 check slowstart 2d\n")
+    assert li.server("x").slowstart == 86400.0
+    assert [f.where for f in rep.blocking] == ["h.cfg:8"] and "at most 1d" in rep.blocking[0].message
+    text, rep = ha_text(" server x 192.0.2.11:5672 check slowstart 5x\n")
+    assert text is None and [f.where for f in rep.errors] == ["h.cfg:8"], rep.lines()
+
+
+def test_haproxy_send_proxy() -> None:
+    li, rep = ha_loaded(
+        " default-server send-proxy\n"
+        " server v1 192.0.2.11:5672 check\n"
+        " server v2 192.0.2.12:5672 check send-proxy-v2\n"  # v2 wins over the default's v1
+        " server off 192.0.2.13:5672 check no-send-proxy\n"
+        " server both 192.0.2.14:5672 check send-proxy-v2 send-proxy\n"
+    )
+    assert [s.send_proxy for s in li.servers] == ["v1", "v2", "none", "v2"]
+    assert not rep.findings, rep.lines()
+    li, rep = ha_loaded(
+        " default-server send-proxy-v2\n"
+        " server keep 192.0.2.11:5672 no-send-proxy\n"  # clears v1 only: still v2, as in HAProxy
+        " server off 192.0.2.12:5672 no-send-proxy-v2\n"
+    )
+    assert [s.send_proxy for s in li.servers] == ["v2", "none"]
+    li, rep = ha_loaded(" server x 192.0.2.11:5672 check send-proxy-v2-ssl-cn\n")
+    assert li.server("x").send_proxy == "v2"
+    assert [f.where for f in rep.blocking] == ["h.cfg:8"] and "SSL TLVs" in rep.blocking[0].message
+
+
+def test_haproxy_on_marked_down_and_up() -> None:
+    li, rep = ha_loaded(
+        " default-server on-marked-down shutdown-sessions\n"
+        " server x 192.0.2.11:5672 check\n"
+        " server y 192.0.2.12:5672 check on-marked-up shutdown-backup-sessions backup\n"
+    )
+    assert [s.on_marked_down for s in li.servers] == ["shutdown-sessions", "shutdown-sessions"]
+    assert li.server("y").backup  # the word after on-marked-up is its argument, not an option
+    assert [(f.kind, f.where) for f in rep.findings] == [("unsupported", "h.cfg:10")], rep.lines()
+    assert "shutdown-backup-sessions" in rep.findings[0].message
+    for line in (
+        " server x 192.0.2.11:5672 on-marked-down shutdown-backup-sessions\n",
+        " server x 192.0.2.11:5672 on-marked-up shutdown-sessions\n",
+    ):
+        text, rep = ha_text(line)
+        assert text is None and [f.where for f in rep.errors] == ["h.cfg:8"], rep.lines()
+
+
+def test_haproxy_check_send_proxy() -> None:
+    # redundant in tcplb: a send-proxy server's checks on the traffic port carry the header already
+    li, rep = ha_loaded(" server x 192.0.2.11:5672 check send-proxy-v2 check-send-proxy\n")
+    assert li.server("x").send_proxy == "v2" and not rep.findings, rep.lines()
+    # no check: nothing to say
+    _, rep = ha_loaded(" server x 192.0.2.11:5672 check-send-proxy\n")
+    assert not rep.findings, rep.lines()
+    # HAProxy sends the header on these checks, tcplb cannot: one line per HAProxy line
+    li, rep = ha_loaded(
+        " default-server check-send-proxy\n"
+        " server x 192.0.2.11:5672 check\n"
+        " server y 192.0.2.12:5672 check\n"
+        " server z 192.0.2.13:5672 check send-proxy port 15672\n"
+        " server ok 192.0.2.14:5672 check send-proxy\n"
+        " server off 192.0.2.15:5672 check no-check-send-proxy\n"
+    )
+    assert [s.send_proxy for s in li.servers] == ["none", "none", "v1", "v1", "none"]
+    assert [(f.kind, f.where) for f in rep.findings] == [("unsupported", "h.cfg:8")], rep.lines()
+    msg = rep.findings[0].message
+    assert "x (no send-proxy), y (no send-proxy), z (check port)" in msg and "ok" not in msg.split("of ")[1]
 
 
 # ------------------------------------------------------------------------------------------- LVS
