@@ -19,7 +19,7 @@ from netns.amqp import Ledger
 from netns.lab import Lab
 from netns.pcap import garps, vrrp_adverts
 from netns.rabbitmq import available as rabbit_available
-from netns.stack import ADVERT_INT, LB_ADDRS, PRIORITIES, VIP, Stack, master_down_interval
+from netns.stack import ADVERT_INT, LB_ADDRS, PRIORITIES, VIP, Stack, is_v3, master_down_interval
 
 
 def _say(t0: float, msg: str) -> None:
@@ -33,12 +33,16 @@ def run(args: argparse.Namespace) -> int:
         lab.keep_artifacts = args.keep
         _say(t0, f"lab {lab.uid}: namespaces for rmq1-3, lb1, lb2, client on one bridge")
         st = Stack.build(lab)
+        st.advert_int = args.advert_int
         cap = lab.capture(st.switch, "demo", filter="ip proto 112 or arp")
         boot = st.rabbit.start()
         _say(t0, f"RabbitMQ cluster up in {boot:.1f} s: {', '.join(st.rabbit.running_nodes())}")
         st.start_lbs()
+        version = 3 if is_v3(st.advert_int) else 2
         _say(
-            t0, f"lb1 (priority {PRIORITIES['lb1']}) is MASTER for {VIP}, lb2 ({PRIORITIES['lb2']}) is BACKUP"
+            t0,
+            f"lb1 (priority {PRIORITIES['lb1']}) is MASTER for {VIP}, lb2 ({PRIORITIES['lb2']}) is BACKUP "
+            f"(VRRPv{version}, advert_int {st.advert_int:g} s)",
         )
         load = st.load(publishers=args.publishers, consumers=args.consumers, rate=args.rate).start()
         load.wait_flowing(100)
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(st: Stack, ledger: Ledger, t_kill: float, pcap: Path) -> list[str]:
-    mdi = master_down_interval(PRIORITIES["lb2"])
+    mdi = master_down_interval(PRIORITIES["lb2"], st.advert_int)
     adverts = vrrp_adverts(pcap) if pcap.exists() else []
     lb1_ip, lb2_ip = LB_ADDRS["lb1"], LB_ADDRS["lb2"]
     last_lb1 = max((a.time for a in adverts if a.src == lb1_ip and a.time <= t_kill), default=None)
@@ -85,8 +89,8 @@ def report(st: Stack, ledger: Ledger, t_kill: float, pcap: Path) -> list[str]:
     )
     took_over = st.monitor.first_holding_after(t_kill, "lb2") if st.monitor else None
     summary = ledger.summary()
-    gap, gap_start = ledger.confirm_gap(t_kill - 2 * ADVERT_INT)
-    cgap, _ = ledger.consume_gap(t_kill - 2 * ADVERT_INT)
+    gap, gap_start = ledger.confirm_gap(t_kill - 2 * st.advert_int)
+    cgap, _ = ledger.consume_gap(t_kill - 2 * st.advert_int)
     outage_end = gap_start + gap
 
     def rel(t: float | None) -> str:
@@ -141,9 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--consumers", type=int, default=2)
     p.add_argument("--before", type=float, default=5.0, help="seconds of traffic before the crash")
     p.add_argument("--after", type=float, default=8.0, help="seconds of traffic after the takeover")
+    p.add_argument(
+        "--advert-int",
+        type=float,
+        default=float(ADVERT_INT),
+        help=f"VRRP advert interval in seconds (default {ADVERT_INT}); fractional: VRRPv3 (e.g. 0.1)",
+    )
     p.add_argument("--keep", action="store_true", help="keep logs and the capture under --artifacts")
     p.add_argument("--artifacts", default="netns-artifacts/demo")
     args = p.parse_args(argv)
+    ai = args.advert_int
+    if not (0.01 <= ai <= 40.95 if is_v3(ai) else 1 <= ai <= 255):
+        p.error("--advert-int: whole seconds 1..255 (VRRPv2), or 0.01..40.95 with a fraction (VRRPv3)")
     if os.geteuid() != 0:
         print("the demo needs root (network namespaces)", file=sys.stderr)
         print("lost: unknown")

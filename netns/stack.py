@@ -65,8 +65,16 @@ def skew_time(priority: int) -> float:
     return (256 - priority) / 256
 
 
+def is_v3(advert_int: float) -> bool:
+    """The stack runs VRRPv3 (vrrpd ``version = 3``, keepalived ``vrrp_version 3``) for a sub-second or
+    fractional advert interval, VRRPv2 otherwise."""
+    return advert_int < 1 or advert_int != int(advert_int)
+
+
 def master_down_interval(priority: int, advert_int: float = ADVERT_INT) -> float:
-    return 3 * advert_int + skew_time(priority)
+    """3 x interval + Skew_Time; the VRRPv3 Skew_Time scales with the interval (RFC 5798 6.1)."""
+    skew = (256 - priority) * advert_int / 256 if is_v3(advert_int) else skew_time(priority)
+    return 3 * advert_int + skew
 
 
 def _package_root() -> str:
@@ -164,10 +172,22 @@ def balancer_argv(wd: Path, name: str) -> list[str]:
     return [PY, "-m", "tcplb", "-c", str(wd / f"{name}.lb.toml")]
 
 
-def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path, lb_argv: list[str] | None = None) -> str:
+def vrrpd_toml(
+    name: str,
+    priority: int,
+    sock: Path,
+    notify: Path,
+    lb_argv: list[str] | None = None,
+    advert_int: float = ADVERT_INT,
+) -> str:
     """vrrpd's config for an LB node; with ``lb_argv`` (tcplb's command line) the instance also tracks that
-    process with weight 0 (FAULT, priority 0 while tcplb is not running)."""
+    process with weight 0 (FAULT, priority 0 while tcplb is not running). A sub-second ``advert_int`` makes
+    it VRRPv3 (no authentication there)."""
     track = ", ".join(f'"{a}"' for a in TRACK_ARGV)
+    if is_v3(advert_int):
+        version_auth = f"version = 3\n        advert_int = {advert_int:g}"
+    else:
+        version_auth = f'advert_int = {advert_int:g}\n        auth_pass = "{AUTH_PASS}"'
     process = ""
     if lb_argv is not None:
         argv = ", ".join(json.dumps(a) for a in lb_argv)
@@ -188,8 +208,7 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path, lb_argv: list
         interface = "eth0"
         virtual_router_id = {VRID}
         priority = {priority}
-        advert_int = {ADVERT_INT}
-        auth_pass = "{AUTH_PASS}"
+        {version_auth}
         virtual_ipaddress = ["{VIP}/24"]
         track_script = ["chk_lb"]
         {tracks}notify = ["{notify}"]
@@ -205,12 +224,20 @@ def vrrpd_toml(name: str, priority: int, sock: Path, notify: Path, lb_argv: list
     ) + textwrap.dedent(process)
 
 
-def keepalived_conf(name: str, priority: int, notify: Path) -> str:
+def keepalived_conf(name: str, priority: int, notify: Path, advert_int: float = ADVERT_INT) -> str:
+    """keepalived's config for an LB node (VRRPv3 without authentication for a sub-second ``advert_int``)."""
+    if is_v3(advert_int):
+        auth, version = "", "\n          vrrp_version 3"
+    else:
+        auth = (
+            f"authentication {{\n            auth_type PASS\n            auth_pass {AUTH_PASS}\n          }}"
+        )
+        version = ""
     return textwrap.dedent(
         f"""\
         global_defs {{
           router_id {name}
-          script_user root
+          script_user root{version}
         }}
         vrrp_script chk_lb {{
           script "{" ".join(TRACK_ARGV)}"
@@ -225,11 +252,8 @@ def keepalived_conf(name: str, priority: int, notify: Path) -> str:
           interface eth0
           virtual_router_id {VRID}
           priority {priority}
-          advert_int {ADVERT_INT}
-          authentication {{
-            auth_type PASS
-            auth_pass {AUTH_PASS}
-          }}
+          advert_int {advert_int:g}
+          {auth}
           virtual_ipaddress {{
             {VIP}/24 dev eth0
           }}
@@ -288,11 +312,11 @@ class LBNode:
         if self.vrrp_kind == "vrrpd":
             lb_argv = balancer_argv(self.wd, self.name) if self.balancer_kind == "tcplb" else None
             (self.wd / f"{self.name}.node.toml").write_text(
-                vrrpd_toml(self.name, self.priority, self.sock, notify, lb_argv)
+                vrrpd_toml(self.name, self.priority, self.sock, notify, lb_argv, self.stack.advert_int)
             )
         else:
             (self.wd / f"{self.name}.keepalived.conf").write_text(
-                keepalived_conf(self.name, self.priority, notify)
+                keepalived_conf(self.name, self.priority, notify, self.stack.advert_int)
             )
 
     def _listening(self, port: int, ip: str | None = None) -> bool:
@@ -558,6 +582,7 @@ class Stack:
     loads: list[AmqpLoad] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
     _seq: int = 0
+    advert_int: float = ADVERT_INT  # set before start_lbs(); < 1 s runs VRRPv3 (reset() restores the default)
 
     @classmethod
     def build(cls, lab: Lab, *, switch: Switch | None = None, rabbit: RabbitCluster | None = None) -> Stack:
@@ -668,6 +693,7 @@ class Stack:
             self.rabbit.delete_queues(self.queues)
             self.queues.clear()
         self.rabbit.clear_ha_policy()
+        self.advert_int = ADVERT_INT
 
     def timeline(self, origin: float | None = None) -> list[str]:
         return self.monitor.timeline(origin) if self.monitor else []
