@@ -18,7 +18,7 @@ pytestmark = pytest.mark.netns
 INJECT = r"""
 import sys
 from scapy.all import Ether, IP, Raw, sendp
-from scapy.layers.vrrp import VRRP
+from scapy.layers.vrrp import VRRP, VRRPv3
 
 VIP = sys.argv[1]
 N = int(sys.argv[2])
@@ -39,7 +39,8 @@ wrong = b"badpass!"
 w1, w2 = int.from_bytes(wrong[:4], "big"), int.from_bytes(wrong[4:], "big")
 cases = {
     "ttl": ip(ttl=64) / vrrp(),
-    "version": ip() / vrrp(version=3),
+    # a well-formed VRRPv3 advert for this VRRPv2 instance's VRID (v2 and v3 may share an interface)
+    "version": ip() / VRRPv3(vrid=51, priority=254, ipcount=1, addrlist=[VIP], adv=100),
     "type": ip() / vrrp(type=2),
     "checksum": ip() / vrrp(chksum=0x1234),
     "vrid": ip() / vrrp(vrid=99),
@@ -90,10 +91,12 @@ def test_each_bad_advert_is_discarded_and_counted(lab: Lab) -> None:
 
     def settled() -> dict[str, object] | None:
         c = counters()
-        return c if c["discards"] == want else None
+        got = c["discards"]
+        assert isinstance(got, dict)
+        return c if sum(got.values()) >= sum(want.values()) else None
 
-    c = wait_until(settled, 5, what="discard counters")
-    assert c is not None
+    c = wait_until(settled, 10, what="every injected advert counted")
+    assert c["discards"] == want
     # Only the addr_list adverts (counted, but used: priority 1 < 150, the Master answers) were accepted.
     assert c["adverts_received"] == n
     assert c["became_master"] == 1 and c["released_master"] == 0
