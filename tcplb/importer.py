@@ -225,6 +225,99 @@ _GLOBAL_HARMLESS = {
 }
 
 
+# server options with an integer value: option -> (table of _Srv, key, range or None, error message)
+_SRV_INTS: dict[str, tuple[str, str, int | None, int | None, str]] = {
+    "rise": ("check", "rise", 1, 1000, "{o} '{v}' must be an integer 1..1000"),
+    "fall": ("check", "fall", 1, 1000, "{o} '{v}' must be an integer 1..1000"),
+    "port": ("check", "port", 1, 65535, "port '{v}' must be 1..65535"),
+    "error-limit": ("check", "error_limit", 1, 1000, "error-limit '{v}' must be an integer 1..1000"),
+    "weight": ("opts", "weight", 0, 256, "weight '{v}' must be an integer 0..256 (HAProxy refuses it)"),
+    "maxconn": ("opts", "maxconn", None, None, "{o} '{v}' must be an integer"),
+    "maxqueue": ("opts", "maxqueue", None, None, "{o} '{v}' must be an integer"),
+}
+# server options with one of a few words: option -> (table of _Srv, key, the words, error message)
+_SRV_CHOICES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "on-error": (
+        "check",
+        "on_error",
+        ("fastinter", "fail-check", "sudden-death", "mark-down"),
+        "on-error '{v}': must be fastinter, fail-check, sudden-death or mark-down",
+    ),
+    "init-state": (
+        "opts",
+        "init_state",
+        ("fully-up", "up", "down", "fully-down"),
+        "init-state '{v}': must be fully-up, up, down or fully-down",
+    ),
+}
+# every server option that takes a value and is imported (server_value)
+_SRV_VALUED = frozenset(
+    [
+        *_SRV_INTS,
+        *_SRV_CHOICES,
+        *("inter", "fastinter", "downinter", "addr", "observe", "source", "slowstart"),
+        *("on-marked-down", "on-marked-up"),
+    ]
+)
+# flag options: option -> (attribute of _Srv, key in it (None: the attribute itself), value)
+_SRV_FLAGS: dict[str, tuple[str, str | None, bool]] = {
+    "check": ("checked", None, True),
+    "no-check": ("checked", None, False),
+    "backup": ("opts", "backup", True),
+    "no-backup": ("opts", "backup", False),
+    "disabled": ("opts", "disabled", True),
+    "enabled": ("opts", "disabled", False),
+    "no-send-proxy": ("pp", "v1", False),
+    "no-send-proxy-v2": ("pp", "v2", False),
+    "check-send-proxy": ("check_pp", None, True),
+    "no-check-send-proxy": ("check_pp", None, False),
+}
+# options with a value or not that are only noted (server_option_note); "tfo" takes none
+_SRV_NOTED = frozenset(
+    [
+        "id",
+        "cookie",
+        "init-addr",
+        "resolve-prefer",
+        "resolve-net",
+        "resolve-opts",
+        "redir",
+        "pool-max-conn",
+        "pool-purge-delay",
+        "max-reuse",
+        "tfo",
+        "alpn",
+        "proto",
+        "minconn",
+        "check-sni",
+        "sni",
+        "crt",
+        "ca-file",
+        "verify",
+        "ciphers",
+        "ciphersuites",
+        "namespace",
+        "agent-port",
+        "agent-inter",
+        "agent-send",
+        "agent-addr",
+        "log-proto",
+        "track",
+        "resolvers",
+        "check-proto",
+        "check-alpn",
+        "hash-key",
+        "usesrc",
+        "pool-low-conn",
+        "set-proxy-v2-tlv-fmt",
+        "shard",
+        "ws",
+        "guid",
+        "agent-check-port",
+    ]
+)
+
+
 class _HaConverter:
     def __init__(self, doc: haconf.Document, rep: Report) -> None:
         self.doc = doc
@@ -1201,176 +1294,22 @@ class _HaConverter:
         while i < len(a):
             o = a[i]
             nxt = a[i + 1] if i + 1 < len(a) else None
-
-            def need(o: str = o, nxt: str | None = nxt) -> str | None:
+            if o in _SRV_VALUED:
                 if nxt is None:
                     rep.error(w, f"server option {o} needs a value")
-                return nxt
-
-            if o == "check":
-                s.checked = _Val(True, w)
+                    return
+                self.server_value(s, ln, o, nxt)
+                i += 2
+            elif o in _SRV_FLAGS:
+                attr, key, value = _SRV_FLAGS[o]
+                if key is None:
+                    setattr(s, attr, _Val(value, w))
+                else:
+                    getattr(s, attr)[key] = _Val(value, w)
                 i += 1
-            elif o == "no-check":
-                s.checked = _Val(False, w)
-                i += 1
-            elif o in ("inter", "fastinter", "downinter"):
-                v = need()
-                if v is None:
-                    return
-                ms = self.time_arg(ln, 0, v)
-                if ms is not None:
-                    if ms == 0:
-                        rep.error(w, f"{o} must be greater than 0")
-                    else:
-                        s.check[o] = _Val(_dur(ms), w)
-                i += 2
-            elif o in ("rise", "fall"):
-                v = need()
-                if v is None:
-                    return
-                if not v.isdigit() or not 1 <= int(v) <= 1000:
-                    rep.error(w, f"{o} '{v}' must be an integer 1..1000")
-                else:
-                    s.check[o] = _Val(int(v), w)
-                i += 2
-            elif o == "port":
-                v = need()
-                if v is None:
-                    return
-                if not v.isdigit() or not 1 <= int(v) <= 65535:
-                    rep.error(w, f"port '{v}' must be 1..65535")
-                else:
-                    s.check["port"] = _Val(int(v), w)
-                i += 2
-            elif o == "addr":
-                v = need()
-                if v is None:
-                    return
-                try:
-                    parse_address(f"[{v}]:1" if ":" in v else f"{v}:1")
-                except ValueError as e:
-                    rep.error(w, f"addr: {e}")
-                    i += 2
-                    continue
-                s.check["addr"] = _Val(v, w)
-                i += 2
-            elif o == "weight":
-                v = need()
-                if v is None:
-                    return
-                if not v.isdigit() or not 0 <= int(v) <= 256:
-                    rep.error(w, f"weight '{v}' must be an integer 0..256 (HAProxy refuses it)")
-                else:
-                    s.opts["weight"] = _Val(int(v), w)
-                i += 2
-            elif o in ("maxconn", "maxqueue"):
-                v = need()
-                if v is None:
-                    return
-                if not v.isdigit():
-                    rep.error(w, f"{o} '{v}' must be an integer")
-                else:
-                    s.opts[o] = _Val(int(v), w)
-                i += 2
-            elif o in ("backup", "no-backup"):
-                s.opts["backup"] = _Val(o == "backup", w)
-                i += 1
-            elif o in ("disabled", "enabled"):
-                s.opts["disabled"] = _Val(o == "disabled", w)
-                i += 1
-            elif o == "on-error":
-                v = need()
-                if v is None:
-                    return
-                if v not in ("fastinter", "fail-check", "sudden-death", "mark-down"):
-                    rep.error(w, f"on-error '{v}': must be fastinter, fail-check, sudden-death or mark-down")
-                else:
-                    s.check["on_error"] = _Val(v, w)
-                i += 2
-            elif o == "error-limit":
-                v = need()
-                if v is None:
-                    return
-                if not v.isdigit() or not 1 <= int(v) <= 1000:
-                    rep.error(w, f"error-limit '{v}' must be an integer 1..1000")
-                else:
-                    s.check["error_limit"] = _Val(int(v), w)
-                i += 2
-            elif o == "observe":
-                v = need()
-                if v is None:
-                    return
-                if v == "layer4":
-                    s.observe = _Val(True, w)
-                elif v == "layer7":
-                    rep.unsupported(
-                        w,
-                        "observe layer7: HTTP responses are not watched; imported as layer4 "
-                        "(failed connections count)",
-                    )
-                    s.observe = _Val(True, w)
-                else:
-                    rep.error(w, f"observe '{v}': must be layer4 or layer7")
-                i += 2
-            elif o == "source":
-                v = need()
-                if v is None:
-                    return
-                s.opts["source"] = _Val(v.rsplit(":", 1)[0] if v.count(":") == 1 else v, w)
-                i += 2
-            elif o == "init-state":
-                v = need()
-                if v is None:
-                    return
-                if v in ("fully-up", "up", "down", "fully-down"):
-                    s.opts["init_state"] = _Val(v, w)
-                else:
-                    rep.error(w, f"init-state '{v}': must be fully-up, up, down or fully-down")
-                i += 2
-            elif o in (
-                "id",
-                "cookie",
-                "init-addr",
-                "resolve-prefer",
-                "resolve-net",
-                "resolve-opts",
-                "redir",
-                "pool-max-conn",
-                "pool-purge-delay",
-                "max-reuse",
-                "tfo",
-                "alpn",
-                "proto",
-                "minconn",
-                "check-sni",
-                "sni",
-                "crt",
-                "ca-file",
-                "verify",
-                "ciphers",
-                "ciphersuites",
-                "namespace",
-                "agent-port",
-                "agent-inter",
-                "agent-send",
-                "agent-addr",
-                "log-proto",
-                "track",
-                "resolvers",
-                "check-proto",
-                "check-alpn",
-                "hash-key",
-                "usesrc",
-                "pool-low-conn",
-                "set-proxy-v2-tlv-fmt",
-                "shard",
-                "ws",
-                "guid",
-                "agent-check-port",
-            ):
-                v = nxt
-                self.server_option_note(o, v, w)
-                i += 2 if v is not None and o not in ("tfo",) else 1
+            elif o in _SRV_NOTED:
+                self.server_option_note(o, nxt, w)
+                i += 2 if nxt is not None and o != "tfo" else 1
             elif o in ("send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn"):
                 s.pp["v1" if o == "send-proxy" else "v2"] = _Val(True, w)
                 if o.startswith("send-proxy-v2-ssl"):
@@ -1380,53 +1319,6 @@ class _HaConverter:
                         'TLS); imported as send_proxy = "v2"',
                     )
                 i += 1
-            elif o in ("no-send-proxy", "no-send-proxy-v2"):
-                s.pp["v1" if o == "no-send-proxy" else "v2"] = _Val(False, w)
-                i += 1
-            elif o in ("check-send-proxy", "no-check-send-proxy"):
-                s.check_pp = _Val(o == "check-send-proxy", w)
-                i += 1
-            elif o == "slowstart":
-                v = need()
-                if v is None:
-                    return
-                ms = self.time_arg(ln, 0, v)
-                if ms is not None:
-                    if ms > 86_400_000:
-                        rep.unsupported(w, f"slowstart {v}: tcplb's slowstart is at most 1d; imported as 1d")
-                        ms = 86_400_000
-                    s.opts["slowstart"] = _Val(_dur(ms) if ms else "0s", w)
-                i += 2
-            elif o == "on-marked-down":
-                v = need()
-                if v is None:
-                    return
-                if v == "shutdown-sessions":
-                    s.opts["on_marked_down"] = _Val(v, w)
-                else:
-                    rep.error(
-                        w,
-                        f"on-marked-down '{v}': the only action is shutdown-sessions (HAProxy refuses "
-                        "others)",
-                    )
-                i += 2
-            elif o == "on-marked-up":
-                v = need()
-                if v is None:
-                    return
-                if v == "shutdown-backup-sessions":
-                    rep.unsupported(
-                        w,
-                        "on-marked-up shutdown-backup-sessions: tcplb leaves the connections on backup "
-                        "servers when an active server comes back UP (they stay until they end)",
-                    )
-                else:
-                    rep.error(
-                        w,
-                        f"on-marked-up '{v}': the only action is shutdown-backup-sessions (HAProxy "
-                        "refuses others)",
-                    )
-                i += 2
             elif o in (
                 "ssl",
                 "check-ssl",
@@ -1468,6 +1360,76 @@ class _HaConverter:
             else:
                 rep.unsupported(w, f"unknown server option '{o}' (HAProxy refuses unknown options)")
                 i += 1
+
+    def server_value(self, s: _Srv, ln: haconf.Line, o: str, v: str) -> None:
+        """A server option that takes a value (``o`` is in ``_SRV_VALUED``)."""
+        rep, w = self.rep, ln.where
+        if o in _SRV_INTS:
+            table, key, lo, hi, msg = _SRV_INTS[o]
+            if not v.isdigit() or (lo is not None and hi is not None and not lo <= int(v) <= hi):
+                rep.error(w, msg.format(o=o, v=v))
+            else:
+                getattr(s, table)[key] = _Val(int(v), w)
+        elif o in _SRV_CHOICES:
+            table, key, allowed, msg = _SRV_CHOICES[o]
+            if v in allowed:
+                getattr(s, table)[key] = _Val(v, w)
+            else:
+                rep.error(w, msg.format(v=v))
+        elif o in ("inter", "fastinter", "downinter"):
+            ms = self.time_arg(ln, 0, v)
+            if ms is not None:
+                if ms == 0:
+                    rep.error(w, f"{o} must be greater than 0")
+                else:
+                    s.check[o] = _Val(_dur(ms), w)
+        elif o == "addr":
+            try:
+                parse_address(f"[{v}]:1" if ":" in v else f"{v}:1")
+            except ValueError as e:
+                rep.error(w, f"addr: {e}")
+            else:
+                s.check["addr"] = _Val(v, w)
+        elif o == "observe":
+            if v == "layer4":
+                s.observe = _Val(True, w)
+            elif v == "layer7":
+                rep.unsupported(
+                    w,
+                    "observe layer7: HTTP responses are not watched; imported as layer4 "
+                    "(failed connections count)",
+                )
+                s.observe = _Val(True, w)
+            else:
+                rep.error(w, f"observe '{v}': must be layer4 or layer7")
+        elif o == "source":
+            s.opts["source"] = _Val(v.rsplit(":", 1)[0] if v.count(":") == 1 else v, w)
+        elif o == "slowstart":
+            ms = self.time_arg(ln, 0, v)
+            if ms is not None:
+                if ms > 86_400_000:
+                    rep.unsupported(w, f"slowstart {v}: tcplb's slowstart is at most 1d; imported as 1d")
+                    ms = 86_400_000
+                s.opts["slowstart"] = _Val(_dur(ms) if ms else "0s", w)
+        elif o == "on-marked-down":
+            if v == "shutdown-sessions":
+                s.opts["on_marked_down"] = _Val(v, w)
+            else:
+                rep.error(
+                    w,
+                    f"on-marked-down '{v}': the only action is shutdown-sessions (HAProxy refuses others)",
+                )
+        elif v == "shutdown-backup-sessions":  # o is on-marked-up, the last of _SRV_VALUED
+            rep.unsupported(
+                w,
+                "on-marked-up shutdown-backup-sessions: tcplb leaves the connections on backup "
+                "servers when an active server comes back UP (they stay until they end)",
+            )
+        else:
+            rep.error(
+                w,
+                f"on-marked-up '{v}': the only action is shutdown-backup-sessions (HAProxy refuses others)",
+            )
 
     def server_option_note(self, o: str, v: str | None, w: str) -> None:
         rep = self.rep
