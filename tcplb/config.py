@@ -22,7 +22,7 @@ import os
 import re
 import resource
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
@@ -330,6 +330,28 @@ class Server:
 
 
 @dataclass(frozen=True, slots=True)
+class Rebalance:
+    """``[listen.NAME.rebalance]``: graceful rebalancing and the maximum connection lifetime (both close
+    connections through each server's RabbitMQ management API, ``check.management``: the client gets
+    ``connection.close`` 320 CONNECTION_FORCED with the reason, never a reset). See ``tcplb.rebalancer``."""
+
+    enabled: bool = False  # rebalance automatically when a server comes back (on demand works regardless)
+    tolerance: float = 0.10  # a server may hold up to ceil(share * (1 + tolerance)) connections
+    rate: float = 1.0  # closes per second (the listener's, shared by the processes)
+    burst: int | None = None  # token bucket size; None: max(1, ceil(rate))
+    delay_after_up: float | None = None  # None: the server's slowstart (0 without one: at once)
+    settle: float = 10.0  # a closed client counts as on its way back this long
+    min_age: float = 0.0  # never move a connection younger than this
+    max_lifetime: float | None = None  # Envoy's max_connection_duration; None: off
+    lifetime_jitter: float = 0.10  # each lifetime is max_lifetime * (1 + U[0, jitter))
+
+    @property
+    def active(self) -> bool:
+        """Anything to run without being asked (automatic rebalancing or lifetimes)."""
+        return self.enabled or self.max_lifetime is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     """A ``[listen.NAME]`` section: frontend and backend in one (HAProxy ``listen``)."""
 
@@ -358,6 +380,7 @@ class Listener:
     log_format: LogFormat = "tcplog"
     logasap: bool = False
     dontlognull: bool = False
+    rebalance: Rebalance = field(default_factory=Rebalance)
 
     def server(self, name: str) -> Server:
         for s in self.servers:
@@ -1062,6 +1085,60 @@ def parse(data: Mapping[str, Any], source: str = "lb.toml") -> Config:
     return Config(global_=glob, listeners=tuple(listeners), stats=stats, source=source)
 
 
+def _v_fraction(lo: float, hi: float) -> Validator:
+    rule = f"must be a number {lo:g}..{hi:g} (a fraction: 0.1 = 10 %)"
+
+    def v(x: Any) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not lo <= x <= hi:
+            raise _Bad(rule)
+        return float(x)
+
+    return v
+
+
+def _v_rate(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 100_000:
+        raise _Bad("must be a number of closes per second, > 0 and at most 100000 (e.g. 2 or 0.5)")
+    return float(x)
+
+
+_REBALANCE_SPEC: Final[dict[str, Validator]] = {
+    "enabled": _v_bool,
+    "tolerance": _v_fraction(0.0, 10.0),
+    "rate": _v_rate,
+    "burst": _v_int(1, 100_000),
+    "delay_after_up": _v_duration(maximum=86400.0),
+    "settle": _v_duration(maximum=3600.0),
+    "min_age": _v_duration(maximum=30 * 86400.0),
+    "max_lifetime": _v_duration(positive=True, maximum=365 * 86400.0),
+    "lifetime_jitter": _v_fraction(0.0, 1.0),
+}
+
+
+def _rebalance(raw: Any, path: str, errs: _Errors) -> Rebalance | None:
+    t = _table(raw, path, errs, "a table such as { enabled = true, tolerance = 0.1, rate = 2 }")
+    if t is None:
+        return None
+    vals = _validate(t, _REBALANCE_SPEC, path, errs)
+    return Rebalance(**vals)
+
+
+def _rebalance_needs_management(rb: Rebalance, servers: Sequence[Server], path: str, errs: _Errors) -> None:
+    """Rebalancing and lifetimes close connections through the management API: every server needs one."""
+    if not rb.active:
+        return
+    key = "enabled" if rb.enabled else "max_lifetime"
+    for i, s in enumerate(servers):
+        if s.check.management is None:
+            errs.add(
+                _join(path, key),
+                f"closes connections through RabbitMQ's management API, but server {s.name} "
+                f"({path.removesuffix('.rebalance')}.server[{i}]) has no check.management (set check = "
+                '{ type = "rabbitmq", management = { user = ..., password = ... } }; the user needs the '
+                "administrator tag)",
+            )
+
+
 def _listener_layer(
     t: Mapping[str, Any], path: str, errs: _Errors, allow: frozenset[str]
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any], tuple[bool, Keepalive | None]]:
@@ -1191,7 +1268,13 @@ def _listener(
     d_tcpka: tuple[bool, Keepalive | None],
 ) -> Listener | None:
     n_before = len(errs.items)
-    l_opts, l_check_own, l_dsrv, l_tcpka = _listener_layer(t, path, errs, allow=frozenset({"bind", "server"}))
+    l_opts, l_check_own, l_dsrv, l_tcpka = _listener_layer(
+        t, path, errs, allow=frozenset({"bind", "server", "rebalance"})
+    )
+    rebalance = Rebalance()
+    if "rebalance" in t:
+        rb = _rebalance(t["rebalance"], _join(path, "rebalance"), errs)
+        rebalance = rb if rb is not None else rebalance
     opts = {**d_opts, **l_opts}
     check_layer = _merge_check(dict(d_check), l_check_own)
     dsrv = {**d_dsrv, **l_dsrv}
@@ -1247,6 +1330,7 @@ def _listener(
                 if s is not None:
                     servers.append(s)
 
+    _rebalance_needs_management(rebalance, servers, _join(path, "rebalance"), errs)
     if len(errs.items) != n_before:
         return None
     return Listener(
@@ -1271,6 +1355,7 @@ def _listener(
         log_format=opts.get("log_format", "tcplog"),
         logasap=opts.get("logasap", False),
         dontlognull=opts.get("dontlognull", False),
+        rebalance=rebalance,
     )
 
 
@@ -1550,6 +1635,20 @@ def dump(cfg: Config, *, secrets: bool = False) -> dict[str, Any]:
         if li.tcpka is not None:
             ld["tcpka"] = {"client": _ka_dict(li.tcpka.client), "server": _ka_dict(li.tcpka.server)}
         ld["check"] = _check_dict(li.check, secrets)
+        if li.rebalance != Rebalance():
+            rb = li.rebalance
+            rbd: dict[str, Any] = {
+                "enabled": rb.enabled,
+                "tolerance": rb.tolerance,
+                "rate": rb.rate,
+                "settle": rb.settle,
+                "min_age": rb.min_age,
+                "lifetime_jitter": rb.lifetime_jitter,
+            }
+            for k in ("burst", "delay_after_up", "max_lifetime"):
+                if getattr(rb, k) is not None:
+                    rbd[k] = getattr(rb, k)
+            ld["rebalance"] = rbd
         servers = []
         for s in li.servers:
             sd: dict[str, Any] = {
