@@ -13,10 +13,14 @@ Findings have four kinds:
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO, TypeVar
+
+from rmqfd import cfgkit
 
 __all__ = [
     "Entry",
@@ -24,8 +28,12 @@ __all__ = [
     "Report",
     "Rows",
     "Table",
+    "check_with",
     "comment",
+    "convert_with",
     "finish",
+    "import_file",
+    "import_parser",
     "render",
     "toml_key",
     "toml_value",
@@ -241,3 +249,84 @@ def finish(
         )
         return 1
     return 0
+
+
+class Note(Protocol):
+    """What a reader dropped on its own (``kaconf.Note``): reported as ignored."""
+
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def convert_with(
+    run: Callable[[Report], str | None], notes: Iterable[Note] = ()
+) -> tuple[str | None, Report]:
+    """A conversion with a new report: the reader's ``notes`` first (as ignored), then what ``run(report)``
+    finds; returns ``run``'s text (None on errors) and the report."""
+    rep = Report()
+    for n in notes:
+        rep.ignored(n.where, n.message)
+    return run(rep), rep
+
+
+def check_with(validate: Callable[[str], object], text: str) -> list[str]:
+    """What the target's ``--check`` says about ``text``: ``validate(text)`` raises the daemon's
+    :class:`rmqfd.cfgkit.ConfigError` (its lines) or :class:`tomllib.TOMLDecodeError`."""
+    try:
+        validate(text)
+    except tomllib.TOMLDecodeError as e:
+        return [f"invalid TOML: {e}"]
+    except cfgkit.ConfigError as e:
+        return e.lines()
+    return []
+
+
+def import_parser(
+    prog: str,
+    description: str,
+    *,
+    file_help: str,
+    output_help: str,
+    config_id_help: str,
+    flags: Sequence[tuple[str, str]] = (),
+) -> argparse.ArgumentParser:
+    """The command line of an import command: FILE, ``-o/--output``, the store-true ``flags`` (name, help),
+    ``--force``, ``-i/--config-id``."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("file", help=file_help)
+    p.add_argument("-o", "--output", help=output_help)
+    for flag, help_ in flags:
+        p.add_argument(flag, action="store_true", help=help_)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="exit 0 even when settings that change behaviour could not be imported",
+    )
+    p.add_argument("-i", "--config-id", default=None, help=config_id_help)
+    return p
+
+
+D = TypeVar("D")
+
+
+def import_file(
+    parse: Callable[[], D],
+    error: type[Exception],
+    convert: Callable[[D], tuple[str | None, Report]],
+    *,
+    output: str | None,
+    force: bool,
+    check: Callable[[str], Sequence[str]],
+) -> int:
+    """Read the old daemon's file (``parse()``; its ``error`` is printed, exit 2), convert it and
+    :func:`finish`: the exit status of an import command."""
+    try:
+        doc = parse()
+    except error as e:
+        print(e, file=sys.stderr)
+        return 2
+    text, rep = convert(doc)
+    return finish(rep, text, output=output, force=force, check=check)

@@ -28,12 +28,22 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from rmqfd import haconf, kaconf
-from rmqfd.migrate import Report, Rows, Table, comment, finish, render, toml_key
+from rmqfd.migrate import (
+    Report,
+    Rows,
+    Table,
+    check_with,
+    comment,
+    convert_with,
+    import_file,
+    import_parser,
+    render,
+    toml_key,
+)
 from tcplb.config import parse_address
 
 __all__ = ["check_text", "convert_haproxy", "convert_lvs", "main"]
@@ -2387,70 +2397,48 @@ class _LvsConverter:
 
 
 def convert_haproxy(doc: haconf.Document) -> tuple[str | None, Report]:
-    rep = Report()
-    text = _HaConverter(doc, rep).run()
-    return text, rep
+    return convert_with(lambda rep: _HaConverter(doc, rep).run())
 
 
 def convert_lvs(doc: kaconf.Document) -> tuple[str | None, Report]:
-    rep = Report()
-    for n in doc.notes:
-        rep.ignored(n.where, n.message)
-    text = _LvsConverter(doc, rep).run()
-    return text, rep
+    return convert_with(lambda rep: _LvsConverter(doc, rep).run(), doc.notes)
 
 
 def check_text(text: str) -> list[str]:
     """What ``tcplb --check`` says about ``text`` (the TOML validation only)."""
-    from tcplb.config import ConfigError, loads
+    from tcplb.config import loads
 
-    try:
-        loads(text, "imported")
-    except ConfigError as e:
-        return e.lines()
-    return []
+    return check_with(lambda t: loads(t, "imported"), text)
 
 
 def main(argv: list[str]) -> int:
-    import argparse
     import os
 
-    p = argparse.ArgumentParser(
-        prog="tcplb import",
-        description="Write the tcplb configuration (lb.toml) equivalent to an haproxy.cfg, or to the LVS "
+    a = import_parser(
+        "tcplb import",
+        "Write the tcplb configuration (lb.toml) equivalent to an haproxy.cfg, or to the LVS "
         "virtual servers of a keepalived.conf (--keepalived). Everything that does not carry over is listed "
         "on stderr with its file:line.",
-    )
-    p.add_argument("file", help="haproxy.cfg (or keepalived.conf with --keepalived)")
-    p.add_argument("-o", "--output", help="write lb.toml here (default: standard output)")
-    p.add_argument(
-        "--keepalived", action="store_true", help="FILE is a keepalived.conf: import virtual_server"
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="exit 0 even when settings that change behaviour could not be imported",
-    )
-    p.add_argument(
-        "-i",
-        "--config-id",
-        default=None,
-        help="keepalived's config id for @ID lines (with --keepalived; default: the short host name)",
-    )
-    a = p.parse_args(argv)
-    text: str | None
+        file_help="haproxy.cfg (or keepalived.conf with --keepalived)",
+        output_help="write lb.toml here (default: standard output)",
+        config_id_help="keepalived's config id for @ID lines (with --keepalived; default: the short host "
+        "name)",
+        flags=[("--keepalived", "FILE is a keepalived.conf: import virtual_server")],
+    ).parse_args(argv)
     if a.keepalived:
-        try:
-            kdoc = kaconf.parse_file(a.file, config_id=a.config_id)
-        except kaconf.KaConfError as e:
-            print(e, file=sys.stderr)
-            return 2
-        text, rep = convert_lvs(kdoc)
-    else:
-        try:
-            hdoc = haconf.parse_file(a.file, environ=os.environ)
-        except haconf.HaConfError as e:
-            print(e, file=sys.stderr)
-            return 2
-        text, rep = convert_haproxy(hdoc)
-    return finish(rep, text, output=a.output, force=a.force, check=check_text)
+        return import_file(
+            lambda: kaconf.parse_file(a.file, config_id=a.config_id),
+            kaconf.KaConfError,
+            convert_lvs,
+            output=a.output,
+            force=a.force,
+            check=check_text,
+        )
+    return import_file(
+        lambda: haconf.parse_file(a.file, environ=os.environ),
+        haconf.HaConfError,
+        convert_haproxy,
+        output=a.output,
+        force=a.force,
+        check=check_text,
+    )

@@ -20,7 +20,18 @@ from ipaddress import IPv4Address, IPv4Interface, ip_address
 from typing import Any
 
 from rmqfd.kaconf import Document, KaConfError, Stmt, split_command
-from rmqfd.migrate import Report, Table, comment, render, toml_key, toml_value
+from rmqfd.migrate import (
+    Report,
+    Table,
+    check_with,
+    comment,
+    convert_with,
+    import_file,
+    import_parser,
+    render,
+    toml_key,
+    toml_value,
+)
 
 __all__ = ["convert", "main"]
 
@@ -986,57 +997,39 @@ class _Converter:
 
 def convert(doc: Document) -> tuple[str | None, Report]:
     """keepalived.conf (read by kaconf) -> (node.toml text or None on errors, report)."""
-    rep = Report()
-    for n in doc.notes:
-        rep.ignored(n.where, n.message)
-    text = _Converter(doc, rep).run()
-    return text, rep
+    return convert_with(lambda rep: _Converter(doc, rep).run(), doc.notes)
+
+
+def _validate(text: str) -> None:
+    import tomllib
+
+    from vrrpd.config import parse
+
+    parse(tomllib.loads(text), "imported")
 
 
 def check_text(text: str) -> list[str]:
     """What ``vrrpd --check`` says about ``text`` (the TOML validation only)."""
-    import tomllib
-
-    from vrrpd.config import ConfigError, parse
-
-    try:
-        parse(tomllib.loads(text), "imported")
-    except tomllib.TOMLDecodeError as e:
-        return [f"invalid TOML: {e}"]
-    except ConfigError as e:
-        return e.lines()
-    return []
+    return check_with(_validate, text)
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-
     from rmqfd import kaconf
-    from rmqfd.migrate import finish
 
-    p = argparse.ArgumentParser(
-        prog="vrrpd import",
-        description="Write the vrrpd configuration (node.toml) equivalent to a keepalived.conf. Everything "
+    a = import_parser(
+        "vrrpd import",
+        "Write the vrrpd configuration (node.toml) equivalent to a keepalived.conf. Everything "
         "that does not carry over is listed on stderr with its file:line.",
+        file_help="keepalived.conf (its includes are read too)",
+        output_help="write node.toml here (default: standard output)",
+        config_id_help="keepalived's config id for @ID lines (keepalived -i; default: this host's short "
+        "name)",
+    ).parse_args(argv)
+    return import_file(
+        lambda: kaconf.parse_file(a.file, config_id=a.config_id),
+        KaConfError,
+        convert,
+        output=a.output,
+        force=a.force,
+        check=check_text,
     )
-    p.add_argument("file", help="keepalived.conf (its includes are read too)")
-    p.add_argument("-o", "--output", help="write node.toml here (default: standard output)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="exit 0 even when settings that change behaviour could not be imported",
-    )
-    p.add_argument(
-        "-i",
-        "--config-id",
-        default=None,
-        help="keepalived's config id for @ID lines (keepalived -i; default: this host's short name)",
-    )
-    a = p.parse_args(argv)
-    try:
-        doc = kaconf.parse_file(a.file, config_id=a.config_id)
-    except KaConfError as e:
-        print(f"{e}", file=__import__("sys").stderr)
-        return 2
-    text, rep = convert(doc)
-    return finish(rep, text, output=a.output, force=a.force, check=check_text)

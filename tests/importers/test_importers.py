@@ -617,6 +617,75 @@ def test_finish_writes_nothing_on_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists() and "f:1: error: bad" in err.getvalue()
 
 
+def test_convert_with_puts_the_readers_notes_first_as_ignored() -> None:
+    from rmqfd.migrate import convert_with
+
+    notes = [kaconf.Note("k.conf", 7, "dropped by the reader")]
+
+    def run(rep: Report) -> str | None:
+        assert rep.lines() == ["k.conf:7: ignored: dropped by the reader"]  # already there
+        rep.warning("k.conf:8", "found by the converter")
+        return "x = 1\n"
+
+    text, rep = convert_with(run, notes)
+    assert text == "x = 1\n"
+    assert rep.lines() == [
+        "k.conf:7: ignored: dropped by the reader",
+        "k.conf:8: warning: found by the converter",
+    ]
+    assert convert_with(lambda rep: None) == (None, Report())
+
+
+def test_check_with_returns_the_daemons_check_lines() -> None:
+    from rmqfd import cfgkit
+    from rmqfd.migrate import check_with
+
+    def bad(text: str) -> None:
+        raise cfgkit.ConfigError([("listen.a.port", "must be 1..65535"), ("", "no listener")])
+
+    assert check_with(bad, "") == ["listen.a.port: must be 1..65535", "no listener"]
+    assert check_with(tomllib.loads, "x = ")[0].startswith("invalid TOML: ")
+    assert check_with(tomllib.loads, "x = 1") == []
+    with pytest.raises(ZeroDivisionError):  # only the configuration's own errors are findings
+        check_with(lambda t: 1 // 0, "x = 1")
+    # both importers: their --check lines, with the file name each daemon prints
+    assert tcplb_importer.check_text("[listen.a]\n") and vrrpd_importer.check_text("[global]\nx = 1\n")
+    assert vrrpd_importer.check_text("x = ")[0].startswith("invalid TOML: ")
+
+
+def test_import_parser_and_import_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rmqfd.migrate import import_file, import_parser
+
+    p = import_parser(
+        "x import", "d", file_help="f", output_help="o", config_id_help="i", flags=[("--extra", "e")]
+    )
+    a = p.parse_args(["in.conf", "-o", "out.toml", "--extra", "--force", "-i", "lbA"])
+    assert (a.file, a.output, a.extra, a.force, a.config_id) == ("in.conf", "out.toml", True, True, "lbA")
+    a = p.parse_args(["in.conf"])
+    assert (a.output, a.extra, a.force, a.config_id) == (None, False, False, None)
+
+    def unreadable() -> str:
+        raise kaconf.KaConfError("unbalanced braces", "in.conf", 3)
+
+    def other_reader() -> str:
+        raise haconf.HaConfError("bad", "h.cfg", 1)
+
+    def convert(doc: str) -> tuple[str | None, Report]:
+        rep = Report()
+        rep.unsupported("in.conf:1", f"read {doc}")
+        return "x = 1\n", rep
+
+    out = tmp_path / "out.toml"
+    kw: dict[str, Any] = {"output": str(out), "check": lambda t: []}
+    assert import_file(unreadable, kaconf.KaConfError, convert, force=False, **kw) == 2
+    assert "in.conf:3: unbalanced braces" in capsys.readouterr().err and not out.exists()
+    assert import_file(lambda: "doc", kaconf.KaConfError, convert, force=False, **kw) == 1
+    assert "in.conf:1: unsupported: read doc" in capsys.readouterr().err and out.read_text() == "x = 1\n"
+    assert import_file(lambda: "doc", kaconf.KaConfError, convert, force=True, **kw) == 0
+    with pytest.raises(haconf.HaConfError):  # another reader's error is not the import's to report
+        import_file(other_reader, kaconf.KaConfError, convert, force=True, **kw)
+
+
 def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None:
     doc = kaconf.parse_text(
         "vrrp_script chk {\nscript /usr/bin/killall -0 haproxy\n}\n"
