@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rmqfd import cfgfile
+
 __all__ = ["SECTIONS", "Document", "HaConfError", "Line", "Section", "parse_file", "parse_text"]
 
 SECTIONS = frozenset(
@@ -46,17 +48,11 @@ SECTIONS = frozenset(
     }
 )
 _ESC = {"r": "\r", "n": "\n", "t": "\t"}
-MAX_LINE = 1024 * 1024
+MAX_LINE = cfgfile.MAX_LINE
 
 
-class HaConfError(Exception):
+class HaConfError(cfgfile.ReadError):
     """An haproxy.cfg that cannot be read: ``file:line: message``."""
-
-    def __init__(self, message: str, file: str, line: int) -> None:
-        self.message = message
-        self.file = file
-        self.line = line
-        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +182,7 @@ def parse_text(text: str, name: str = "haproxy.cfg", *, environ: Mapping[str, st
     env: Mapping[str, str] = {} if environ is None else environ
     sections: list[Section] = []
     used: list[tuple[str, int, str]] = []
-    for lineno, phys in enumerate(text.split("\n"), start=1):
-        if len(phys) > MAX_LINE:
-            raise HaConfError("line too long", name, lineno)
-        phys = phys.rstrip("\r")
+    for lineno, phys in cfgfile.lines(text, name, HaConfError):
         words = split_line(phys, name, lineno, env, used)
         if not words:
             continue
@@ -219,9 +212,4 @@ def parse_text(text: str, name: str = "haproxy.cfg", *, environ: Mapping[str, st
 
 
 def parse_file(path: str, *, environ: Mapping[str, str] | None = None) -> Document:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(64 * 1024 * 1024)
-    except OSError as e:
-        raise HaConfError(f"cannot read: {e.strerror or e}", path, 0) from None
-    return parse_text(data.decode("utf-8", errors="replace"), path, environ=environ)
+    return parse_text(cfgfile.read_file(path, HaConfError), path, environ=environ)

@@ -33,6 +33,8 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from rmqfd import cfgfile
+
 __all__ = [
     "Document",
     "KaConfError",
@@ -48,17 +50,11 @@ __all__ = [
 WHITE = " \t\f\n\r\v"
 MAX_INCLUDE_DEPTH = 32
 MAX_EXPANSIONS = 64
-MAX_LINE = 1024 * 1024
+MAX_LINE = cfgfile.MAX_LINE
 
 
-class KaConfError(Exception):
+class KaConfError(cfgfile.ReadError):
     """A keepalived.conf that cannot be read: ``file:line: message``."""
-
-    def __init__(self, message: str, file: str, line: int) -> None:
-        self.message = message
-        self.file = file
-        self.line = line
-        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,14 +313,8 @@ class _Reader:
 
     # --- files
     def read_path(self, path: str, where: tuple[str, int] | None) -> None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(64 * 1024 * 1024)
-        except OSError as e:
-            if where is None:
-                raise KaConfError(f"cannot read: {e.strerror or e}", path, 0) from None
-            raise KaConfError(f"include {path}: cannot read: {e.strerror or e}", *where) from None
-        self.read_text(data.decode("utf-8", errors="replace"), path, os.path.dirname(os.path.abspath(path)))
+        text = cfgfile.read_file(path, KaConfError, where=where, what=f"include {path}: " if where else "")
+        self.read_text(text, path, os.path.dirname(os.path.abspath(path)))
 
     def read_text(self, text: str, name: str, base_dir: str) -> None:
         self.depth += 1
@@ -333,10 +323,7 @@ class _Reader:
         self.files.append(name)
         pending: list[_Item] = []
         multi: _Def | None = None
-        for lineno, phys in enumerate(text.split("\n"), start=1):
-            if len(phys) > MAX_LINE:
-                raise KaConfError("line too long", name, lineno)
-            phys = phys.rstrip("\r")
+        for lineno, phys in cfgfile.lines(text, name, KaConfError):
             if not phys:
                 if multi is not None:
                     multi = None

@@ -139,6 +139,50 @@ def test_haproxy_errors_name_their_line() -> None:
         assert e.value.line == line, text
 
 
+# ------------------------------------------------------------------------------------------- shared
+
+
+def test_both_readers_share_lines_crlf_and_line_numbers() -> None:
+    from rmqfd import cfgfile
+
+    class E(cfgfile.ReadError):
+        pass
+
+    assert list(cfgfile.lines("a\r\nb\r\r\n\nc", "f", E)) == [(1, "a"), (2, "b"), (3, ""), (4, "c")]
+    long = "x" * (cfgfile.MAX_LINE + 1)
+    with pytest.raises(E) as e:
+        list(cfgfile.lines(f"a\n{long}\n", "f", E))
+    assert (e.value.file, e.value.line, str(e.value)) == ("f", 2, "f:2: line too long")
+    # the readers raise their own error type (a ReadError) at the same line
+    for parse, err in (
+        (lambda t: haconf.parse_text(t, "f"), haconf.HaConfError),
+        (lambda t: kaconf.parse_text(t, "f", includes=False), kaconf.KaConfError),
+    ):
+        with pytest.raises(err) as e2:
+            parse(f"global\r\n{long}\n")
+        assert isinstance(e2.value, cfgfile.ReadError) and str(e2.value) == "f:2: line too long"
+
+
+def test_both_readers_share_file_reading(tmp_path: Path) -> None:
+    from rmqfd import cfgfile
+
+    (tmp_path / "x.cfg").write_bytes(b"global\r\n  log \xff\r\n")
+    assert cfgfile.read_file(str(tmp_path / "x.cfg"), cfgfile.ReadError) == "global\r\n  log \ufffd\r\n"
+    missing = str(tmp_path / "none.cfg")
+    with pytest.raises(haconf.HaConfError) as h:
+        haconf.parse_file(missing)
+    assert (h.value.file, h.value.line) == (missing, 0) and str(h.value).endswith(
+        "none.cfg: cannot read: No such file or directory"
+    )
+    (tmp_path / "none.cfg").mkdir()
+    with pytest.raises(kaconf.KaConfError) as k:
+        kaconf.parse_file(missing)
+    assert str(k.value) == f"{missing}: cannot read: Is a directory"
+    with pytest.raises(kaconf.KaConfError) as k:
+        cfgfile.read_file(missing, kaconf.KaConfError, where=("main.conf", 3), what=f"include {missing}: ")
+    assert str(k.value) == f"main.conf:3: include {missing}: cannot read: Is a directory"
+
+
 # ------------------------------------------------------------------------------------------- Hypothesis
 
 KA_TOKENS = [
