@@ -115,8 +115,7 @@ def kill_sessions(lb: LoadBalancer, st: ServerState, why: str) -> int:
     """Close every connection on ``st`` (logged with K; the workers too, with ``workers``): the admin
     API's ``shutdown sessions server``, and ``on_marked_down = "shutdown-sessions"``."""
     fe_name, srv_name = st.fe.name, st.name
-    if lb.share is not None and not lb.worker and lb.on_peer_command is not None:
-        lb.on_peer_command({"op": "shutdown-sessions", "listener": fe_name, "server": srv_name})
+    lb.acct.tell_others({"op": "shutdown-sessions", "listener": fe_name, "server": srv_name})  # workers
     n = 0
     for sess in list(lb.sessions):
         if sess.srv is st and sess.slot and not sess.pipe.closing:

@@ -15,6 +15,8 @@ from .health import Health
 if TYPE_CHECKING:
     from .frontend import Frontend
 
+_SCRATCH = [0]  # ServerState.sh of a server without a shared row: written, never read
+
 
 class RateCounter:
     """Sessions per second from a running total (``stot``), sampled by a 1 s timer while the stats server
@@ -109,10 +111,11 @@ class ServerState:
         self.last_check: CheckResult | None = None
         self.health_off = False  # admin: active checks disabled at run time (HAProxy's `disable health`)
         self.rate = RateCounter()  # session rate and lastsess, sampled by the stats timer
-        # global.workers > 1 (tcplb/workers.py): this server's row in the shared table; our connection count
-        # goes to sh[sh_cur] at every change and the other processes' counts are at sh[sh_peer_cur]
+        # our connection count goes to sh[sh_cur] at every change and the other processes' counts are at
+        # sh[sh_peer_cur]: with global.workers > 1 this server's row in the shared table (tcplb/workers.py),
+        # alone a scratch slot nobody reads (no branch per connection)
         self.sh_row = -1
-        self.sh: memoryview | None = None
+        self.sh: memoryview | list[int] = _SCRATCH
         self.sh_cur = 0
         self.sh_peer_cur: tuple[int, ...] = ()
         self.sh_pfail = 0  # connect failures seen by this relay worker (the main process owns health)
@@ -159,10 +162,11 @@ class ServerState:
 
     @property
     def active_conns(self) -> int:
-        sh = self.sh
-        if sh is None:
+        peers = self.sh_peer_cur
+        if not peers:
             return self.cur + len(self.queue)
-        return self.cur + len(self.queue) + sum(sh[i] for i in self.sh_peer_cur)
+        sh = self.sh
+        return self.cur + len(self.queue) + sum(sh[i] for i in peers)
 
     @property
     def usable(self) -> bool:
@@ -206,15 +210,13 @@ class ServerState:
         self.lbtot += 1
         if self.cur > self.smax:
             self.smax = self.cur
-        if self.sh is not None:
-            self.sh[self.sh_cur] = self.cur
+        self.sh[self.sh_cur] = self.cur
 
     def release(self) -> None:
         """A connection slot is free again: hand it to the first waiter of the queue (synchronously: the
         waiter owns the slot before anything else can run, so no timeout can race the hand-over)."""
         self.cur -= 1
-        if self.sh is not None:
-            self.sh[self.sh_cur] = self.cur
+        self.sh[self.sh_cur] = self.cur
         q = self.queue
         while q and not self.full:
             w = q.popleft()

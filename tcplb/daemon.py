@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import os
-import resource
 import signal
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,96 +14,16 @@ from typing import TYPE_CHECKING
 from . import config as cfgmod
 from .config import Config, ConfigError
 from .lb import LoadBalancer
+from .procstart import _Formatter, new_loop, raise_nofile, setup_logging
 from .reload_plan import ReloadError
+from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from rmqfd.sdnotify import Notifier
 
-    from .workers import WorkerPool
+__all__ = ["Daemon", "_Formatter", "new_loop", "raise_nofile", "run", "setup_logging"]
 
 log = logging.getLogger("tcplb")
-
-
-def new_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
-    """A new event loop: ``uvloop`` (default) or stock ``asyncio``."""
-    if kind == "uvloop":
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        return loop
-    if kind == "asyncio":
-        return asyncio.new_event_loop()
-    raise ValueError(f"unknown loop {kind!r} (uvloop or asyncio)")
-
-
-class _Formatter(logging.Formatter):
-    """``logging.Formatter`` whose default ``asctime`` (``2026-11-22 00:00:18,269``) is formatted once per
-    second: with one traffic line per connection, strftime() per line was a visible part of the cost."""
-
-    _sec = -1
-    _text = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        if datefmt is not None:
-            return super().formatTime(record, datefmt)
-        sec = int(record.created)  # localtime() of the float floors it the same way
-        if sec != self._sec:
-            self._text = time.strftime(self.default_time_format, self.converter(sec))
-            self._sec = sec
-        msec = self.default_msec_format
-        return msec % (self._text, record.msecs) if msec else self._text
-
-
-def setup_logging(cfg: Config, level: int = logging.INFO) -> None:
-    """Send tcplb's log (events and traffic lines) where ``global.log`` says."""
-    # our formats use the PID only: no thread/process names and no caller lookup (sys._getframe walk) for
-    # every record (the logging HOWTO's "Optimization" switches); with a traffic line per connection the
-    # logging module is a large part of the per-connection cost
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
-    root = logging.getLogger("tcplb")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    root.setLevel(level)
-    root.propagate = False
-    g = cfg.global_
-    handler: logging.Handler
-    if g.log == "none":
-        handler = logging.NullHandler()
-    elif g.log == "syslog":
-        addr: str | tuple[str, int] = g.syslog_address
-        if not g.syslog_address.startswith("/"):
-            host, _, port = g.syslog_address.rpartition(":")
-            addr = (host, int(port))
-        handler = logging.handlers.SysLogHandler(
-            address=addr, facility=logging.handlers.SysLogHandler.LOG_LOCAL0
-        )
-        handler.setFormatter(_Formatter(f"{g.log_tag}[%(process)d]: %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stdout if g.log == "stdout" else sys.stderr)
-        handler.setFormatter(_Formatter(f"%(asctime)s {g.log_tag}[%(process)d]: [%(levelname)s] %(message)s"))
-    root.addHandler(handler)
-
-
-def raise_nofile(cfg: Config, nprocs: int = 1) -> str | None:
-    """Raise this process's soft RLIMIT_NOFILE for ``global.maxconn`` (per process with workers), towards
-    the hard limit (HAProxy does the same); a message if that fails. When even the hard limit is too low,
-    ``config.warnings`` says so (at start and in ``--check``). Without ``global.maxconn`` the limit decides
-    maxconn instead."""
-    if cfg.global_.maxconn is None:
-        return None
-    per_conn = 6 if any(li.splice for li in cfg.listeners) else 2
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want, _ = cfgmod.nofile_plan(cfgmod.per_process(cfg.global_.maxconn, nprocs), per_conn, soft, hard)
-    if want != soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (OSError, ValueError) as e:
-            return f"cannot raise RLIMIT_NOFILE from {soft} to {want}: {e}"
-        log.info("RLIMIT_NOFILE raised from %d to %d for global.maxconn", soft, want)
-    return None
 
 
 class Daemon:
@@ -257,13 +173,11 @@ class Daemon:
             log.warning("%s", nofile_warning)
         pool = None
         if self.cfg.global_.workers > 1:
-            from .workers import WorkerPool
-
             pool = self.pool = WorkerPool(
                 self.cfg.global_.workers, self.loop_kind, logging.getLogger("tcplb").getEffectiveLevel()
             )
             pool.assign_rows(self.cfg)
-        lb = self.lb = LoadBalancer(self.cfg, loop, share=pool.share if pool is not None else None)
+        lb = self.lb = LoadBalancer(self.cfg, loop, acct=pool.accounting if pool is not None else None)
         try:
             lb.start()
         except OSError as e:

@@ -140,7 +140,7 @@ class Frontend(Listening):
         self.econ = 0
         self.denied = 0
         self.stopped = False
-        self.sh_row = -1  # row in the shared table (global.workers > 1)
+        self.sh_row = -1  # row in the shared table (global.workers > 1: tcplb/workers.py)
         self.was_available = any(s.usable for s in self.servers)
         self.limited = _limited(self.servers)
         self.rate = RateCounter()  # session rate (stats)
@@ -344,9 +344,8 @@ class Frontend(Listening):
         self.econ += 1
         if not srv.checks_enabled:
             return
-        if self.lb.worker:
-            srv.sh_pfail += not c.timeout  # a relay worker: the main owns health; a timeout is no proof
-            return
+        if self.lb.acct.connect_failed(srv, c.timeout):
+            return  # another process owns this server's health (global.workers: tcplb/workers.py)
         status = CheckStatus.L4TOUT if c.timeout else CheckStatus.L4CON
         tr = srv.health.passive_failure(
             status=CheckStatus.HANA, now=self.lb.loop.time(), info=f"{status}: {c.info}", timeout=c.timeout

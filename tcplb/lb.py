@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import admin
 from . import config as cfgmod
+from .accounting import Accounting, Counts, SingleProcess
 from .backend import ServerState
 from .balance import count_usable
 from .checks import Checker, CheckResult
@@ -30,7 +31,6 @@ from .tcplog import format_health_change, format_no_server
 
 if TYPE_CHECKING:
     from .reload_plan import Plan
-    from .workers import Share
 
 log = logging.getLogger("tcplb")
 tlog = logging.getLogger("tcplb.traffic")
@@ -40,27 +40,17 @@ def _ms(x: float) -> int:
     return int(x * 1000)
 
 
-def _peer(pc: dict[int, dict[str, int]], row: int, name: str) -> int:
-    """A counter summed over the relay workers (0 without workers)."""
-    return pc[row].get(name, 0) if row in pc else 0
-
-
 class LoadBalancer:
     """Everything that runs in one tcplb process."""
 
     def __init__(
-        self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None, share: Share | None = None
+        self, cfg: Config, loop: asyncio.AbstractEventLoop | None = None, acct: Accounting | None = None
     ) -> None:
         self.cfg = cfg
         self.loop = loop or asyncio.get_running_loop()
-        # global.workers > 1: the shared table (tcplb/workers.py); process 0 is the main one, which alone
-        # runs checks, the stats page and the admin API
-        self.share = share
-        self.nprocs = share.nprocs if share is not None else 1
-        self.worker = share is not None and share.proc != 0
-        self.on_peer_command: Callable[[dict[str, Any]], None] | None = None  # main process: to the workers
-        # main process with workers: row -> counter -> the workers' sums (tcplb/workers.py)
-        self.peer_counts: Callable[[], dict[int, dict[str, int]]] | None = None
+        # the other processes, if any (global.workers > 1: tcplb/workers.py), behind one seam
+        self.acct: Accounting = acct if acct is not None else SingleProcess()
+        self.nprocs = self.acct.nprocs
         self.maxconn = cfgmod.per_process(derived_maxconn(cfg), self.nprocs)
         self.frontends: dict[str, Frontend] = {}
         self.sessions: set[Session] = set()
@@ -77,13 +67,11 @@ class LoadBalancer:
         # uvloop accepts in C and calls our protocol factory synchronously: serve through create_server
         self.native_accept = type(self.loop).__module__.startswith("uvloop")
 
-    def total_actconn(self, pc: dict[int, dict[str, int]] | None = None) -> int:
+    def total_actconn(self, others: Counts | None = None) -> int:
         """Client connections of every process (``actconn`` is this process's)."""
-        if self.peer_counts is None:
-            return self.actconn
-        if pc is None:
-            pc = self.peer_counts()
-        return self.actconn + sum(_peer(pc, fe.sh_row, "cur") for fe in self.frontends.values())
+        if others is None:
+            others = self.acct.others()
+        return self.actconn + sum(others.of(fe).get("cur", 0) for fe in self.frontends.values())
 
     async def wait_idle(self) -> None:
         """Until no client connection is left."""
@@ -168,10 +156,10 @@ class LoadBalancer:
 
     # -- checks and health ---------------------------------------------------------------------------------
     def start_checker(self, st: ServerState) -> None:
-        if st.checker is not None or st.maint or st.removed or self.stopping or st.health_off or self.worker:
+        if st.checker is not None or st.maint or st.removed or self.stopping or st.health_off:
             return
         ck = st.cfg.check
-        if not ck.enabled:
+        if not ck.enabled or not self.acct.runs_checks:
             return
 
         def interval() -> float:
@@ -286,13 +274,14 @@ class LoadBalancer:
 
     def _sample(self, interval: float) -> None:
         now = self.loop.time()
-        pc = self.peer_counts() if self.peer_counts is not None else {}
+        others = self.acct.others()
         for fe in self.frontends.values():
-            fe.rate.tick(fe.stot + _peer(pc, fe.sh_row, "stot"), now)
+            fe.rate.tick(fe.stot + others.of(fe).get("stot", 0), now)
             q = 0
             for st in fe.servers:
-                st.rate.tick(st.stot + _peer(pc, st.sh_row, "stot"), now)
-                q += len(st.queue) + _peer(pc, st.sh_row, "qcur")
+                sp = others.of(st)
+                st.rate.tick(st.stot + sp.get("stot", 0), now)
+                q += len(st.queue) + sp.get("qcur", 0)
             if q > fe.be_qmax:
                 fe.be_qmax = q
         self._rate_timer = self.loop.call_later(interval, self._sample, interval)

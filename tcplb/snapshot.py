@@ -25,7 +25,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
     outside this call.
     """
     now = lnow = lb.loop.time()
-    pc = lb.peer_counts() if lb.peer_counts is not None else {}  # the workers' counters, if any
+    others = lb.acct.others()  # the other processes' counters, if any (global.workers)
     live: dict[object, list[int]] = {}  # Frontend / ServerState -> [bin, bout] of open sessions
     for sess in lb.sessions:
         p = sess.pipe
@@ -44,7 +44,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
         "pid": os.getpid(),
         "started": lb.started,
         "uptime": time.time() - lb.started,
-        "actconn": lb.total_actconn(pc),
+        "actconn": lb.total_actconn(others),
         "maxconn": lb.maxconn * lb.nprocs,
         "processes": lb.nprocs,
         "reloads": lb.reloads,
@@ -57,7 +57,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
             lc = st.last_check
             checked = st.checks_enabled
             sb = live.get(st, (0, 0))
-            sp = pc.get(st.sh_row, {})
+            sp = others.of(st)
             stot = st.stot + sp.get("stot", 0)
             rate, rate_max, since = st.rate.read(stot, lnow)
             health = "disabled" if st.health_off else "enabled" if st.cfg.check.enabled else "none"
@@ -115,7 +115,7 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
                 }
             )
         fb = live.get(fe, (0, 0))
-        fp = pc.get(fe.sh_row, {})
+        fp = others.of(fe)
         fb = (fb[0] + fp.get("bin", 0), fb[1] + fp.get("bout", 0))
         fcur, fsmax = fe.cur + fp.get("cur", 0), fe.smax + fp.get("smax", 0)
         fstot, fecon = fe.stot + fp.get("stot", 0), fe.econ + fp.get("econ", 0)

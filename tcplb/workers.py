@@ -39,23 +39,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from . import config as cfgmod
+from .accounting import EMPTY, NO_COUNTS, Counts
+from .backend import ServerState
+from .config import Config
+from .frontend import Frontend
+from .health import CheckStatus
+from .lb import LoadBalancer
+from .procstart import new_loop, read_first, setup_logging, spawn_worker, worker_spec
 from .reload_plan import ReloadError
-
-if TYPE_CHECKING:
-    from .backend import ServerState
-    from .config import Config
-    from .frontend import Frontend
-    from .lb import LoadBalancer
 
 log = logging.getLogger("tcplb")
 
 TICK = 0.1  # seconds between two publications of health state and counters
 MAX_PENDING_CONTROL = 64 << 20  # bytes of control lines queued for one worker before new ones are dropped
 BYTES_EVERY = 10  # ticks between two sums of the bytes of open connections
-ENV = "TCPLB_WORKER"
 
 # a row: a header written by the main process, then one column of counters per process
 HDR = 4
@@ -82,7 +83,6 @@ NC = 16  # counters per column (room to grow)
 CUR, PFAIL = C["cur"], C["pfail"]
 ROWS = 4096
 _CUMULATIVE = ("stot", "lbtot", "bin", "bout", "econ", "eresp", "wretr", "wredis", "pfail", "denied")
-_NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # systemd talks to the main process
 
 
 class SharedTable:
@@ -181,8 +181,6 @@ class Share:
 
 
 def _counters(obj: Frontend | ServerState) -> dict[str, int]:
-    from .backend import ServerState
-
     if isinstance(obj, ServerState):
         return {
             "cur": obj.cur,
@@ -210,6 +208,76 @@ def _counters(obj: Frontend | ServerState) -> dict[str, int]:
     }
 
 
+# ------------------------------------------------------------------------ the accounting seam (shared)
+
+
+class _RowCounts:
+    """The workers' counters summed per row (:meth:`WorkerPool.peer_counts`), looked up by object."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[int, dict[str, int]]) -> None:
+        self.rows = rows
+
+    def of(self, obj: Frontend | ServerState) -> Mapping[str, int]:
+        return self.rows.get(obj.sh_row, EMPTY)
+
+
+class MainAccounting:
+    """:class:`~tcplb.accounting.Accounting` of the main process: it runs the checks and owns health; the
+    workers' counters come from the table; admin session kills are broadcast to the workers."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    @property
+    def nprocs(self) -> int:
+        return self.pool.nprocs
+
+    @property
+    def runs_checks(self) -> bool:
+        return True
+
+    def connect_failed(self, srv: ServerState, timeout: bool) -> bool:
+        return False
+
+    def others(self) -> Counts:
+        return _RowCounts(self.pool.peer_counts())
+
+    def tell_others(self, msg: dict[str, Any]) -> None:
+        self.pool.broadcast(msg)
+
+
+class WorkerAccounting:
+    """:class:`~tcplb.accounting.Accounting` of a relay worker: no checks; its connect failures go to the
+    main process through its column (``pfail``); the stats page is the main process's."""
+
+    __slots__ = ("share",)
+
+    def __init__(self, share: Share) -> None:
+        self.share = share
+
+    @property
+    def nprocs(self) -> int:
+        return self.share.nprocs
+
+    @property
+    def runs_checks(self) -> bool:
+        return False
+
+    def connect_failed(self, srv: ServerState, timeout: bool) -> bool:
+        srv.sh_pfail += not timeout  # the main process owns health; a timeout is no proof (issue 10, 6)
+        return True
+
+    def others(self) -> Counts:
+        return NO_COUNTS
+
+    def tell_others(self, msg: dict[str, Any]) -> None:
+        return None  # only the main process has the admin API
+
+
 # ----------------------------------------------------------------------------------------- main process
 
 
@@ -233,6 +301,7 @@ class WorkerPool:
         self.log_level = log_level
         self.rows: dict[str, int] = {}
         self.share = Share(self.table, 0, self.rows)
+        self.accounting = MainAccounting(self)  # the main process's LoadBalancer.acct
         self.workers: dict[int, _Worker] = {}
         self.retired: dict[tuple[int, int], int] = {}  # (row, field) -> counts of workers that died
         self.pfail_seen: dict[int, int] = {}
@@ -257,8 +326,6 @@ class WorkerPool:
     def start(self, lb: LoadBalancer, text: str, source: str) -> None:
         self.lb = lb
         self.loop = lb.loop
-        lb.on_peer_command = self.broadcast
-        lb.peer_counts = self.peer_counts
         self.text, self.source = text, source
         self.share.attach(lb)
         self.publish_state()
@@ -268,18 +335,7 @@ class WorkerPool:
 
     def _spawn(self, proc: int) -> None:
         assert self.loop is not None
-        mine, theirs = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-        env[ENV] = f"{proc}:{self.nprocs}:{self.table.fd}:{theirs.fileno()}"
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "tcplb.workers"],
-            pass_fds=(self.table.fd, theirs.fileno()),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            close_fds=True,
-        )
-        theirs.close()
-        mine.setblocking(False)
+        popen, mine = spawn_worker(proc, self.nprocs, self.table.fd)
         w = _Worker(proc, popen, mine)
         self.workers[proc] = w
         self._send(w, self._config_msg("config"))
@@ -410,8 +466,6 @@ class WorkerPool:
         lb = self.lb
         if lb is None:
             return
-        from .health import CheckStatus
-
         for fe in lb.frontends.values():
             for st in fe.servers:
                 row = st.sh_row
@@ -509,13 +563,11 @@ class WorkerProcess:
         self.hard = False  # hard stop requested
 
     async def serve(self, cfg: Config, rows: dict[str, int]) -> int:
-        from .lb import LoadBalancer
-
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
         self.share = Share(self.table, self.proc, dict(rows))
         self.hard_stop_after = cfg.global_.hard_stop_after
-        lb = self.lb = LoadBalancer(cfg, loop, share=self.share)
+        lb = self.lb = LoadBalancer(cfg, loop, acct=WorkerAccounting(self.share))
         self.apply_state()
         try:
             lb.start()
@@ -561,8 +613,6 @@ class WorkerProcess:
         lb, t = self.lb, self.table
         if lb is None:
             return
-        from .health import CheckStatus
-
         a = t.a
         now = lb.loop.time()
         changed = False
@@ -610,8 +660,6 @@ class WorkerProcess:
             self.handle(json.loads(line))
 
     def handle(self, msg: dict[str, Any]) -> None:
-        from . import config as cfgmod
-
         lb, share = self.lb, self.share
         assert lb is not None and share is not None and self.stop_event is not None
         op = msg.get("op")
@@ -648,42 +696,26 @@ class WorkerProcess:
             self.share.publish_counters(lb, with_bytes=True)
 
 
-def _read_first(ctl: socket.socket) -> tuple[dict[str, Any], bytes]:
-    buf = b""
-    ctl.settimeout(30.0)
-    while b"\n" not in buf:
-        chunk = ctl.recv(1 << 20)
-        if not chunk:
-            raise SystemExit(0)
-        buf += chunk
-    line, rest = buf.split(b"\n", 1)
-    msg: dict[str, Any] = json.loads(line)
-    return msg, rest
-
-
 def worker_main() -> int:
     """``python -m tcplb.workers``: started by the main process only (``TCPLB_WORKER`` names the fds)."""
-    spec = os.environ.get(ENV)
-    if not spec:
+    spec = worker_spec()
+    if spec is None:
         print("tcplb.workers: started by tcplb itself (global.workers > 1), not by hand", file=sys.stderr)
         return 2
-    proc_s, nprocs_s, memfd_s, ctl_s = spec.split(":")
+    proc, nprocs, memfd, ctl_fd = spec
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides (a terminal's ^C reaches all)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the main process, with the text
-    table = SharedTable(int(nprocs_s), fd=int(memfd_s))
-    ctl = socket.socket(fileno=int(ctl_s))
-    msg, rest = _read_first(ctl)
-    from . import config as cfgmod
-    from .daemon import new_loop, setup_logging
-
+    table = SharedTable(nprocs, fd=memfd)
+    ctl = socket.socket(fileno=ctl_fd)
+    msg, rest = read_first(ctl)
     cfg = cfgmod.loads(msg["toml"], msg.get("source", "lb.toml"))
     setup_logging(cfg, int(msg.get("log_level", logging.INFO)))
-    w = WorkerProcess(int(proc_s), table, ctl)
+    w = WorkerProcess(proc, table, ctl)
     w.buf = rest
     loop_kind = str(msg.get("loop", "uvloop"))
     with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind)) as r:
         rc = r.run(w.serve(cfg, msg["rows"]))
-    log.info("worker %d stopped", int(proc_s))
+    log.info("worker %d stopped", proc)
     return rc
 
 

@@ -24,9 +24,11 @@ from tcplb_helpers import Backend, EchoServer, Tcplb, free_port, lb_toml, roundt
 
 from netns import wait_until
 from tcplb import config as cfgmod
+from tcplb.accounting import SingleProcess
 from tcplb.config import per_process as split
 from tcplb.server import Frontend, LoadBalancer
-from tcplb.workers import CUR, F_UP, F_VALID, H_FLAGS, Share, SharedTable
+from tcplb.session import Passive
+from tcplb.workers import CUR, F_UP, F_VALID, H_FLAGS, PFAIL, Share, SharedTable, WorkerAccounting
 
 LOOPS = ["asyncio", "uvloop"]
 AUTH = "Basic " + base64.b64encode(b"admin:s3cret").decode()
@@ -69,10 +71,9 @@ server = [{ name = "a", address = "127.0.0.1:2", maxconn = 5 }, { name = "b", ad
     rows = {Share.key("t"): 0, Share.key("t", "a"): 1, Share.key("t", "b"): 2}
     loop = asyncio.new_event_loop()
     try:
-        lb = LoadBalancer(cfg, loop, share=Share(table, 0, rows))
+        share = Share(table, 1, rows)  # a worker: its own column is 1, the main process's 0
+        lb = LoadBalancer(cfg, loop, acct=WorkerAccounting(share))
         lb.frontends["t"] = fe = Frontend(lb, cfg.listeners[0])
-        share = lb.share
-        assert share is not None
         share.attach(lb)
         a, b = fe.servers
         assert lb.maxconn == 51 and fe.maxconn == 6  # 101 / 2 and 11 / 2, rounded up
@@ -82,11 +83,50 @@ server = [{ name = "a", address = "127.0.0.1:2", maxconn = 5 }, { name = "b", ad
         a.take()
         assert a.full  # maxconn 5 over 2 processes: 3 here
         # the other process holds 4 connections on b: leastconn counts them
-        table.a[table.idx(2, 1, CUR)] = 4
+        table.a[table.idx(2, 0, CUR)] = 4
         assert b.active_conns == 4 and a.active_conns == 3
-        assert table.get(1, 0, CUR) == 3  # our own count is published at every change
+        assert table.get(1, 1, CUR) == 3  # our own count is published at every change
         a.release()
-        assert table.get(1, 0, CUR) == 2
+        assert table.get(1, 1, CUR) == 2
+    finally:
+        loop.close()
+
+
+_SEAM_CFG = """
+[listen.t]
+bind = ["127.0.0.1:1"]
+server = [{ name = "a", address = "127.0.0.1:2", check = { type = "tcp", fall = 1 } }]
+"""
+
+
+def test_connect_failures_go_through_the_accounting_seam() -> None:
+    """The core has no worker branch: a refused connect marks the server down in a single process; in a
+    relay worker the same call hands it to the main process's column (pfail) and leaves health alone, and a
+    timeout is handed over as no proof at all. Checks run only where the seam says so."""
+    cfg = cfgmod.loads(_SEAM_CFG)
+    loop = asyncio.new_event_loop()
+    try:
+        alone = LoadBalancer(cfg, loop, acct=SingleProcess())
+        fe = alone.frontends["t"] = Frontend(alone, cfg.listeners[0])
+        (a,) = fe.servers
+        assert alone.nprocs == 1 and alone.acct.runs_checks
+        fe._passive(Passive(a, False, info="Connection refused"))
+        assert not a.health.up and a.econ == 1 and a.sh_pfail == 0
+
+        table = SharedTable(2, rows=8)
+        share = Share(table, 1, {Share.key("t"): 0, Share.key("t", "a"): 1})
+        worker = LoadBalancer(cfg, loop, acct=WorkerAccounting(share))
+        fe = worker.frontends["t"] = Frontend(worker, cfg.listeners[0])
+        share.attach(worker)
+        (a,) = fe.servers
+        assert worker.nprocs == 2 and not worker.acct.runs_checks
+        fe._passive(Passive(a, False, info="Connection refused"))
+        fe._passive(Passive(a, False, timeout=True, info="connect timeout"))
+        assert a.health.up and a.econ == 2 and a.sh_pfail == 1
+        worker.start_checker(a)
+        assert a.checker is None  # only the main process checks
+        share.publish_counters(worker, with_bytes=False)
+        assert table.get(1, 1, PFAIL) == 1
     finally:
         loop.close()
 
