@@ -318,9 +318,9 @@ class Driver:
         if problem is not None:
             raise MissingManagement(problem)
         if forward:  # the other processes (global.workers), through the accounting seam when it has one
-            fwd = getattr(getattr(self.lb, "acct", None), "rebalance", None)
-            if callable(fwd):
-                fwd(fe_name)
+            tell = getattr(getattr(self.lb, "acct", None), "tell_others", None)
+            if callable(tell):  # no-op alone and in a worker; the main process broadcasts
+                tell({"op": "rebalance", "listener": fe_name})
         pol = self.policies.get(fe_name)
         if pol is None:
             pol = self.policies[fe_name] = self._policy(fe)
