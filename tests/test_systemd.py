@@ -109,7 +109,14 @@ def test_units_content(installed_units: Path) -> None:
         assert svc["Type"] == ["notify"]
         assert svc["ExecStart"] == [f"{prefix}/bin/{u} -c {conf}"]
         assert svc["ExecStartPre"] == [f"{prefix}/bin/{u} -c {conf} --check"]
-        assert svc["ExecReload"] == [f"{prefix}/bin/{u} -c {conf} --check", "/bin/kill -HUP $MAINPID"]
+        assert svc["ExecReload"][0] == f"{prefix}/bin/{u} -c {conf} --check"
+        if u == "vrrpd":
+            assert svc["ExecReload"][1:] == ["/bin/kill -HUP $MAINPID"]
+        else:  # `tcplb ctl reload` when lb.toml has the admin API (a refused reload fails), else SIGHUP
+            (reload,) = svc["ExecReload"][1:]
+            assert reload.startswith("/bin/sh -c '") and f"{prefix}/bin/python -c" in reload
+            assert f"then exec {prefix}/bin/tcplb ctl -c {conf} --timeout 60 reload;" in reload
+            assert "else exec /bin/kill -HUP $$MAINPID; fi'" in reload
         assert svc["Restart"] == ["on-failure"]
         assert svc["NoNewPrivileges"] == ["yes"] and svc["ProtectSystem"] == ["strict"]
         assert svc["MemoryDenyWriteExecute"] == ["yes"]
