@@ -25,6 +25,7 @@ from .health import Transition
 from .listen import derived_maxconn
 from .mgmt import NodeState
 from .nodestate import on_node_state
+from .rebalancer import Driver as Rebalance
 from .reload import reload_lb
 from .snapshot import snapshot
 from .tcplog import format_health_change, format_no_server
@@ -66,6 +67,8 @@ class LoadBalancer:
         self._rate_timer: asyncio.TimerHandle | None = None  # stats: 1 s session-rate sampler
         # uvloop accepts in C and calls our protocol factory synchronously: serve through create_server
         self.native_accept = type(self.loop).__module__.startswith("uvloop")
+        # [listen.NAME.rebalance]: graceful rebalancing and max lifetime (tcplb/rebalancer.py)
+        self.rebalance = Rebalance(self)
 
     def total_actconn(self, others: Counts | None = None) -> int:
         """Client connections of every process (``actconn`` is this process's)."""
@@ -99,14 +102,18 @@ class LoadBalancer:
             for st in fe.servers:
                 self.start_checker(st)
             self._event(f"Proxy {fe.name} started.")
+        self.rebalance.start()
 
     def reload(self, cfg: Config) -> Plan:
         """Apply a new configuration in place (SIGHUP), all or nothing: raises ReloadError (naming the
         listener and address) if a new bind fails, and then nothing changed."""
-        return reload_lb(self, cfg)
+        plan = reload_lb(self, cfg)
+        self.rebalance.reconfigure()
+        return plan
 
     def stop_accepting(self) -> None:
         self.stopping = True
+        self.rebalance.stop()
         for fe in self.frontends.values():
             fe.stopped = True
             fe.close_sockets()

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import mgmt
 from .config import Rebalance
 from .rebalance import Close, Conn, Rebalancer, ServerLoad, expired, lifetime
+from .session import State
 
 if TYPE_CHECKING:
     from .backend import ServerState
@@ -342,8 +343,6 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------------
     def loads(self, fe: Frontend) -> list[ServerLoad]:
         """The established connections of ``fe`` per server, as the planner sees them."""
-        from .session import State
-
         conns: dict[str, list[Conn]] = {st.name: [] for st in fe.servers}
         for sess in self.lb.sessions:
             srv = sess.srv

@@ -112,6 +112,8 @@ def snapshot(lb: LoadBalancer) -> dict[str, Any]:
                     "node_drain": st.node_drain,
                     "node_info": st.node_info,
                     "alarms": sorted(st.alarms),
+                    # graceful closes through the management API (tcplb/rebalancer.py), this process's
+                    **lb.rebalance.snapshot(fe.name, st.name),
                 }
             )
         fb = live.get(fe, (0, 0))

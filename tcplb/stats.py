@@ -13,6 +13,7 @@ POST ``/api/servers/<listener>/<server>/state``  ``state=ready|drain|maint``    
 POST ``/api/servers/<listener>/<server>/weight`` ``weight=0..256``                        (admin)
 POST ``/api/servers/<listener>/<server>/shutdown-sessions``                               (admin)
 POST ``/api/servers/<listener>/<server>/health`` ``health=enable|disable``                 (admin)
+POST ``/api/rebalance/<listener>``  graceful rebalancing run now; 409 without check.management   (admin)
 POST ``/api/reload``   reload the configuration file, as SIGHUP; 409 when refused (old one kept)  (admin)
 
 With ``auth`` every request needs HTTP basic auth; the admin API always does (and ``admin = true``).
@@ -126,6 +127,10 @@ CSV_FIELDS = [
     # tcplb's own, after HAProxy's (rabbitmq check with management): node state, resource alarms
     "rmq_node",
     "rmq_alarms",
+    # graceful closes through RabbitMQ's management API (tcplb/rebalancer.py)
+    "rebalance_closes",
+    "lifetime_closes",
+    "close_failures",
 ]
 
 
@@ -185,6 +190,8 @@ def csv_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 row[k] = s[k]
             row["rmq_node"] = s.get("node_state")
             row["rmq_alarms"] = " ".join(s.get("alarms") or ()) or None
+            for k in ("rebalance_closes", "lifetime_closes", "close_failures"):
+                row[k] = s.get(k, 0)
             if s["check_status"]:
                 row["check_desc"] = describe(s["check_status"])
             else:  # HAProxy leaves the check columns empty for a server without checks
@@ -478,6 +485,17 @@ def render_metrics(snap: dict[str, Any]) -> str:
          for r in sorted({"memory", "disk", *s["alarms"]})],
     )  # fmt: skip
     fam(
+        "server_connection_closes_total", c,
+        "Connections closed gracefully through the management API, by reason (rebalance, max-lifetime).",
+        [({**lab, "reason": r}, s.get(k, 0)) for lab, s in srv
+         for r, k in (("rebalance", "rebalance_closes"), ("max-lifetime", "lifetime_closes"))],
+    )  # fmt: skip
+    fam(
+        "server_connection_close_failures_total", c,
+        "Graceful closes (rebalance, max-lifetime) the management API did not do; the connection stayed.",
+        [(lab, s.get("close_failures", 0)) for lab, s in srv],
+    )  # fmt: skip
+    fam(
         "server_status", g, "Server state (UP, DOWN, MAINT, DRAIN, NOLB), one-hot.",
         [({**lab, "state": w}, int(_metric_state(s["status"]) == w)) for lab, s in srv
          for w in _SERVER_STATES],
@@ -621,7 +639,11 @@ class StatsServer:
         if req.method not in ("GET", "HEAD", "POST"):
             raise HttpError(405, "GET, HEAD or POST only", {"Allow": "GET, HEAD, POST"})
         segs = req.path.split("/")
-        action_path = len(segs) == 6 and segs[:3] == ["", "api", "servers"]
+        action_path = (len(segs) == 6 and segs[:3] == ["", "api", "servers"]) or segs[:3] == [
+            "",
+            "api",
+            "rebalance",
+        ]
         admin_attempt = action_path or req.method == "POST"
         user, claimed = self._authenticate(req.headers)
         if self._users and user is None:
@@ -635,6 +657,8 @@ class StatsServer:
             return self._admin(req, user, *(urllib.parse.unquote(x) for x in segs[3:6]))
         if segs == ["", "api", "reload"]:
             return self._reload(req, user)
+        if len(segs) == 4 and segs[:3] == ["", "api", "rebalance"]:
+            return self._rebalance(req, user, urllib.parse.unquote(segs[3]))
         if req.method == "POST":
             why = "POST goes to /api/servers/<listener>/<server>/<action>"
             self._refuse(req, user, 405, why, "GET, HEAD")
@@ -762,6 +786,23 @@ class StatsServer:
         if not ok:
             return _reply(409, "application/json", json.dumps({"reloaded": False, "error": msg}) + "\n")
         return _json({"reloaded": True, "message": msg})
+
+    def _rebalance(self, req: Request, user: str | None, fe_name: str) -> Response:
+        """POST /api/rebalance/<listener>: a graceful rebalancing run now (tcplb/rebalancer.py); 404 for an
+        unknown listener, 409 (with the key to set) when a server has no management API."""
+        self._admin_allowed(req, user)
+        try:
+            ans = self.lb.rebalance.request(fe_name)
+        except KeyError:
+            self._refuse(req, user, 404, f"no listener {_clean(fe_name, 64)}")
+            raise
+        except ValueError as e:  # MissingManagement
+            self._log_refusal(req, f"user {user}", 409, str(e), True)
+            return _reply(409, "application/json", json.dumps({"error": str(e)}) + "\n")
+        self.lb.event(
+            f"admin: user {user} from {req.client}: rebalance {fe_name} ({ans['closing_now']} closing now)"
+        )
+        return _json(ans)
 
     def _admin(self, req: Request, user: str | None, fe_name: str, srv_name: str, action: str) -> Response:
         if action not in ADMIN_ACTIONS and action not in SHORTCUTS:
