@@ -41,6 +41,10 @@ COMMANDS = """commands (HAProxy runtime API words; L/S = listener/server):
   enable health L/S                   start them again
   reload                              re-read the configuration file, as SIGHUP; all or nothing:
                                       exit 1 with the reason when it is refused (old one kept)
+  rebalance L                         move surplus connections off the most loaded servers of
+                                      listener L now: graceful closes through RabbitMQ's management
+                                      API ([listen.L.rebalance] tolerance/rate); exit 1 with the
+                                      reason when a server has no check.management
 
 exit status: 0 done, 1 error (the server refused or could not be reached), 2 usage
 """
@@ -203,6 +207,10 @@ def request(t: Target, method: str, path: str, form: dict[str, str] | None = Non
             text = e.read().decode("utf-8", "replace").strip()
         except OSError:
             text = ""
+        if path.startswith("/api/rebalance/") and e.code in (404, 409):
+            with contextlib.suppress(ValueError, AttributeError):
+                text = str(json.loads(text).get("error", text))
+            raise CtlError(f"rebalance refused: {' '.join(text.split())}") from None
         if path == "/api/reload" and e.code == 409:
             with contextlib.suppress(ValueError, AttributeError):
                 text = str(json.loads(text).get("error", text))
@@ -301,6 +309,7 @@ class Command:
 
     show: str | None = None
     reload: bool = False
+    rebalance: str = ""  # the listener to rebalance
     ref: str = ""
     action: str = ""
     form: tuple[tuple[str, str], ...] = ()
@@ -315,6 +324,12 @@ def parse(words: list[str]) -> Command:
             return Command(show="servers")
         case ["reload"]:
             return Command(reload=True)
+        case ["rebalance", listener]:
+            if not listener or "/" in listener:
+                raise Usage(f"rebalance: expected a LISTENER name, got {listener!r}")
+            return Command(rebalance=listener)
+        case ["rebalance", *_]:
+            raise Usage("rebalance: expected one LISTENER name (tcplb ctl rebalance LISTENER)")
         case ["set", "server", ref, "state", state]:
             if state not in ("ready", "drain", "maint"):
                 raise Usage(f"set server: state must be ready, drain or maint, not {state!r}")
@@ -351,7 +366,34 @@ def execute(cmd: Command, t: Target, raw_json: bool = False) -> str:
             return str(json.loads(body).get("message", "reloaded"))
         except (ValueError, AttributeError):
             return body.strip()
+    if cmd.rebalance:
+        return rebalance(t, cmd.rebalance)
     return _admin(t, cmd.ref, cmd.action, dict(cmd.form))
+
+
+def rebalance(t: Target, listener: str) -> str:
+    """``POST /api/rebalance/<listener>``: one line with what was started."""
+    path = f"/api/rebalance/{urllib.parse.quote(listener, safe='')}"
+    _, body = request(t, "POST", path, {})
+    try:
+        ans = json.loads(body)
+    except ValueError:
+        return body.strip()
+    if not isinstance(ans, dict):
+        return body.strip()
+    conns = ans.get("connections") or {}
+    spread = " ".join(f"{k}={v}" for k, v in conns.items()) if isinstance(conns, dict) else ""
+    limits = ans.get("limits") or {}
+    lim = " ".join(f"{k}<={v}" for k, v in limits.items()) if isinstance(limits, dict) else ""
+    now, left = ans.get("closing_now", 0), ans.get("surplus", 0)
+    line = f"{listener}: rebalancing: {now} closing now, surplus {left}"
+    if spread:
+        line += f"; connections {spread}"
+    if lim:
+        line += f"; limits {lim}"
+    if ans.get("rate") is not None:
+        line += f"; at most {ans['rate']:g} closes/s"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

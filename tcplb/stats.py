@@ -639,12 +639,8 @@ class StatsServer:
         if req.method not in ("GET", "HEAD", "POST"):
             raise HttpError(405, "GET, HEAD or POST only", {"Allow": "GET, HEAD, POST"})
         segs = req.path.split("/")
-        action_path = (len(segs) == 6 and segs[:3] == ["", "api", "servers"]) or segs[:3] == [
-            "",
-            "api",
-            "rebalance",
-        ]
-        admin_attempt = action_path or req.method == "POST"
+        action_path = len(segs) == 6 and segs[:3] == ["", "api", "servers"]
+        admin_attempt = action_path or req.method == "POST" or segs[:3] == ["", "api", "rebalance"]
         user, claimed = self._authenticate(req.headers)
         if self._users and user is None:
             if admin_attempt or "authorization" in req.headers:
