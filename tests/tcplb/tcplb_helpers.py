@@ -13,13 +13,15 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from helpers import free_port as free_port  # re-exported
 from helpers import wait_for as wait_for  # re-exported
 
 from netns import wait_until
+from tcplb.config import Config
 from tcplb.daemon import new_loop
+from tcplb.lb import LoadBalancer
 
 PY = sys.executable
 
@@ -254,6 +256,54 @@ class AsyncBackend:
             if self.graceful:
                 await self.server.wait_closed()
             self.server = None
+
+
+class FakeServer:
+    """Base of the tests' fake servers: a loopback asyncio server on ``port`` (default: a free one; ``port``
+    once :meth:`start`-ed); a subclass answers each connection in :meth:`handle`. ``close()`` stops
+    listening."""
+
+    port = 0
+    server: asyncio.AbstractServer | None = None
+
+    async def start(self, port: int = 0) -> Self:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", port, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def serve_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """An ``asyncio.start_server`` handler that echoes until EOF, then closes."""
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+    except OSError:
+        pass
+    finally:
+        w.close()
+
+
+def start_lb(cfg: Config) -> tuple[LoadBalancer, list[str]]:
+    """A started in-process :class:`tcplb.lb.LoadBalancer` for ``cfg`` and the list its events go to."""
+    lb = LoadBalancer(cfg)
+    events: list[str] = []
+    lb.on_event = events.append
+    lb.start()
+    return lb, events
+
+
+def stop_lb(lb: LoadBalancer) -> None:
+    """Stop ``lb``'s listeners and checks (what every in-process test does at its end)."""
+    lb.stop_accepting()
+    lb.stop_checks()
 
 
 class Blackhole:

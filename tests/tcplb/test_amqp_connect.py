@@ -9,18 +9,18 @@ import asyncio
 import contextlib
 
 import pytest
-from tcplb_helpers import free_port, run, wait_for
+from tcplb_helpers import FakeServer, free_port, run, start_lb, stop_lb, wait_for
 from test_rabbitmq_check import start_frame
 
 from tcplb import amqpwire as aw
 from tcplb import config
-from tcplb.server import LoadBalancer
+from tcplb.lb import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 START = start_frame()
 
 
-class Broker:
+class Broker(FakeServer):
     """``good``: Start after the protocol header, then echoes with its name; ``frozen``: reads, never
     answers; ``garbage``: answers HTTP; ``closer``: closes after the header. ``headers`` counts the
     protocol headers received."""
@@ -29,15 +29,8 @@ class Broker:
         self.name = name
         self.mode = mode
         self.headers = 0
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> Broker:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
             async with asyncio.timeout(20):
                 hdr = await r.readexactly(8)
@@ -55,10 +48,6 @@ class Broker:
                         w.write(self.name.encode() + b":" + data)
                         await w.drain()
         w.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 async def amqp_client(port: int, delay: float = 0.0) -> bytes:
@@ -80,9 +69,12 @@ async def amqp_client(port: int, delay: float = 0.0) -> bytes:
         w.close()
 
 
-def _lb(lport: int, brokers: list[Broker], protocol: str = "amqp", check: str = "false") -> LoadBalancer:
+def _lb(
+    lport: int, brokers: list[Broker], protocol: str = "amqp", check: str = "false"
+) -> tuple[LoadBalancer, list[str]]:
+    """A started balancer in front of ``brokers`` and its events."""
     srv = ", ".join(f'{{ name = "{b.name}", address = "127.0.0.1:{b.port}" }}' for b in brokers)
-    return LoadBalancer(
+    return start_lb(
         config.loads(f"""
 [defaults]
 timeout_connect = "1s"
@@ -106,10 +98,7 @@ def test_clients_never_see_a_server_that_does_not_greet(loop: str, bad: str) -> 
     async def main() -> None:
         b1, b2 = await Broker("bad", bad).start(), await Broker("good", "good").start()
         lport = free_port()
-        lb = _lb(lport, [b1, b2])
-        events: list[str] = []
-        lb.on_event = events.append
-        lb.start()
+        lb, _ = _lb(lport, [b1, b2])
         answers = [await amqp_client(lport) for _ in range(4)]
         answers.append(await amqp_client(lport, delay=0.2))
         assert answers == [b"good:hello"] * 5
@@ -117,7 +106,7 @@ def test_clients_never_see_a_server_that_does_not_greet(loop: str, bad: str) -> 
         fe = lb.frontends["t"]
         bad_srv = fe.server("bad")
         assert bad_srv is not None and bad_srv.econ >= 2 and bad_srv.wredis >= 2
-        lb.stop_accepting()
+        stop_lb(lb)
         for b in (b1, b2):
             b.close()
 
@@ -133,16 +122,14 @@ def test_frozen_broker_is_marked_down_by_passive_and_checks(loop: str) -> None:
         b1, b2 = await Broker("bad", "frozen").start(), await Broker("good", "good").start()
         lport = free_port()
         chk = '{ type = "rabbitmq", inter = "5s", fastinter = "100ms", rise = 1, fall = 2 }'
-        lb = _lb(lport, [b1, b2], check=chk)
-        lb.start()
+        lb, _ = _lb(lport, [b1, b2], check=chk)
         bad = lb.frontends["t"].server("bad")
         assert bad is not None
         answers = [await amqp_client(lport) for _ in range(3)]
         assert answers == [b"good:hello"] * 3
         await wait_for(lambda: not bad.usable, 10, "the frozen broker DOWN")
         assert bad.last_check is not None and bad.last_check.status == "L7TOUT"
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         for b in (b1, b2):
             b.close()
 
@@ -156,14 +143,13 @@ def test_plain_tcp_listener_hands_the_client_to_a_frozen_broker(loop: str) -> No
     async def main() -> None:
         b1 = await Broker("bad", "frozen").start()
         lport = free_port()
-        lb = _lb(lport, [b1], protocol="tcp")
-        lb.start()
+        lb, _ = _lb(lport, [b1], protocol="tcp")
         r, w = await asyncio.open_connection("127.0.0.1", lport)
         w.write(aw.PROTOCOL_HEADER)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(r.read(65536), 0.8)
         w.close()
-        lb.stop_accepting()
+        stop_lb(lb)
         b1.close()
 
     run(loop, main)

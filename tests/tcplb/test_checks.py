@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tcplb_helpers import Blackhole, free_port, run, wait_for
+from tcplb_helpers import Blackhole, FakeServer, free_port, run, start_lb, stop_lb, wait_for
 
 from tcplb import checks, config
 from tcplb.config import CheckConfig, HttpCheck
-from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 CONNECTION_START = (
@@ -22,21 +21,14 @@ CONNECTION_START = (
 )
 
 
-class Fake:
+class Fake(FakeServer):
     """Records what each connection sent; answers with ``answer(first_bytes)``."""
 
     def __init__(self, answer: Callable[[bytes], bytes | None] | None = None) -> None:
         self.answer = answer
         self.seen: list[bytes] = []
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> Fake:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         data = b""
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout(0.5 if self.answer is None else 5):
@@ -57,10 +49,6 @@ class Fake:
                 with contextlib.suppress(OSError):
                     await w.drain()
         w.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 def ck(**kw: Any) -> CheckConfig:
@@ -171,10 +159,7 @@ bind = ["127.0.0.1:{lport}"]
 check = {{ type = "tcp", inter = "100ms", fastinter = "50ms", rise = 2, fall = 2 }}
 server = [{{ name = "s1", address = "127.0.0.1:{port}" }}]
 """)
-        lb = LoadBalancer(cfg)
-        events: list[str] = []
-        lb.on_event = events.append
-        lb.start()
+        lb, events = start_lb(cfg)
         st = lb.frontends["t"].server("s1")
         assert st is not None
         # servers start usable (HAProxy's "going down" state): the first passed check is the real event
@@ -187,15 +172,13 @@ server = [{{ name = "s1", address = "127.0.0.1:{port}" }}]
         down = [e for e in events if "is DOWN" in e]
         assert down and "Layer4 connection problem" in down[0] and "check duration" in down[0], down
         assert any("has no server available" in e for e in events)
-        f2 = Fake()
-        f2.server = await asyncio.start_server(f2._h, "127.0.0.1", port, reuse_address=True)
+        f2 = await Fake().start(port)
         await wait_for(lambda: st.usable, 10, "s1 UP again")
         assert any("is UP" in e and "Layer4 check passed" in e for e in events)
         snap = lb.snapshot()
         s = snap["listeners"][0]["servers"][0]
         assert s["chkdown"] == 1 and s["check_status"] == "L4OK"
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         f2.close()
 
     run(loop, main)

@@ -13,18 +13,22 @@ import random
 import re
 import socket
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tcplb_helpers import run, wait_for
+from tcplb_helpers import Blackhole, EchoServer, free_port, run, serve_echo, start_lb, stop_lb, wait_for
 
 from tcplb import checks
 from tcplb import config as cfgmod
 from tcplb.checks import Checker, CheckResult
 from tcplb.config import CheckConfig
 from tcplb.health import CheckStatus, Health
+
+if TYPE_CHECKING:
+    from tcplb.daemon import Daemon
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -238,27 +242,6 @@ def test_check_ipv6_literal_and_unresolvable_name(loop: str) -> None:
 # ------------------------------------------------- defects 5 and 6 on real sockets, through the balancer
 
 
-def _blackhole() -> tuple[socket.socket, list[socket.socket]]:
-    """A listening socket whose accept queue is full: connects to it hang (SYNs dropped)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            c.connect(s.getsockname())
-        fillers.append(c)
-    return s, fillers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _lb_cfg(servers: list[str], port: int, extra: str = "") -> cfgmod.Config:
     return cfgmod.loads(
         f"""
@@ -295,15 +278,14 @@ def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: 
     """Defaults (on_error mark-down, error_limit 1). ``slow``'s traffic port times out (a full SYN backlog, as
     under a reconnect storm) while its checks pass: clients are redispatched, ``slow`` stays UP. ``dead``'s
     traffic port refuses: it is DOWN after the first refused client connect."""
-    from tcplb.lb import LoadBalancer
 
     async def main() -> None:
-        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        echo = await asyncio.start_server(serve_echo, "127.0.0.1", 0)
         eport = echo.sockets[0].getsockname()[1]
-        hole, fillers = _blackhole()
-        hport = hole.getsockname()[1]
-        refused = _free_port()
-        port = _free_port()
+        hole = Blackhole()
+        hport = hole.port
+        refused = free_port()
+        port = free_port()
         ck = f'check = {{ inter = "30s", port = {eport} }}'
         cfg = _lb_cfg(
             [
@@ -312,10 +294,7 @@ def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: 
             ],
             port,
         )
-        lb = LoadBalancer(cfg)
-        events: list[str] = []
-        lb.on_event = events.append
-        lb.start()
+        lb, events = start_lb(cfg)
         try:
             slow = lb.frontends["t"].servers[0]
             for _ in range(4):  # roundrobin: some go to slow, time out and are redispatched to ok
@@ -340,27 +319,13 @@ def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: 
             assert not dead.usable and dead.econ == 1
             assert any("Server t/dead is DOWN" in e for e in events), events
         finally:
-            lb.stop_accepting()
-            lb.stop_checks()
+            stop_lb(lb)
             lb.kill_all()
             echo.close()
-            for c in fillers:
-                c.close()
             hole.close()
             await asyncio.sleep(0.05)
 
     run(loop, main)
-
-
-async def _echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    try:
-        while data := await r.read(65536):
-            w.write(data)
-            await w.drain()
-    except OSError:
-        pass
-    finally:
-        w.close()
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -369,24 +334,20 @@ def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch:
     traffic port is closed, its check port answers); the checks run at fastinter from then on and bring it
     back UP within about a second, not after the rest of the 30 s inter."""
     monkeypatch.setattr(random, "uniform", lambda lo, hi: lo)  # the first checks at once
-    from tcplb.lb import LoadBalancer
 
     async def main() -> None:
-        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        echo = await asyncio.start_server(serve_echo, "127.0.0.1", 0)
         eport = echo.sockets[0].getsockname()[1]
-        port = _free_port()
+        port = free_port()
         ck = f'check = {{ inter = "30s", fastinter = "100ms", rise = 2, port = {eport} }}'
         cfg = _lb_cfg(
             [
-                f'{{ name = "a", address = "127.0.0.1:{_free_port()}", {ck} }}',
+                f'{{ name = "a", address = "127.0.0.1:{free_port()}", {ck} }}',
                 f'{{ name = "b", address = "127.0.0.1:{eport}", {ck} }}',
             ],
             port,
         )
-        lb = LoadBalancer(cfg)
-        events: list[str] = []
-        lb.on_event = events.append
-        lb.start()
+        lb, _ = start_lb(cfg)
         try:
             a = lb.frontends["t"].servers[0]
             # let the first (random-delayed) checks pass, so that the next ones are 30 s away
@@ -401,8 +362,7 @@ def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch:
             await wait_for(lambda: a.usable, 5, "a back UP at fastinter")
             assert asyncio.get_running_loop().time() - t0 < 3.0
         finally:
-            lb.stop_accepting()
-            lb.stop_checks()
+            stop_lb(lb)
             lb.kill_all()
             echo.close()
             await asyncio.sleep(0.05)
@@ -642,37 +602,57 @@ async def _http(port: int, method: str, path: str) -> int:
         w.close()
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_stats_and_admin_api_stay_up_during_graceful_stop(loop: str) -> None:
-    """A client holds a connection; SIGTERM starts the graceful stop: the stats page still answers and the
-    admin API can kill the session, which ends the stop."""
+class _Stopping(NamedTuple):
+    d: Daemon
+    task: asyncio.Task[int]
+    sport: int  # the stats/admin port
+    r: asyncio.StreamReader  # a client connection, open when the stop began
+    w: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def _graceful_stop_begun(loop: str, hard: str) -> AsyncIterator[_Stopping]:
+    """A daemon (stats and admin API on) with one client connection open, after its first SIGTERM: its
+    graceful stop has begun (``hard_stop_after`` ``hard``). Stopped and cancelled on the way out."""
     import signal
 
     from tcplb.daemon import Daemon
 
+    backend = await asyncio.start_server(serve_echo, "127.0.0.1", 0)
+    lport, sport = free_port(), free_port()
+    d = Daemon(_daemon_cfg(lport, backend.sockets[0].getsockname()[1], sport, hard), None, loop)
+    task = asyncio.get_running_loop().create_task(d.serve())
+    try:
+        await wait_for(lambda: d.stats is not None, 10, "stats up")
+        r, w = await asyncio.open_connection("127.0.0.1", lport)
+        w.write(b"ping")
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
+        yield _Stopping(d, task, sport, r, w)
+    finally:
+        if not task.done():
+            d.request_stop()
+            task.cancel()
+        backend.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_stats_and_admin_api_stay_up_during_graceful_stop(loop: str) -> None:
+    """A client holds a connection; SIGTERM starts the graceful stop: the stats page still answers and the
+    admin API can kill the session, which ends the stop."""
+
     async def main() -> None:
-        backend = await asyncio.start_server(_echo, "127.0.0.1", 0)
-        lport, sport = _free_port(), _free_port()
-        d = Daemon(_daemon_cfg(lport, backend.sockets[0].getsockname()[1], sport, "30s"), None, loop)
-        task = asyncio.get_running_loop().create_task(d.serve())
-        try:
-            await wait_for(lambda: d.stats is not None, 10, "stats up")
-            r, w = await asyncio.open_connection("127.0.0.1", lport)
-            w.write(b"ping")
-            assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
-            os.kill(os.getpid(), signal.SIGTERM)
-            await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
-            assert await _http(sport, "GET", "/stats;csv") == 200
-            assert await _http(sport, "POST", "/api/reload") in (409, 501)  # no new listeners while stopping
-            assert await _http(sport, "POST", "/api/servers/t/s1/shutdown-sessions") == 200
-            assert await asyncio.wait_for(r.read(-1), 5) == b""
-            assert await asyncio.wait_for(task, 5) == 0
-            w.close()
-        finally:
-            if not task.done():
-                d.request_stop()
-                task.cancel()
-            backend.close()
+        async with _graceful_stop_begun(loop, "30s") as st:
+            assert await _http(st.sport, "GET", "/stats;csv") == 200
+            assert await _http(st.sport, "POST", "/api/reload") in (
+                409,
+                501,
+            )  # no new listeners while stopping
+            assert await _http(st.sport, "POST", "/api/servers/t/s1/shutdown-sessions") == 200
+            assert await asyncio.wait_for(st.r.read(-1), 5) == b""
+            assert await asyncio.wait_for(st.task, 5) == 0
+            st.w.close()
 
     run(loop, main)
 
@@ -683,30 +663,14 @@ def test_second_sigterm_is_a_hard_stop(loop: str) -> None:
     closes it and the daemon exits at once."""
     import signal
 
-    from tcplb.daemon import Daemon
-
     async def main() -> None:
-        backend = await asyncio.start_server(_echo, "127.0.0.1", 0)
-        lport, sport = _free_port(), _free_port()
-        d = Daemon(_daemon_cfg(lport, backend.sockets[0].getsockname()[1], sport, "60s"), None, loop)
-        task = asyncio.get_running_loop().create_task(d.serve())
-        try:
-            await wait_for(lambda: d.stats is not None, 10, "stats up")
-            r, w = await asyncio.open_connection("127.0.0.1", lport)
-            w.write(b"ping")
-            assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
-            os.kill(os.getpid(), signal.SIGTERM)
-            await wait_for(lambda: d.lb is not None and d.lb.stopping, 5, "stopping")
-            done, _ = await asyncio.wait({task}, timeout=0.3)  # the first one waits for the client
+        async with _graceful_stop_begun(loop, "60s") as st:
+            done, _ = await asyncio.wait({st.task}, timeout=0.3)  # the first one waits for the client
             assert not done
             os.kill(os.getpid(), signal.SIGTERM)
-            assert await asyncio.wait_for(task, 5) == 0
-            assert await asyncio.wait_for(r.read(-1), 5) == b""
-            w.close()
-        finally:
-            if not task.done():
-                task.cancel()
-            backend.close()
+            assert await asyncio.wait_for(st.task, 5) == 0
+            assert await asyncio.wait_for(st.r.read(-1), 5) == b""
+            st.w.close()
 
     run(loop, main)
 
@@ -715,32 +679,18 @@ def test_second_sigterm_is_a_hard_stop(loop: str) -> None:
 def test_connect_timeouts_in_workers_do_not_take_a_healthy_node_out(loop: str, tmp_path: Any) -> None:
     """Defect 6 with ``workers = 2``: connects that time out in the relay worker reach the main process's
     health machine as timeouts only (no mark-down); the checks (passing) decide."""
-    import threading
-
     from tcplb_helpers import Tcplb
 
-    echo = socket.socket()
-    echo.bind(("127.0.0.1", 0))
-    echo.listen(64)
-    eport = echo.getsockname()[1]
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = echo.accept()
-            except OSError:
-                return
-            threading.Thread(target=_echo_blocking, args=(c,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    hole, fillers = _blackhole()
-    port = _free_port()
+    echo = EchoServer()
+    eport = echo.port
+    hole = Blackhole()
+    port = free_port()
     ck = f'check = {{ inter = "30s", port = {eport} }}'
     text = (
         '[global]\nworkers = 2\nhard_stop_after = "1s"\n[defaults]\ntimeout_connect = "300ms"\n'
         'timeout_client = "10s"\ntimeout_server = "10s"\nretries = 1\nredispatch = true\n'
         f'[listen.t]\nbind = ["127.0.0.1:{port}"]\nserver = [\n'
-        f'{{ name = "slow", address = "127.0.0.1:{hole.getsockname()[1]}", {ck} }},\n'
+        f'{{ name = "slow", address = "127.0.0.1:{hole.port}", {ck} }},\n'
         f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}]\n'
     )
     cfg = tmp_path / "lb.toml"
@@ -768,15 +718,4 @@ def test_connect_timeouts_in_workers_do_not_take_a_healthy_node_out(loop: str, t
     finally:
         lb.stop()
         echo.close()
-        for c in fillers:
-            c.close()
         hole.close()
-
-
-def _echo_blocking(c: socket.socket) -> None:
-    with c:
-        try:
-            while data := c.recv(65536):
-                c.sendall(data)
-        except OSError:
-            pass

@@ -10,10 +10,9 @@ import ipaddress
 import struct
 
 import pytest
-from tcplb_helpers import AsyncBackend, free_port, run, wait_for
+from tcplb_helpers import AsyncBackend, FakeServer, free_port, run, start_lb, stop_lb, wait_for
 
 from tcplb import config
-from tcplb.server import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -39,20 +38,13 @@ def decode(data: bytes) -> tuple[str, tuple[str, int] | None, tuple[str, int] | 
     return "none", None, None, data
 
 
-class Recorder:
+class Recorder(FakeServer):
     """Keeps everything each connection sent until EOF; answers nothing."""
 
     def __init__(self) -> None:
         self.got: list[bytes] = []
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> Recorder:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         data = b""
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(10):
@@ -63,10 +55,6 @@ class Recorder:
     def live(self) -> list[bytes]:
         """The relayed connections (the checks' ones carry no client bytes)."""
         return [g for g in self.got if g.endswith(b"hello")]
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 async def _send(port: int) -> tuple[str, int]:
@@ -100,8 +88,7 @@ server = [{{ name = "a", address = "127.0.0.1:{r1.port}" }},
           {{ name = "c", address = "127.0.0.1:{r3.port}", send_proxy = "none" }}]
 """.replace("\n          {", " {")
         )
-        lb = LoadBalancer(cfg)
-        lb.start()
+        lb, _ = start_lb(cfg)
         clients = [await _send(lport) for _ in range(3)]
         await wait_for(lambda: all(r.live() for r in (r1, r2, r3)), 10, "one relayed connection each")
         for rec, want in ((r1, "v2"), (r2, "v1")):
@@ -117,8 +104,7 @@ server = [{{ name = "a", address = "127.0.0.1:{r1.port}" }},
             ver, src, dst, rest = decode(checks_seen[0])
             assert ver == want and rest == b"" and dst == ("127.0.0.1", port) and src is not None
         assert all(g in (b"", b"hello") for g in r3.got), r3.got
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         for r in (r1, r2, r3):
             r.close()
 
@@ -141,12 +127,10 @@ timeout_server = "5s"
 check = {{ type = "tcp", inter = "100ms", port = {other.port} }}
 server = [{{ name = "a", address = "127.0.0.1:{r1.port}", send_proxy = "v2" }}]
 """)
-        lb = LoadBalancer(cfg)
-        lb.start()
+        lb, _ = start_lb(cfg)
         await wait_for(lambda: len(other.got) >= 2, 10, "two checks")
         assert all(g == b"" for g in other.got)
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         r1.close()
         other.close()
 
@@ -173,10 +157,7 @@ check = {{ type = "tcp", inter = "100ms", rise = 1, fall = 1 }}
 server = [{{ name = "s1", address = "{b1.addr}"{omd} }},
           {{ name = "s2", address = "{b2.addr}", backup = true }}]
 """)
-        lb = LoadBalancer(cfg)
-        events: list[str] = []
-        lb.on_event = events.append
-        lb.start()
+        lb, events = start_lb(cfg)
         s1 = lb.frontends["t"].server("s1")
         assert s1 is not None
         r, w = await asyncio.open_connection("127.0.0.1", lport)
@@ -198,8 +179,7 @@ server = [{{ name = "s1", address = "{b1.addr}"{omd} }},
             assert await asyncio.wait_for(r.readexactly(4), 10) == b"pong"
             assert not any("sessions killed" in e for e in events)
         w.close()
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         await b1.stop()
         await b2.stop()
 

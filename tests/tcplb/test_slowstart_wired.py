@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tcplb_helpers import AsyncBackend, free_port, run, wait_for
+from tcplb_helpers import AsyncBackend, free_port, run, start_lb, stop_lb, wait_for
 
 from tcplb import config, stats
-from tcplb.server import LoadBalancer
+from tcplb.lb import LoadBalancer
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -22,7 +22,8 @@ async def _client(port: int) -> asyncio.StreamWriter:
 
 
 def _lb(lport: int, a1: str, a2: str, slowstart: str) -> LoadBalancer:
-    return LoadBalancer(
+    """A started balancer: leastconn over ``a1``, ``a2`` with ``slowstart``."""
+    return start_lb(
         config.loads(f"""
 [defaults]
 timeout_connect = "1s"
@@ -35,7 +36,7 @@ check = {{ type = "tcp", inter = "100ms", rise = 1, fall = 1 }}
 default_server = {{ slowstart = "{slowstart}" }}
 server = [{{ name = "s1", address = "{a1}" }}, {{ name = "s2", address = "{a2}" }}]
 """)
-    )
+    )[0]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -48,7 +49,6 @@ def test_a_returning_server_is_ramped(loop: str, slowstart: str) -> None:
         b1, b2 = await AsyncBackend().start(), await AsyncBackend().start()
         lport = free_port()
         lb = _lb(lport, b1.addr, b2.addr, slowstart)
-        lb.start()
         s1, s2 = lb.frontends["t"].server("s1"), lb.frontends["t"].server("s2")
         assert s1 is not None and s2 is not None
         assert s2.weight == 16 and s2.throttle is None  # full weight at start-up: never ramped then
@@ -75,8 +75,7 @@ def test_a_returning_server_is_ramped(loop: str, slowstart: str) -> None:
             assert len(b2.firsts) == 8, (len(b1.firsts), len(b2.firsts))
         for w in held:
             w.close()
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         await b1.stop()
         await b2.stop()
 
@@ -90,7 +89,6 @@ def test_ramp_ends_and_maintenance_exit_ramps(loop: str) -> None:
     async def main() -> None:
         b1, b2 = await AsyncBackend().start(), await AsyncBackend().start()
         lb = _lb(free_port(), b1.addr, b2.addr, "500ms")
-        lb.start()
         s2 = lb.frontends["t"].server("s2")
         assert s2 is not None
         lb.set_state("t", "s2", "maint")
@@ -98,8 +96,7 @@ def test_ramp_ends_and_maintenance_exit_ramps(loop: str) -> None:
         assert s2.ss_since is not None and s2.weight < 16
         await wait_for(lambda: s2.weight == 16, 10, "the ramp's end")
         assert s2.ss_since is None and s2.throttle is None
-        lb.stop_accepting()
-        lb.stop_checks()
+        stop_lb(lb)
         await b1.stop()
         await b2.stop()
 
