@@ -31,6 +31,7 @@ __all__ = [
     "check_with",
     "comment",
     "convert_with",
+    "document",
     "finish",
     "import_file",
     "import_parser",
@@ -163,6 +164,16 @@ def render(tables: list[Table], head: list[str]) -> str:
             line = f"{toml_key(e.key)} = {toml_value(e.value)}"
             out.append(f"{line:<40} # {comment(note)}")
     return "\n".join(out) + "\n"
+
+
+def document(head: list[str], report: Report, tables: list[Table]) -> str:
+    """An import's output: the ``head`` comment lines, then the report as comments (:meth:`Report.header`,
+    after a ``#`` line; none when it is empty), then the tables."""
+    lines = list(head)
+    found = report.header()
+    if found:
+        lines += ["#", *found]
+    return render(tables, lines)
 
 
 def toml_value(v: Any) -> str:

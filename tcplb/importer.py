@@ -39,9 +39,9 @@ from rmqfd.migrate import (
     check_with,
     comment,
     convert_with,
+    document,
     import_file,
     import_parser,
-    render,
     toml_key,
 )
 from tcplb.config import parse_address
@@ -154,7 +154,9 @@ class _Proxy:
         self.log = d.log
 
 
-_FRONT_KEYS = {
+# the listener keys copied as they are, in this order: from the frontend's settings, then the backend's
+# (balance is written on its own, before them)
+_FRONT_KEYS = (
     "maxconn",
     "backlog",
     "timeout_client",
@@ -162,10 +164,8 @@ _FRONT_KEYS = {
     "log_format",
     "dontlognull",
     "logasap",
-}
-_BACK_KEYS = {
-    "balance",
-    "hash_type",
+)
+_BACK_KEYS = (
     "timeout_connect",
     "timeout_server",
     "timeout_server_fin",
@@ -177,8 +177,7 @@ _BACK_KEYS = {
     "allbackups",
     "source",
     "splice",
-    "nodelay",
-}
+)
 
 _TIMEOUTS = {
     "connect": "timeout_connect",
@@ -388,13 +387,10 @@ class _HaConverter:
             f"# tcplb configuration imported from {comment(self.doc_name())} by `tcplb import`.",
             "# Each entry cites the haproxy.cfg line it comes from. Check with: tcplb -c FILE --check",
         ]
-        report = self.rep.header()
-        if report:
-            head += ["#", *report]
         tables = ([self.glob] if self.glob.entries else []) + self.tables
         if self.stats is not None:
             tables.append(self.stats)
-        return render(tables, head)
+        return document(head, self.rep, tables)
 
     def doc_name(self) -> str:
         return self.doc.name
@@ -1589,31 +1585,11 @@ class _HaConverter:
                 "balance source with map-based hashing (HAProxy's default hash-type): tcplb hashes "
                 "consistently, so a given client may land on another server than with HAProxy (once)",
             )
-        for key in (
-            "maxconn",
-            "backlog",
-            "timeout_client",
-            "timeout_client_fin",
-            "log_format",
-            "dontlognull",
-            "logasap",
-        ):
+        for key in _FRONT_KEYS:
             v = fe.opts.get(key)
             if v is not None:
                 t.set(key, v.value, v.where, v.note)
-        for key in (
-            "timeout_connect",
-            "timeout_server",
-            "timeout_server_fin",
-            "timeout_queue",
-            "timeout_check",
-            "timeout_tunnel",
-            "retries",
-            "redispatch",
-            "allbackups",
-            "source",
-            "splice",
-        ):
+        for key in _BACK_KEYS:
             v = back.opts.get(key)
             if v is not None:
                 t.set(key, v.value, v.where, v.note)
@@ -1929,10 +1905,7 @@ class _LvsConverter:
             "# Check with: tcplb -c FILE --check",
             "# tcplb proxies in user space: real servers see connections from this host, not from clients.",
         ]
-        report = rep.header()
-        if report:
-            head += ["#", *report]
-        return render(self.tables, head)
+        return document(head, rep, self.tables)
 
     def vs(self, s: kaconf.Stmt) -> None:
         rep = self.rep

@@ -26,9 +26,9 @@ from rmqfd.migrate import (
     check_with,
     comment,
     convert_with,
+    document,
     import_file,
     import_parser,
-    render,
     toml_key,
     toml_value,
 )
@@ -310,11 +310,8 @@ class _Converter:
             f"# vrrpd configuration imported from {comment(', '.join(self.doc.files))} by `vrrpd import`.",
             "# Each entry cites the keepalived.conf line it comes from. Check with: vrrpd -c FILE --check",
         ]
-        report = self.rep.header()
-        if report:
-            head += ["#", *report]
         tables = [self.glob] if self.glob.entries else []
-        return render([*tables, *self.instances, *self.scripts, *self.processes], head)
+        return document(head, self.rep, [*tables, *self.instances, *self.scripts, *self.processes])
 
     # --- global_defs
     def global_defs(self, g: Stmt) -> None:

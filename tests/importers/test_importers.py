@@ -133,6 +133,18 @@ def messages(rep: Report, kind: str) -> str:
     return "\n".join(f.line() for f in rep.findings if f.kind == kind)
 
 
+def ka_text(text: str) -> tuple[str | None, Report]:
+    """``vrrpd import`` of keepalived.conf ``text`` (named k.conf, config id x, no includes)."""
+    return vrrpd_importer.convert(kaconf.parse_text(text, "k.conf", config_id="x", includes=False))
+
+
+def ka_data(text: str) -> tuple[dict[str, Any], Report]:
+    """:func:`ka_text`, which must succeed, as the TOML it wrote."""
+    out, rep = ka_text(text)
+    assert out is not None, rep.lines()
+    return tomllib.loads(out), rep
+
+
 def test_classic_master_keeps_names_and_state() -> None:
     d = vrrpd_data("classic_master.conf")
     (inst,) = d["vrrp_instance"]
@@ -169,17 +181,12 @@ def test_old_release_keywords_import_with_their_modern_names() -> None:
 
 def test_priority_and_nopreempt_follow_keepalived_start_up_rules() -> None:
     def inst(body: str) -> tuple[dict[str, Any], Report]:
-        doc = kaconf.parse_text(
+        d, rep = ka_data(
             "vrrp_instance V { interface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
             + body
-            + "\n}\n",
-            "k.conf",
-            config_id="x",
-            includes=False,
+            + "\n}\n"
         )
-        text, rep = vrrpd_importer.convert(doc)
-        assert text is not None, rep.lines()
-        return tomllib.loads(text)["vrrp_instance"][0], rep
+        return d["vrrp_instance"][0], rep
 
     i, _ = inst("state MASTER")
     assert i["priority"] == 255 and i["state"] == "MASTER"  # no priority + MASTER = the address owner
@@ -208,14 +215,10 @@ def test_values_are_checked_as_keepalived_checks_them() -> None:
         ("virtual_ipaddress { 192.0.2.300/24 }", "k.conf:3", "not an IP address"),
         ("track_script { chk weight 300 }", "k.conf:3", "weight '300'"),
     ):
-        doc = kaconf.parse_text(
+        text, rep = ka_text(
             f"vrrp_script chk {{\n script /bin/true }}\nvrrp_instance V {{ interface eth0\n{body}\n"
-            "virtual_router_id 5\n}\n".replace("{\n script", "{\nscript"),
-            "k.conf",
-            config_id="x",
-            includes=False,
+            "virtual_router_id 5\n}\n".replace("{\n script", "{\nscript")
         )
-        text, rep = vrrpd_importer.convert(doc)
         assert text is None, body
         assert any(
             f.where == where.replace(":3", f":{f.where.rsplit(':', 1)[1]}") and what in f.message
@@ -653,6 +656,24 @@ def test_check_with_returns_the_daemons_check_lines() -> None:
     assert vrrpd_importer.check_text("x = ")[0].startswith("invalid TOML: ")
 
 
+def test_document_is_head_report_then_tables() -> None:
+    from rmqfd.migrate import Table, document
+
+    t = Table("[global]", "", "")
+    t.set("router_id", "lbA", "k.conf:2")
+    rep = Report()
+    line = 'router_id = "lbA"'
+    assert document(["# head"], rep, [t]) == f"# head\n\n[global]\n{line:<40} # k.conf:2\n"
+    rep.warning("k.conf:3", "a difference")
+    rep.error("k.conf:4", "errors are not in the header")
+    assert document(["# head"], rep, []).splitlines() == [
+        "# head",
+        "#",
+        "# Imported with a difference:",
+        "#   k.conf:3: a difference",
+    ]
+
+
 def test_import_parser_and_import_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rmqfd.migrate import import_file, import_parser
 
@@ -687,17 +708,11 @@ def test_import_parser_and_import_file(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None:
-    doc = kaconf.parse_text(
+    d, rep = ka_data(
         "vrrp_script chk {\nscript /usr/bin/killall -0 haproxy\n}\n"
         "vrrp_instance V {\ninterface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
-        'notify_master "/bin/a 1"\nnotify_master "/bin/b 2"\ntrack_script { chk }\n}\n',
-        "k.conf",
-        config_id="x",
-        includes=False,
+        'notify_master "/bin/a 1"\nnotify_master "/bin/b 2"\ntrack_script { chk }\n}\n'
     )
-    text, rep = vrrpd_importer.convert(doc)
-    assert text is not None, rep.lines()
-    d = tomllib.loads(text)
     # keepalived 2.x: only the first word (or quoted string) is the command; notify: the first one is kept
     assert d["vrrp_script"]["chk"]["script"] == ["/usr/bin/killall"]
     assert "k.conf:2: warning: script: words after the command" in "\n".join(rep.lines())
@@ -706,17 +721,11 @@ def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None
 
 
 def test_names_vrrpd_or_tcplb_do_not_allow_are_changed_with_a_warning() -> None:
-    doc = kaconf.parse_text(
+    d, rep = ka_data(
         "vrrp_script chk/a {\nscript /bin/true\n}\n"
         "vrrp_instance VI:1 {\ninterface eth0\nvirtual_router_id 5\nvirtual_ipaddress { 192.0.2.9/24 }\n"
-        "track_script {\nchk/a\n}\n}\n",
-        "k.conf",
-        config_id="x",
-        includes=False,
+        "track_script {\nchk/a\n}\n}\n"
     )
-    text, rep = vrrpd_importer.convert(doc)
-    assert text is not None, rep.lines()
-    d = tomllib.loads(text)
     assert d["vrrp_instance"][0]["name"] == "VI_1" and d["vrrp_instance"][0]["track_script"] == ["chk_a"]
     assert list(d["vrrp_script"]) == ["chk_a"] and "'chk/a'" in messages(rep, "warning")
     ha = "listen rabbit/amqp\n mode tcp\n bind :5672\n server n1 192.0.2.11:5672\n"
