@@ -10,10 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["MAX_FILE", "MAX_LINE", "ReadError", "lines", "read_file"]
+__all__ = ["MAX_FILE", "MAX_LINE", "At", "ReadError", "Words", "lines", "read_file"]
 
 MAX_LINE = 1024 * 1024
 MAX_FILE = 64 * 1024 * 1024
+
+
+class At:
+    """Mixin of what the readers return: ``file`` and ``line`` (set by the dataclass) as ``where``."""
+
+    __slots__ = ()
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        """``file:line``, as findings and errors cite it."""
+        return f"{self.file}:{self.line}"
+
+
+class Words(At):
+    """Mixin of a keyword line: ``words`` (set by the dataclass), its ``keyword``, the ``args`` after it."""
+
+    __slots__ = ()
+    words: tuple[str, ...]
+
+    @property
+    def keyword(self) -> str:
+        return self.words[0]
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return self.words[1:]
 
 
 class ReadError(Exception):

@@ -56,26 +56,14 @@ class HaConfError(cfgfile.ReadError):
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Line(cfgfile.Words):
     words: tuple[str, ...]
     file: str
     line: int
 
-    @property
-    def keyword(self) -> str:
-        return self.words[0]
-
-    @property
-    def args(self) -> tuple[str, ...]:
-        return self.words[1:]
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
 
 @dataclass(slots=True)
-class Section:
+class Section(cfgfile.At):
     kind: str  # "global", "defaults", "listen", ...
     args: tuple[str, ...]  # the words after the section keyword (name, old-style address, "from X")
     file: str
@@ -85,10 +73,6 @@ class Section:
     @property
     def name(self) -> str:
         return self.args[0] if self.args else ""
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 @dataclass(slots=True)

@@ -58,20 +58,16 @@ class KaConfError(cfgfile.ReadError):
 
 
 @dataclass(frozen=True, slots=True)
-class Note:
+class Note(cfgfile.At):
     """Something the reader dropped on purpose (a conditional line for another host, an empty include)."""
 
     file: str
     line: int
     message: str
 
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
 
 @dataclass(slots=True)
-class Stmt:
+class Stmt(cfgfile.Words):
     """One keyword line, with its block (``None``: no ``{ }`` followed it)."""
 
     words: tuple[str, ...]
@@ -79,18 +75,6 @@ class Stmt:
     line: int
     raw: str  # the line after comments, conditions and definitions, before brace splitting
     block: list[Stmt] | None = None
-
-    @property
-    def keyword(self) -> str:
-        return self.words[0]
-
-    @property
-    def args(self) -> tuple[str, ...]:
-        return self.words[1:]
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
 
     def children(self) -> list[Stmt]:
         return self.block or []
@@ -148,15 +132,18 @@ def decomment(s: str) -> tuple[str, bool]:
     return text, cont
 
 
+def _skip_blanks(s: str, i: int) -> int:
+    """The index of the first non-blank character of ``s`` from ``i`` on (``len(s)`` if none)."""
+    while i < len(s) and s[i] in WHITE:
+        i += 1
+    return i
+
+
 def split_words(line: str, file: str, lineno: int) -> list[str]:
     """keepalived's alloc_strvec(): blank-separated words, ``"..."`` one word without its quotes."""
     words: list[str] = []
     i, n = 0, len(line)
-    while True:
-        while i < n and line[i] in WHITE:
-            i += 1
-        if i >= n:
-            break
+    while (i := _skip_blanks(line, i)) < n:
         if line[i] == '"':
             end = line.find('"', i + 1)
             if end < 0:
@@ -180,11 +167,7 @@ def split_command(text: str, file: str = "keepalived.conf", line: int = 0) -> li
     escapes (``\\n``, ``\\x41``, ``\\101``, ``\\cX``...). How a script or notify command becomes an argv."""
     words: list[str] = []
     i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in WHITE:
-            i += 1
-        if i >= n:
-            break
+    while (i := _skip_blanks(text, i)) < n:
         cur: list[str] = []
         quote = ""
         while i < n:
