@@ -17,11 +17,11 @@ import errno
 import logging
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from vrrpd import wire
 from vrrpd.netlink import Channel, NlMsg
-from vrrpd.sockets import GarpSocket, VrrpSocket
+from vrrpd.sockets import GarpSocket, RawVrrpSocket, VrrpSocket
 
 if TYPE_CHECKING:
     from vrrpd.scripts import NotifyQueue
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
+_S = TypeVar("_S", bound=RawVrrpSocket)
 
 __all__ = ["Linux", "Platform"]
 
@@ -112,20 +113,30 @@ class Linux:
 
     def ensure_vrrp(self, ifname: str, index: int, *, multicast: bool, family: int = 4) -> None:
         if family == 6:
-            self._ensure_vrrp6(ifname, index, multicast=multicast)
-            return
-        s = self.vrrp.get(ifname)
+            from vrrpd.sockets6 import Vrrp6Socket
+
+            self._ensure(self.vrrp6, Vrrp6Socket, 6, ifname, index, multicast)
+        else:
+            self._ensure(self.vrrp, VrrpSocket, 4, ifname, index, multicast)
+
+    def _ensure(
+        self, socks: dict[str, _S], kind: type[_S], family: int, ifname: str, index: int, multicast: bool
+    ) -> None:
+        """The VRRP socket of one family on ``ifname`` (re-opened when the interface was re-created: a new
+        ifindex), a member of the group or not as ``multicast`` says (a failed join is retried later)."""
+        s = socks.get(ifname)
         if s is not None and s.ifindex != index:
-            self.close_vrrp(ifname)  # the interface was re-created: a new ifindex
+            self.close_vrrp(ifname, family)
             s = None
         if s is None:
             try:
-                s = self.vrrp[ifname] = VrrpSocket(ifname, index, multicast=False)
+                s = socks[ifname] = kind(ifname, index, multicast=False)
             except OSError as e:
                 if e.errno in (errno.EPERM, errno.EACCES):
+                    raw = "raw IPv6 socket" if family == 6 else "raw socket"
                     raise OSError(
                         e.errno,
-                        f"cannot open a raw socket on {ifname} (needs root or CAP_NET_RAW + CAP_NET_ADMIN)",
+                        f"cannot open a {raw} on {ifname} (needs root or CAP_NET_RAW + CAP_NET_ADMIN)",
                     ) from e
                 raise
         if multicast != s.multicast:
@@ -136,35 +147,7 @@ class Linux:
             try:
                 s.join()
             except OSError as e:
-                log.warning("%s: cannot join %s yet: %s", ifname, wire.VRRP_GROUP, e)
-
-    def _ensure_vrrp6(self, ifname: str, index: int, *, multicast: bool) -> None:
-        from vrrpd.sockets6 import Vrrp6Socket
-
-        s = self.vrrp6.get(ifname)
-        if s is not None and s.ifindex != index:
-            self.close_vrrp(ifname, family=6)
-            s = None
-        if s is None:
-            try:
-                s = self.vrrp6[ifname] = Vrrp6Socket(ifname, index, multicast=False)
-            except OSError as e:
-                if e.errno in (errno.EPERM, errno.EACCES):
-                    raise OSError(
-                        e.errno,
-                        f"cannot open a raw IPv6 socket on {ifname} (needs root or CAP_NET_RAW + "
-                        "CAP_NET_ADMIN)",
-                    ) from e
-                raise
-        if multicast != s.multicast:
-            s.multicast = multicast
-            if not multicast:
-                s.leave()
-        if s.multicast and not s.joined:
-            try:
-                s.join()
-            except OSError as e:
-                log.warning("%s: cannot join %s yet: %s", ifname, wire.VRRP_GROUP6, e)
+                log.warning("%s: cannot join %s yet: %s", ifname, s.GROUP, e)
 
     def close_vrrp(self, ifname: str, family: int = 4) -> None:
         s: VrrpSocket | Vrrp6Socket | None = (

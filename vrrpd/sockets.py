@@ -4,6 +4,10 @@ The VRRP socket follows keepalived's recipe (``vrrp_if.c``): ``SOCK_RAW`` protoc
 with ``SO_BINDTODEVICE``, ``IP_HDRINCL`` (we write the IP header: TOS 0xc0, TTL 255, an IP ID that increments
 per packet), a join of 224.0.0.18 on that interface only, ``IP_MULTICAST_ALL`` 0 (so memberships of other
 sockets do not leak in) and ``IP_MULTICAST_LOOP`` 0 (we never hear our own adverts).
+
+:class:`RawVrrpSocket` is what the IPv4 socket and the IPv6 one (:class:`vrrpd.sockets6.Vrrp6Socket`) share:
+opening, binding, the options of the family, joining and leaving the group; :class:`PacketSocket` is what
+:class:`GarpSocket` and :class:`vrrpd.sockets6.NaSocket` share.
 """
 
 from __future__ import annotations
@@ -11,32 +15,38 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from vrrpd import wire
 
-__all__ = ["GarpSocket", "VrrpSocket"]
+__all__ = ["GarpSocket", "PacketSocket", "RawVrrpSocket", "VrrpSocket"]
 
 IP_MULTICAST_ALL = 49  # linux/in.h; Python's socket module lacks the constant
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ETH_P_ARP = 0x0806
 
 
-class VrrpSocket:
-    """One raw socket per interface, shared by every instance on it (dispatch is by VRID)."""
+class RawVrrpSocket:
+    """One raw VRRP socket (IP protocol / next header 112) on one interface, of either address family: what
+    :class:`VrrpSocket` (IPv4) and :class:`vrrpd.sockets6.Vrrp6Socket` (IPv6) share. A subclass names its
+    family, the socket options it sets after ``SO_BINDTODEVICE`` (in that order), the multicast group and how
+    it joins and leaves it on the interface, and adds ``send``/``recv_all``."""
+
+    FAMILY: socket.AddressFamily
+    LEVEL: int  # IPPROTO_IP or IPPROTO_IPV6: the level of the options below
+    GROUP: IPv4Address | IPv6Address
+    JOIN: int  # the membership options
+    LEAVE: int
 
     def __init__(self, ifname: str, ifindex: int, *, multicast: bool) -> None:
         self.ifname = ifname
         self.ifindex = ifindex
         self.joined = False
-        self._ident = 0
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.VRRP_PROTO)
+        s = socket.socket(self.FAMILY, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.VRRP_PROTO)
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-            s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, wire.VRRP_TTL)
+            for opt, val in self.options():
+                s.setsockopt(self.LEVEL, opt, val)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
             s.setblocking(False)
         except BaseException:
@@ -47,32 +57,71 @@ class VrrpSocket:
         if multicast:
             self.join()
 
-    def _mreqn(self) -> bytes:
-        return struct.pack("=4s4si", wire.VRRP_GROUP.packed, b"\0\0\0\0", self.ifindex)
+    def options(self) -> list[tuple[int, int]]:
+        """The (option, value) pairs set at ``LEVEL`` when the socket opens."""
+        raise NotImplementedError
+
+    def mreq(self) -> bytes:
+        """The membership request for ``GROUP`` on our interface."""
+        raise NotImplementedError
+
+    def before_join(self) -> None:
+        """What the family needs set before each join (nothing by default)."""
 
     def join(self) -> None:
-        """Join 224.0.0.18 on our interface (idempotent; retried after the link comes back)."""
+        """Join the VRRP group on our interface (idempotent; retried after the link comes back)."""
         if self.joined or not self.multicast:
             return
-        mreqn = self._mreqn()
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        self.before_join()
         try:
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            self.sock.setsockopt(self.LEVEL, self.JOIN, self.mreq())
         except OSError as e:
             if e.errno != 98:  # EADDRINUSE: already a member
                 raise
         self.joined = True
 
     def leave(self) -> None:
-        """Drop the 224.0.0.18 membership (the interface became unicast-only on reload)."""
+        """Drop the group membership (the interface became unicast-only on reload)."""
         if not self.joined:
             return
         with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, self._mreqn())
+            self.sock.setsockopt(self.LEVEL, self.LEAVE, self.mreq())
         self.joined = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class VrrpSocket(RawVrrpSocket):
+    """One raw socket per interface, shared by every instance on it (dispatch is by VRID)."""
+
+    FAMILY = socket.AF_INET
+    LEVEL = socket.IPPROTO_IP
+    GROUP = wire.VRRP_GROUP
+    JOIN = socket.IP_ADD_MEMBERSHIP
+    LEAVE = socket.IP_DROP_MEMBERSHIP
+
+    def __init__(self, ifname: str, ifindex: int, *, multicast: bool) -> None:
+        self._ident = 0
+        super().__init__(ifname, ifindex, multicast=multicast)
+
+    def options(self) -> list[tuple[int, int]]:
+        return [
+            (socket.IP_HDRINCL, 1),
+            (IP_MULTICAST_ALL, 0),
+            (socket.IP_MULTICAST_LOOP, 0),
+            (socket.IP_MULTICAST_TTL, wire.VRRP_TTL),
+        ]
+
+    def mreq(self) -> bytes:
+        return struct.pack("=4s4si", wire.VRRP_GROUP.packed, b"\0\0\0\0", self.ifindex)
+
+    def before_join(self) -> None:
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, self.mreq())
 
     def send(
         self,
@@ -101,18 +150,10 @@ class VrrpSocket:
                 break
         return out
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
-
-class GarpSocket:
-    """One AF_PACKET socket for gratuitous ARP on every interface (send only: protocol 0 receives nothing).
-
-    Not bound to an interface: each send names the interface, which the kernel resolves at that moment, so a
-    re-created interface (VLAN, bond, ifdown/ifup of a virtual device: a new ifindex) never leaves a stale
-    socket behind that would swallow the first GARP burst after regaining master, and nothing needs pruning
-    when instances or interfaces go away on reload."""
+class PacketSocket:
+    """One unbound AF_PACKET socket, send only (protocol 0 receives nothing): frames go out on the interface
+    each send names. Shared by :class:`GarpSocket` and :class:`vrrpd.sockets6.NaSocket`."""
 
     def __init__(self) -> None:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
@@ -123,16 +164,28 @@ class GarpSocket:
             raise
         self.sock = s
 
-    def send(self, ifname: str, mac: bytes, ips: list[IPv4Address], count: int) -> int:
-        """``count`` rounds of one GARP per address on ``ifname``; returns the number of frames sent."""
-        frames = [wire.garp_frame(mac, ip) for ip in ips]
+    def send_frames(self, ifname: str, proto: int, frames: list[bytes], count: int) -> int:
+        """``count`` rounds of ``frames`` on ``ifname`` (EtherType ``proto``); the number of frames sent."""
         sent = 0
         for _ in range(count):
             for f in frames:
-                self.sock.sendto(f, (ifname, ETH_P_ARP))
+                self.sock.sendto(f, (ifname, proto))
                 sent += 1
         return sent
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class GarpSocket(PacketSocket):
+    """One AF_PACKET socket for gratuitous ARP on every interface (send only: protocol 0 receives nothing).
+
+    Not bound to an interface: each send names the interface, which the kernel resolves at that moment, so a
+    re-created interface (VLAN, bond, ifdown/ifup of a virtual device: a new ifindex) never leaves a stale
+    socket behind that would swallow the first GARP burst after regaining master, and nothing needs pruning
+    when instances or interfaces go away on reload."""
+
+    def send(self, ifname: str, mac: bytes, ips: list[IPv4Address], count: int) -> int:
+        """``count`` rounds of one GARP per address on ``ifname``; returns the number of frames sent."""
+        return self.send_frames(ifname, ETH_P_ARP, [wire.garp_frame(mac, ip) for ip in ips], count)

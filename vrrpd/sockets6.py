@@ -1,7 +1,8 @@
 """IPv6 kernel sockets for VRRPv3 (RFC 5798 section 5.1.2), imported only when an IPv6 instance exists.
 
 :class:`Vrrp6Socket` is one raw ``AF_INET6`` socket, next header 112, per interface (the IPv6 counterpart of
-:class:`vrrpd.sockets.VrrpSocket`, shared by the IPv6 instances on it, dispatched by VRID), following
+:class:`vrrpd.sockets.VrrpSocket`, both a :class:`vrrpd.sockets.RawVrrpSocket`; shared by the IPv6
+instances on it, dispatched by VRID), following
 keepalived 2.2.7 and FRR (``vrrp_if.c``, ``vrrpd/vrrp.c``):
 
 * ``SO_BINDTODEVICE``; a member of ff02::12 on that interface only (``IPV6_JOIN_GROUP`` by ifindex) in
@@ -20,20 +21,19 @@ socket, as :class:`vrrpd.sockets.GarpSocket` does gratuitous ARP.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 from ipaddress import IPv6Address
 from typing import NamedTuple
 
 from vrrpd import wire
+from vrrpd.sockets import PacketSocket, RawVrrpSocket
 
 __all__ = ["NaSocket", "Rx6", "Vrrp6Socket", "ipv6_forwarding", "parse_ancillary"]
 
 IPV6_MULTICAST_ALL = 29  # linux/in6.h; missing from Python's socket module
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ETH_P_IPV6 = 0x86DD
-VRRP_GROUP6 = IPv6Address("ff02::12")
+VRRP_GROUP6 = wire.VRRP_GROUP6  # ff02::12
 _ANC_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20) + 64
 _INT = struct.Struct("@i")
 _UINT = struct.Struct("@I")
@@ -65,60 +65,29 @@ def parse_ancillary(anc: list[tuple[int, int, bytes]]) -> tuple[IPv6Address | No
     return dst, hlim
 
 
-class Vrrp6Socket:
+class Vrrp6Socket(RawVrrpSocket):
     """One raw IPv6 socket per interface for VRRPv3 (see the module docstring)."""
 
-    def __init__(self, ifname: str, ifindex: int, *, multicast: bool) -> None:
-        self.ifname = ifname
-        self.ifindex = ifindex
-        self.joined = False
-        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, wire.VRRP_PROTO)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
-            for opt, val in (
-                (socket.IPV6_RECVHOPLIMIT, 1),
-                (socket.IPV6_RECVPKTINFO, 1),
-                (socket.IPV6_MULTICAST_HOPS, wire.VRRP_TTL),
-                (socket.IPV6_UNICAST_HOPS, wire.VRRP_TTL),
-                (socket.IPV6_MULTICAST_LOOP, 0),
-                (socket.IPV6_MULTICAST_IF, ifindex),
-                (socket.IPV6_TCLASS, wire.IP_TOS),
-                (IPV6_MULTICAST_ALL, 0),
-            ):
-                s.setsockopt(socket.IPPROTO_IPV6, opt, val)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-            s.setblocking(False)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
-        self.multicast = multicast
-        if multicast:
-            self.join()
+    FAMILY = socket.AF_INET6
+    LEVEL = socket.IPPROTO_IPV6
+    GROUP = VRRP_GROUP6
+    JOIN = socket.IPV6_JOIN_GROUP
+    LEAVE = socket.IPV6_LEAVE_GROUP
 
-    def _mreq(self) -> bytes:
+    def options(self) -> list[tuple[int, int]]:
+        return [
+            (socket.IPV6_RECVHOPLIMIT, 1),
+            (socket.IPV6_RECVPKTINFO, 1),
+            (socket.IPV6_MULTICAST_HOPS, wire.VRRP_TTL),
+            (socket.IPV6_UNICAST_HOPS, wire.VRRP_TTL),
+            (socket.IPV6_MULTICAST_LOOP, 0),
+            (socket.IPV6_MULTICAST_IF, self.ifindex),
+            (socket.IPV6_TCLASS, wire.IP_TOS),
+            (IPV6_MULTICAST_ALL, 0),
+        ]
+
+    def mreq(self) -> bytes:
         return VRRP_GROUP6.packed + _UINT.pack(self.ifindex)
-
-    def join(self) -> None:
-        """Join ff02::12 on our interface (idempotent; retried after the link comes back)."""
-        if self.joined or not self.multicast:
-            return
-        try:
-            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, self._mreq())
-        except OSError as e:
-            if e.errno != 98:  # EADDRINUSE: already a member
-                raise
-        self.joined = True
-
-    def leave(self) -> None:
-        if not self.joined:
-            return
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, self._mreq())
-        self.joined = False
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def send(self, src: IPv6Address, dst: IPv6Address, msg: bytes) -> None:
         """Send one VRRPv3 message from ``src`` (the link-local address) to ``dst`` (ff02::12 or a peer)."""
@@ -143,36 +112,15 @@ class Vrrp6Socket:
             out.append(Rx6(data, src, dst, hlim))
         return out
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
-
-class NaSocket:
+class NaSocket(PacketSocket):
     """One AF_PACKET socket for unsolicited Neighbor Advertisements on every interface (send only)."""
-
-    def __init__(self) -> None:
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        try:
-            s.setblocking(False)
-        except BaseException:
-            s.close()
-            raise
-        self.sock = s
 
     def send(self, ifname: str, mac: bytes, ips: list[IPv6Address], count: int, *, router: bool) -> int:
         """``count`` rounds of one NA (Override set) per address on ``ifname``; the number of frames sent."""
-        frames = [wire.na_frame(mac, ip, router=router) for ip in ips]
-        sent = 0
-        for _ in range(count):
-            for f in frames:
-                self.sock.sendto(f, (ifname, ETH_P_IPV6))
-                sent += 1
-        return sent
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        return self.send_frames(
+            ifname, ETH_P_IPV6, [wire.na_frame(mac, ip, router=router) for ip in ips], count
+        )
 
 
 def ipv6_forwarding(ifname: str) -> bool:
