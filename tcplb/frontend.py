@@ -81,7 +81,9 @@ class Session(SessionMachine[ServerState]):
         self.fe = fe
         self.pipe = pipe
         self.accept_wall = accept_wall
-        self.handle: asyncio.TimerHandle | None = None  # the timer at the machine's deadline
+        # the timer at the machine's deadline: a loop timer, or _IN_FIFO (an entry in the listener's
+        # deadline queue, see Frontend._arm), or None
+        self.handle: asyncio.TimerHandle | object | None = None
         self.timer_at: float | None = None
         self.task: asyncio.Task[None] | None = None  # the connect attempt in flight
         self.side: Side | None = None  # that attempt's protocol
@@ -111,6 +113,9 @@ class _Greeting:
 
 
 # ------------------------------------------------------------------------------------------- frontends
+
+_IN_FIFO = object()  # Session.handle: the deadline is an entry of the listener's deadline queue
+_RETRY = State.RETRY
 
 
 def _ms(x: float) -> int:
@@ -145,6 +150,11 @@ class Frontend(Listening):
         self.limited = _limited(self.servers)
         self.rate = RateCounter()  # session rate (stats)
         self.be_qmax = 0  # highest total queue of the servers seen by the stats timer or a snapshot
+        # the sessions' deadlines in the order they come (most are "now + timeout_connect": in order), with
+        # one loop timer for the first; see _arm
+        self.deadlines: deque[tuple[float, Session]] = deque()
+        self._dl_timer: asyncio.TimerHandle | None = None
+        self._dl_at = 0.0
         self._apply_timeouts()
 
     def _apply_timeouts(self) -> None:
@@ -291,7 +301,10 @@ class Frontend(Listening):
             elif t is Release:
                 c.srv.release()  # type: ignore[union-attr]
             elif t is Passive:
-                self._passive(c)  # type: ignore[arg-type]
+                if c.ok:  # type: ignore[union-attr]
+                    c.srv.health.passive_success()  # type: ignore[union-attr]
+                else:
+                    self._passive(c)  # type: ignore[arg-type]
             elif t is Log:
                 self.lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
             elif t is Abort:
@@ -311,7 +324,7 @@ class Frontend(Listening):
                 s2.wretr += 1
                 if c.redispatch:  # type: ignore[union-attr]
                     s2.wredis += 1
-        if sess.state is State.RETRY:  # due now that the failure's commands ran: decide the retry
+        if sess.state is _RETRY:  # due now that the failure's commands ran: decide the retry
             self._run(sess, sess.timer(sess.deadline or 0.0))
             return
         # re-arm the one timer at the machine's deadline
@@ -320,11 +333,56 @@ class Frontend(Listening):
         if h is not None:
             if sess.timer_at == dl:
                 return
-            h.cancel()
-            sess.handle = None
+            if h is not _IN_FIFO:
+                h.cancel()  # type: ignore[attr-defined]
+            sess.handle = None  # (a queue entry is dropped when it comes first: see _arm)
         if dl is not None:
-            sess.timer_at = dl
+            self._arm(sess, dl)
+
+    def _arm(self, sess: Session, dl: float) -> None:
+        """Arm the session's timer at ``dl``. Most deadlines are "now + timeout_connect" and so come in
+        order: they go into the listener's deadline queue, served by one loop timer for the first entry,
+        instead of a loop timer per connection (created and cancelled: several microseconds of the
+        per-connection cost). A deadline earlier than the queue's last one gets a loop timer of its own.
+        A cancelled entry stays in the queue, stale (its session's ``handle``/``timer_at`` moved on), until it
+        comes first: stale entries are dropped here and when the timer runs."""
+        sess.timer_at = dl
+        q = self.deadlines
+        if q and dl < q[-1][0]:
             sess.handle = self.lb.loop.call_at(dl, self._timer, sess)
+            return
+        sess.handle = _IN_FIFO
+        while q:  # drop stale entries in front (connects that ended in order)
+            at, s = q[0]
+            if s.handle is _IN_FIFO and s.timer_at == at:
+                break
+            q.popleft()
+        q.append((dl, sess))
+        if self._dl_timer is None:
+            at = q[0][0]
+            self._dl_at = at
+            self._dl_timer = self.lb.loop.call_at(at, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        """The first deadline of the queue is due: run the timers of every session whose deadline passed."""
+        self._dl_timer = None
+        now = self.lb.loop.time()
+        if now < self._dl_at:
+            now = self._dl_at  # the loop may run a timer up to its clock resolution early
+        q = self.deadlines
+        while q and q[0][0] <= now:
+            at, sess = q.popleft()
+            if sess.handle is _IN_FIFO and sess.timer_at == at:
+                sess.handle = None
+                self._run(sess, sess.timer(now))
+        while q:
+            at, s = q[0]
+            if s.handle is _IN_FIFO and s.timer_at == at:
+                break
+            q.popleft()
+        if q and self._dl_timer is None:
+            self._dl_at = at = q[0][0]
+            self._dl_timer = self.lb.loop.call_at(at, self._deadlines_due)
 
     def _timer(self, sess: Session) -> None:
         sess.handle = None
@@ -492,17 +550,21 @@ class Frontend(Listening):
             return
         cmds = sess.closed(lb.loop.time())  # the log line (counts as HAProxy logs them: this one included)
         srv = sess.srv
+        bin_ = p.client.nbytes  # (Pipe.bytes_in, bytes_out)
+        ss = p.server
+        bout = ss.nbytes if ss is not None else 0
         if srv is not None:
-            srv.bin += p.bytes_in
-            srv.bout += p.bytes_out
-            if p.term[0] == "S" and p.term[1] in "DL":
+            srv.bin += bin_
+            srv.bout += bout
+            term = p.term
+            if term[0] == "S" and term[1] in "DL":
                 srv.eresp += 1  # the server aborted an established connection (HAProxy's eresp in TCP mode)
         self._run(sess, cmds)
         lb.actconn -= 1
         self.cur -= 1
         lb.sessions.discard(sess)
-        self.bin += p.bytes_in
-        self.bout += p.bytes_out
+        self.bin += bin_
+        self.bout += bout
         if lb.paused_full:
             lb.resume_if_room()
         if lb.actconn == 0 and lb._idle is not None:

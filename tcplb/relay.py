@@ -359,7 +359,8 @@ class Pipe:
 
     def _lost(self, side: Side, exc: Exception | None) -> None:
         if side is self.client:
-            self._client_gone()
+            if self.on_client_lost is not None:
+                self._client_gone()
             if exc is not None or (
                 not (side.eof and (self.server is None or self.server.eof)) and not self.closing
             ):
@@ -482,8 +483,10 @@ class Pipe:
             return
         self.closed = True
         self.closing = True
-        self._cancel_timer()
-        self._client_gone()
+        if self._wheel is not None:
+            self._cancel_timer()
+        if self.on_client_lost is not None:
+            self._client_gone()
         cb = self.on_close
         self.on_close = None
         if cb is not None:
@@ -649,10 +652,23 @@ _WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _IdleW
 )
 
 
+# the last loop looked up (almost always the only one): a WeakKeyDictionary lookup makes a weak reference
+# per call, once or twice per connection
+_last_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
+_last_wheels: dict[float, _IdleWheel] = {}
+
+
 def _idle_wheel(loop: asyncio.AbstractEventLoop, timeout: float) -> _IdleWheel:
-    wheels = _WHEELS.get(loop)
-    if wheels is None:
-        wheels = _WHEELS[loop] = {}
+    global _last_loop, _last_wheels
+    r = _last_loop
+    if r is not None and r() is loop:
+        wheels = _last_wheels
+    else:
+        found = _WHEELS.get(loop)
+        if found is None:
+            found = _WHEELS[loop] = {}
+        wheels = found
+        _last_loop, _last_wheels = weakref.ref(loop), wheels
     w = wheels.get(timeout)
     if w is None:
         w = wheels[timeout] = _IdleWheel(loop, timeout)

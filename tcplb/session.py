@@ -85,6 +85,10 @@ class State(enum.Enum):
     CLOSING = "closing"  # aborted by the machine; waiting for the sockets to be gone
     CLOSED = "closed"
 
+    # members are singletons compared by identity: hash them by identity too, in C (Enum.__hash__ is a
+    # Python function hashing the name, run for every set/dict lookup: twice per connection)
+    __hash__ = object.__hash__
+
 
 # how a connect attempt failed
 REFUSED = "refused"  # refused, reset, unreachable: the server's fault (L4CON)
