@@ -84,6 +84,14 @@ def _send_proxy(*layers: dict[str, _Val]) -> _Val:
     return _Val("none", off[-1] if off else "")
 
 
+def _strip_family(addr: str) -> tuple[str, bool]:
+    """``addr`` without HAProxy's address-family prefix (``ipv4@``, ``tcp6@``...), and whether it is a TCP/IP
+    address (not a unix socket path, ``fd@``, ``abns@``...)."""
+    for pre in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"):
+        addr = addr.removeprefix(pre)
+    return addr, not (addr.startswith("/") or "@" in addr)
+
+
 def _name(text: str) -> str:
     """A tcplb name (1..64 of A-Z a-z 0-9 _ . : -) from an HAProxy or LVS name."""
     s = re.sub(r"[^A-Za-z0-9_.:-]", "_", text)[:64]
@@ -325,6 +333,40 @@ _SRV_NOTED = frozenset(
         "agent-check-port",
     ]
 )
+
+
+def _bind_opts(kind: str, takes_arg: bool, *names: str) -> dict[str, tuple[str, bool]]:
+    return dict.fromkeys(names, (kind, takes_arg))
+
+
+# bind options: option -> (what the import does with it, whether a value follows it); an option not listed
+# takes no value and is not supported
+_BIND_OPTS: dict[str, tuple[str, bool]] = {
+    **_bind_opts("no-effect", True, "name", "process", "thread", "id", "nice", "defer-accept", "label"),
+    **_bind_opts("no-effect", False, "tfo", "v4v6", "v6only"),
+    **_bind_opts("backlog", True, "backlog"),
+    **_bind_opts(
+        "tls",
+        True,
+        *("crt", "crt-list", "ca-file", "verify", "alpn", "npn", "ciphers", "ciphersuites", "curves"),
+        *("ecdhe", "crl-file", "ssl-min-ver", "ssl-max-ver", "sni"),
+    ),
+    **_bind_opts(
+        "tls",
+        False,
+        *("ssl", "strict-sni", "no-sslv3", "no-tlsv10", "no-tlsv11", "force-tlsv12", "prefer-client-ciphers"),
+    ),
+    **_bind_opts("proxy", False, "accept-proxy"),
+    **_bind_opts("proxy", True, "accept-netscaler-cip"),
+    **_bind_opts("socket", True, "interface", "namespace", "mss", "tcp-ut", "maxconn"),
+    **_bind_opts("socket", False, "transparent"),
+    **_bind_opts(
+        "other",
+        True,
+        *("user", "group", "uid", "gid", "mode", "level", "severity-output", "proto", "ca-ignore-err"),
+        "crt-ignore-err",
+    ),
+}
 
 
 class _HaConverter:
@@ -789,10 +831,8 @@ class _HaConverter:
 
     def bind_addr(self, p: _Proxy, addr: str, w: str) -> None:
         rep = self.rep
-        s = addr
-        for pre in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"):
-            s = s.removeprefix(pre)
-        if s.startswith("/") or "@" in s:
+        s, tcp = _strip_family(addr)
+        if not tcp:
             rep.unsupported(w, f"bind {addr}: only TCP/IP addresses (no unix sockets, fd@ or abns@)")
             return
         if s.startswith("["):
@@ -825,100 +865,28 @@ class _HaConverter:
     def bind_options(self, p: _Proxy, ln: haconf.Line, opts: tuple[str, ...]) -> None:
         rep, w = self.rep, ln.where
         i = 0
-        with_arg = {
-            "name",
-            "process",
-            "thread",
-            "id",
-            "nice",
-            "defer-accept",
-            "mss",
-            "interface",
-            "namespace",
-            "maxconn",
-            "backlog",
-            "user",
-            "group",
-            "uid",
-            "gid",
-            "mode",
-            "level",
-            "severity-output",
-            "crt",
-            "ca-file",
-            "alpn",
-            "npn",
-            "ciphers",
-            "ciphersuites",
-            "curves",
-            "ecdhe",
-            "crl-file",
-            "verify",
-            "tcp-ut",
-            "ssl-min-ver",
-            "ssl-max-ver",
-            "accept-netscaler-cip",
-            "proto",
-            "crt-list",
-            "sni",
-            "label",
-            "ca-ignore-err",
-            "crt-ignore-err",
-        }
         while i < len(opts):
             o = opts[i]
-            arg = opts[i + 1] if o in with_arg and i + 1 < len(opts) else None
+            kind, takes_arg = _BIND_OPTS.get(o, ("other", False))
+            arg = opts[i + 1] if takes_arg and i + 1 < len(opts) else None
             i += 2 if arg is not None else 1
-            if o in (
-                "name",
-                "process",
-                "thread",
-                "id",
-                "nice",
-                "defer-accept",
-                "tfo",
-                "v4v6",
-                "v6only",
-                "label",
-            ):
+            if kind == "no-effect":
                 rep.ignored(w, f"bind option {o}: no effect in tcplb")
-            elif o == "backlog" and arg is not None and arg.isdigit():
+            elif kind == "backlog" and arg is not None and arg.isdigit():
                 p.opts["backlog"] = _Val(int(arg), w)
-            elif o in (
-                "ssl",
-                "crt",
-                "crt-list",
-                "ca-file",
-                "verify",
-                "alpn",
-                "npn",
-                "ciphers",
-                "ciphersuites",
-                "curves",
-                "ecdhe",
-                "crl-file",
-                "ssl-min-ver",
-                "ssl-max-ver",
-                "sni",
-                "strict-sni",
-                "no-sslv3",
-                "no-tlsv10",
-                "no-tlsv11",
-                "force-tlsv12",
-                "prefer-client-ciphers",
-            ):
+            elif kind == "tls":
                 rep.unsupported(
                     w,
                     f"bind option {o}: no TLS termination in tcplb (clients would speak TLS to "
                     "a plain TCP relay: terminate TLS in RabbitMQ, port 5671)",
                 )
-            elif o in ("accept-proxy", "accept-netscaler-cip"):
+            elif kind == "proxy":
                 rep.unsupported(
                     w,
                     f"bind option {o}: the PROXY protocol is not read; clients' first bytes "
                     "would be relayed as data",
                 )
-            elif o in ("transparent", "interface", "namespace", "mss", "tcp-ut", "maxconn"):
+            elif kind == "socket":
                 rep.unsupported(w, f"bind option {o}: not supported (the listener binds without it)")
             else:
                 rep.unsupported(w, f"bind option {o}: not supported")
@@ -1257,9 +1225,8 @@ class _HaConverter:
             return
         name, addr = a[0], a[1]
         s = _Srv(name, w)
-        for pre in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"):
-            addr = addr.removeprefix(pre)
-        if addr.startswith("/") or "@" in addr:
+        addr, tcp = _strip_family(addr)
+        if not tcp:
             rep.unsupported(w, f"server {name} {addr}: only TCP/IP servers (no unix sockets); not imported")
             return
         if addr.startswith("["):
