@@ -327,17 +327,16 @@ def import_file(
     parse: Callable[[], D],
     error: type[Exception],
     convert: Callable[[D], tuple[str | None, Report]],
-    *,
-    output: str | None,
-    force: bool,
+    args: argparse.Namespace,
     check: Callable[[str], Sequence[str]],
 ) -> int:
     """Read the old daemon's file (``parse()``; its ``error`` is printed, exit 2), convert it and
-    :func:`finish`: the exit status of an import command."""
+    :func:`finish` as the command line (:func:`import_parser`'s ``args``) says: the exit status of an import
+    command."""
     try:
         doc = parse()
     except error as e:
         print(e, file=sys.stderr)
         return 2
     text, rep = convert(doc)
-    return finish(rep, text, output=output, force=force, check=check)
+    return finish(rep, text, output=args.output, force=args.force, check=check)

@@ -2365,20 +2365,13 @@ def main(argv: list[str]) -> int:
         "name)",
         flags=[("--keepalived", "FILE is a keepalived.conf: import virtual_server")],
     ).parse_args(argv)
+
+    def lvs() -> kaconf.Document:
+        return kaconf.parse_file(a.file, config_id=a.config_id)
+
+    def ha() -> haconf.Document:
+        return haconf.parse_file(a.file, environ=os.environ)
+
     if a.keepalived:
-        return import_file(
-            lambda: kaconf.parse_file(a.file, config_id=a.config_id),
-            kaconf.KaConfError,
-            convert_lvs,
-            output=a.output,
-            force=a.force,
-            check=check_text,
-        )
-    return import_file(
-        lambda: haconf.parse_file(a.file, environ=os.environ),
-        haconf.HaConfError,
-        convert_haproxy,
-        output=a.output,
-        force=a.force,
-        check=check_text,
-    )
+        return import_file(lvs, kaconf.KaConfError, convert_lvs, a, check_text)
+    return import_file(ha, haconf.HaConfError, convert_haproxy, a, check_text)

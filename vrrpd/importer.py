@@ -1023,10 +1023,5 @@ def main(argv: list[str]) -> int:
         "name)",
     ).parse_args(argv)
     return import_file(
-        lambda: kaconf.parse_file(a.file, config_id=a.config_id),
-        KaConfError,
-        convert,
-        output=a.output,
-        force=a.force,
-        check=check_text,
+        lambda: kaconf.parse_file(a.file, config_id=a.config_id), KaConfError, convert, a, check_text
     )

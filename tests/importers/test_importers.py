@@ -697,14 +697,16 @@ def test_import_parser_and_import_file(tmp_path: Path, capsys: pytest.CaptureFix
         return "x = 1\n", rep
 
     out = tmp_path / "out.toml"
-    kw: dict[str, Any] = {"output": str(out), "check": lambda t: []}
-    assert import_file(unreadable, kaconf.KaConfError, convert, force=False, **kw) == 2
+    a = p.parse_args(["in.conf", "-o", str(out)])
+    assert import_file(unreadable, kaconf.KaConfError, convert, a, lambda t: []) == 2
     assert "in.conf:3: unbalanced braces" in capsys.readouterr().err and not out.exists()
-    assert import_file(lambda: "doc", kaconf.KaConfError, convert, force=False, **kw) == 1
+    assert import_file(lambda: "doc", kaconf.KaConfError, convert, a, lambda t: []) == 1
     assert "in.conf:1: unsupported: read doc" in capsys.readouterr().err and out.read_text() == "x = 1\n"
-    assert import_file(lambda: "doc", kaconf.KaConfError, convert, force=True, **kw) == 0
+    a.force = True
+    assert import_file(lambda: "doc", kaconf.KaConfError, convert, a, lambda t: []) == 0
+    assert import_file(lambda: "doc", kaconf.KaConfError, convert, a, lambda t: ["bad"]) == 2  # --check
     with pytest.raises(haconf.HaConfError):  # another reader's error is not the import's to report
-        import_file(other_reader, kaconf.KaConfError, convert, force=True, **kw)
+        import_file(other_reader, kaconf.KaConfError, convert, a, lambda t: [])
 
 
 def test_script_words_after_the_command_and_notify_twice_as_keepalived() -> None:
