@@ -39,14 +39,21 @@ demo: deps
 # keepalived, HAProxy, Chromium, ...) FAILS its tests instead of skipping them (netns/plugin.py; so does a set
 # CI variable). Only documented kernel limits (no sch_netem, IPv6 disabled) skip. `make test-unit` keeps the
 # skips, even in CI. docs/development.md, "Skips and CI".
+#
+# The suite runs on TEST_WORKERS pytest-xdist workers (most of its time is spent waiting on VRRP timers and
+# RabbitMQ): `--dist loadgroup` keeps every test of the shared RabbitMQ lab on one worker (netns/plugin.py).
+# TEST_WORKERS=0 runs it in one process. docs/development.md, "How the suite runs".
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+
 test: deps lint typecheck
-	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q --durations=40 tests
+	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q $(XDIST) --durations=40 tests
 
 test-unit: py-deps
 	RMQFD_REQUIRE_ALL=0 $(PY) -m pytest -q tests -m "not netns and not slow"
 
 test-netns: deps
-	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q tests -m netns
+	RMQFD_REQUIRE_ALL=1 $(PY) -m pytest -q $(XDIST) tests -m netns
 
 stress: deps
 	$(PY) -m pytest -q tests/stack -m stress --stress

@@ -10,6 +10,12 @@ Loaded by ``tests/conftest.py`` (``pytest_plugins = ["netns.plugin"]``).
   exports ``RMQFD_REQUIRE_ALL=1``; a set ``CI`` variable means the same unless ``RMQFD_REQUIRE_ALL=0``).
   Only documented kernel limits (``kernel_limit=True``: no ``sch_netem``, no IPv6) still skip then.
 * ``stress`` tests run only with ``--stress``; ``--stress-count N`` sets their repetitions (default 10).
+* Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) every test that uses the session's RabbitMQ
+  lab (``session_lab``, ``rabbit``, ``stack``) or is marked ``rabbitmq`` gets ``xdist_group("rabbitmq-lab")``:
+  all of them run on one worker, so the 3-node cluster is built once and no two RabbitMQ clusters boot at
+  the same time. Everything else in the lab is per process already (random lab ``uid`` for namespaces,
+  ``tempfile`` work directories, pid files and sockets inside them; ``free_port`` in tests/helpers.py
+  partitions ports by worker).
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from typing import Any, NoReturn
 import pytest
 
 from netns.lab import Lab
+
+try:  # pytest >= 9.2 keeps a node's id as a NodeId (see xdist_group_suffix)
+    from _pytest.nodeid import NodeId
+except ImportError:  # pragma: no cover - older pytest
+    NodeId = None  # type: ignore[assignment,misc]
 
 ARTIFACTS_DIR = "netns-artifacts"
 _REPORT_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -79,6 +90,58 @@ def missing_capability(
         f"run `make deps` as root, or `make test-unit` for the unit tests only",
         pytrace=False,
     )
+
+
+RABBITMQ_GROUP = "rabbitmq-lab"
+SESSION_LAB_FIXTURES = ("session_lab", "rabbit", "stack")
+
+
+def uses_rabbitmq_lab(item: pytest.Item) -> bool:
+    """True for a test that needs the session's RabbitMQ lab or boots a RabbitMQ cluster of its own."""
+    names = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("rabbitmq") is not None or any(f in names for f in SESSION_LAB_FIXTURES)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    """Before the other hooks (xdist's among them): the RabbitMQ lab's tests join one xdist group.
+    After them: make sure ``--dist loadgroup`` sees the group (:func:`_xdist_group_suffix`)."""
+    if config.pluginmanager.hasplugin("xdist"):
+        assign_xdist_groups(items)
+    yield
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        _xdist_group_suffix(items)
+
+
+def assign_xdist_groups(items: list[pytest.Item]) -> None:
+    for item in items:
+        if uses_rabbitmq_lab(item) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(RABBITMQ_GROUP))
+
+
+def _xdist_group_suffix(items: list[pytest.Item]) -> None:
+    """The ``@<group>`` suffix that ``--dist loadgroup`` schedules by, where xdist's hook could not add it.
+
+    pytest-xdist (3.8) appends it by assigning ``item._nodeid``; pytest 9.2 derives ``nodeid`` from
+    ``item._id`` (a ``NodeId``), so that assignment is lost and every grouped test would be scheduled alone
+    (the RabbitMQ cluster built on both workers at once). Set it the way this pytest stores it.
+    """
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})  # fmt: skip
+        if not names:
+            continue
+        suffix = "@" + "_".join(names)
+        if item.nodeid.endswith(suffix):
+            continue  # xdist did it (a pytest that still reads _nodeid)
+        if NodeId is not None and isinstance(getattr(item, "_id", None), NodeId):
+            item._id = NodeId.parse(item.nodeid + suffix)
+        else:
+            item._nodeid = item.nodeid + suffix  # type: ignore[attr-defined]
+        if not item.nodeid.endswith(suffix):
+            raise pytest.UsageError(f"cannot put {item.nodeid} in xdist group {suffix[1:]}: unknown pytest")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,11 +21,42 @@ NOBODY = 65534
 SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
+# free_port hands out ports below the kernel's ephemeral range (32768-60999 by default), so a port just
+# returned cannot be taken meanwhile by an outgoing connection's source port, and from a slice of its own for
+# each pytest-xdist worker (gw0, gw1, ...; slice 0 for a run without xdist), so two workers never race for
+# one port. A random start in the slice keeps concurrent pytest processes apart; a port is handed out again
+# only after the whole slice has been used.
+PORT_BASE = 20000
+PORT_SLICE = 2000
+PORT_SLICES = 6  # 20000-31999
+_port_next: int | None = None
+
+
+def port_slice(worker: str | None = None) -> range:
+    """The ports :func:`free_port` hands out in this process (``worker``: the xdist worker id)."""
+    wid = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    n = int(wid[2:]) + 1 if wid.startswith("gw") and wid[2:].isdigit() else 0
+    start = PORT_BASE + (n % PORT_SLICES) * PORT_SLICE
+    return range(start, start + PORT_SLICE)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on ``host`` right now, from this worker's slice (:func:`port_slice`)."""
+    global _port_next
+    ports = port_slice()
+    if _port_next is None or _port_next not in ports:
+        _port_next = ports.start + secrets.randbelow(len(ports))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(len(ports)):
+        port = _port_next
+        _port_next = port + 1 if port + 1 < ports.stop else ports.start
+        with socket.socket(family) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): the next one
+            return port
+    raise OSError(f"no free port in {ports.start}-{ports.stop - 1} on {host}")
 
 
 async def wait_for(pred: Callable[[], object], timeout: float = 5.0, what: str = "") -> Any:
