@@ -162,10 +162,11 @@ _LVS_TOP = {"virtual_server", "virtual_server_group", "SSL"}
 # ---------------------------------------------------------------------------------------------- values
 
 
-def _uint(s: Stmt, idx: int, lo: int, hi: int, rep: Report, what: str) -> int | None:
-    """read_unsigned_strvec(): a decimal integer lo..hi, else an error naming the line."""
+def _uint(s: Stmt, idx: int, lo: int, hi: int, rep: Report, what: str, *, signed: bool = False) -> int | None:
+    """read_unsigned_strvec() (``signed``: a leading - allowed too): a decimal integer lo..hi, else an
+    error naming the line."""
     v = s.words[idx] if len(s.words) > idx else ""
-    if not re.fullmatch(r"\+?\d{1,12}", v) or not lo <= int(v) <= hi:
+    if not re.fullmatch(r"[-+]?\d{1,12}" if signed else r"\+?\d{1,12}", v) or not lo <= int(v) <= hi:
         rep.error(
             s.where, f"{what} '{v}' is not valid: must be an integer {lo}..{hi} (keepalived refuses it)"
         )
@@ -174,13 +175,7 @@ def _uint(s: Stmt, idx: int, lo: int, hi: int, rep: Report, what: str) -> int | 
 
 
 def _int(s: Stmt, idx: int, lo: int, hi: int, rep: Report, what: str) -> int | None:
-    v = s.words[idx] if len(s.words) > idx else ""
-    if not re.fullmatch(r"[-+]?\d{1,12}", v) or not lo <= int(v) <= hi:
-        rep.error(
-            s.where, f"{what} '{v}' is not valid: must be an integer {lo}..{hi} (keepalived refuses it)"
-        )
-        return None
-    return int(v)
+    return _uint(s, idx, lo, hi, rep, what, signed=True)
 
 
 def _decimal(s: Stmt, idx: int, lo: float, hi: float, rep: Report, what: str) -> float | None:
