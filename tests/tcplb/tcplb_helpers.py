@@ -19,6 +19,7 @@ from helpers import free_port as free_port  # re-exported
 from helpers import wait_for as wait_for  # re-exported
 
 from netns import wait_until
+from tcplb import config
 from tcplb.config import Config
 from tcplb.daemon import new_loop
 from tcplb.lb import LoadBalancer
@@ -289,6 +290,16 @@ async def serve_echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         pass
     finally:
         w.close()
+
+
+def listen_t(lport: int, body: str, *, timeout: str = "30s", defaults: str = "") -> Config:
+    """The configuration of one listener ``t`` on 127.0.0.1:``lport`` (its other keys: the TOML ``body``),
+    after a ``[defaults]`` of timeout_connect 1 s, timeout_client = timeout_server = ``timeout`` and the
+    lines ``defaults``."""
+    return config.loads(
+        f'[defaults]\ntimeout_connect = "1s"\ntimeout_client = "{timeout}"\ntimeout_server = "{timeout}"\n'
+        f'{defaults.strip()}\n[listen.t]\nbind = ["127.0.0.1:{lport}"]\n{body.strip()}\n'
+    )
 
 
 def start_lb(cfg: Config) -> tuple[LoadBalancer, list[str]]:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 
 import pytest
-from tcplb_helpers import FakeServer, free_port, run, start_lb, stop_lb, wait_for
+from tcplb_helpers import FakeServer, free_port, listen_t, run, start_lb, stop_lb, wait_for
 from test_rabbitmq_check import start_frame
 
 from tcplb import amqpwire as aw
@@ -75,20 +75,16 @@ def _lb(
     """A started balancer in front of ``brokers`` and its events."""
     srv = ", ".join(f'{{ name = "{b.name}", address = "127.0.0.1:{b.port}" }}' for b in brokers)
     return start_lb(
-        config.loads(f"""
-[defaults]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
-timeout_greeting = "300ms"
-retries = 3
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
+        listen_t(
+            lport,
+            f"""
 protocol = "{protocol}"
 balance = "roundrobin"
 check = {check}
 server = [{srv}]
-""")
+""",
+            defaults='timeout_greeting = "300ms"\nretries = 3',
+        )
     )
 
 

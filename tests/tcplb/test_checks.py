@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tcplb_helpers import Blackhole, FakeServer, free_port, run, start_lb, stop_lb, wait_for
+from tcplb_helpers import Blackhole, FakeServer, free_port, listen_t, run, start_lb, stop_lb, wait_for
 
-from tcplb import checks, config
+from tcplb import checks
 from tcplb.config import CheckConfig, HttpCheck
 
 LOOPS = ["asyncio", "uvloop"]
@@ -149,16 +149,14 @@ def test_rise_fall_and_logged_reasons(loop: str) -> None:
         f = await Fake().start()
         port = f.port
         lport = free_port()
-        cfg = config.loads(f"""
-[defaults]
-timeout_connect = "1s"
-timeout_client = "5s"
-timeout_server = "5s"
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
+        cfg = listen_t(
+            lport,
+            f"""
 check = {{ type = "tcp", inter = "100ms", fastinter = "50ms", rise = 2, fall = 2 }}
 server = [{{ name = "s1", address = "127.0.0.1:{port}" }}]
-""")
+""",
+            timeout="5s",
+        )
         lb, events = start_lb(cfg)
         st = lb.frontends["t"].server("s1")
         assert st is not None

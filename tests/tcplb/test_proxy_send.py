@@ -10,7 +10,7 @@ import ipaddress
 import struct
 
 import pytest
-from tcplb_helpers import AsyncBackend, FakeServer, free_port, run, start_lb, stop_lb, wait_for
+from tcplb_helpers import AsyncBackend, FakeServer, free_port, listen_t, run, start_lb, stop_lb, wait_for
 
 from tcplb import config
 
@@ -72,21 +72,17 @@ def test_send_proxy_live_connections_and_checks(loop: str) -> None:
     async def main() -> None:
         r1, r2, r3 = await Recorder().start(), await Recorder().start(), await Recorder().start()
         lport = free_port()
-        cfg = config.loads(
+        cfg = listen_t(
+            lport,
             f"""
-[defaults]
-timeout_connect = "1s"
-timeout_client = "5s"
-timeout_server = "5s"
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
 balance = "roundrobin"
 send_proxy = "v2"
 check = {{ type = "tcp", inter = "100ms" }}
 server = [{{ name = "a", address = "127.0.0.1:{r1.port}" }},
           {{ name = "b", address = "127.0.0.1:{r2.port}", send_proxy = "v1" }},
           {{ name = "c", address = "127.0.0.1:{r3.port}", send_proxy = "none" }}]
-""".replace("\n          {", " {")
+""".replace("\n          {", " {"),
+            timeout="5s",
         )
         lb, _ = start_lb(cfg)
         clients = [await _send(lport) for _ in range(3)]
@@ -118,15 +114,14 @@ def test_check_on_another_port_sends_no_header(loop: str) -> None:
     async def main() -> None:
         r1, other = await Recorder().start(), await Recorder().start()
         lport = free_port()
-        cfg = config.loads(f"""
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
-timeout_connect = "1s"
-timeout_client = "5s"
-timeout_server = "5s"
+        cfg = listen_t(
+            lport,
+            f"""
 check = {{ type = "tcp", inter = "100ms", port = {other.port} }}
 server = [{{ name = "a", address = "127.0.0.1:{r1.port}", send_proxy = "v2" }}]
-""")
+""",
+            timeout="5s",
+        )
         lb, _ = start_lb(cfg)
         await wait_for(lambda: len(other.got) >= 2, 10, "two checks")
         assert all(g == b"" for g in other.got)
@@ -147,16 +142,14 @@ def test_on_marked_down_shutdown_sessions(loop: str, shutdown: bool) -> None:
         b1, b2 = await AsyncBackend().start(), await AsyncBackend().start()
         lport = free_port()
         omd = ', on_marked_down = "shutdown-sessions"' if shutdown else ""
-        cfg = config.loads(f"""
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
+        cfg = listen_t(
+            lport,
+            f"""
 check = {{ type = "tcp", inter = "100ms", rise = 1, fall = 1 }}
 server = [{{ name = "s1", address = "{b1.addr}"{omd} }},
           {{ name = "s2", address = "{b2.addr}", backup = true }}]
-""")
+""",
+        )
         lb, events = start_lb(cfg)
         s1 = lb.frontends["t"].server("s1")
         assert s1 is not None

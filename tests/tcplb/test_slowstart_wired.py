@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tcplb_helpers import AsyncBackend, free_port, run, start_lb, stop_lb, wait_for
+from tcplb_helpers import AsyncBackend, free_port, listen_t, run, start_lb, stop_lb, wait_for
 
 from tcplb import config, stats
 from tcplb.lb import LoadBalancer
@@ -23,20 +23,13 @@ async def _client(port: int) -> asyncio.StreamWriter:
 
 def _lb(lport: int, a1: str, a2: str, slowstart: str) -> LoadBalancer:
     """A started balancer: leastconn over ``a1``, ``a2`` with ``slowstart``."""
-    return start_lb(
-        config.loads(f"""
-[defaults]
-timeout_connect = "1s"
-timeout_client = "30s"
-timeout_server = "30s"
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
+    body = f"""
 balance = "leastconn"
 check = {{ type = "tcp", inter = "100ms", rise = 1, fall = 1 }}
 default_server = {{ slowstart = "{slowstart}" }}
 server = [{{ name = "s1", address = "{a1}" }}, {{ name = "s2", address = "{a2}" }}]
-""")
-    )[0]
+"""
+    return start_lb(listen_t(lport, body))[0]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
