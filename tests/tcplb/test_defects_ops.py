@@ -242,7 +242,13 @@ def test_check_ipv6_literal_and_unresolvable_name(loop: str) -> None:
 # ------------------------------------------------- defects 5 and 6 on real sockets, through the balancer
 
 
-def _lb_cfg(servers: list[str], port: int, extra: str = "") -> cfgmod.Config:
+def _lb_cfg(port: int, check: str, **servers: int) -> cfgmod.Config:
+    """Listener t on ``port`` (retries 1, redispatch, connect timeout 300 ms) in front of ``servers`` (name:
+    loopback port), each with ``check = { <check> }``."""
+    rows = ",\n".join(
+        f'{{ name = "{name}", address = "127.0.0.1:{sport}", check = {{ {check} }} }}'
+        for name, sport in servers.items()
+    )
     return cfgmod.loads(
         f"""
 [global]
@@ -253,11 +259,10 @@ timeout_client = "10s"
 timeout_server = "10s"
 retries = 1
 redispatch = true
-{extra}
 [listen.t]
 bind = ["127.0.0.1:{port}"]
 server = [
-{",".join(servers)}
+{rows}
 ]
 """
     )
@@ -286,14 +291,8 @@ def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: 
         hport = hole.port
         refused = free_port()
         port = free_port()
-        ck = f'check = {{ inter = "30s", port = {eport} }}'
-        cfg = _lb_cfg(
-            [
-                f'{{ name = "slow", address = "127.0.0.1:{hport}", {ck} }}',
-                f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}',
-            ],
-            port,
-        )
+        ck = f'inter = "30s", port = {eport}'
+        cfg = _lb_cfg(port, ck, slow=hport, ok=eport)
         lb, events = start_lb(cfg)
         try:
             slow = lb.frontends["t"].servers[0]
@@ -303,14 +302,7 @@ def test_connect_timeouts_do_not_take_a_healthy_node_out_but_refused_does(loop: 
             assert slow.usable, events
             assert not [e for e in events if "is DOWN" in e], events
             # the same with a refused port: DOWN on the first refused connect
-            cfg2 = _lb_cfg(
-                [
-                    f'{{ name = "dead", address = "127.0.0.1:{refused}", {ck} }}',
-                    f'{{ name = "ok", address = "127.0.0.1:{eport}", {ck} }}',
-                ],
-                port,
-            )
-            lb.reload(cfg2)
+            lb.reload(_lb_cfg(port, ck, dead=refused, ok=eport))
             dead = lb.frontends["t"].servers[0]
             for _ in range(3):
                 if dead.econ:
@@ -339,14 +331,8 @@ def test_passive_mark_down_rearms_the_check_at_fastinter(loop: str, monkeypatch:
         echo = await asyncio.start_server(serve_echo, "127.0.0.1", 0)
         eport = echo.sockets[0].getsockname()[1]
         port = free_port()
-        ck = f'check = {{ inter = "30s", fastinter = "100ms", rise = 2, port = {eport} }}'
-        cfg = _lb_cfg(
-            [
-                f'{{ name = "a", address = "127.0.0.1:{free_port()}", {ck} }}',
-                f'{{ name = "b", address = "127.0.0.1:{eport}", {ck} }}',
-            ],
-            port,
-        )
+        ck = f'inter = "30s", fastinter = "100ms", rise = 2, port = {eport}'
+        cfg = _lb_cfg(port, ck, a=free_port(), b=eport)
         lb, _ = start_lb(cfg)
         try:
             a = lb.frontends["t"].servers[0]
