@@ -6,6 +6,7 @@ tcplb runs as a subprocess on loopback, on both loops.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -158,17 +159,29 @@ def test_sighup_reload_no_refused_connection(tmp_path: Path, loop: str) -> None:
         e2.close()
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_sigterm_graceful_stop(tmp_path: Path, loop: str, echo: EchoServer) -> None:
+@contextlib.contextmanager
+def _serving_one_client(
+    tmp_path: Path, loop: str, echo: EchoServer, hard_stop: str
+) -> Iterator[tuple[Tcplb, int, socket.socket]]:
+    """The daemon (``hard_stop_after`` ``hard_stop``) in front of ``echo``, its port, and one client
+    connection through it that has been echoed once. The daemon is stopped on the way out."""
     cfg = tmp_path / "lb.toml"
     port = free_port()
-    write_cfg(cfg, port, [("a", echo.port, 1)], hard_stop="20s")
+    write_cfg(cfg, port, [("a", echo.port, 1)], hard_stop=hard_stop)
     lb = Tcplb(cfg, loop, tmp_path / "lb.log")
     try:
         lb.wait_log("tcplb started")
         live = socket.create_connection(("127.0.0.1", port), timeout=3)
         live.sendall(b"x")
         assert live.recv(10) == b"x"
+        yield lb, port, live
+    finally:
+        lb.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigterm_graceful_stop(tmp_path: Path, loop: str, echo: EchoServer) -> None:
+    with _serving_one_client(tmp_path, loop, echo, "20s") as (lb, port, live):
         lb.p.send_signal(signal.SIGTERM)
         lb.wait_log("stopping")
         # no longer accepting
@@ -180,8 +193,6 @@ def test_sigterm_graceful_stop(tmp_path: Path, loop: str, echo: EchoServer) -> N
         live.close()
         assert lb.p.wait(10) == 0
         assert "stopped" in lb.output()
-    finally:
-        lb.stop()
 
 
 def _refused(port: int) -> bool:
@@ -194,15 +205,7 @@ def _refused(port: int) -> bool:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_hard_stop_after(tmp_path: Path, loop: str, echo: EchoServer) -> None:
-    cfg = tmp_path / "lb.toml"
-    port = free_port()
-    write_cfg(cfg, port, [("a", echo.port, 1)], hard_stop="500ms")
-    lb = Tcplb(cfg, loop, tmp_path / "lb.log")
-    try:
-        lb.wait_log("tcplb started")
-        live = socket.create_connection(("127.0.0.1", port), timeout=3)
-        live.sendall(b"x")
-        assert live.recv(10) == b"x"
+    with _serving_one_client(tmp_path, loop, echo, "500ms") as (lb, _, live):
         t0 = time.monotonic()
         lb.p.send_signal(signal.SIGTERM)
         assert lb.p.wait(10) == 0
@@ -212,8 +215,6 @@ def test_hard_stop_after(tmp_path: Path, loop: str, echo: EchoServer) -> None:
         assert "hard_stop_after reached: 1 connections closed" in out
         assert " KD " in out
         live.close()
-    finally:
-        lb.stop()
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tcplb_helpers import Backend, free_port, lb_toml
+from tcplb_helpers import Backend, Tcplb, free_port, lb_toml
 
 from netns import wait_until
 
@@ -77,23 +77,16 @@ def write_cfg(path: Path, port: int, sport: int, backends: list[Backend], *, adm
     )
 
 
-class Lb:
-    """The real daemon as a subprocess; stopped by PID in the fixture's finalizer."""
+class Lb(Tcplb):
+    """The real daemon as a subprocess (uvloop) with its stats/admin API on ``sport``; stopped by PID in the
+    fixture's finalizer."""
 
     def __init__(self, tmp: Path, backends: list[Backend], *, admin: bool = True) -> None:
         self.port, self.sport = free_port(), free_port()
         self.cfg = tmp / "lb.toml"
         write_cfg(self.cfg, self.port, self.sport, backends, admin=admin)
-        self.log = tmp / "lb.log"
-        self.fh = self.log.open("w")
-        self.p = subprocess.Popen(
-            [PY, "-m", "tcplb", "-c", str(self.cfg)], stdout=self.fh, stderr=subprocess.STDOUT, cwd=REPO
-        )
-        wait_until(lambda: "tcplb started" in self.output() or self.p.poll() is not None, 15, what="start")
-        assert self.p.poll() is None, self.output()
-
-    def output(self) -> str:
-        return self.log.read_text()
+        super().__init__(self.cfg, "uvloop", tmp / "lb.log")
+        self.wait_log("tcplb started", 15)
 
     def ctl(
         self, *words: str, env: dict[str, str] | None = None, cfg: bool = True
@@ -119,12 +112,6 @@ class Lb:
             assert len(f) == 6 and f[0] == "t", ln
             out[f[1]] = f[2:]
         return out
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait(10)
-        self.fh.close()
 
 
 @pytest.fixture
