@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -502,40 +503,49 @@ def _setup_two(b1: Echo, b2: Echo, extra1: str = "") -> str:
     return toml([srv("s1", b1.port, extra1), srv("s2", b2.port)])
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_drain_keeps_established_and_checks(loop: str) -> None:
-    async def main() -> None:
-        b1, b2 = await Echo().start(), await Echo().start()
-        env = await Env(_setup_two(b1, b2)).start()
-        a = await Client.open(env.port, b"first")
-        x, y = (b1, b2) if b"first" in b1.firsts else (b2, b1)
-        name = "s1" if x is b1 else "s2"
-        r = await env.post(f"/api/servers/t/{name}/state", "state=drain")
-        assert r.status == 200, r
-        ans = r.json()
-        assert ans["status"] == "DRAIN" and ans["weight"] == 0 and ans["server"] == name
-        for i in range(6):
-            c = await Client.open(env.port, b"new%d" % i)
-            c.close()
-        assert x.firsts == [b"first"] and len(y.firsts) == 6  # no new connection reached the drained one
-        assert await a.echo(b"still flowing")  # the established one goes on
-        before = x.accepted
-        await wait_for(lambda: x.accepted >= before + 2, 5, "checks of the drained server go on")
-        assert (await env.server(name))["status"] == "DRAIN"
-        page = (await env.get("/stats")).body
-        assert f'id="srv-t-{name}"><td class="n"' in page
-        row = page.split(f'id="srv-t-{name}"')[1].split("</tr>")[0]
-        assert '<td class="status">DRAIN</td>' in row.replace(' title=""', "")
-        log = [e for e in env.events if e.startswith("admin: ")]
-        assert log and log[0].startswith(f"admin: user {USER} from 127.0.0.1:")
-        assert log[0].endswith(f": t/{name} state drain (was UP)"), log
-        r = await env.post(f"/api/servers/t/{name}/state", "state=ready")
-        assert r.json()["status"] == "UP"
-        no_password(env.events)
-        a.close()
+@contextlib.asynccontextmanager
+async def _two_servers() -> AsyncIterator[tuple[Env, Echo, Echo]]:
+    """An Env in front of two Echo servers, s1 and s2 (:func:`_setup_two`); all stopped on the way out."""
+    b1, b2 = await Echo().start(), await Echo().start()
+    env = await Env(_setup_two(b1, b2)).start()
+    try:
+        yield env, b1, b2
+    finally:
         await env.stop()
         await b1.stop()
         await b2.stop()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_drain_keeps_established_and_checks(loop: str) -> None:
+    async def main() -> None:
+        async with _two_servers() as (env, b1, b2):
+            a = await Client.open(env.port, b"first")
+            x, y = (b1, b2) if b"first" in b1.firsts else (b2, b1)
+            name = "s1" if x is b1 else "s2"
+            r = await env.post(f"/api/servers/t/{name}/state", "state=drain")
+            assert r.status == 200, r
+            ans = r.json()
+            assert ans["status"] == "DRAIN" and ans["weight"] == 0 and ans["server"] == name
+            for i in range(6):
+                c = await Client.open(env.port, b"new%d" % i)
+                c.close()
+            assert x.firsts == [b"first"] and len(y.firsts) == 6  # no new connection reached the drained one
+            assert await a.echo(b"still flowing")  # the established one goes on
+            before = x.accepted
+            await wait_for(lambda: x.accepted >= before + 2, 5, "checks of the drained server go on")
+            assert (await env.server(name))["status"] == "DRAIN"
+            page = (await env.get("/stats")).body
+            assert f'id="srv-t-{name}"><td class="n"' in page
+            row = page.split(f'id="srv-t-{name}"')[1].split("</tr>")[0]
+            assert '<td class="status">DRAIN</td>' in row.replace(' title=""', "")
+            log = [e for e in env.events if e.startswith("admin: ")]
+            assert log and log[0].startswith(f"admin: user {USER} from 127.0.0.1:")
+            assert log[0].endswith(f": t/{name} state drain (was UP)"), log
+            r = await env.post(f"/api/servers/t/{name}/state", "state=ready")
+            assert r.json()["status"] == "UP"
+            no_password(env.events)
+            a.close()
 
     run(loop, main)
 
@@ -543,28 +553,24 @@ def test_drain_keeps_established_and_checks(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_maint_stops_checks_and_ready_restarts_them(loop: str) -> None:
     async def main() -> None:
-        b1, b2 = await Echo().start(), await Echo().start()
-        env = await Env(_setup_two(b1, b2)).start()
-        await wait_for(lambda: b1.accepted >= 1 and b2.accepted >= 1, what="first checks")
-        r = await env.post("/api/servers/t/s1/state", "state=maint")
-        assert r.status == 200 and r.json()["status"] == "MAINT"
-        st1 = env.lb.frontends["t"].servers[0]
-        assert st1.checker is None and not st1.usable
-        n1, n2 = b1.accepted, b2.accepted
-        await wait_for(lambda: b2.accepted >= n2 + 4, 5, "s2 checked 4 more times")
-        assert b1.accepted <= n1 + 1  # (one check may have been connecting at that moment)
-        for i in range(4):
-            (await Client.open(env.port, b"m%d" % i)).close()
-        assert len(b1.firsts) == 0 and len(b2.firsts) == 4
-        assert any("is going DOWN for maintenance" in e for e in env.events)
-        r = await env.post("/api/servers/t/s1/state", "state=ready")
-        assert r.json()["status"] == "UP"
-        n1 = b1.accepted
-        await wait_for(lambda: b1.accepted >= n1 + 2, 5, "s1 checked again")
-        no_password(env.events)
-        await env.stop()
-        await b1.stop()
-        await b2.stop()
+        async with _two_servers() as (env, b1, b2):
+            await wait_for(lambda: b1.accepted >= 1 and b2.accepted >= 1, what="first checks")
+            r = await env.post("/api/servers/t/s1/state", "state=maint")
+            assert r.status == 200 and r.json()["status"] == "MAINT"
+            st1 = env.lb.frontends["t"].servers[0]
+            assert st1.checker is None and not st1.usable
+            n1, n2 = b1.accepted, b2.accepted
+            await wait_for(lambda: b2.accepted >= n2 + 4, 5, "s2 checked 4 more times")
+            assert b1.accepted <= n1 + 1  # (one check may have been connecting at that moment)
+            for i in range(4):
+                (await Client.open(env.port, b"m%d" % i)).close()
+            assert len(b1.firsts) == 0 and len(b2.firsts) == 4
+            assert any("is going DOWN for maintenance" in e for e in env.events)
+            r = await env.post("/api/servers/t/s1/state", "state=ready")
+            assert r.json()["status"] == "UP"
+            n1 = b1.accepted
+            await wait_for(lambda: b1.accepted >= n1 + 2, 5, "s1 checked again")
+            no_password(env.events)
 
     run(loop, main)
 
@@ -572,32 +578,28 @@ def test_maint_stops_checks_and_ready_restarts_them(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_shutdown_sessions_closes_the_servers_connections(loop: str) -> None:
     async def main() -> None:
-        b1, b2 = await Echo().start(), await Echo().start()
-        env = await Env(_setup_two(b1, b2)).start()
-        clients = [await Client.open(env.port, b"c%d" % i) for i in range(6)]
-        on1 = [c for i, c in enumerate(clients) if b"c%d" % i in b1.firsts]
-        on2 = [c for c in clients if c not in on1]
-        assert len(on1) == 3 and len(on2) == 3  # roundrobin
-        r = await env.post("/api/servers/t/s1/shutdown-sessions")
-        assert r.status == 200, r
-        ans = r.json()
-        assert ans["sessions_closed"] == 3 and ans["status"] == "UP"
-        for c in on1:
-            assert await c.closed()
-        for c in on2:
-            assert await c.echo(b"alive")
-        lines = await wait_for(lambda: len(traffic(env.events, "s1")) == 3 and traffic(env.events, "s1"))
-        assert all(line.split()[6][0] == "K" for line in lines), lines
-        assert not traffic(env.events, "s2")
-        assert any(e.endswith(": t/s1 shutdown-sessions (3 closed)") for e in env.events)
-        # the server stays in rotation
-        c = await Client.open(env.port, b"again")
-        assert (await env.server("s1"))["scur"] + (await env.server("s2"))["scur"] == 4
-        for x in [*clients, c]:
-            x.close()
-        await env.stop()
-        await b1.stop()
-        await b2.stop()
+        async with _two_servers() as (env, b1, _):
+            clients = [await Client.open(env.port, b"c%d" % i) for i in range(6)]
+            on1 = [c for i, c in enumerate(clients) if b"c%d" % i in b1.firsts]
+            on2 = [c for c in clients if c not in on1]
+            assert len(on1) == 3 and len(on2) == 3  # roundrobin
+            r = await env.post("/api/servers/t/s1/shutdown-sessions")
+            assert r.status == 200, r
+            ans = r.json()
+            assert ans["sessions_closed"] == 3 and ans["status"] == "UP"
+            for c in on1:
+                assert await c.closed()
+            for c in on2:
+                assert await c.echo(b"alive")
+            lines = await wait_for(lambda: len(traffic(env.events, "s1")) == 3 and traffic(env.events, "s1"))
+            assert all(line.split()[6][0] == "K" for line in lines), lines
+            assert not traffic(env.events, "s2")
+            assert any(e.endswith(": t/s1 shutdown-sessions (3 closed)") for e in env.events)
+            # the server stays in rotation
+            c = await Client.open(env.port, b"again")
+            assert (await env.server("s1"))["scur"] + (await env.server("s2"))["scur"] == 4
+            for x in [*clients, c]:
+                x.close()
 
     run(loop, main)
 
@@ -651,33 +653,29 @@ async def _status_is(env: Env, name: str, want: str) -> bool:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_weight_and_form_redirect(loop: str) -> None:
     async def main() -> None:
-        b1, b2 = await Echo().start(), await Echo().start()
-        env = await Env(_setup_two(b1, b2)).start()
-        r = await env.post("/api/servers/t/s1/weight", "weight=5")
-        assert r.status == 200 and r.json()["weight"] == 5
-        assert env.lb.frontends["t"].servers[0].shown_weight == 5
-        assert any(e.endswith(": t/s1 weight 5 (was 1)") for e in env.events)
-        for i in range(12):
-            (await Client.open(env.port, b"w%02d" % i)).close()
-        assert len(b1.firsts) == 10 and len(b2.firsts) == 2  # 5:1
-        # what the page's forms send: redirect=1 -> 303 to the page
-        r = await env.post("/api/servers/t/s1/weight", "weight=3&redirect=1")
-        assert r.status == 303 and r.headers["location"] == "/stats"
-        assert (await env.server("s1"))["weight"] == 3
-        r = await env.post("/api/servers/t/s1/weight", json.dumps({"weight": 4}),
-                           headers={"Content-Type": "application/json"})  # fmt: skip
-        assert r.json()["weight"] == 4
-        for bad in ("257", "-1", "x", ""):
-            r = await env.post("/api/servers/t/s1/weight", f"weight={bad}")
-            assert r.status == 400 and "0..256" in r.body, bad
-        r = await env.post("/api/servers/t/s1/weight", "weight=0")
-        assert r.json()["status"] == "DRAIN"
-        # the older spellings of the state action still work
-        assert (await env.post("/api/servers/t/s2/maint")).json()["status"] == "MAINT"
-        assert (await env.post("/api/servers/t/s2/ready")).json()["status"] == "UP"
-        await env.stop()
-        await b1.stop()
-        await b2.stop()
+        async with _two_servers() as (env, b1, b2):
+            r = await env.post("/api/servers/t/s1/weight", "weight=5")
+            assert r.status == 200 and r.json()["weight"] == 5
+            assert env.lb.frontends["t"].servers[0].shown_weight == 5
+            assert any(e.endswith(": t/s1 weight 5 (was 1)") for e in env.events)
+            for i in range(12):
+                (await Client.open(env.port, b"w%02d" % i)).close()
+            assert len(b1.firsts) == 10 and len(b2.firsts) == 2  # 5:1
+            # what the page's forms send: redirect=1 -> 303 to the page
+            r = await env.post("/api/servers/t/s1/weight", "weight=3&redirect=1")
+            assert r.status == 303 and r.headers["location"] == "/stats"
+            assert (await env.server("s1"))["weight"] == 3
+            r = await env.post("/api/servers/t/s1/weight", json.dumps({"weight": 4}),
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+            assert r.json()["weight"] == 4
+            for bad in ("257", "-1", "x", ""):
+                r = await env.post("/api/servers/t/s1/weight", f"weight={bad}")
+                assert r.status == 400 and "0..256" in r.body, bad
+            r = await env.post("/api/servers/t/s1/weight", "weight=0")
+            assert r.json()["status"] == "DRAIN"
+            # the older spellings of the state action still work
+            assert (await env.post("/api/servers/t/s2/maint")).json()["status"] == "MAINT"
+            assert (await env.post("/api/servers/t/s2/ready")).json()["status"] == "UP"
 
     run(loop, main)
 
@@ -685,73 +683,79 @@ def test_weight_and_form_redirect(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_refusals_and_their_log_lines(loop: str) -> None:
     async def main() -> None:
-        b1, b2 = await Echo().start(), await Echo().start()
-        env = await Env(_setup_two(b1, b2)).start()
-        act = "/api/servers/t/s1/state"
-        # no auth, wrong auth: 401 with the challenge, read-only pages included
-        for auth in (None, f"{USER}:wrong", "nobody:" + PASSWORD, "garbage"):
-            r = await env.post(act, "state=maint", auth=auth)
-            assert r.status == 401 and r.headers["www-authenticate"] == 'Basic realm="tcplb"', auth
-        r = await http(env.sport, "POST", act, body="state=maint", auth=None,
-                       headers={"Authorization": "Basic !!notbase64"})  # fmt: skip
-        assert r.status == 401
-        for path in ("/stats", "/stats;csv", "/metrics", "/api/servers"):
-            assert (await env.get(path, auth=None)).status == 401, path
-            assert (await env.get(path, auth=f"{USER}:nope")).status == 401, path
-        assert (await env.get("/stats", auth="viewer:other-pw")).status == 200  # the second pair
-        # GET on an action: 405 with Allow
-        r = await env.get(act)
-        assert r.status == 405 and r.headers["allow"] == "POST"
-        # unknown listener, server, action; bad state
-        assert (await env.post("/api/servers/t/nope/state", "state=drain")).status == 404
-        assert (await env.post("/api/servers/x/s1/state", "state=drain")).status == 404
-        assert (await env.post("/api/servers/t/s1/explode")).status == 404
-        r = await env.post(act, "state=sleep")
-        assert r.status == 400 and "ready, drain or maint" in r.body
-        # a browser form from another site (CSRF): refused
-        r = await env.post(act, "state=maint", headers={"Origin": "http://evil.example"})
-        assert r.status == 403 and "cross-origin" in r.body
-        r = await env.post(act, "state=drain", headers={"Origin": f"http://127.0.0.1:{env.sport}"})
-        assert r.status == 200
-        assert (await env.post(act, "state=ready")).status == 200
-        assert env.lb.frontends["t"].servers[0].usable  # none of the refused ones did anything
-        # malformed requests
-        assert (await http(env.sport, "GET", "", raw=b"GARBAGE\r\n\r\n")).status == 400
-        big = b"GET /stats HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
-        assert (await http(env.sport, "GET", "", raw=big)).status == 431
-        chunked = b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        assert (await http(env.sport, "POST", "", raw=chunked)).status == 501
-        huge = b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
-        assert (await http(env.sport, "POST", "", raw=huge)).status == 413
-        # admin not enabled: 403 even with good credentials
-        await env.st.close()
-        env.st = S.StatsServer(env.lb, dataclasses.replace(env.stats_cfg, admin=False))
-        await env.st.start()
-        env.sport = env.st.port
-        r = await env.post(act, "state=maint")
-        assert r.status == 403 and "admin API disabled" in r.body
-        assert (await env.get("/stats")).status == 200 and "btn-" not in (await env.get("/stats")).body
-        # admin without auth (only possible by building StatsConfig by hand): 403, never open
-        await env.st.close()
-        env.st = S.StatsServer(env.lb, dataclasses.replace(env.stats_cfg, auth=()))
-        await env.st.start()
-        env.sport = env.st.port
-        assert (await env.post(act, "state=maint", auth=None)).status == 403
-        assert env.lb.frontends["t"].servers[0].usable
-        # the log: who, from where, what; never a password
-        refused = [e for e in env.events if "refused" in e]
-        assert any(e.startswith("admin: no credentials from 127.0.0.1:") and " 401 " in e for e in refused)
-        assert any(e.startswith(f"admin: user '{USER}' (bad credentials) from 127.0.0.1:") for e in refused)
-        assert any(e.startswith(f"admin: user {USER} from 127.0.0.1:") and "refused GET " + act + ": 405" in e
-                   for e in refused)  # fmt: skip
-        assert any("404 no server t/nope" in e for e in refused)
-        assert any("403 cross-origin" in e for e in refused)
-        assert any("403 admin API disabled" in e for e in refused)
-        assert any(e.startswith("stats: user 'admin' (bad credentials)") for e in refused)  # read-only, bad
-        no_password(env.events)
-        await env.stop()
-        await b1.stop()
-        await b2.stop()
+        async with _two_servers() as (env, _, _):
+            act = "/api/servers/t/s1/state"
+            # no auth, wrong auth: 401 with the challenge, read-only pages included
+            for auth in (None, f"{USER}:wrong", "nobody:" + PASSWORD, "garbage"):
+                r = await env.post(act, "state=maint", auth=auth)
+                assert r.status == 401 and r.headers["www-authenticate"] == 'Basic realm="tcplb"', auth
+            r = await http(env.sport, "POST", act, body="state=maint", auth=None,
+                           headers={"Authorization": "Basic !!notbase64"})  # fmt: skip
+            assert r.status == 401
+            for path in ("/stats", "/stats;csv", "/metrics", "/api/servers"):
+                assert (await env.get(path, auth=None)).status == 401, path
+                assert (await env.get(path, auth=f"{USER}:nope")).status == 401, path
+            assert (await env.get("/stats", auth="viewer:other-pw")).status == 200  # the second pair
+            # GET on an action: 405 with Allow
+            r = await env.get(act)
+            assert r.status == 405 and r.headers["allow"] == "POST"
+            # unknown listener, server, action; bad state
+            assert (await env.post("/api/servers/t/nope/state", "state=drain")).status == 404
+            assert (await env.post("/api/servers/x/s1/state", "state=drain")).status == 404
+            assert (await env.post("/api/servers/t/s1/explode")).status == 404
+            r = await env.post(act, "state=sleep")
+            assert r.status == 400 and "ready, drain or maint" in r.body
+            # a browser form from another site (CSRF): refused
+            r = await env.post(act, "state=maint", headers={"Origin": "http://evil.example"})
+            assert r.status == 403 and "cross-origin" in r.body
+            r = await env.post(act, "state=drain", headers={"Origin": f"http://127.0.0.1:{env.sport}"})
+            assert r.status == 200
+            assert (await env.post(act, "state=ready")).status == 200
+            assert env.lb.frontends["t"].servers[0].usable  # none of the refused ones did anything
+            # malformed requests
+            assert (await http(env.sport, "GET", "", raw=b"GARBAGE\r\n\r\n")).status == 400
+            big = b"GET /stats HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+            assert (await http(env.sport, "GET", "", raw=big)).status == 431
+            chunked = (
+                b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            assert (await http(env.sport, "POST", "", raw=chunked)).status == 501
+            huge = b"POST /api/servers/t/s1/state HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+            assert (await http(env.sport, "POST", "", raw=huge)).status == 413
+            # admin not enabled: 403 even with good credentials
+            await env.st.close()
+            env.st = S.StatsServer(env.lb, dataclasses.replace(env.stats_cfg, admin=False))
+            await env.st.start()
+            env.sport = env.st.port
+            r = await env.post(act, "state=maint")
+            assert r.status == 403 and "admin API disabled" in r.body
+            assert (await env.get("/stats")).status == 200 and "btn-" not in (await env.get("/stats")).body
+            # admin without auth (only possible by building StatsConfig by hand): 403, never open
+            await env.st.close()
+            env.st = S.StatsServer(env.lb, dataclasses.replace(env.stats_cfg, auth=()))
+            await env.st.start()
+            env.sport = env.st.port
+            assert (await env.post(act, "state=maint", auth=None)).status == 403
+            assert env.lb.frontends["t"].servers[0].usable
+            # the log: who, from where, what; never a password
+            refused = [e for e in env.events if "refused" in e]
+            assert any(
+                e.startswith("admin: no credentials from 127.0.0.1:") and " 401 " in e for e in refused
+            )
+            assert any(
+                e.startswith(f"admin: user '{USER}' (bad credentials) from 127.0.0.1:") for e in refused
+            )
+            assert any(
+                e.startswith(f"admin: user {USER} from 127.0.0.1:") and "refused GET " + act + ": 405" in e
+                for e in refused
+            )
+            assert any("404 no server t/nope" in e for e in refused)
+            assert any("403 cross-origin" in e for e in refused)
+            assert any("403 admin API disabled" in e for e in refused)
+            assert any(
+                e.startswith("stats: user 'admin' (bad credentials)") for e in refused
+            )  # read-only, bad
+            no_password(env.events)
 
     run(loop, main)
 
