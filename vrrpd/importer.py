@@ -423,11 +423,10 @@ class _Converter:
     # --- vrrp_script
     def script(self, s: Stmt) -> None:
         rep = self.rep
-        if len(s.words) < 2:
-            rep.error(s.where, "vrrp_script needs a name")
+        names = self.block_name(s)
+        if names is None:
             return
-        orig = s.words[1]
-        name = self.safe_name(orig, s.where, "vrrp_script")
+        orig, name = names
         if any(v == name and o != orig for o, v in self.script_names.items()):
             rep.error(s.where, f"vrrp_script {orig}: its vrrpd name {name!r} is also another script's")
             return
@@ -502,11 +501,10 @@ class _Converter:
     # --- vrrp_track_process
     def process(self, s: Stmt) -> None:
         rep = self.rep
-        if len(s.words) < 2:
-            rep.error(s.where, "vrrp_track_process needs a name")
+        names = self.block_name(s)
+        if names is None:
             return
-        orig = s.words[1]
-        name = self.safe_name(orig, s.where, "vrrp_track_process")
+        orig, name = names
         if name in self.process_names.values():
             rep.error(
                 s.where, f"vrrp_track_process {orig}: defined twice (or its name {name!r} is another's)"
@@ -552,10 +550,10 @@ class _Converter:
     # --- vrrp_instance
     def instance(self, s: Stmt) -> None:
         rep = self.rep
-        if len(s.words) < 2:
-            rep.error(s.where, "vrrp_instance needs a name")
+        names = self.block_name(s)
+        if names is None:
             return
-        name = self.safe_name(s.words[1], s.where, "vrrp_instance")
+        name = names[1]
         if name in self.instance_names:
             rep.error(s.where, f"vrrp_instance {name} defined twice (also {self.instance_names[name]})")
             return
@@ -748,6 +746,14 @@ class _Converter:
         ]
         t.entries.sort(key=lambda e: order.index(e.key) if e.key in order else len(order))
         self.instances.append(t)
+
+    def block_name(self, s: Stmt) -> tuple[str, str] | None:
+        """(the name in keepalived.conf, the name in vrrpd: :meth:`safe_name`) of a named block (``vrrp_script
+        NAME {``...); None, with an error, when it has none."""
+        if len(s.words) < 2:
+            self.rep.error(s.where, f"{s.keyword} needs a name")
+            return None
+        return s.words[1], self.safe_name(s.words[1], s.where, s.keyword)
 
     def safe_name(self, orig: str, where: str, what: str) -> str:
         """The name as vrrpd allows it (1..64 of A-Z a-z 0-9 _ . @ -), with a warning when it changes."""
