@@ -247,25 +247,26 @@ class Frontend(Listening):
         ka = self.cfg.tcpka
         if ka is not None and ka.client is not None:
             set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
-        if lb.actconn >= lb.maxconn or self.cur >= self.maxconn or self.stopped:
+        fmax = self.maxconn
+        if lb.actconn >= lb.maxconn or self.cur >= fmax or self.stopped:
             # accepted by the loop beyond maxconn (it accepts in batches): park it, as if it were still in
             # the kernel's backlog, until a slot frees
             sess.parked = True
             self.parked.append(sess)
             lb.pause_full()
             return
-        self._activate(sess)
+        self._activate(sess, fmax)
 
-    def _activate(self, sess: Session) -> None:
+    def _activate(self, sess: Session, fmax: int | None = None) -> None:
         lb = self.lb
         sess.parked = False
         lb.actconn += 1
-        self.cur += 1
+        cur = self.cur = self.cur + 1
         self.stot += 1
-        if self.cur > self.smax:
-            self.smax = self.cur
+        if cur > self.smax:
+            self.smax = cur
         lb.sessions.add(sess)
-        if lb.actconn >= lb.maxconn or self.cur >= self.maxconn:
+        if lb.actconn >= lb.maxconn or cur >= (self.maxconn if fmax is None else fmax):
             lb.pause_full()
         self._run(sess, sess.start(lb.loop.time()))
 
