@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tcplb_helpers import Blackhole, EchoServer, free_port, run, serve_echo, start_lb, stop_lb, wait_for
+from tcplb_helpers import (
+    STATS_AUTH,
+    Blackhole,
+    EchoServer,
+    free_port,
+    lb_toml,
+    run,
+    serve_echo,
+    start_lb,
+    stop_lb,
+    wait_for,
+)
 
 from tcplb import checks
 from tcplb import config as cfgmod
@@ -553,23 +564,12 @@ def test_worker_control_send_does_not_block_the_loop(loop: str) -> None:
 
 
 def _daemon_cfg(lport: int, backend: int, sport: int, hard: str) -> cfgmod.Config:
-    return cfgmod.loads(
-        f"""
-[global]
-hard_stop_after = "{hard}"
-[defaults]
-timeout_connect = "1s"
-timeout_client = "1m"
-timeout_server = "1m"
-[listen.t]
-bind = ["127.0.0.1:{lport}"]
-server = [{{ name = "s1", address = "127.0.0.1:{backend}", check = false }}]
-[stats]
-bind = "127.0.0.1:{sport}"
-auth = ["admin:s3cret"]
-admin = true
-"""
+    """Listener t on ``lport`` in front of ``backend`` (no checks), stats and admin API on ``sport``."""
+    timeouts = 'timeout_client = "1m"\ntimeout_server = "1m"'
+    text = lb_toml(
+        lport, [("s1", backend)], check=None, hard_stop=hard, timeouts=timeouts, retries=None, stats=sport
     )
+    return cfgmod.loads(text)
 
 
 async def _http(port: int, method: str, path: str) -> int:
@@ -577,7 +577,7 @@ async def _http(port: int, method: str, path: str) -> int:
 
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
-        auth = base64.b64encode(b"admin:s3cret").decode()
+        auth = base64.b64encode(STATS_AUTH.encode()).decode()  # what lb_toml(stats=...) sets
         w.write(
             f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n"
             f"Content-Length: 0\r\n\r\n".encode()
