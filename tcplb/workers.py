@@ -22,8 +22,8 @@ What is divided instead: ``global.maxconn``, a listener's ``maxconn`` and a serv
 ``maxqueue`` are split evenly (rounded up) among the processes; each process queues its own clients.
 
 Control: one ``socketpair`` per worker carries JSON lines from the main process (``config``, ``reload``,
-``stop``, ``shutdown-sessions``). A worker that loses its main process (the control socket reaches EOF)
-stops gracefully; a worker that dies is started again by the main process, its counters kept.
+``stop``, ``shutdown-sessions``, ``rebalance``). A worker that loses its main process (the control socket
+reaches EOF) stops gracefully; a worker that dies is started again by the main process, its counters kept.
 """
 
 from __future__ import annotations
@@ -678,6 +678,9 @@ class WorkerProcess:
         elif op == "shutdown-sessions":
             with contextlib.suppress(KeyError, ValueError):
                 lb.shutdown_sessions(msg["listener"], msg["server"])
+        elif op == "rebalance":  # tcplb ctl rebalance (the main process's admin API): our own share
+            with contextlib.suppress(KeyError, ValueError):
+                lb.rebalance.request(msg["listener"], forward=False)
 
     async def _graceful_stop(self) -> None:
         lb = self.lb
