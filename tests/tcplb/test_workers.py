@@ -18,6 +18,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tcplb_helpers import Backend, EchoServer, Tcplb, free_port, lb_toml, roundtrip
@@ -28,7 +29,19 @@ from tcplb.accounting import SingleProcess
 from tcplb.config import per_process as split
 from tcplb.server import Frontend, LoadBalancer
 from tcplb.session import Passive
-from tcplb.workers import CUR, F_UP, F_VALID, H_FLAGS, PFAIL, Share, SharedTable, WorkerAccounting
+from tcplb.workers import (
+    CUR,
+    F_UP,
+    F_VALID,
+    H_FLAGS,
+    PFAIL,
+    MainAccounting,
+    Share,
+    SharedTable,
+    WorkerAccounting,
+    WorkerPool,
+    WorkerProcess,
+)
 
 LOOPS = ["asyncio", "uvloop"]
 AUTH = "Basic " + base64.b64encode(b"admin:s3cret").decode()
@@ -128,6 +141,45 @@ def test_connect_failures_go_through_the_accounting_seam() -> None:
         share.publish_counters(worker, with_bytes=False)
         assert table.get(1, 1, PFAIL) == 1
     finally:
+        loop.close()
+
+
+
+def test_admin_operations_reach_the_workers_through_the_seam() -> None:
+    """tell_others: the main process broadcasts to its workers (a no-op alone and in a worker); a worker
+    applies 'rebalance' to its own share, without forwarding it again, and ignores an unknown listener."""
+    SingleProcess().tell_others({"op": "rebalance", "listener": "t"})  # nobody to tell: nothing happens
+    pool = WorkerPool(2, "asyncio")
+    sent: list[dict[str, Any]] = []
+    pool.broadcast = sent.append  # type: ignore[method-assign]
+    MainAccounting(pool).tell_others({"op": "rebalance", "listener": "t"})
+    assert sent == [{"op": "rebalance", "listener": "t"}]
+
+    cfg = cfgmod.loads(_SEAM_CFG)
+    loop = asyncio.new_event_loop()
+    a, b = socket.socketpair()
+    try:
+        table = SharedTable(2, rows=8)
+        share = Share(table, 1, {})
+        wp = WorkerProcess(1, table, a)
+        wp.share = share
+        wp.stop_event = asyncio.Event()
+        lb = wp.lb = LoadBalancer(cfg, loop, acct=WorkerAccounting(share))
+        calls: list[tuple[str, bool]] = []
+
+        def request(name: str, forward: bool = True) -> dict[str, Any]:
+            calls.append((name, forward))
+            if name != "t":
+                raise KeyError(name)
+            return {}
+
+        lb.rebalance.request = request  # type: ignore[method-assign]
+        wp.handle({"op": "rebalance", "listener": "t"})
+        wp.handle({"op": "rebalance", "listener": "nope"})  # unknown here: ignored, the worker goes on
+        assert calls == [("t", False), ("nope", False)]
+    finally:
+        a.close()
+        b.close()
         loop.close()
 
 
