@@ -234,9 +234,10 @@ class Frontend(Listening):
         tr = sess.pipe.client.transport
         assert tr is not None
         if not sess.client[0]:
-            # uvloop accepts in C and does not keep the address: ask the socket (a client that reset while
-            # in the backlog has none any more: logged as "-:-", as HAProxy logs an unknown address)
-            peer = tr.get_extra_info("peername")
+            # uvloop accepts in C and does not keep the address: ask the socket (getpeername fails for a
+            # client that reset while in the backlog: SO_PEERNAME still has it; without either it is logged
+            # "-:-", as HAProxy logs an unknown address)
+            peer = tr.get_extra_info("peername") or peer_after_reset(tr.get_extra_info("socket"))
             if peer:
                 sess.client = (peer[0], peer[1])
         if not (lb.native_accept and self.cfg.nodelay):  # uvloop sets TCP_NODELAY on every TCP transport
@@ -570,6 +571,32 @@ class Frontend(Listening):
             lb.resume_if_room()
         if lb.actconn == 0 and lb._idle is not None:
             lb._idle.set()
+
+
+_SO_PEERNAME = getattr(socket, "SO_PEERNAME", 28)
+_SOCKADDR_LEN = {socket.AF_INET: 16, socket.AF_INET6: 28}  # sockaddr_in, sockaddr_in6
+
+
+def peer_after_reset(sock: socket.socket | None) -> tuple[str, int] | None:
+    """The peer address of an accepted TCP socket whose connection is already reset, where getpeername()
+    fails (ENOTCONN): Linux's ``SO_PEERNAME`` skips that state check (the address is kept until the socket
+    is closed). The length must be exactly the family's sockaddr (a longer buffer is EINVAL)."""
+    if sock is None:
+        return None
+    n = _SOCKADDR_LEN.get(sock.family)
+    if n is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERNAME, n)
+    except OSError:
+        return None
+    if len(raw) < n:
+        return None
+    port = int.from_bytes(raw[2:4], "big")
+    ip = raw[4:8] if n == 16 else raw[8:24]
+    if not port:
+        return None
+    return socket.inet_ntop(sock.family, ip), port
 
 
 def _min_flag(client: float | None, server: float | None) -> tuple[float | None, str]:
