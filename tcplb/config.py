@@ -341,7 +341,10 @@ class Rebalance:
     burst: int | None = None  # token bucket size; None: max(1, ceil(rate))
     delay_after_up: float | None = None  # None: the server's slowstart (0 without one: at once)
     settle: float = 10.0  # a closed client counts as on its way back this long
-    min_age: float = 0.0  # never move a connection younger than this
+    # never move a connection younger than this: RabbitMQ's management API knows a connection only once its
+    # statistics were collected (collect_statistics_interval, 5 s by default; younger ones get 404, seen in
+    # the lab), and a connection that was just moved should not be moved again
+    min_age: float = 10.0
     max_lifetime: float | None = None  # Envoy's max_connection_duration; None: off
     lifetime_jitter: float = 0.10  # each lifetime is max_lifetime * (1 + U[0, jitter))
 

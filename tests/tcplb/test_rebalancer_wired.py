@@ -174,6 +174,7 @@ check = {chk}
 server = [{{ name = "r1", address = "127.0.0.1:{b1}" }},
           {{ name = "r2", address = "127.0.0.1:{b2}"{r2_extra}{r2_check} }}]
 [listen.t.rebalance]
+min_age = "0s"
 {rebalance}
 """
 
