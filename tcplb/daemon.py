@@ -53,7 +53,7 @@ class Daemon:
     async def _start_stats(self) -> None:
         if self.cfg.stats is None or self.lb is None:
             return
-        from .stats import StatsServer
+        from .stats import StatsServer  # only with a stats listener (idle RSS); no cycle: test_imports.py
 
         st = StatsServer(self.lb, self.cfg.stats, reload=self._api_reload if self.path is not None else None)
         await st.start()
