@@ -8,6 +8,16 @@ core opened or closed and one ``loop.call_at(host.next_deadline())`` is re-armed
 socket before the core fires timers: after SIGSTOP/SIGCONT both uvloop and asyncio run an overdue timer
 before they poll the sockets, and a frozen Backup must see its master's queued adverts first.
 
+The clock is ``time.monotonic()`` (CLOCK_MONOTONIC, the epoch of both loops' ``loop.time()``), not
+``loop.time()``: uvloop's is libuv's cached loop time in whole milliseconds. A wait longer than
+:data:`SPLIT_WAIT` is armed in two stages, an early wake-up first (:func:`early_wake`), then the exact
+deadline: the kernel lets ``epoll_wait`` (both loops sleep in it) overshoot its timeout by 0.1 % of it (0.5 %
+for a niced process; ``select_estimate_accuracy``), 3.6 ms on a 3.6 s Master_Down_Interval, which was most
+of issue 11's crash takeover error. The last, short stage is an ``ITIMER_REAL`` interval timer (an hrtimer
+without slack; its SIGALRM wakes the loop through the signal wake-up fd), not a loop timer: libuv's timers
+have a resolution of 1 ms, and uvloop rounds ``call_later`` delays to whole milliseconds from a cached,
+floored loop time, which put the first advert anywhere from 1 ms early to 1.5 ms late.
+
 Track hook (vrrpd.track / vrrpd.scripts side): :meth:`Daemon.track_result` feeds a result (``None``: none
 yet); an instance stays in INIT until every name in ``Host.tracked_names`` has one.
 """
@@ -45,6 +55,22 @@ log = logging.getLogger("vrrpd")
 READ_LIMIT = 4096  # datagrams read from one VRRP socket in one go (a 256 KiB buffer holds about 340)
 STARTUP_DUMP_TIMEOUT = 3.0  # seconds to wait for the first view of links and addresses
 SHUTDOWN_BUDGET = 0.8  # seconds the notify queue may use at SIGTERM (the whole exit stays under one second)
+SPLIT_WAIT = 0.02  # seconds: a longer wait for the one timer is armed in two stages (see early_wake)
+EARLY_MIN = 0.004  # seconds: the early stage wakes at least this long before the deadline
+EARLY_FRACTION = 0.01  # ... and at least this fraction of the wait (epoll_wait's slack: 0.1 %, niced 0.5 %)
+ALARM_MIN = 50e-6  # seconds: a shorter rest of a wait is run at once (by the loop), not by ITIMER_REAL
+ALARM_BACKSTOP = 0.01  # seconds after the deadline: the loop's own timer, should a SIGALRM be lost
+
+
+def early_wake(now: float, at: float) -> float | None:
+    """When to wake before a deadline ``at`` to re-arm for it exactly, or None: arm ``at`` directly.
+
+    ``epoll_wait(timeout)`` may return up to 0.1 % of ``timeout`` late (0.5 % when niced; timer slack, at
+    least 50 us), so a long wait wakes early by more than that and the short last wait is precise."""
+    wait = at - now
+    if wait <= SPLIT_WAIT:
+        return None
+    return at - max(EARLY_MIN, wait * EARLY_FRACTION)
 
 
 class DeferringHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -160,6 +186,8 @@ class Daemon:
         self._readers: dict[tuple[str, int], VrrpSocket | Vrrp6Socket] = {}  # (ifname, family)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._alarm = False  # SIGALRM handled by the loop: the last stage of a wait may use ITIMER_REAL
+        self._alarm_armed = False
         self._transitions = 0
         self._synced: asyncio.Future[None] | None = None
         # systemd Type=notify: imported only under systemd (idle RSS); NOTIFY_SOCKET is taken out of the
@@ -191,6 +219,8 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self.loop.add_signal_handler(signal.SIGALRM, self._on_alarm)
+        self._alarm = True
         self.loop.add_reader(self.platform.nl.fileno(), self._on_netlink)
         self.notify.start()
         # The first view of links and addresses, read on the loop like every later netlink answer.
@@ -233,9 +263,9 @@ class Daemon:
             self.sd.stopping("stopping")
         self.notify.begin_close()  # what the stop queues (notify_stop, notify STOP) always runs
         self.step(self.host.stop)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
+        self._alarm = False
+        self.loop.remove_signal_handler(signal.SIGALRM)
         for s in self.scripts.values():
             s.stop()
         self.procs.stop()
@@ -259,7 +289,7 @@ class Daemon:
         if handler is not None:
             handler.hold()
         try:
-            fn(self.loop.time())
+            fn(time.monotonic())
             self._follow()
         finally:
             if handler is not None:
@@ -290,12 +320,58 @@ class Daemon:
             self._synced.set_result(None)
         # re-arm the timer
         at = self.host.next_deadline()
-        if self._timer is not None and self._timer_at != at:
+        if self._timer_at != at:
+            self._cancel_timer()
+        self._timer_at = at
+        if self._timer is None and not self._alarm_armed and at is not None:
+            self._arm(at)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._timer is None and at is not None:
-            self._timer = self.loop.call_at(at, self._on_timer)
-        self._timer_at = at
+        if self._alarm_armed:
+            self._alarm_armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _arm(self, at: float) -> None:
+        """The one timer for the deadline ``at`` (monotonic): an early stage on the loop for a long wait,
+        then the rest on ITIMER_REAL (a loop timer where SIGALRM is not ours to use)."""
+        now = time.monotonic()
+        early = early_wake(now, at)
+        if early is not None:
+            self._timer = self.loop.call_later(early - now, self._on_early)
+        elif self._alarm and at - now > ALARM_MIN:
+            self._alarm_armed = True
+            signal.setitimer(signal.ITIMER_REAL, at - now)
+            # should the signal ever be lost, the loop fires the deadline a little late rather than never
+            self._timer = self.loop.call_later(at - now + ALARM_BACKSTOP, self._on_backstop)
+        else:
+            self._timer = self.loop.call_later(max(0.0, at - now), self._on_timer)
+
+    def _on_early(self) -> None:
+        """The early stage of a long wait: arm the rest (short, so the kernel's slack on it is tiny)."""
+        self._timer = None
+        if self._timer_at is not None:
+            self._arm(self._timer_at)
+
+    def _on_alarm(self) -> None:
+        """SIGALRM: the last stage of the wait is over, unless it is a stale one (the interval timer was
+        re-armed for a later deadline after this signal had been raised: that one is still pending)."""
+        at = self._timer_at
+        if not self._alarm_armed or at is None or time.monotonic() < at - ALARM_MIN:
+            return
+        self._alarm_armed = False
+        if self._timer is not None:
+            self._timer.cancel()  # the backstop
+        self._on_timer()
+
+    def _on_backstop(self) -> None:
+        self._timer = None
+        if self._alarm_armed:
+            self._alarm_armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        self._on_timer()
 
     def _on_timer(self) -> None:
         at = self._timer_at
