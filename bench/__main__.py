@@ -1,7 +1,7 @@
 """``python -m bench [PART ...] [--quick] [--rounds N]``: one or more parts, in one run file.
 
 PART: all (default), tcplb (or throughput|requests|churn), stalled, rtt, amqp, scale, failover,
-backend-death, track-process.
+backend-death, track-process, failover-v3, failover-e2e.
 
 Each part runs in a child process of its own, bounded in time (a hung part is stopped and recorded as
 failed; the run goes on). The run is written to ``bench/results/run-<date>.json`` (environment and every
@@ -66,6 +66,10 @@ PARTS = [
          "tcplb killed on the master: vrrpd and keepalived with track_process"),
     Part("stalled", "bench.stalled", 3, 300, "1,000 stalled uploads: LB RSS growth per connection"),
     Part("rtt", "bench.rtt", 3, 420, "latency per round trip: ping-pong and a confirm per message"),
+    Part("failover-v3", "bench.vrrp_v3", 6, 300,
+         "VRRPv3 at advert_int 0.1: vrrpd vs keepalived, IPv4 and IPv6 crash, graceful, idle CPU"),
+    Part("failover-e2e", "bench.vrrp_e2e", 3, 330,
+         "confirm gap after a master crash at advert_int 0.1: vrrpd+tcplb vs keepalived+HAProxy"),
 ]  # fmt: skip
 RUN_BUDGET = 25 * 60.0  # `all` stays under 26 minutes: a part gets at most what is left of this
 BY_NAME = {p.name: p for p in PARTS}
@@ -83,6 +87,8 @@ ALIASES = {
     "track-process": ["track-process"],
     "stalled": ["stalled"],
     "rtt": ["rtt"],
+    "failover-v3": ["failover-v3"],
+    "failover-e2e": ["failover-e2e"],
 }
 
 

@@ -318,6 +318,28 @@ TARGETS: tuple[Target, ...] = (
            "first advert, with track_process (every trial; keepalived with track_process in the same run)",
            "first_advert_ms", "vrrpd", "<=", (256 - 100) / 256 * 1000 + 200, stat="max", unit="ms",
            variants=(("keepalived", None), ("keepalived-script", None))),
+    # issue #14 (VRRPv3, advert_int 0.1, priorities 150/100): bench/vrrp_v3.py and bench/vrrp_e2e.py
+    Target("failover-v3", "v3 crash IPv4", "VRRPv3 at 0.1 s, master crash, IPv4: the backup's first advert",
+           "#14", "within 5 ms of Master_Down_Interval (0.361 s) after the master's last advert "
+           "(every trial; keepalived v3 in the same run)", "crash4_error_ms", "vrrpd", "<=", 5.0,
+           stat="max_abs", unit="ms", variants=(("keepalived", None),)),
+    Target("failover-v3", "v3 crash IPv6", "VRRPv3 at 0.1 s, master crash, IPv6: the backup's first advert",
+           "#14", "within 5 ms of Master_Down_Interval (0.361 s) after the master's last advert "
+           "(every trial; keepalived v3 in the same run)", "crash6_error_ms", "vrrpd", "<=", 5.0,
+           stat="max_abs", unit="ms", variants=(("keepalived", None),)),
+    Target("failover-v3", "v3 graceful IPv4",
+           "VRRPv3 at 0.1 s, graceful stop, IPv4: the backup's first advert", "#14",
+           "within 2 ms of Skew_Time (0.061 s) after the priority-0 advert (every trial)",
+           "graceful4_error_ms", "vrrpd", "<=", 2.0, stat="max_abs", unit="ms",
+           variants=(("keepalived", None),)),
+    Target("failover-v3", "v3 graceful IPv6",
+           "VRRPv3 at 0.1 s, graceful stop, IPv6: the backup's first advert", "#14",
+           "within 2 ms of Skew_Time (0.061 s) after the priority-0 advert (every trial)",
+           "graceful6_error_ms", "vrrpd", "<=", 2.0, stat="max_abs", unit="ms",
+           variants=(("keepalived", None),)),
+    Target("failover-v3", "v3 idle CPU", "Idle CPU of one instance at 0.1 s adverts (VRRPv3, master)", "#14",
+           "at most 1 % of a core (keepalived beside it)", "idle_cpu_pct", "vrrpd", "<=", 1.0, unit="%",
+           variants=(("keepalived", None),)),
 )  # fmt: skip
 
 NO_TARGET = {
@@ -519,6 +541,22 @@ first advert (the VIP's move). Variants in alternating rounds: vrrpd with `[vrrp
 `weight = 0`: FAULT, priority 0), keepalived with `vrrp_track_process` (weight 0), and keepalived with the
 usual `vrrp_script` running `pgrep` every second (fall 1, weight 0).
 
+**failover-v3** (`bench/vrrp_v3.py`, issue #14): VRRPv3 at `advert_int = 0.1`, vrrpd and keepalived
+(`vrrp_version 3`) in alternating rounds. Each router (lb1 priority 150, lb2 priority 100) runs an IPv4
+instance (VRID 61, adverts to 224.0.0.18) and an IPv6 one (VRID 62, adverts from the link-local address to
+ff02::12). Master crash (SIGKILL at a random point of the advert cycle) and graceful stop, timed on the wire
+per family (`tcpdump -tt` on the bridge, frames told apart by source MAC and VRID) against
+Master_Down_Interval = 0.361 s after the master's last advert and Skew_Time = 0.061 s after the priority-0
+advert. Idle: one IPv4 v3 instance at 0.1 s, master, alone: CPU in % of one core (keepalived: parent and
+VRRP child summed) and RSS.
+
+**failover-e2e** (`bench/vrrp_e2e.py`, issue #14): the stack of `netns/stack.py` (3 RabbitMQ nodes, lb1 and
+lb2, a client) at `advert_int = 0.1`: vrrpd + tcplb on both LB hosts against keepalived + HAProxy on both, in
+alternating rounds on one lab. 2 publishers with confirms and 2 consumers at 200 msg/s through the VIP to a
+quorum queue; lb1's VRRP daemon and balancer are SIGKILLed together. Figures: the longest gap without a
+publisher confirm (from 0.2 s before the kill), the VIP's move as the stack's 20 ms monitor sees it, and the
+confirmed messages lost.
+
 **stalled** (`bench/stalled.py`, issue #10): 1,000 clients upload through the LB to a server that accepts
 and never reads; each client sends until a whole second passes without progress (at most 30 s). Figure: the
 LB's RSS with the 1,000 stalled uploads minus its RSS before, per connection. tcplb in its default
@@ -551,7 +589,8 @@ ANNOTATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "amqp", "scale", "backend-death")
+PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "failover-v3", "failover-e2e", "amqp",
+              "scale", "backend-death")
 
 OWN_TARGET_NOTE = re.compile(r"^median per-round ratio |\((?:target|limit) [<>]=|\(no target\)$")
 
