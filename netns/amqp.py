@@ -4,6 +4,13 @@ Run as separate processes in the client namespace::
 
     python -m netns.amqp publish --host 192.0.2.100 --queue q1 --rate 100 --out pub1.json --id-prefix p1
     python -m netns.amqp consume --host 192.0.2.100 --queue q1 --out cons1.json
+    python -m netns.amqp burst --host 192.0.2.100 --interval 0.1 --out burst.json
+
+``burst`` opens a new AMQP connection every ``--interval`` seconds (until SIGTERM or ``--duration``): the
+full handshake (header, Start, Start-Ok, Tune, Tune-Ok, Open, Open-Ok) then a clean Close, each bounded by
+``--timeout``. A connection counts as failed when it does not reach Open-Ok (refused, reset, closed, garbage
+or the timeout: a "hung" connect). Its record lists every connection as ``[start (epoch s), seconds, ok,
+error]``; the status file holds the running counts.
 
 Both reconnect and resume on their own (pika, explicit recovery loop). Every message carries an id
 (``message_id`` and the body). The publisher publishes one message at a time and waits for its confirm
@@ -100,7 +107,7 @@ class _Common:
         }
 
 
-def _params(host: str, port: int, heartbeat: int) -> Any:
+def _params(host: str, port: int, heartbeat: int, blocked_timeout: float = 10.0) -> Any:
     import pika
 
     return pika.ConnectionParameters(
@@ -110,7 +117,7 @@ def _params(host: str, port: int, heartbeat: int) -> Any:
         connection_attempts=1,
         socket_timeout=2.0,
         stack_timeout=5.0,
-        blocked_connection_timeout=10.0,
+        blocked_connection_timeout=blocked_timeout if blocked_timeout > 0 else None,
         credentials=pika.PlainCredentials("guest", "guest"),
     )
 
@@ -128,7 +135,7 @@ def _open(args: argparse.Namespace, st: _Common, setup: Callable[[Any], None]) -
 
     st.attempts += 1
     try:
-        conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+        conn = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat, args.blocked_timeout))
     except (AMQPError, OSError) as exc:
         # TCP connect or AMQP handshake failed: what a load balancer is there to prevent
         st.failed_attempts += 1
@@ -465,6 +472,7 @@ class AmqpLoad:
         port: int = 5672,
         heartbeat: int = 3,
         tag: str = "",
+        blocked_timeout: float = 10.0,
     ) -> None:
         self.host = host
         self.target = target
@@ -475,6 +483,7 @@ class AmqpLoad:
         self.queue_type = queue_type
         self.port = port
         self.heartbeat = heartbeat
+        self.blocked_timeout = blocked_timeout
         self.tag = tag or queue
         self.publishers: list[Proc] = []
         self.consumers: list[Proc] = []
@@ -485,7 +494,7 @@ class AmqpLoad:
         return [
             sys.executable, "-m", "netns.amqp", cmd, "--host", self.target, "--port", str(self.port),
             "--queue", self.queue, "--queue-type", self.queue_type, "--out", str(out),
-            "--heartbeat", str(self.heartbeat), *extra,
+            "--heartbeat", str(self.heartbeat), "--blocked-timeout", str(self.blocked_timeout), *extra,
         ]  # fmt: skip
 
     def start(self) -> AmqpLoad:
@@ -594,9 +603,152 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
+# --------------------------------------------------------------------------------------------------------
+# connection bursts
+
+
+async def _amqp_session(host: str, port: int, timeout: float) -> tuple[bool, str, float]:
+    """One client connection: the full handshake as guest, then Close/Close-Ok. (ok, error, seconds)."""
+    import asyncio
+
+    from tcplb import amqpwire as aw
+
+    t0 = time.monotonic()
+    writer: asyncio.StreamWriter | None = None
+    frames = aw.FrameReader()
+    pending: list[aw.Frame] = []
+
+    async def frame(reader: asyncio.StreamReader, want: tuple[int, int]) -> aw.Frame:
+        while True:
+            while pending:
+                f = pending.pop(0)
+                if f.method == want:
+                    return f
+                if f.method == (aw.CONNECTION_CLASS, 50):  # Connection.Close from the broker
+                    raise ConnectionError(f"closed by the broker: {f.payload[4:60]!r}")
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("closed")
+            got = frames.feed(data)
+            if isinstance(got, aw.NotAmqp):
+                raise ConnectionError(got.reason)
+            pending.extend(got)
+
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(aw.PROTOCOL_HEADER)
+            await frame(reader, (10, 10))
+            writer.write(aw.start_ok("guest", "guest", client_properties={"product": "netns.amqp burst"}))
+            tune = await frame(reader, (10, 30))
+            cmax = int.from_bytes(tune.payload[4:6], "big")
+            fmax = int.from_bytes(tune.payload[6:10], "big")
+            writer.write(aw.tune_ok(cmax, fmax, 0) + aw.connection_open("/"))
+            await frame(reader, (10, 41))
+            ok_at = time.monotonic() - t0
+            writer.write(aw.close())
+            await frame(reader, (10, 51))
+        return True, "", ok_at
+    except TimeoutError:
+        return False, "timeout", time.monotonic() - t0
+    except (OSError, aw.AmqpWireError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"[:120], time.monotonic() - t0
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def _burst(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    stopper = _Stopper()
+    conns: list[list[Any]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    status_path = Path(args.out + ".status")
+    t0 = time.monotonic()
+    e0 = time.time()
+
+    async def one() -> None:
+        start = e0 + (time.monotonic() - t0)
+        ok, err, dur = await _amqp_session(args.host, args.port, args.timeout)
+        conns.append([round(start, 4), round(dur, 4), ok, err])
+
+    i = 0
+    while not stopper.stopping and (args.duration <= 0 or time.monotonic() - t0 < args.duration):
+        delay = t0 + i * args.interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(min(delay, 0.05))
+            continue
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+        if i % 5 == 0:
+            done = [c for c in conns]
+            _write_json(status_path, {"started": i, "done": len(done), "failed": sum(not c[2] for c in done)})
+    if tasks:
+        await asyncio.gather(*tasks)
+    conns.sort()
+    _write_json(status_path, {"started": i, "done": len(conns), "failed": sum(not c[2] for c in conns)})
+    return {"role": "burst", "host": args.host, "interval": args.interval, "conns": conns}
+
+
+def burst(args: argparse.Namespace) -> int:
+    import asyncio
+
+    record = asyncio.run(_burst(args))
+    _write_json(Path(args.out), record)
+    return 0
+
+
+class Burst:
+    """``python -m netns.amqp burst`` on a lab host: a new AMQP connection every ``interval`` seconds."""
+
+    def __init__(self, host: Host, target: str, *, interval: float = 0.1, timeout: float = 10.0,
+                 port: int = 5672, tag: str = "burst") -> None:  # fmt: skip
+        self.host = host
+        self.out = host.lab.workdir / f"{tag}.json"
+        self.argv = [
+            sys.executable, "-m", "netns.amqp", "burst", "--host", target, "--port", str(port),
+            "--interval", str(interval), "--timeout", str(timeout), "--out", str(self.out),
+        ]  # fmt: skip
+        self.tag = tag
+        self.proc: Proc | None = None
+
+    def start(self) -> Burst:
+        self.out.unlink(missing_ok=True)
+        self.proc = self.host.start(self.argv, name=self.tag, env={"PYTHONPATH": _package_root()})
+        return self
+
+    def status(self) -> dict[str, int]:
+        try:
+            data = json.loads(Path(str(self.out) + ".status").read_text())
+        except (OSError, ValueError):
+            return {"started": 0, "done": 0, "failed": 0}
+        return {k: int(v) for k, v in data.items()}
+
+    def stop(self, timeout: float = 30.0) -> list[list[Any]]:
+        """SIGTERM, wait for the connections in flight, and return every connection's record."""
+        proc = self.proc
+        if proc is None:
+            return []
+        proc.term()
+        if proc.wait(timeout) is None or proc.returncode != 0:
+            raise LabError(f"{proc.name} did not finish cleanly:\n{proc.output()[-2000:]}")
+        conns: list[list[Any]] = json.loads(self.out.read_text())["conns"]
+        return conns
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m netns.amqp", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("burst")
+    b.add_argument("--host", required=True)
+    b.add_argument("--port", type=int, default=5672)
+    b.add_argument("--interval", type=float, default=0.1, help="seconds between new connections")
+    b.add_argument("--duration", type=float, default=0.0, help="seconds (0: until SIGTERM)")
+    b.add_argument("--timeout", type=float, default=10.0, help="a connection not open by then has failed")
+    b.add_argument("--out", required=True)
     for name in ("publish", "consume"):
         s = sub.add_parser(name)
         s.add_argument("--host", required=True)
@@ -606,6 +758,11 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--out", required=True)
         s.add_argument("--heartbeat", type=int, default=3)
         s.add_argument("--retry-delay", type=float, default=0.02)
+        s.add_argument(
+            "--blocked-timeout", type=float, default=10.0,
+            help="pika's blocked_connection_timeout: close a connection blocked (resource alarm) this long "
+            "(0: never)",
+        )  # fmt: skip
         if name == "publish":
             s.add_argument(
                 "--rate", type=float, default=100.0, help="messages per second (0: as fast as possible)"
@@ -618,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--drain-idle", type=float, default=2.0)
             s.add_argument("--drain-timeout", type=float, default=30.0)
     args = p.parse_args(argv)
+    if args.cmd == "burst":
+        return burst(args)
     return publish(args) if args.cmd == "publish" else consume(args)
 
 

@@ -7,7 +7,13 @@ What lab-facts.md taught, applied:
 * each namespace has its own port 4369, so each node gets its own ``epmd`` started in the foreground by us
   (PID kept); otherwise ``erl`` would spawn a double-forked ``epmd -daemon``;
 * ``RABBITMQ_NODENAME=rabbit@rmqN`` works because ``rmqN`` resolves through ``/etc/netns/<ns>/hosts``;
-* ``loopback_users.guest = false``, an absolute memory cap per node, no plugins;
+* ``loopback_users.guest = false``, an absolute memory cap per node;
+* the management plugin (Debian's package ships it) on every node with ``management=True``, or turned on
+  in a running cluster by :meth:`RabbitCluster.enable_management` (what the stack does with the session's
+  cluster): tcplb's ``rabbitmq`` check reads the node's state and alarms from its HTTP API on port 15672.
+  The cluster then has two more users: :data:`PROBE_USER` (the check's AMQP probe: vhost access, no
+  rights, no tags) and :data:`MGMT_USER` (the check's management API, tagged ``administrator`` so that
+  tcplb's rebalancing may close connections through the API);
 * per-node data and log directories in a temp dir removed at teardown.
 
 The nodes boot in parallel (10-15 s on two cores), then rmq2 and rmq3 join rmq1 (``join_cluster``). A node
@@ -16,10 +22,12 @@ can be killed (SIGKILL), stopped gracefully, and restarted with its data, rejoin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +39,9 @@ from netns.lab import Host, Lab, LabError, Proc, Switch, dead, wait_until
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 AMQP_PORT = 5672
+MGMT_PORT = 15672
+PROBE_USER, PROBE_PASSWORD = "probe", "probe-pw"  # the rabbitmq check's AMQP probe
+MGMT_USER, MGMT_PASSWORD = "mon", "mon-pw"  # the rabbitmq check's management API (and rebalancing)
 COOKIE = "NETNSLABCOOKIEFORRABBITMQCLUSTER"
 HA_POLICY = '{"ha-mode":"all","ha-sync-mode":"automatic"}'
 HA_PATTERN = r"^ha\."
@@ -63,6 +74,9 @@ class RabbitNode:
     server: Proc | None = None
     restarts: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    frozen: bool = False
+    drained: bool = False
+    watermark_lowered: bool = False
 
     @property
     def name(self) -> str:
@@ -98,7 +112,8 @@ class RabbitNode:
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "rabbitmq.conf").write_text(CONFIG.format(port=AMQP_PORT, memory=self.cluster.memory))
         (self.base / "advanced.config").write_text("[].\n")
-        (self.base / "enabled_plugins").write_text("[].\n")
+        plugins = "[rabbitmq_management]" if self.cluster.management else "[]"
+        (self.base / "enabled_plugins").write_text(plugins + ".\n")
 
     def start_epmd(self) -> None:
         if self.epmd is not None and self.epmd.alive():
@@ -128,13 +143,16 @@ class RabbitNode:
     def accepts_amqp(self) -> bool:
         return self._listening(AMQP_PORT)
 
+    def serves_management(self) -> bool:
+        return self._listening(MGMT_PORT)
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         server = self.server
         if server is None:
             raise LabError(f"{self.nodename} was never started")
 
-        def ready() -> bool:
-            return self.accepts_amqp()
+        def ready() -> bool:  # the management listener starts after AMQP's: wait for both
+            return self.accepts_amqp() and (not self.cluster.management or self.serves_management())
 
         try:  # a node that exited fails the wait at once
             wait_until(
@@ -173,6 +191,41 @@ class RabbitNode:
                 self.server.kill()
                 self.server.wait(5)
 
+    def freeze(self) -> None:
+        """SIGSTOP the node's Erlang VM: its ports still accept TCP (kernel backlog), nothing answers."""
+        if self.server is not None:
+            self.server.stop()
+            self.frozen = True
+
+    def thaw(self) -> None:
+        if self.server is not None and self.frozen:
+            self.server.cont()
+        self.frozen = False
+
+    def drain(self, timeout: float = 90.0) -> None:
+        """``rabbitmq-upgrade drain``: maintenance mode (3.10 suspends the node's listeners, 5672 and 15672,
+        and closes its client connections with 320 CONNECTION_FORCED). It can exit 69 although the node is
+        drained (rabbitmq-server#3369), so its exit status is not checked."""
+        self.drained = True
+        self.ctl("drain", tool="rabbitmq-upgrade", check=False, timeout=timeout)
+
+    def revive(self, timeout: float = 90.0) -> None:
+        self.ctl("revive", tool="rabbitmq-upgrade", check=False, timeout=timeout)
+        self.drained = False
+
+    def lower_watermark(self) -> None:
+        """A memory alarm on this node (cluster-wide effect: every publisher is blocked)."""
+        self.watermark_lowered = True
+        self.ctl("set_vm_memory_high_watermark", "0.000001")
+
+    def restore_watermark(self) -> None:
+        """Back to the configured absolute limit: the alarm clears."""
+        limit = self.cluster.memory
+        units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+        n = next((int(limit[: -len(u)]) * m for u, m in units.items() if limit.endswith(u)), None)
+        self.ctl("set_vm_memory_high_watermark", "absolute", str(n if n is not None else limit))
+        self.watermark_lowered = False
+
     def restart(self, *, wait: bool = True, timeout: float = 60.0) -> None:
         self.stop()
         self.start(wait=wait, timeout=timeout)
@@ -194,10 +247,13 @@ class RabbitCluster:
         subnet: str = "192.0.2",
         memory: str = "256MiB",
         prefix: str = "rmq",
+        management: bool = False,
     ) -> None:
         self.lab = lab
         self.switch = switch
         self.memory = memory
+        self.management = management
+        self.proxy_protocol = False
         self.dir = Path(tempfile.mkdtemp(prefix=f"netns-{lab.uid}-rabbitmq-"))
         lab.register_dir(self.dir)
         self.home = self.dir / "home"
@@ -253,8 +309,60 @@ class RabbitCluster:
             node.ctl("join_cluster", seed.nodename)
             node.ctl("start_app")
         self.wait_running(len(self.nodes), timeout=60)
+        if self.management:
+            self.add_check_users()
         self.boot_seconds = time.monotonic() - t0
         return self.boot_seconds
+
+    def enable_management(self, timeout: float = 60.0) -> None:
+        """Turn the management plugin on in the running cluster (``rabbitmq-plugins enable``, online; the
+        enabled-plugins file keeps it on across restarts) and add the check's users. Idempotent."""
+        if self.management:
+            return
+        for node in self.nodes:
+            node.ctl("enable", "rabbitmq_management", tool="rabbitmq-plugins", timeout=timeout)
+        for node in self.nodes:
+            wait_until(node.serves_management, timeout, interval=0.5, what=f"{node.nodename} on {MGMT_PORT}")
+        self.management = True
+        self.add_check_users()
+
+    def add_check_users(self) -> None:
+        """The probe user (vhost access, no rights) and the management user of tcplb's rabbitmq check."""
+        seed = self.nodes[0]
+        seed.ctl("add_user", PROBE_USER, PROBE_PASSWORD)
+        seed.ctl("set_permissions", "-p", "/", PROBE_USER, "^$", "^$", "^$")
+        seed.ctl("add_user", MGMT_USER, MGMT_PASSWORD)
+        seed.ctl("set_user_tags", MGMT_USER, "administrator")
+        seed.ctl("set_permissions", "-p", "/", MGMT_USER, ".*", ".*", ".*")
+
+    def set_proxy_protocol(self, on: bool) -> None:
+        """RabbitMQ's ``proxy_protocol`` at run time on every running node: the reader reads the application
+        variable for each new connection (``rabbit_reader:init/3`` in 3.10), so no restart is needed.
+        While on, every connection to 5672 must start with a PROXY header (direct clients fail)."""
+        expr = f"application:set_env(rabbit, proxy_protocol, {'true' if on else 'false'})."
+        self.proxy_protocol = on
+        for node in self.nodes:
+            if node.alive():
+                node.ctl("eval", expr, timeout=30)
+
+    def undo_faults(self) -> None:
+        """Thaw, revive, restore the watermark and turn PROXY off wherever a scenario left them."""
+        for node in self.nodes:
+            node.thaw()
+        for node in self.nodes:
+            if node.alive() and node.drained:
+                node.revive()
+            if node.alive() and node.watermark_lowered:
+                node.restore_watermark()
+        if self.proxy_protocol:
+            self.set_proxy_protocol(False)
+
+    def list_connections(self, *fields: str) -> list[dict[str, str]]:
+        """``rabbitmqctl list_connections FIELDS`` (cluster-wide) as dicts of strings."""
+        node = next(n for n in self.nodes if n.alive())
+        out = node.ctl("list_connections", *fields, "--formatter", "json", "--quiet", timeout=30)
+        data = json.loads(out) if out.strip() else []
+        return [{k: _text(v) for k, v in row.items()} for row in data] if isinstance(data, list) else []
 
     def running_nodes(self, via: RabbitNode | None = None) -> list[str]:
         """``running_nodes`` as one live node sees it."""
@@ -320,20 +428,51 @@ class RabbitCluster:
         self.wait_running(len(self.nodes), timeout)
 
     def amqp_reachable(self, client: Host, node: RabbitNode, timeout: float = 2.0) -> bool:
-        code = (
-            "import socket,sys; "
-            "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]));"
-            "s.sendall(b'AMQP\\x00\\x00\\x09\\x01'); s.settimeout(float(sys.argv[3]));"
-            "d=s.recv(8); sys.exit(0 if d[:1]==b'\\x01' else 1)"
-        )
-        res = client.run(
-            ["python3", "-c", code, node.ip, str(AMQP_PORT), str(timeout)], check=False, timeout=timeout + 10
-        )
-        return res.returncode == 0
+        return greets(client, node.ip, AMQP_PORT, timeout)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(timeout=10)
+
+
+def _text(v: object) -> str:
+    """A ``list_connections`` JSON value as the table formatter prints it: addresses come as lists of
+    integers (4 for IPv4, 8 sixteen-bit groups for IPv6)."""
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):
+        if len(v) == 4:
+            return ".".join(str(x) for x in v)
+        if len(v) == 8:
+            return str(ipaddress.IPv6Address(b"".join(x.to_bytes(2, "big") for x in v)))
+    return str(v)
+
+
+GREET_CODE = """\
+import socket, sys
+from tcplb.amqpwire import PROTOCOL_HEADER, NEED_MORE, Start, StartReader
+ip, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((ip, port), timeout)
+s.settimeout(timeout)
+s.sendall(PROTOCOL_HEADER)
+r = StartReader()
+got = NEED_MORE
+while got is NEED_MORE:
+    data = s.recv(65536)
+    got = r.feed(data) if data else r.feed_eof()
+sys.exit(0 if isinstance(got, Start) else 1)
+"""
+"""Run in a lab host: exit 0 when ``ip:port`` answers the AMQP protocol header with Connection.Start
+(tcplb.amqpwire.StartReader decides, the same parser tcplb's protocol-aware connect uses)."""
+
+
+def greets(host: Host, ip: str, port: int = AMQP_PORT, timeout: float = 2.0) -> bool:
+    """From ``host``'s namespace: does ``ip:port`` greet an AMQP 0-9-1 client with Connection.Start?"""
+    res = host.run(
+        [sys.executable, "-c", GREET_CODE, ip, str(port), str(timeout)],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        check=False,
+        timeout=timeout + 10,
+    )
+    return res.returncode == 0
 
 
 def port_open(ip: str, port: int, timeout: float = 1.0) -> bool:
@@ -345,4 +484,16 @@ def port_open(ip: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-__all__ = ["AMQP_PORT", "HA_PATTERN", "RabbitCluster", "RabbitNode", "available"]
+__all__ = [
+    "AMQP_PORT",
+    "HA_PATTERN",
+    "MGMT_PASSWORD",
+    "MGMT_PORT",
+    "MGMT_USER",
+    "PROBE_PASSWORD",
+    "PROBE_USER",
+    "RabbitCluster",
+    "RabbitNode",
+    "available",
+    "greets",
+]

@@ -35,9 +35,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from netns import keepalived
-from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Ledger
+from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Burst, Ledger
 from netns.lab import Host, Lab, LabError, Proc, Switch, dead, wait_until
-from netns.rabbitmq import AMQP_PORT, RabbitCluster
+from netns.rabbitmq import (
+    AMQP_PORT,
+    MGMT_PASSWORD,
+    MGMT_USER,
+    PROBE_PASSWORD,
+    PROBE_USER,
+    RabbitCluster,
+    greets,
+)
 from vrrpd import control
 
 VIP = "192.0.2.100"
@@ -50,6 +58,8 @@ CLIENT_ADDR = "192.0.2.50"
 STATS_PORT = 8404
 STATS_AUTH = "admin:lab-admin"  # tcplb's stats.auth (its admin API always needs a user)
 TRACK_WEIGHT = -60
+GREETING_TIMEOUT = "1s"  # tcplb: a broker silent this long after the client's header is a failed connect
+SLOWSTART = "10s"  # tcplb: a node that comes back gets its weight ramped over this
 # A healed partition where the backup hears the master's advert first: keepalived (higher_prio_send_advert off
 # by default) then sends no gratuitous ARP, and clients keep the other box's MAC until their ARP entry expires
 # (30-45 s); its remedy, a periodic GARP from the master, is used for keepalived. vrrpd needs none: a master
@@ -90,8 +100,33 @@ echo "$(date +%s.%N) $3 $4" >> {path}
 # ------------------------------------------------------------------------------------------ configs
 
 
-def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") -> str:
-    rows = ",\n".join(f'  {{ name = "{n}", address = "{ip}:{AMQP_PORT}" }}' for n, ip in servers)
+def tcplb_toml(
+    servers: list[tuple[str, str]],
+    *,
+    check_inter: str = "1s",
+    send_proxy: str = "none",
+    rebalance: dict[str, str] | None = None,
+    timeout_idle: str = "3h",
+) -> str:
+    """tcplb's config for an LB node: an AMQP listener (``protocol = "amqp"``: a server connection counts
+    when the broker greets, a silent one is retried elsewhere after ``timeout_greeting``), leastconn,
+    slowstart, and the ``rabbitmq`` check: a clean AMQP probe as :data:`PROBE_USER` plus each node's state
+    and alarms from its management API (``/api/nodes/rabbit@rmqN`` on 3.10). ``send_proxy``: PROXY protocol
+    toward the brokers (and on the checks); ``rebalance``: a ``[listen.rabbitmq.rebalance]`` table (TOML
+    values as text); ``timeout_idle``: ``timeout_client``/``timeout_server``."""
+    rows = ",\n".join(
+        f'  {{ name = "{n}", address = "{ip}:{AMQP_PORT}", '
+        f'check = {{ management = {{ node = "rabbit@{n}" }} }} }}'
+        for n, ip in servers
+    )
+    check = (
+        f'{{ type = "rabbitmq", inter = "{check_inter}", fastinter = "250ms", rise = 2, fall = 2, '
+        f'user = "{PROBE_USER}", password = "{PROBE_PASSWORD}", '
+        f'management = {{ user = "{MGMT_USER}", password = "{MGMT_PASSWORD}", inter = "2s" }} }}'
+    )
+    rb = ""
+    if rebalance:
+        rb = "\n[listen.rabbitmq.rebalance]\n" + "".join(f"{k} = {v}\n" for k, v in rebalance.items())
     return (
         textwrap.dedent(
             f"""\
@@ -101,8 +136,8 @@ def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") ->
 
         [defaults]
         timeout_connect = "2s"
-        timeout_client = "3h"
-        timeout_server = "3h"
+        timeout_client = "{timeout_idle}"
+        timeout_server = "{timeout_idle}"
         timeout_check = "1s"
         retries = 3
         redispatch = true
@@ -110,15 +145,18 @@ def tcplb_toml(servers: list[tuple[str, str]], *, check_inter: str = "500ms") ->
         [listen.rabbitmq]
         bind = ["{VIP}:{AMQP_PORT}"]
         balance = "leastconn"
-        check = {{ type = "tcp", inter = "{check_inter}", rise = 2, fall = 2 }}
-        server = [
+        protocol = "amqp"
+        timeout_greeting = "{GREETING_TIMEOUT}"
+        send_proxy = "{send_proxy}"
+        default_server = {{ slowstart = "{SLOWSTART}" }}
         """
         )
+        + f"check = {check}\nserver = [\n"
         + rows
+        + "\n]\n"
+        + rb
         + textwrap.dedent(
             f"""
-        ]
-
         [stats]
         bind = "127.0.0.1:{STATS_PORT}"
         auth = ["{STATS_AUTH}"]
@@ -305,7 +343,11 @@ class LBNode:
         notify.write_text(NOTIFY_SH.format(path=self.notify_log))
         os.chmod(notify, 0o755)
         if self.balancer_kind == "tcplb":
-            (self.wd / f"{self.name}.lb.toml").write_text(tcplb_toml(servers))
+            st = self.stack
+            cfg = tcplb_toml(
+                servers, send_proxy=st.send_proxy, rebalance=st.rebalance, timeout_idle=st.timeout_idle
+            )
+            (self.wd / f"{self.name}.lb.toml").write_text(cfg)
         else:
             pid = self.wd / f"{self.name}.haproxy.pid"
             (self.wd / f"{self.name}.haproxy.cfg").write_text(haproxy_cfg(servers, pid))
@@ -405,6 +447,34 @@ class LBNode:
 
     def has_vip(self) -> bool:
         return self.host.has_address(VIP)
+
+    def _stats_get(self, path: str) -> str | None:
+        res = self.host.run(
+            ["curl", "-sf", "-m", "2", "-u", STATS_AUTH, f"http://127.0.0.1:{STATS_PORT}{path}"],
+            check=False,
+            timeout=10,
+        )
+        return res.stdout if res.returncode == 0 else None
+
+    def servers(self) -> dict[str, dict[str, Any]]:
+        """tcplb's stats JSON: the ``rabbitmq`` listener's servers by name ({} if unreadable)."""
+        if self.balancer_kind != "tcplb":
+            return {}
+        out = self._stats_get("/stats;json")
+        if out is None:
+            return {}
+        try:
+            data = json.loads(out)
+        except ValueError:
+            return {}
+        for li in data.get("listeners", []):
+            if li.get("name") == "rabbitmq":
+                return {str(s["name"]): s for s in li.get("servers", [])}
+        return {}
+
+    def metrics(self) -> str:
+        """tcplb's Prometheus text (empty if unreadable)."""
+        return self._stats_get("/metrics") or ""
 
     def set_server_state(self, server: str, state: str) -> None:
         """tcplb's admin API: ``ready``, ``drain`` (no new connections) or ``maint``."""
@@ -580,15 +650,21 @@ class Stack:
     monitor: VipMonitor | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
     loads: list[AmqpLoad] = field(default_factory=list)
+    bursts: list[Burst] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
     _seq: int = 0
     advert_int: float = ADVERT_INT  # set before start_lbs(); < 1 s runs VRRPv3 (reset() restores the default)
+    # tcplb options, set before start_lbs() (reset() restores the defaults)
+    send_proxy: str = "none"  # "v1"/"v2": PROXY protocol toward the brokers
+    rebalance: dict[str, str] | None = None  # [listen.rabbitmq.rebalance] keys, TOML values as text
+    timeout_idle: str = "3h"  # timeout_client/timeout_server
 
     @classmethod
     def build(cls, lab: Lab, *, switch: Switch | None = None, rabbit: RabbitCluster | None = None) -> Stack:
         """Create the hosts (RabbitMQ nodes unless given, lb1, lb2, client); nothing started yet."""
         sw = switch or lab.switch("sw")
-        cluster = rabbit or RabbitCluster(lab, sw)
+        cluster = rabbit or RabbitCluster(lab, sw, management=True)
+        cluster.enable_management()  # the rabbitmq check reads each node's state from its management API
         stack = cls(lab, sw, cluster, lab.hosts.get("client") or _mkhost(lab, sw, "client", CLIENT_ADDR))
         for name, prio in PRIORITIES.items():
             host = lab.hosts.get(name) or _mkhost(
@@ -662,13 +738,11 @@ class Stack:
         return time.time()
 
     def client_reaches_vip(self) -> bool:
-        code = (
-            "import socket,sys\n"
-            f"s=socket.create_connection(('{VIP}', {AMQP_PORT}), 1.5)\n"
-            "s.sendall(b'AMQP\\x00\\x00\\x09\\x01'); s.settimeout(2)\n"
-            "sys.exit(0 if s.recv(8)[:1] == b'\\x01' else 1)"
-        )
-        return self.client.run([PY, "-c", code], check=False, timeout=10).returncode == 0
+        return greets(self.client, VIP, AMQP_PORT, 2.0)
+
+    def servers(self, lb: str = "lb1") -> dict[str, dict[str, Any]]:
+        """tcplb's view of the RabbitMQ nodes on ``lb`` (stats JSON rows by server name)."""
+        return self.lbs[lb].servers()
 
     def reset(self) -> None:
         """Between scenarios: stop loads and LB daemons, undo faults, drop leftover VIPs and queues."""
@@ -676,6 +750,11 @@ class Stack:
             for p in [*load.publishers, *load.consumers]:
                 p.terminate(2)
         self.loads.clear()
+        for b in self.bursts:
+            if b.proc is not None:
+                b.proc.terminate(2)
+        self.bursts.clear()
+        self.rabbit.undo_faults()
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
@@ -694,6 +773,7 @@ class Stack:
             self.queues.clear()
         self.rabbit.clear_ha_policy()
         self.advert_int = ADVERT_INT
+        self.send_proxy, self.rebalance, self.timeout_idle = "none", None, "3h"
 
     def timeline(self, origin: float | None = None) -> list[str]:
         return self.monitor.timeline(origin) if self.monitor else []
@@ -708,6 +788,7 @@ class Stack:
         rate: float = 100.0,
         queue_type: str = QUORUM,
         target: str = VIP,
+        blocked_timeout: float = 10.0,
     ) -> AmqpLoad:
         """Publishers/consumers on the client against a fresh queue (``ha.*`` for classic mirrored)."""
         self._seq += 1
@@ -717,11 +798,20 @@ class Stack:
             self.rabbit.set_ha_policy()
         load = AmqpLoad(
             self.client, target, queue, publishers=publishers, consumers=consumers, rate=rate,
-            queue_type=queue_type, tag=f"s{self._seq}",
+            queue_type=queue_type, tag=f"s{self._seq}", blocked_timeout=blocked_timeout,
         )  # fmt: skip
         self.loads.append(load)
         self.queues.append(queue)
         return load
+
+    def burst(self, *, interval: float = 0.1, timeout: float = 10.0) -> Burst:
+        """A new AMQP connection through the VIP every ``interval`` s (started; stopped by the test or by
+        reset)."""
+        self._seq += 1
+        tag = f"burst{self._seq}-{self.lab.uid}"
+        b = Burst(self.client, VIP, interval=interval, timeout=timeout, tag=tag)
+        self.bursts.append(b)
+        return b.start()
 
     def drained(self, load: AmqpLoad) -> Callable[[], bool]:
         return lambda: self.rabbit.queue_depth(load.queue) == 0
