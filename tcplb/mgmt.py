@@ -35,7 +35,7 @@ view and relies on its AMQP/TCP check (a failed management API is not a failed b
 Content-Length, chunked or read-to-EOF bodies, a size cap, one overall timeout), which returns a value for
 every outcome. :func:`close_connection` is the graceful close for rebalancing (``DELETE
 /api/connections/{name}`` with ``X-Reason``), with :func:`connection_name` naming a connection the way the
-broker does. Not wired into tcplb's checks or any rebalancing yet.
+broker does; both used by :mod:`tcplb.rebalancer` (the node-state part by the ``rabbitmq`` check).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ Rules (``Rebalancer.plan``):
 jitter up to ``jitter * max_lifetime``; here the jitter is derived from a seed and the connection's id
 (BLAKE2b), so it is reproducible and testable, and spreads the reconnects of connections opened together.
 
-Not wired into tcplb yet (no config key, no ``tcplb ctl rebalance``, no closing through the management API).
+Wired by :mod:`tcplb.rebalancer` (``[listen.NAME.rebalance]``, ``tcplb ctl rebalance``, the closes).
 """
 
 from __future__ import annotations
