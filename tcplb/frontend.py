@@ -17,7 +17,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import config as cfgmod
 from .amqpwire import NEED_MORE, NotAmqp, StartReader
@@ -81,9 +81,9 @@ class Session(SessionMachine[ServerState]):
         self.fe = fe
         self.pipe = pipe
         self.accept_wall = accept_wall
-        # the timer at the machine's deadline: a loop timer, or _IN_FIFO (an entry in the listener's
-        # deadline queue, see Frontend._arm), or None
-        self.handle: asyncio.TimerHandle | object | None = None
+        # the timer at the machine's deadline: a loop timer, or an entry [deadline, self] of the listener's
+        # deadline queue (see Frontend._arm), or None
+        self.handle: asyncio.TimerHandle | list[Any] | None = None
         self.timer_at: float | None = None
         self.task: asyncio.Task[None] | None = None  # the connect attempt in flight
         self.side: Side | None = None  # that attempt's protocol
@@ -114,7 +114,6 @@ class _Greeting:
 
 # ------------------------------------------------------------------------------------------- frontends
 
-_IN_FIFO = object()  # Session.handle: the deadline is an entry of the listener's deadline queue
 _RETRY = State.RETRY
 
 
@@ -152,7 +151,7 @@ class Frontend(Listening):
         self.be_qmax = 0  # highest total queue of the servers seen by the stats timer or a snapshot
         # the sessions' deadlines in the order they come (most are "now + timeout_connect": in order), with
         # one loop timer for the first; see _arm
-        self.deadlines: deque[tuple[float, Session]] = deque()
+        self.deadlines: deque[list[Any]] = deque()  # [deadline, Session or None once cancelled]
         self._dl_timer: asyncio.TimerHandle | None = None
         self._dl_at = 0.0
         self._apply_timeouts()
@@ -335,9 +334,11 @@ class Frontend(Listening):
         if h is not None:
             if sess.timer_at == dl:
                 return
-            if h is not _IN_FIFO:
-                h.cancel()  # type: ignore[attr-defined]
-            sess.handle = None  # (a queue entry is dropped when it comes first: see _arm)
+            if type(h) is list:
+                h[1] = None  # cancelled: the entry no longer holds the session, and is dropped when first
+            else:
+                h.cancel()  # type: ignore[union-attr]
+            sess.handle = None
         if dl is not None:
             self._arm(sess, dl)
 
@@ -346,20 +347,18 @@ class Frontend(Listening):
         order: they go into the listener's deadline queue, served by one loop timer for the first entry,
         instead of a loop timer per connection (created and cancelled: several microseconds of the
         per-connection cost). A deadline earlier than the queue's last one gets a loop timer of its own.
-        A cancelled entry stays in the queue, stale (its session's ``handle``/``timer_at`` moved on), until it
-        comes first: stale entries are dropped here and when the timer runs."""
+        A cancelled entry lets go of its session at once and stays in the queue, empty, until it comes first:
+        empty entries are dropped here and when the timer runs."""
         sess.timer_at = dl
         q = self.deadlines
         if q and dl < q[-1][0]:
             sess.handle = self.lb.loop.call_at(dl, self._timer, sess)
             return
-        sess.handle = _IN_FIFO
-        while q:  # drop stale entries in front (connects that ended in order)
-            at, s = q[0]
-            if s.handle is _IN_FIFO and s.timer_at == at:
-                break
+        while q and q[0][1] is None:  # drop cancelled entries in front (connects that ended in order)
             q.popleft()
-        q.append((dl, sess))
+        e = [dl, sess]
+        q.append(e)
+        sess.handle = e
         if self._dl_timer is None:
             at = q[0][0]
             self._dl_at = at
@@ -373,14 +372,13 @@ class Frontend(Listening):
             now = self._dl_at  # the loop may run a timer up to its clock resolution early
         q = self.deadlines
         while q and q[0][0] <= now:
-            at, sess = q.popleft()
-            if sess.handle is _IN_FIFO and sess.timer_at == at:
+            e = q.popleft()
+            sess: Session | None = e[1]
+            if sess is not None:
+                e[1] = None
                 sess.handle = None
                 self._run(sess, sess.timer(now))
-        while q:
-            at, s = q[0]
-            if s.handle is _IN_FIFO and s.timer_at == at:
-                break
+        while q and q[0][1] is None:
             q.popleft()
         if q and self._dl_timer is None:
             self._dl_at = at = q[0][0]

@@ -1,6 +1,7 @@
 """The session driver's deadline queue (tcplb/frontend.py ``Frontend._arm``): deadlines that come in order
 share one loop timer; every armed deadline fires once, at or after its time; a re-armed or cancelled one never
-fires at its old time; an earlier deadline than the queue's last gets a timer of its own. On both loops."""
+fires at its old time, and its entry no longer holds the session; an earlier deadline than the queue's last
+gets a timer of its own. On both loops."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def test_deadline_queue(kind: str) -> None:
         fe._run(c, [])
         d.deadline = t0 + 0.25  # d re-armed later: its old entry goes stale, a new one is queued
         fe._run(d, [])
+        # a cancelled entry lets go of its session at once (no finished session kept until its old deadline)
+        assert [e[1] for e in fe.deadlines] == [a, b, None, None, d]
         e.deadline = t0 + 0.05  # earlier than the queue's last: a timer of its own
         fe._run(e, [])
         assert e.handle is not None and e.handle is not a.handle
