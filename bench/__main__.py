@@ -70,6 +70,10 @@ PARTS = [
          "VRRPv3 at advert_int 0.1: vrrpd vs keepalived, IPv4 and IPv6 crash, graceful, idle CPU"),
     Part("failover-e2e", "bench.vrrp_e2e", 3, 330,
          "confirm gap after a master crash at advert_int 0.1: vrrpd+tcplb vs keepalived+HAProxy"),
+    Part("frozen-broker", "bench.frozen_broker", 2, 330,
+         "a RabbitMQ node frozen 20 s, 10 new clients/s: tcplb (rabbitmq check, amqp listener) vs HAProxy"),
+    Part("rolling-restart", "bench.rolling", 1, 480,
+         "rolling restart with 60 long-lived connections: per-node spread, tcplb +/- rebalancing vs HAProxy"),
 ]  # fmt: skip
 RUN_BUDGET = 25 * 60.0  # `all` stays under 26 minutes: a part gets at most what is left of this
 BY_NAME = {p.name: p for p in PARTS}
@@ -88,6 +92,8 @@ ALIASES = {
     "stalled": ["stalled"],
     "rtt": ["rtt"],
     "failover-v3": ["failover-v3"],
+    "frozen-broker": ["frozen-broker"],
+    "rolling-restart": ["rolling-restart"],
     "failover-e2e": ["failover-e2e"],
 }
 

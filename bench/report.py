@@ -455,7 +455,8 @@ HAProxy's default configuration runs one thread per CPU (two here); tcplb's defa
 make bench                                  # everything, bounded: under 26 minutes
 .venv/bin/python -m bench all               # the same
 .venv/bin/python -m bench tcplb --rounds 5  # one part: tcplb (also: throughput|requests|churn), stalled, rtt,
-                                            #   amqp, scale, failover, backend-death, track-process;
+                                            #   amqp, scale, failover, backend-death, track-process,
+                                            #   frozen-broker, rolling-restart;
                                             #   --rounds N for more rounds
 .venv/bin/python -m bench stalled rtt       # several parts, one run file
 .venv/bin/python -m bench amqp --quick      # a smoke test: 1 round (2 trials for failover), written to
@@ -566,6 +567,22 @@ quorum queue; lb1's VRRP daemon and balancer are SIGKILLed together. Figures: th
 publisher confirm (from 0.2 s before the kill), the VIP's move as the stack's 20 ms monitor sees it, and the
 confirmed messages lost.
 
+**frozen-broker** (`bench/frozen_broker.py`, issue #13): the stack of `netns/stack.py` (3 RabbitMQ nodes with
+the management plugin, lb1 and lb2, a client); one node's Erlang VM is SIGSTOPped for 20 s (the kernel still
+completes TCP handshakes, nothing answers AMQP) while the client opens a new AMQP connection every 100 ms
+through the VIP (full handshake to Open-Ok, then Close). vrrpd + tcplb as the stack configures it (`protocol =
+"amqp"` with `timeout_greeting = 1s`, the `rabbitmq` check) against keepalived + HAProxy with a TCP connect
+check (`check inter 1s rise 2 fall 3`, `option redispatch`), alternating rounds on one lab. Figures over the
+connections started during the freeze: failed (an error) or hung (not open after 10 s).
+
+**rolling-restart** (`bench/rolling.py`, issue #13): the same stack; 60 long-lived pika connections (each
+reopened whenever it closes) plus a publisher-confirm load through the VIP; the nodes are restarted one at a
+time (`rabbitmq-upgrade drain`, stop, start, cluster whole again). Per-node connection counts are sampled
+every second on the master LB host (`ss`, the same for both balancers); the figure is the spread 30 s after
+the last node is back: the largest deviation from an even share, in % of it. Variants: tcplb with graceful
+rebalancing (`tolerance = 0.05`, `rate = 5`), tcplb without, keepalived + HAProxy (leastconn).
+`rolling-spread.png` draws the spread over time.
+
 **stalled** (`bench/stalled.py`, issue #10): 1,000 clients upload through the LB to a server that accepts
 and never reads; each client sends until a whole second passes without progress (at most 30 s). Figure: the
 LB's RSS with the 1,000 stalled uploads minus its RSS before, per connection. tcplb in its default
@@ -598,7 +615,8 @@ ANNOTATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "failover-v3", "failover-e2e", "amqp",
+PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "failover-v3", "failover-e2e",
+              "frozen-broker", "rolling-restart", "amqp",
               "scale", "backend-death")
 
 OWN_TARGET_NOTE = re.compile(r"^median per-round ratio |\((?:target|limit) [<>]=|\(no target\)$")
