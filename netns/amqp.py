@@ -739,6 +739,121 @@ class Burst:
         return conns
 
 
+# --------------------------------------------------------------------------------------------------------
+# long-lived connections
+
+
+def hold(args: argparse.Namespace) -> int:
+    """``--connections`` long-lived pika connections (one channel each), kept open until SIGTERM and
+    reopened whenever they close, whatever closed them: a reset, a missed heartbeat, or the broker
+    (``ConnectionClosedByBroker``, e.g. 320 CONNECTION_FORCED from a drain or a rebalancing close; pika's own
+    recovery example would stop there, rabbitmq-aware.md §5). Opened ``--open-rate`` per second."""
+    import pika
+    from pika.exceptions import AMQPError, ConnectionClosedByBroker
+
+    st = _Common("holder", args.host, args.port, "", "", Path(args.out))
+    stopper = _Stopper()
+    conns: list[Any] = [None] * args.connections
+    closed_by_broker: Counter[str] = Counter()
+    status_path = Path(args.out + ".status")
+    status_at = 0.0
+    next_open = 0.0
+
+    def write_status() -> None:
+        _write_json(status_path, {
+            "open": sum(c is not None for c in conns), "attempts": st.attempts,
+            "failed_attempts": st.failed_attempts, "disconnects": st.disconnects,
+            "closed_by_broker": sum(closed_by_broker.values()),
+        })  # fmt: skip
+
+    while not stopper.stopping:
+        for i, conn in enumerate(conns):
+            if stopper.stopping:
+                break
+            if conn is None:
+                if time.monotonic() < next_open:
+                    continue
+                next_open = time.monotonic() + 1.0 / args.open_rate
+                st.attempts += 1
+                try:
+                    c = pika.BlockingConnection(_params(args.host, args.port, args.heartbeat))
+                    c.channel()
+                except (AMQPError, OSError) as exc:
+                    st.failed_attempts += 1
+                    st.event("connect_failed", repr(exc))
+                    continue
+                conns[i] = c
+                continue
+            try:
+                conn.process_data_events(time_limit=0)
+            except ConnectionClosedByBroker as exc:
+                closed_by_broker[f"{exc.reply_code} {exc.reply_text}"[:120]] += 1
+                st.event("closed_by_broker", repr(exc))
+                conns[i] = None
+            except (AMQPError, OSError) as exc:
+                st.disconnects += 1
+                st.event("disconnected", repr(exc))
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conns[i] = None
+        if time.monotonic() >= status_at:
+            write_status()
+            status_at = time.monotonic() + 0.25
+        time.sleep(0.02)
+    for conn in conns:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+    record = st.base_record()
+    record.update({"connections": args.connections, "closed_by_broker": dict(closed_by_broker)})
+    write_status()
+    _write_json(st.out, record)
+    return 0
+
+
+class Holder:
+    """``python -m netns.amqp hold`` on a lab host: ``n`` long-lived pika connections with reconnect."""
+
+    def __init__(self, host: Host, target: str, n: int, *, open_rate: float = 20.0, heartbeat: int = 10,
+                 tag: str = "hold") -> None:  # fmt: skip
+        self.host = host
+        self.n = n
+        self.out = host.lab.workdir / f"{tag}.json"
+        self.argv = [
+            sys.executable, "-m", "netns.amqp", "hold", "--host", target, "--connections", str(n),
+            "--open-rate", str(open_rate), "--heartbeat", str(heartbeat), "--out", str(self.out),
+        ]  # fmt: skip
+        self.tag = tag
+        self.proc: Proc | None = None
+
+    def start(self) -> Holder:
+        self.out.unlink(missing_ok=True)
+        self.proc = self.host.start(self.argv, name=self.tag, env={"PYTHONPATH": _package_root()})
+        return self
+
+    def status(self) -> dict[str, int]:
+        try:
+            data = json.loads(Path(str(self.out) + ".status").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: int(v) for k, v in data.items()}
+
+    def wait_open(self, timeout: float = 60.0) -> None:
+        proc = self.proc
+        wait_until(lambda: self.status().get("open", 0) >= self.n, timeout, interval=0.2,
+                   what=f"{self.n} connections open", fail_if=lambda: dead(proc))  # fmt: skip
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        proc = self.proc
+        if proc is None:
+            return {}
+        proc.term()
+        if proc.wait(timeout) is None or proc.returncode != 0:
+            raise LabError(f"{proc.name} did not finish cleanly:\n{proc.output()[-2000:]}")
+        record: dict[str, Any] = json.loads(self.out.read_text())
+        return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m netns.amqp", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -749,6 +864,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--duration", type=float, default=0.0, help="seconds (0: until SIGTERM)")
     b.add_argument("--timeout", type=float, default=10.0, help="a connection not open by then has failed")
     b.add_argument("--out", required=True)
+    h = sub.add_parser("hold")
+    h.add_argument("--host", required=True)
+    h.add_argument("--port", type=int, default=5672)
+    h.add_argument("--connections", type=int, default=60)
+    h.add_argument("--open-rate", type=float, default=20.0, help="new connections per second at most")
+    h.add_argument("--heartbeat", type=int, default=10)
+    h.add_argument("--out", required=True)
     for name in ("publish", "consume"):
         s = sub.add_parser(name)
         s.add_argument("--host", required=True)
@@ -777,6 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "burst":
         return burst(args)
+    if args.cmd == "hold":
+        return hold(args)
     return publish(args) if args.cmd == "publish" else consume(args)
 
 

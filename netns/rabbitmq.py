@@ -319,6 +319,11 @@ class RabbitCluster:
         enabled-plugins file keeps it on across restarts) and add the check's users. Idempotent."""
         if self.management:
             return
+        if not any(n.alive() for n in self.nodes):  # not started yet: start() adds the users
+            self.management = True
+            for node in self.nodes:
+                node.prepare()
+            return
         for node in self.nodes:
             node.ctl("enable", "rabbitmq_management", tool="rabbitmq-plugins", timeout=timeout)
         for node in self.nodes:

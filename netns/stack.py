@@ -22,6 +22,7 @@ A :class:`VipMonitor` thread records who holds the VIP every 20 ms: the timeline
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from netns import keepalived
-from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Burst, Ledger
+from netns.amqp import CLASSIC, QUORUM, AmqpLoad, Burst, Holder, Ledger
 from netns.lab import Host, Lab, LabError, Proc, Switch, dead, wait_until
 from netns.rabbitmq import (
     AMQP_PORT,
@@ -472,6 +473,20 @@ class LBNode:
                 return {str(s["name"]): s for s in li.get("servers", [])}
         return {}
 
+    def upstream_counts(self) -> dict[str, int]:
+        """Established connections from this LB host to each RabbitMQ node's AMQP port (``ss`` in the
+        namespace: the same measure for tcplb and HAProxy; a check probe in flight may add one)."""
+        by_ip = {n.ip: n.name for n in self.stack.rabbit.nodes}
+        counts = dict.fromkeys(by_ip.values(), 0)
+        out = self.host.run(["ss", "-Htn", "state", "established", f"( dport = :{AMQP_PORT} )"], check=False)
+        for line in out.stdout.splitlines():
+            cols = line.split()
+            if len(cols) >= 4:
+                ip = cols[3].rsplit(":", 1)[0]
+                if ip in by_ip:
+                    counts[by_ip[ip]] += 1
+        return counts
+
     def metrics(self) -> str:
         """tcplb's Prometheus text (empty if unreadable)."""
         return self._stats_get("/metrics") or ""
@@ -599,6 +614,43 @@ class VipMonitor:
         return [f"{ts - t0:+8.3f} s  {', '.join(h) if h else '(nobody)'}" for ts, h in self.transitions]
 
 
+class SpreadMonitor:
+    """Samples the per-node connection counts on one LB host every ``interval`` s: ``(time, {node: n})``."""
+
+    def __init__(self, lb: LBNode, interval: float = 1.0) -> None:
+        self.lb = lb
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spread-monitor", daemon=True)
+
+    def start(self) -> SpreadMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # a failed read leaves a gap in the series, never a guess
+                self.samples.append((time.time(), self.lb.upstream_counts()))
+            self._stop.wait(self.interval)
+
+    def last(self) -> dict[str, int]:
+        return dict(self.samples[-1][1]) if self.samples else {}
+
+
+def spread(counts: dict[str, int]) -> float:
+    """The largest deviation from an even share, as a fraction of it (0.10 = within ±10 % of even)."""
+    total = sum(counts.values())
+    if not counts or total == 0:
+        return 0.0
+    even = total / len(counts)
+    return max(abs(n - even) for n in counts.values()) / even
+
+
 # ------------------------------------------------------------------------------------------ stack
 
 
@@ -651,6 +703,7 @@ class Stack:
     events: list[tuple[float, str]] = field(default_factory=list)
     loads: list[AmqpLoad] = field(default_factory=list)
     bursts: list[Burst] = field(default_factory=list)
+    holders: list[Holder] = field(default_factory=list)
     queues: list[str] = field(default_factory=list)
     _seq: int = 0
     advert_int: float = ADVERT_INT  # set before start_lbs(); < 1 s runs VRRPv3 (reset() restores the default)
@@ -750,10 +803,12 @@ class Stack:
             for p in [*load.publishers, *load.consumers]:
                 p.terminate(2)
         self.loads.clear()
-        for b in self.bursts:
-            if b.proc is not None:
-                b.proc.terminate(2)
+        procs = [b.proc for b in self.bursts] + [h.proc for h in self.holders]
+        for proc in procs:
+            if proc is not None:
+                proc.terminate(2)
         self.bursts.clear()
+        self.holders.clear()
         self.rabbit.undo_faults()
         if self.monitor is not None:
             self.monitor.stop()
@@ -812,6 +867,32 @@ class Stack:
         b = Burst(self.client, VIP, interval=interval, timeout=timeout, tag=tag)
         self.bursts.append(b)
         return b.start()
+
+    def rolling_restart(self, *, drain: bool = True, timeout: float = 90.0) -> list[tuple[float, str]]:
+        """Restart the RabbitMQ nodes one at a time, RabbitMQ's procedure: ``rabbitmq-upgrade drain`` (its
+        clients are closed with 320, its listeners suspended; a balancer that watches the node stops sending
+        it clients), stop, start (a successful boot clears maintenance), and wait for the full cluster
+        before the next node. Returns the marks ``(time, what)``."""
+        marks: list[tuple[float, str]] = []
+        for node in self.rabbit.nodes:
+            if drain:
+                marks.append((self.event(f"drain {node.name}"), f"drain {node.name}"))
+                node.drain(timeout)
+            marks.append((self.event(f"stop {node.name}"), f"stop {node.name}"))
+            node.stop()
+            node.drained = False
+            marks.append((self.event(f"start {node.name}"), f"start {node.name}"))
+            node.start(timeout=timeout)
+            self.rabbit.wait_running(len(self.rabbit.nodes), timeout)
+            marks.append((self.event(f"{node.name} back"), f"{node.name} back"))
+        return marks
+
+    def hold(self, n: int = 60, *, open_rate: float = 20.0) -> Holder:
+        """``n`` long-lived pika connections through the VIP, reopened whenever closed (started)."""
+        self._seq += 1
+        h = Holder(self.client, VIP, n, open_rate=open_rate, tag=f"hold{self._seq}-{self.lab.uid}")
+        self.holders.append(h)
+        return h.start()
 
     def drained(self, load: AmqpLoad) -> Callable[[], bool]:
         return lambda: self.rabbit.queue_depth(load.queue) == 0
