@@ -98,13 +98,21 @@ def count_usable(candidates: Iterable[Candidate]) -> tuple[int, int]:
 
 
 class Balancer(ABC):
-    """One instance per listener; it keeps the small state its algorithm needs, keyed by server name."""
+    """One instance per listener; it keeps the small state its algorithm needs, keyed by server name.
+
+    Each candidate's ``weight`` is read once per pick (``ServerState.weight`` is computed: slow start) and
+    handed to the algorithm beside the pool; a pool of one skips the comparison but keeps the state update
+    the full algorithm would make, so every later pick is the same."""
 
     kind: str = ""
 
     @abstractmethod
-    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
-        """Choose from a non-empty pool of eligible candidates."""
+    def _choose(self, pool: Sequence[C], weights: Sequence[int], client: tuple[str, int] | None) -> C:
+        """Choose from a non-empty pool of eligible candidates (``weights[i]`` is ``pool[i].weight``)."""
+
+    @abstractmethod
+    def _choose_one(self, c: C, weight: int, client: tuple[str, int] | None) -> C:
+        """``_choose([c], [weight], client)``, without the loop (the one-server case)."""
 
     def pick(
         self,
@@ -113,10 +121,19 @@ class Balancer(ABC):
         exclude: Collection[str] = frozenset(),
     ) -> C | None:
         """The server for a new connection among ``candidates`` (backup flag not considered), or None."""
-        pool = [c for c in candidates if eligible(c, exclude)]
+        pool: list[C] = []
+        weights: list[int] = []
+        for c in candidates:
+            if c.usable:
+                w = c.weight
+                if w > 0 and c.name not in exclude:
+                    pool.append(c)
+                    weights.append(w)
         if not pool:
             return None
-        return self._choose(pool, client)
+        if len(pool) == 1:
+            return self._choose_one(pool[0], weights[0], client)
+        return self._choose(pool, weights, client)
 
     def forget(self, name: str) -> None:  # noqa: B027 - optional hook
         """Drop any state kept for server ``name`` (removed by a reload)."""
@@ -128,19 +145,28 @@ class RoundRobin(Balancer):
     def __init__(self) -> None:
         self._current: dict[str, int] = {}
 
-    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+    def _choose(self, pool: Sequence[C], weights: Sequence[int], client: tuple[str, int] | None) -> C:
         cur = self._current
         total = 0
         best = pool[0]
         best_score = -(2**62)
-        for c in pool:
-            score = cur.get(c.name, 0) + c.weight
-            cur[c.name] = score
-            total += c.weight
+        for c, w in zip(pool, weights, strict=True):
+            name = c.name
+            score = cur.get(name, 0) + w
+            cur[name] = score
+            total += w
             if score > best_score:
                 best, best_score = c, score
         cur[best.name] = best_score - total
         return best
+
+    def _choose_one(self, c: C, weight: int, client: tuple[str, int] | None) -> C:
+        # score = current + weight, then minus the total (= weight): the score is unchanged
+        cur = self._current
+        name = c.name
+        if name not in cur:
+            cur[name] = 0
+        return c
 
     def forget(self, name: str) -> None:
         self._current.pop(name, None)
@@ -153,18 +179,28 @@ class LeastConn(Balancer):
         self._seq = 0
         self._last: dict[str, int] = {}
 
-    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+    def _choose(self, pool: Sequence[C], weights: Sequence[int], client: tuple[str, int] | None) -> C:
         best = pool[0]
+        best_w = weights[0]
+        best_a = best.active_conns
         last = self._last
-        for c in pool[1:]:
-            # c.active/c.weight < best.active/best.weight, without floats
-            lhs = c.active_conns * best.weight
-            rhs = best.active_conns * c.weight
+        for i in range(1, len(pool)):
+            c = pool[i]
+            w = weights[i]
+            a = c.active_conns
+            # a/w < best_a/best_w, without floats
+            lhs = a * best_w
+            rhs = best_a * w
             if lhs < rhs or (lhs == rhs and last.get(c.name, -1) < last.get(best.name, -1)):
-                best = c
+                best, best_w, best_a = c, w, a
         self._seq += 1
         last[best.name] = self._seq
         return best
+
+    def _choose_one(self, c: C, weight: int, client: tuple[str, int] | None) -> C:
+        self._seq += 1
+        self._last[c.name] = self._seq
+        return c
 
     def forget(self, name: str) -> None:
         self._last.pop(name, None)
@@ -193,11 +229,17 @@ class SourceHash(Balancer):
     def __init__(self) -> None:
         self._fallback = RoundRobin()
 
-    def _choose(self, pool: Sequence[C], client: tuple[str, int] | None) -> C:
+    def _choose(self, pool: Sequence[C], weights: Sequence[int], client: tuple[str, int] | None) -> C:
         if client is None:
-            return self._fallback._choose(pool, None)
+            return self._fallback._choose(pool, weights, None)
         key = _client_key(client[0])
-        return max(pool, key=lambda c: (hrw_score(key, c.name, c.weight), c.name))
+        best = max(range(len(pool)), key=lambda i: (hrw_score(key, pool[i].name, weights[i]), pool[i].name))
+        return pool[best]
+
+    def _choose_one(self, c: C, weight: int, client: tuple[str, int] | None) -> C:
+        if client is None:
+            return self._fallback._choose_one(c, weight, None)
+        return c
 
     def forget(self, name: str) -> None:
         self._fallback.forget(name)
@@ -230,6 +272,12 @@ def select(
     whose ``maxconn`` is reached should be put in ``exclude`` (when this then returns None, the connection
     waits in a queue).
     """
+    # the common case first: every candidate is an active server (no backup)
+    for c in candidates:
+        if c.backup:
+            break
+    else:
+        return balancer.pick(candidates, client, exclude)
     chosen = balancer.pick([c for c in candidates if not c.backup], client, exclude)
     if chosen is not None:
         return chosen
