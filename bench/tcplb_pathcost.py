@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import os
 import pstats
 import sys
 import time
@@ -41,7 +42,12 @@ RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
 
 
 class FakeTransport(asyncio.Transport):
-    """A transport that accepts every write at once and closes on the next loop iteration."""
+    """A transport that accepts every write at once and closes on the next loop iteration.
+
+    With ``uv`` a write does what uvloop's does with its argument before the syscall (uvloop/handles/
+    stream.pyx, ``_buffer_write``): anything but ``bytes`` is wrapped as ``memoryview(data).cast('b')``."""
+
+    uv = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proto: asyncio.BaseProtocol) -> None:
         super().__init__()
@@ -59,7 +65,8 @@ class FakeTransport(asyncio.Transport):
         return 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        pass
+        if self.uv and type(data) is not bytes:
+            memoryview(data).cast("b")
 
     def write_eof(self) -> None:
         pass
@@ -182,6 +189,7 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
+        FakeTransport.uv = False
     asyncio.set_event_loop(loop)
     rig = Rig(loop, config(servers, balance))
     prof = cProfile.Profile() if profile else None
@@ -218,7 +226,7 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
     finally:
         loop.close()
     if prof:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(int(os.environ.get("PATHCOST_LINES", "30")))
 
 
 def main(argv: list[str] | None = None) -> int:

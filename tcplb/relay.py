@@ -3,9 +3,11 @@
 Design (see README.md, "Data path design"):
 
 * ``asyncio.BufferedProtocol`` on both loops: a read goes into one buffer of ``global.bufsize`` bytes shared
-  by the process and is copied out at once into a new object, which is what ``transport.write`` gets (it
-  either completes at once or keeps a reference to that copy): exactly one copy per chunk, as with the
-  loop's own ``bytes``, and nothing we hand to the loop can be overwritten under it. (Handing the loop a
+  by the process and is copied out at once into a new ``bytes`` object, which is what ``transport.write``
+  gets (it either completes at once or keeps a reference to that copy): exactly one copy per chunk, as with
+  the loop's own ``bytes``, and nothing we hand to the loop can be overwritten under it. ``bytes`` rather
+  than a ``bytearray`` slice: uvloop wraps any other type as ``memoryview(data).cast('b')`` before writing
+  (two more objects per write; bench/tcplb_pathcost.py). (Handing the loop a
   ``memoryview`` of a reused buffer is *unsafe* on uvloop: a partially written view stays queued inside
   uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
 * Backpressure both ways: ``pause_writing`` on one side (more than ``bufsize`` queued toward it) pauses
@@ -57,13 +59,14 @@ EARLY_LIMIT = BUFSIZE  # client bytes buffered while the server connection is be
 
 # one read buffer per size, shared by every pipe of the process: a read is copied out of it at once
 # (get_buffer and buffer_updated run back to back, on the loop's thread)
-_READ_BUFS: dict[int, bytearray] = {}
+_READ_BUFS: dict[int, tuple[bytearray, memoryview]] = {}  # size -> (the buffer, a view of it to copy out of)
 
 
-def _read_buf(size: int) -> bytearray:
+def _read_buf(size: int) -> tuple[bytearray, memoryview]:
     b = _READ_BUFS.get(size)
     if b is None:
-        b = _READ_BUFS[size] = bytearray(size)
+        buf = bytearray(size)
+        b = _READ_BUFS[size] = (buf, memoryview(buf))
     return b
 
 
@@ -100,11 +103,12 @@ class Side(asyncio.BufferedProtocol):
     Reads go into the process's shared buffer of ``bufsize`` bytes and are copied out at once (one copy per
     chunk, as the loop's own ``bytes`` would be; the copy is what is queued, never the shared buffer)."""
 
-    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "rbuf", "transport")
+    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "rbuf", "rview", "transport")
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
         self.rbuf = pipe.rbuf  # the process's shared read buffer (bufsize)
+        self.rview = pipe.rview  # a memoryview of it
         self.transport: asyncio.Transport | None = None
         self.peer_write: Callable[[bytes | bytearray], None] | None = None
         self.nbytes = 0  # bytes read from this socket
@@ -122,7 +126,7 @@ class Side(asyncio.BufferedProtocol):
         return self.rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = self.rbuf[:nbytes]  # the copy (a new bytearray, never written again)
+        data = self.rview[:nbytes].tobytes()  # the copy (immutable)
         self.nbytes += nbytes
         w = self.peer_write
         if w is not None:
@@ -183,6 +187,7 @@ class Pipe:
         "on_close",
         "phase",
         "rbuf",
+        "rview",
         "server",
         "server_early",
         "splicer",
@@ -199,7 +204,7 @@ class Pipe:
     ) -> None:
         self.loop = loop
         self.bufsize = bufsize
-        self.rbuf = _read_buf(bufsize)
+        self.rbuf, self.rview = _read_buf(bufsize)
         self.on_close = on_close
         self.client = Side(self)
         self.server: Side | None = None
