@@ -226,7 +226,7 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
     finally:
         loop.close()
     if prof:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(int(os.environ.get("PATHCOST_LINES", "30")))
+        pstats.Stats(prof).sort_stats(os.environ.get("PATHCOST_SORT", "tottime")).print_stats(int(os.environ.get("PATHCOST_LINES", "30")))
 
 
 def main(argv: list[str] | None = None) -> int:
