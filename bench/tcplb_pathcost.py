@@ -52,7 +52,7 @@ class FakeTransport(asyncio.Transport):
     def __init__(self, loop: asyncio.AbstractEventLoop, proto: asyncio.BaseProtocol) -> None:
         super().__init__()
         self._loop = loop
-        self._proto = proto
+        self._proto: asyncio.BaseProtocol | None = proto
         self._closing = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -89,7 +89,13 @@ class FakeTransport(asyncio.Transport):
     def close(self) -> None:
         if not self._closing:
             self._closing = True
-            self._loop.call_soon(self._proto.connection_lost, None)
+            self._loop.call_soon(self._lost)
+
+    def _lost(self) -> None:
+        proto = self._proto
+        self._proto = None  # as both loops do after connection_lost (no transport <-> protocol cycle left)
+        if proto is not None:
+            proto.connection_lost(None)
 
     def abort(self) -> None:
         self.close()
@@ -226,7 +232,9 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
     finally:
         loop.close()
     if prof:
-        pstats.Stats(prof).sort_stats(os.environ.get("PATHCOST_SORT", "tottime")).print_stats(int(os.environ.get("PATHCOST_LINES", "30")))
+        # PATHCOST_SORT (a pstats key, default tottime) and PATHCOST_LINES (default 30) shape the listing
+        sort = os.environ.get("PATHCOST_SORT", "tottime")
+        pstats.Stats(prof).sort_stats(sort).print_stats(int(os.environ.get("PATHCOST_LINES", "30")))
 
 
 def main(argv: list[str] | None = None) -> int:
