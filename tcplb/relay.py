@@ -516,14 +516,19 @@ class Pipe:
         The relay calls it itself; the splicer when a side sends its FIN."""
         if self.closing:
             return
-        t, _ = self._current_timeout()
+        c = self.client
+        s = self.server
+        # _current_timeout() and bytes_out, inlined (once or twice per connection)
+        t = self.fin_timeout
+        if t is None or not (c.eof or (s is not None and s.eof)):
+            t = self.timeout
         w = self._wheel
         if t is None:
             if w is not None:
                 self._wheel = None
                 w.discard(self)
             return
-        self._seen = self.client.nbytes + self.bytes_out
+        self._seen = c.nbytes + (s.nbytes if s is not None else 0)
         self._last = self.loop.time()
         if w is not None:
             if w.timeout == t:
