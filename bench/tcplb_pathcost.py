@@ -1,7 +1,7 @@
 """The Python cost of tcplb's connection path, without sockets: a microbenchmark for development.
 
 ``python -m bench.tcplb_pathcost [conn|req|both] [--loop uvloop|asyncio] [--rounds 5] [--n 20000]
-[--servers 1] [--balance leastconn] [--profile]``
+[--servers 1] [--balance leastconn] [--log] [--profile]``
 
 One ``LoadBalancer`` and one listener run on a real event loop, but every transport is a fake (no socket, no
 syscall): the listener's protocol factory is called as the loop would call it on accept, the loop's
@@ -12,7 +12,8 @@ the CPU time (``time.process_time``) of tcplb's own Python code and the loop's s
 ``conn``
     accept -> pick -> connect -> one request and one answer relayed -> both FINs -> close -> release, in
     batches of 50 connections; microseconds per connection, best of ``--rounds`` x ``--n`` connections
-    (``log = "none"``, as in the bench's configuration).
+    (``log = "none"``, as in the bench's configuration; ``--log``: a tcplog line per connection, written to
+    /dev/null through the logging module as ``log = "stdout"`` does).
 ``req``
     one established connection; a small request relayed to the server and a small answer relayed back,
     ``--n`` times: microseconds per request/answer pair (two reads, two writes), best of ``--rounds``.
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import logging
 import os
 import pstats
 import sys
@@ -36,6 +38,7 @@ from typing import Any
 from tcplb import config as cfgmod
 from tcplb.frontend import Frontend
 from tcplb.lb import LoadBalancer
+from tcplb.procstart import setup_logging
 
 REQ = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n"
@@ -112,11 +115,11 @@ def feed(proto: asyncio.BaseProtocol, data: bytes) -> None:
         proto.data_received(data)  # type: ignore[attr-defined]
 
 
-def config(servers: int, balance: str) -> cfgmod.Config:
+def config(servers: int, balance: str, log: bool = False) -> cfgmod.Config:
     srv = ", ".join(f'{{ name = "s{i}", address = "127.0.0.1:{i + 2}" }}' for i in range(servers))
     return cfgmod.loads(f"""
 [global]
-log = "none"
+log = "{'stdout' if log else 'none'}"
 [defaults]
 timeout_connect = "5s"
 timeout_client = "3h"
@@ -188,7 +191,16 @@ def measure(fn: Any, n: int, rounds: int) -> float:
     return best
 
 
-def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: str, profile: bool) -> None:
+def run(
+    mode: str,
+    loop_kind: str,
+    rounds: int,
+    n: int,
+    servers: int,
+    balance: str,
+    profile: bool,
+    log: bool = False,
+) -> None:
     if loop_kind == "uvloop":
         import uvloop
 
@@ -197,7 +209,13 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
         loop = asyncio.new_event_loop()
         FakeTransport.uv = False
     asyncio.set_event_loop(loop)
-    rig = Rig(loop, config(servers, balance))
+    cfg = config(servers, balance, log)
+    if log:  # a tcplog line per connection, through the logging module, written to /dev/null
+        setup_logging(cfg)
+        for h in logging.getLogger("tcplb").handlers:
+            if isinstance(h, logging.StreamHandler):
+                h.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
+    rig = Rig(loop, cfg)
     prof = cProfile.Profile() if profile else None
 
     def conns(k: int) -> None:
@@ -218,7 +236,8 @@ def run(mode: str, loop_kind: str, rounds: int, n: int, servers: int, balance: s
             if prof:
                 prof.disable()
             assert rig.lb.actconn == 0, rig.lb.actconn
-            print(f"conn {loop_kind} servers={servers} {balance}: {us:.2f} us/connection "
+            what = f"{balance} log" if log else balance
+            print(f"conn {loop_kind} servers={servers} {what}: {us:.2f} us/connection "
                   f"(best of {rounds} x {n})")
         if mode in ("req", "both"):
             c, s = loop.run_until_complete(rig.open_one())
@@ -246,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", type=int, default=1)
     ap.add_argument("--balance", default="leastconn", choices=("leastconn", "roundrobin", "source"))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--log", action="store_true", help="a tcplog line per connection (to /dev/null)")
     a = ap.parse_args(argv)
-    run(a.mode, a.loop, a.rounds, a.n, a.servers, a.balance, a.profile)
+    run(a.mode, a.loop, a.rounds, a.n, a.servers, a.balance, a.profile, a.log)
     return 0
 
 
