@@ -114,6 +114,9 @@ class Rebalancer:
         self._tokens_at: float | None = None
         self._ordered: set[Hashable] = set()  # ids ordered closed, until they disappear from the input
         self._away: list[float] = []  # times of closes, while the client is assumed to be reconnecting
+        # the total (live + on their way back) the last plan saw: once the clients reconnect, the live count
+        # rises again and the ones still "away" are fewer than len(_away) (not counted twice)
+        self._total: int | None = None
 
     def _refill(self, now: float) -> None:
         if self._tokens_at is not None and now > self._tokens_at:
@@ -133,12 +136,13 @@ class Rebalancer:
         present = {c.id for s in servers for c in s.conns}
         self._ordered &= present
         self._away = [t for t in self._away if now < t + self.settle]
+        away_n = self._away_count(servers)
         pool = [s for s in servers if s.eligible and s.weight > 0]
         if len(pool) < 2:
             # nowhere to move anything to
-            limits = self.limits(servers, extra=len(self._away)) if pool else {}
-            return Plan((), self._next_away(), limits, 0, len(self._away))
-        limits = self.limits(servers, extra=len(self._away))
+            limits = self.limits(servers, extra=away_n) if pool else {}
+            return Plan((), self._next_away(), limits, 0, away_n)
+        limits = self.limits(servers, extra=away_n)
         candidates: dict[str, list[Conn]] = {}
         surplus: dict[str, int] = {}
         for s in pool:
@@ -182,12 +186,26 @@ class Rebalancer:
         away = self._next_away()
         if away is not None:  # the closed connections should be back: look at the real spread
             due.append(away)
-        return Plan(tuple(closes), min(due, default=None), limits, left, len(self._away))
+        self._total = self._live(servers) + away_n + len(closes) if self._away else None
+        return Plan(tuple(closes), min(due, default=None), limits, left, away_n + len(closes))
 
     def forget(self, conn_id: Hashable) -> None:
         """The close of ``conn_id`` failed (the connection stays): count it again, and it may be chosen
         again."""
         self._ordered.discard(conn_id)
+
+    def _live(self, servers: Sequence[ServerLoad]) -> int:
+        pool = [s for s in servers if s.eligible and s.weight > 0]
+        return sum(sum(1 for c in s.conns if c.id not in self._ordered) for s in pool)
+
+    def _away_count(self, servers: Sequence[ServerLoad]) -> int:
+        """How many closed clients are still on their way back: at most those closed less than ``settle``
+        ago, and no more than the live count is short of the last plan's total (a client that reconnected
+        is live again, under a new id: counting it as away too would raise every limit)."""
+        n = len(self._away)
+        if n and self._total is not None:
+            n = max(0, min(n, self._total - self._live(servers)))
+        return n
 
     def _next_away(self) -> float | None:
         return min(self._away) + self.settle if self._away else None

@@ -264,3 +264,21 @@ def test_jitter_spreads_connections_opened_together() -> None:
     for e in ends:
         buckets[int((e - 1000.0) / 20.0)] += 1
     assert min(buckets) > 60  # roughly uniform (100 expected per bucket)
+
+
+def test_reconnected_clients_are_not_counted_twice() -> None:
+    """Closed clients that are back (under new ids) no longer count as "away": before the fix every close of
+    the last ``settle`` seconds was added to the live total even after its client had reconnected, so the
+    limits rose and the planner stopped early (the stack's rolling restart ended at 23/23/18)."""
+    r = Rebalancer(0.0, rate=1000.0, burst=1000, settle=100.0)
+    a = load("a", 1, [float(i) for i in range(20)])
+    b = load("b", 1, [])
+    p = r.plan([a, b], 1000.0)
+    assert len(p.close) == 10 and p.away == 10
+    gone = {c.conn.id for c in p.close}
+    kept = [c for c in a.conns if c.id not in gone]
+    # the 10 reconnected to b, and 4 new clients arrived on a: a 14, b 10, total 24, limits 12
+    a2 = ServerLoad("a", 1, kept + [Conn(f"new{i}", 1001.0) for i in range(4)])
+    b2 = ServerLoad("b", 1, [Conn(f"back{i}", 1001.0) for i in range(10)])
+    p2 = r.plan([a2, b2], 1002.0)
+    assert p2.limits == {"a": 12, "b": 12} and p2.away == 2 and len(p2.close) == 2, p2
