@@ -6,7 +6,8 @@ notify queue) and :class:`vrrpd.fakeplatform.FakePlatform` an in-memory one for 
 
 What comes back from the host is not a call but an input of the core, fed by the driver (``vrrpd.daemon``):
 datagrams read from the VRRP sockets (``Host.receive``), netlink messages (``Host.netlink``: link and address
-events, request answers, dumps) and the clock (``now``, ``loop.time()``, passed to every core method).
+events, request answers, dumps) and the clock (``now``, ``time.monotonic()``: docs/design.md, passed to
+every core method).
 Methods never wait for the kernel: address requests return a sequence number whose answer arrives later
 as a :class:`vrrpd.netlink.Ack`.
 """
