@@ -354,6 +354,16 @@ TARGETS: tuple[Target, ...] = (
            "failed or hung client connects", "#13", "0 failed client connections (every round; HAProxy with "
            "its tcp check in the same run)", "failed_or_hung", "tcplb", "<=", 0.0, stat="max",
            variants=(("haproxy", None),)),
+    Target("rolling-restart", "rolling spread", "Rolling restart, 60 long-lived connections: per-node spread "
+           "30 s after the last node is back", "#13", "within ±10 % of even with rebalancing on (every "
+           "round; without it and HAProxy in the same run)", "spread_pct", "tcplb-rebalance", "<=", 10.0,
+           stat="max", unit="%", variants=(("tcplb", None), ("haproxy", None))),
+    Target("rolling-restart", "rolling failed", "Rolling restart, 60 long-lived connections + load: failed "
+           "connects", "#13", "0 failed connects (every round)", "failed", "tcplb-rebalance", "<=", 0.0,
+           stat="max", variants=(("tcplb", None), ("haproxy", None))),
+    Target("rolling-restart", "rolling lost", "Rolling restart under publisher-confirm load: confirmed "
+           "messages lost", "#13", "lost 0 (every round)", "lost", "tcplb-rebalance", "<=", 0.0, stat="max",
+           variants=(("tcplb", None), ("haproxy", None))),
 )  # fmt: skip
 
 NO_TARGET = {
