@@ -37,8 +37,9 @@ name longer than a short string allows, ...).
     (``403 ACCESS_REFUSED`` for bad credentials, ``530 NOT_ALLOWED`` for the vhost), the probe answers
     Close-Ok, which is the polite end, and reports the code: the broker is alive but refuses the probe.
 
-Both ``tcplb/checks.py`` (its ``amqp`` check) and ``netns/`` (inline "does the node answer AMQP" probes) parse
-the first frame by hand today; this module is meant to replace those copies. Not wired into either yet.
+Its users: ``tcplb/checks.py`` (the ``amqp`` and ``rabbitmq`` checks run :class:`Probe`), the protocol-aware
+connect of ``protocol = "amqp"`` listeners (:class:`StartReader`), and ``netns/`` (its "does the node answer
+AMQP" probes use :class:`StartReader` too), so the first frame is parsed in one place.
 """
 
 from __future__ import annotations
