@@ -422,6 +422,10 @@ def show(t: Target, v: float | None) -> str:
     if v is None:
         return "-"
     if t.baseline is not None:
+        # two decimals, unless rounding would make a missed target look met (1.298 shown as 1.30 against 1.3)
+        shown = round(v, 2)
+        if (shown >= t.bound if t.op == ">=" else shown <= t.bound) != (met(t, v) == "met"):
+            return f"{v:.3f}x"
         return f"{v:.2f}x"
     s = fmt(v)
     if t.stat == "max_abs":
