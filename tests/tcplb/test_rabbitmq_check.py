@@ -11,7 +11,7 @@ import struct
 from typing import Any
 
 import pytest
-from tcplb_helpers import free_port, run, wait_for
+from tcplb_helpers import FakeServer, free_port, run, wait_for
 
 from tcplb import amqpwire as aw
 from tcplb import checks, config, stats
@@ -32,7 +32,7 @@ OPEN_OK = aw.method_frame(10, 41, b"\x00")
 CLOSE_OK = aw.method_frame(10, 51)
 
 
-class FakeBroker:
+class FakeBroker(FakeServer):
     """One behaviour per connection: ``full`` (the whole handshake and close), ``start`` (Start, then waits),
     ``silent``, ``garbage``, ``close`` (closes after the header), ``close_after_start_ok``, ``refuse``
     (Close 403 after Start-Ok). Records the AMQP methods each client sent and whether it ended with FIN
@@ -42,13 +42,6 @@ class FakeBroker:
         self.mode = mode
         self.methods: list[list[tuple[int, int]]] = []
         self.clean: list[bool] = []
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> FakeBroker:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
 
     async def _frame(self, r: asyncio.StreamReader, seen: list[tuple[int, int]]) -> tuple[int, int]:
         head = await r.readexactly(7)
@@ -58,7 +51,7 @@ class FakeBroker:
         seen.append(m)
         return m
 
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         seen: list[tuple[int, int]] = []
         self.methods.append(seen)
         try:
@@ -107,10 +100,6 @@ class FakeBroker:
                     await w.drain()
                     clean = await r.read() == b""  # FIN, nothing more
         return clean
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 def ck(**kw: Any) -> CheckConfig:
@@ -184,21 +173,14 @@ def test_broker_refusing_the_probe_is_alive(loop: str) -> None:
     run(loop, main)
 
 
-class FakeMgmt:
+class FakeMgmt(FakeServer):
     """A management API: ``answers[path] = (status, json body)``; records the paths and auth headers."""
 
     def __init__(self) -> None:
         self.answers: dict[str, tuple[int, object]] = {}
         self.requests: list[tuple[str, str]] = []
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> FakeMgmt:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1")
             path = head.split(" ", 2)[1]
@@ -214,10 +196,6 @@ class FakeMgmt:
             )
             await w.drain()
         w.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 OK = (200, {"status": "ok"})
@@ -280,7 +258,7 @@ def test_maintenance_drains_and_revive_brings_back(loop: str) -> None:
         assert r1.node_drain and r1.status() == "DRAIN"
         api2 = FakeMgmt()
         api2.answers = {IN_SERVICE: OK, LOCAL_ALARMS: OK}
-        api2.server = await asyncio.start_server(api2._h, "127.0.0.1", api.port, reuse_address=True)
+        await api2.start(api.port)
         await wait_for(lambda: not r1.node_drain, 10, "r1 READY again")
         assert r1.status() == "UP" and r1.shown_weight == 1
         assert any("r1 is READY (RabbitMQ node ready" in e for e in events)

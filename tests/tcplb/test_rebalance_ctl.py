@@ -15,10 +15,10 @@ import urllib.request
 from typing import Any
 
 import pytest
-from tcplb_helpers import free_port, run, wait_for
-from test_rebalancer_wired import Broker, Client, Mgmt, _cfg
+from tcplb_helpers import run, wait_for
+from test_rebalancer_wired import Client, _close, _setup
 
-from tcplb import config, ctl, stats
+from tcplb import ctl, stats
 from tcplb.config import StatsConfig, StatsUser
 from tcplb.server import LoadBalancer
 
@@ -39,15 +39,8 @@ def _ctl(url: str, *words: str, user: str = "admin:s3cret") -> tuple[int, str, s
 
 
 async def _env(r2_check: str = "", admin: bool = True) -> tuple[Any, ...]:
-    b1, b2 = await Broker().start(), await Broker().start()
-    api = await Mgmt([b1, b2]).start()
-    lport = free_port()
     rb = "rate = 100\ntolerance = 0.0"
-    text = _cfg(lport, b1.port, b2.port, api.port, rb, ", disabled = true", r2_check)
-    lb = LoadBalancer(config.loads(text))
-    events: list[str] = []
-    lb.on_event = events.append
-    lb.start()
+    b1, b2, api, lport, lb, events = await _setup(rb, ", disabled = true", r2_check)
     st = stats.StatsServer(
         lb, StatsConfig(bind=("127.0.0.1", 0), auth=(StatsUser("admin", "s3cret"),), admin=admin)
     )
@@ -57,13 +50,7 @@ async def _env(r2_check: str = "", admin: bool = True) -> tuple[Any, ...]:
 
 async def _stop(lb: LoadBalancer, st: stats.StatsServer, clients: list[Client], *rest: Any) -> None:
     await st.close()
-    for c in clients:
-        c.close()
-    lb.stop_accepting()
-    lb.stop_checks()
-    lb.kill_all()
-    for x in rest:
-        x.close()
+    _close(lb, clients, *rest)
 
 
 def test_ctl_rebalance_end_to_end() -> None:

@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from tcplb_helpers import free_port, run, wait_for
+from tcplb_helpers import FakeServer, free_port, run, wait_for
 
 from tcplb import amqpwire as aw
 from tcplb import config
@@ -35,21 +35,14 @@ def start_frame() -> bytes:
 START = start_frame()
 
 
-class Broker:
+class Broker(FakeServer):
     """Answers the AMQP protocol header with Connection.Start, then echoes. ``conns`` maps RabbitMQ's name of
     each connection (``peer -> local``) to its writer."""
 
     def __init__(self) -> None:
         self.conns: dict[str, asyncio.StreamWriter] = {}
-        self.port = 0
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> Broker:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         peer, local = w.get_extra_info("peername"), w.get_extra_info("sockname")
         name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -67,29 +60,21 @@ class Broker:
         return len(self.conns)
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        super().close()
         for w in list(self.conns.values()):
             w.transport.abort()
 
 
-class Mgmt:
+class Mgmt(FakeServer):
     """``DELETE /api/connections/{name}``: 204 and the broker's graceful close when a broker has that
     connection, else 404 (``fail``: always 500). Every other request: 404."""
 
     def __init__(self, brokers: list[Broker]) -> None:
         self.brokers = brokers
         self.deletes: list[tuple[str, str, str]] = []  # (name, X-Reason, Authorization)
-        self.port = 0
         self.fail = False
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> Mgmt:
-        self.server = await asyncio.start_server(self._h, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def _h(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1")
             method, target = head.split(" ", 2)[:2]
@@ -118,10 +103,6 @@ class Mgmt:
             )
             await w.drain()
         w.close()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 class Client:
@@ -200,8 +181,8 @@ async def _setup(rebalance: str, r2_extra: str = "", r2_check: str = "") -> tupl
     return b1, b2, api, lport, lb, events
 
 
-async def _teardown(lb: LoadBalancer, drv: Driver, clients: list[Client], *rest: Any) -> None:
-    drv.stop()
+def _close(lb: LoadBalancer, clients: list[Client], *rest: Any) -> None:
+    """Close the clients, stop the load balancer, then close ``rest`` (brokers, management API)."""
     for c in clients:
         c.close()
     lb.stop_accepting()
@@ -209,6 +190,11 @@ async def _teardown(lb: LoadBalancer, drv: Driver, clients: list[Client], *rest:
     lb.kill_all()
     for x in rest:
         x.close()
+
+
+async def _teardown(lb: LoadBalancer, drv: Driver, clients: list[Client], *rest: Any) -> None:
+    drv.stop()
+    _close(lb, clients, *rest)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
