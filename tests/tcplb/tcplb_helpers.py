@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from helpers import free_port as free_port  # re-exported
 from helpers import wait_for as wait_for  # re-exported
@@ -23,6 +23,9 @@ from tcplb import config
 from tcplb.config import Config
 from tcplb.daemon import new_loop
 from tcplb.lb import LoadBalancer
+
+if TYPE_CHECKING:
+    from netns.rabbitmq import RabbitNode
 
 PY = sys.executable
 
@@ -402,3 +405,32 @@ async def wait_stalled(count: Callable[[], int], step: float = 0.3, timeout: flo
         last = now
         await asyncio.sleep(step)
     raise AssertionError(f"never stalled in {timeout:g} s: {count()}")
+
+
+# --- the RabbitMQ labs (test_rabbitmq_check_lab.py, test_rebalance_lab.py) ---------------------------------
+
+LAB_STATS_FETCH = (
+    "import asyncio, sys; from tcplb import mgmt; "
+    "r = asyncio.run(mgmt.fetch('127.0.0.1', 8404, '/stats;json', user='admin', password='s3cret', "
+    "timeout=5)); "
+    "sys.stdout.write(r.body.decode() if isinstance(r, mgmt.HttpAnswer) else 'FAILED ' + r.reason)"
+)
+"""``python -c`` on a lab's LB host: its tcplb's ``/stats;json`` at 127.0.0.1:8404 (``admin:s3cret``), or
+``FAILED <reason>``."""
+
+LAB_PROBE = 'user = "probe", password = "probe-pw"'
+"""The rabbitmq check's probe keys for the user :func:`lab_users` adds."""
+
+
+def lab_users(node: RabbitNode, *, mgmt: tuple[str, str, str] | None = None, app: bool = False) -> None:
+    """On ``node``: the check's ``probe`` user (no permissions), ``mgmt`` = (user, password, tag) for the
+    management API, and with ``app`` an ``app`` user (``app-pw``) with all permissions on ``/``."""
+    node.ctl("add_user", "probe", "probe-pw")
+    node.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
+    if mgmt is not None:
+        user, password, tag = mgmt
+        node.ctl("add_user", user, password)
+        node.ctl("set_user_tags", user, tag)
+    if app:
+        node.ctl("add_user", "app", "app-pw")
+        node.ctl("set_permissions", "-p", "/", "app", ".*", ".*", ".*")

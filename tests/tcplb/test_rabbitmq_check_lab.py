@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tcplb_helpers import LAB_PROBE, LAB_STATS_FETCH, lab_users
 
 from netns.lab import Lab, wait_until
 from netns.rabbitmq import RabbitCluster
@@ -30,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 LB_IP = "192.0.2.60"
 
-FETCH = (
-    "import asyncio, sys; from tcplb import mgmt; "
-    "r = asyncio.run(mgmt.fetch('127.0.0.1', 8404, '/stats;json', user='admin', password='s3cret', "
-    "timeout=5)); "
-    "sys.stdout.write(r.body.decode() if isinstance(r, mgmt.HttpAnswer) else 'FAILED ' + r.reason)"
-)
-
 
 def test_rabbitmq_check_against_rabbitmq_310(lab: Lab) -> None:
     sw = lab.switch()
@@ -46,14 +40,10 @@ def test_rabbitmq_check_against_rabbitmq_310(lab: Lab) -> None:
     lbh = lab.host("lb")
     lab.link(lbh, sw, f"{LB_IP}/24")
     cluster.start()
-    node.ctl("add_user", "probe", "probe-pw")
-    node.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
-    node.ctl("add_user", "mon", "mon-pw")
-    node.ctl("set_user_tags", "mon", "monitoring")
+    lab_users(node, mgmt=("mon", "mon-pw", "monitoring"))
     wait_until(lambda: node._listening(15672), 60, 0.5, what="management listener")
     mg = f'management = {{ user = "mon", password = "mon-pw", node = "{node.nodename}", inter = "500ms" }}'
-    probe = 'user = "probe", password = "probe-pw"'
-    check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {probe}, {mg} }}'
+    check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {LAB_PROBE}, {mg} }}'
     cfg = lab.workdir / "rmq.lb.toml"
     cfg.write_text(
         f"""
@@ -73,7 +63,7 @@ auth = ["admin:s3cret"]
     lb = lbh.start([PY, "-m", "tcplb", "-c", str(cfg)], name="tcplb", env={"PYTHONPATH": str(ROOT)})
 
     def server() -> dict[str, Any] | None:
-        out = lbh.run([PY, "-c", FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
+        out = lbh.run([PY, "-c", LAB_STATS_FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
         if not out.startswith("{"):
             return None
         srv: dict[str, Any] = json.loads(out)["listeners"][0]["servers"][0]
@@ -178,11 +168,7 @@ def test_send_proxy_v2_and_amqp_listener_with_rabbitmq_310(lab: Lab) -> None:
     cli = lab.host("cli")
     lab.link(cli, sw, "192.0.2.50/24")
     cluster.start()
-    node.ctl("add_user", "probe", "probe-pw")
-    node.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
-    node.ctl("add_user", "app", "app-pw")
-    node.ctl("set_permissions", "-p", "/", "app", ".*", ".*", ".*")
-    probe = 'user = "probe", password = "probe-pw"'
+    lab_users(node, app=True)
     cfg = lab.workdir / "pp.lb.toml"
     cfg.write_text(
         f"""
@@ -194,7 +180,7 @@ timeout_server = "2m"
 bind = ["{LB_IP}:5672"]
 protocol = "amqp"
 send_proxy = "v2"
-check = {{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {probe} }}
+check = {{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {LAB_PROBE} }}
 server = [{{ name = "n1", address = "{node.ip}:5672" }}]
 [stats]
 bind = "127.0.0.1:8404"
@@ -204,7 +190,7 @@ auth = ["admin:s3cret"]
     lb = lbh.start([PY, "-m", "tcplb", "-c", str(cfg)], name="tcplb", env={"PYTHONPATH": str(ROOT)})
 
     def server() -> dict[str, Any] | None:
-        out = lbh.run([PY, "-c", FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
+        out = lbh.run([PY, "-c", LAB_STATS_FETCH], env={"PYTHONPATH": str(ROOT)}, check=False).stdout
         if not out.startswith("{"):
             return None
         srv: dict[str, Any] = json.loads(out)["listeners"][0]["servers"][0]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tcplb_helpers import LAB_PROBE, LAB_STATS_FETCH, lab_users
 
 from netns.lab import Lab, wait_until
 from netns.rabbitmq import RabbitCluster
@@ -147,13 +148,6 @@ with open(out, "w") as f:
     json.dump(got, f)
 """
 
-FETCH = (
-    "import asyncio, sys; from tcplb import mgmt; "
-    "r = asyncio.run(mgmt.fetch('127.0.0.1', 8404, '/stats;json', user='admin', password='s3cret', "
-    "timeout=5)); "
-    "sys.stdout.write(r.body.decode() if isinstance(r, mgmt.HttpAnswer) else 'FAILED ' + r.reason)"
-)
-
 
 def test_rebalance_with_pika_and_aio_pika_against_rabbitmq_310(lab: Lab) -> None:
     sw = lab.switch()
@@ -166,17 +160,11 @@ def test_rebalance_with_pika_and_aio_pika_against_rabbitmq_310(lab: Lab) -> None
     lab.link(cli, sw, f"{CLI_IP}/24")
     cluster.start()
     n1, n2 = cluster.nodes
-    n1.ctl("add_user", "probe", "probe-pw")
-    n1.ctl("set_permissions", "-p", "/", "probe", "^$", "^$", "^$")
-    n1.ctl("add_user", "rbadmin", "rbadmin-pw")
-    n1.ctl("set_user_tags", "rbadmin", "administrator")
-    n1.ctl("add_user", "app", "app-pw")
-    n1.ctl("set_permissions", "-p", "/", "app", ".*", ".*", ".*")
+    lab_users(n1, mgmt=("rbadmin", "rbadmin-pw", "administrator"), app=True)
     for node in cluster.nodes:
         wait_until(functools.partial(node._listening, 15672), 60, 0.5, what=f"{node.name} management")
     mg = 'management = { user = "rbadmin", password = "rbadmin-pw", inter = "2s" }'
-    probe = 'user = "probe", password = "probe-pw"'
-    check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {probe}, {mg} }}'
+    check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {LAB_PROBE}, {mg} }}'
     cfg = lab.workdir / "rb.lb.toml"
     cfg.write_text(
         f"""
@@ -207,7 +195,7 @@ admin = true
     lb = lbh.start([PY, "-m", "tcplb", "-c", str(cfg)], name="tcplb", env=env)
 
     def servers() -> dict[str, dict[str, Any]] | None:
-        out = lbh.run([PY, "-c", FETCH], env=env, check=False).stdout
+        out = lbh.run([PY, "-c", LAB_STATS_FETCH], env=env, check=False).stdout
         if not out.startswith("{"):
             return None
         return {s["name"]: s for s in json.loads(out)["listeners"][0]["servers"]}
