@@ -643,6 +643,48 @@ def rss_mib(pids: Sequence[int]) -> float | None:
     return sum(got) / 1024 if got else None
 
 
+def idle_usage(impl: str, pids: Sequence[int], seconds: float) -> dict[str, Any]:
+    """CPU (utime+stime ticks of /proc/PID/stat, in % of one core) of ``pids`` summed over the next
+    ``seconds``, and their summed VmRSS afterwards: the idle figures of the VRRP parts."""
+
+    def cpu_ticks() -> int:
+        total = 0
+        for pid in pids:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        return total
+
+    def rss_kib() -> int:
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    t0, c0 = time.monotonic(), cpu_ticks()
+    time.sleep(seconds)
+    t1, c1 = time.monotonic(), cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    return {
+        "impl": impl,
+        "processes": len(pids),
+        "rss_mib": round(rss_kib() / 1024, 2),
+        "cpu_percent": round((c1 - c0) / hz / (t1 - t0) * 100, 3),
+        "seconds": round(t1 - t0, 1),
+    }
+
+
+def host_info() -> dict[str, Any]:
+    """The short host record of the VRRP parts' raw results."""
+    return {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def failed_rounds_note(errors: Sequence[Mapping[str, Any]], key: str) -> str:
+    """'N failed round(s): name: error; ...' with each round's ``key`` (impl or variant) as its name."""
+    return f"{len(errors)} failed round(s): " + "; ".join(f"{r[key]}: {r['error']}" for r in errors)
+
+
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import failed_rounds_note, host_info, idle_usage
 from netns import Host, Lab, Proc, Switch, keepalived, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,33 @@ def parse_capture(text: str) -> list[Frame]:
 # ----------------------------------------------------------------------------------------- implementations
 
 
-class Router:
+class RouterProc:
+    """What a bench router (vrrpd or keepalived) does with its running process; the subclasses set
+    ``impl``, ``proc`` and, for keepalived, ``ka``. Also bench.vrrp_v3's."""
+
+    impl: str
+    proc: Proc | None
+    ka: keepalived.Keepalived
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid] if self.impl == "vrrpd" else self.ka.pids()
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        if self.impl == "vrrpd":
+            self.proc.kill()
+            self.proc.wait(5)
+        else:
+            self.ka.crash()
+
+    def graceful(self) -> None:
+        assert self.proc is not None
+        self.proc.term()
+        self.proc.wait(5)
+
+
+class Router(RouterProc):
     """One router process (vrrpd or keepalived) on a lab host."""
 
     def __init__(self, impl: str, lab: Lab, host: Host, prio: int) -> None:
@@ -116,23 +142,6 @@ class Router:
             )
         else:
             self.proc = self.ka.start().proc
-
-    def pids(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid] if self.impl == "vrrpd" else self.ka.pids()
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        if self.impl == "vrrpd":
-            self.proc.kill()
-            self.proc.wait(5)
-        else:
-            self.ka.crash()
-
-    def graceful(self) -> None:
-        assert self.proc is not None
-        self.proc.term()
-        self.proc.wait(5)
 
     def has_vip(self) -> bool:
         return self.host.has_address(VIP)
@@ -232,34 +241,7 @@ def idle(impl: str, seconds: float) -> dict[str, Any]:
         r.start()
         wait_until(r.has_vip, 10, what=f"{impl} master")
         time.sleep(1.0)
-        pids = r.pids()
-
-        def cpu_ticks() -> int:
-            total = 0
-            for pid in pids:
-                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(f[11]) + int(f[12])
-            return total
-
-        def rss_kib() -> int:
-            total = 0
-            for pid in pids:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            return total
-
-        t0, c0 = time.monotonic(), cpu_ticks()
-        time.sleep(seconds)
-        t1, c1 = time.monotonic(), cpu_ticks()
-        hz = os.sysconf("SC_CLK_TCK")
-        return {
-            "impl": impl,
-            "processes": len(pids),
-            "rss_mib": round(rss_kib() / 1024, 2),
-            "cpu_percent": round((c1 - c0) / hz / (t1 - t0) * 100, 3),
-            "seconds": round(t1 - t0, 1),
-        }
+        return idle_usage(impl, r.pids(), seconds)
 
 
 def _summ(values: list[float]) -> dict[str, float]:
@@ -307,7 +289,7 @@ def run(
     }
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "host": host_info(),
         "expected": {"master_down_interval_s": MDI_100, "skew_time_s": SKEW_100},
         "rounds": results,
         "summary": summary,
@@ -362,7 +344,7 @@ def markdown(res: dict[str, Any]) -> str:
     if errors:
         lines += [
             "",
-            f"{len(errors)} failed round(s): " + "; ".join(f"{r['impl']}: {r['error']}" for r in errors),
+            failed_rounds_note(errors, "impl"),
         ]
     return "\n".join(lines) + "\n"
 

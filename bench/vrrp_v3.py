@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import re
 import sys
@@ -33,7 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import add, figure, log, markdown_part, part_result
+from bench.common import (
+    add,
+    failed_rounds_note,
+    figure,
+    host_info,
+    idle_usage,
+    log,
+    markdown_part,
+    part_result,
+)
+from bench.vrrp_failover import RouterProc
 from netns import Host, Lab, Proc, Switch, keepalived, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +117,7 @@ def ka_conf(name: str, prio: int, families: tuple[int, ...]) -> str:
     return text
 
 
-class Router:
+class Router(RouterProc):
     """One router process (vrrpd or keepalived) with the v3 instances of ``families``."""
 
     def __init__(self, impl: str, lab: Lab, host: Host, prio: int, families: tuple[int, ...]) -> None:
@@ -134,23 +143,6 @@ class Router:
             )
         else:
             self.proc = self.ka.start().proc
-
-    def pids(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid] if self.impl == "vrrpd" else self.ka.pids()
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        if self.impl == "vrrpd":
-            self.proc.kill()
-            self.proc.wait(5)
-        else:
-            self.ka.crash()
-
-    def graceful(self) -> None:
-        assert self.proc is not None
-        self.proc.term()
-        self.proc.wait(5)
 
     def holds_all(self) -> bool:
         return all(holds(self.host, VIP[f]) for f in self.families)
@@ -274,34 +266,7 @@ def idle(impl: str, seconds: float) -> dict[str, Any]:
         r.start()
         wait_until(r.holds_all, 10, what=f"{impl} master")
         time.sleep(1.0)
-        pids = r.pids()
-
-        def cpu_ticks() -> int:
-            total = 0
-            for pid in pids:
-                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(f[11]) + int(f[12])
-            return total
-
-        def rss_kib() -> int:
-            total = 0
-            for pid in pids:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            return total
-
-        t0, c0 = time.monotonic(), cpu_ticks()
-        time.sleep(seconds)
-        t1, c1 = time.monotonic(), cpu_ticks()
-        hz = os.sysconf("SC_CLK_TCK")
-        return {
-            "impl": impl,
-            "processes": len(pids),
-            "rss_mib": round(rss_kib() / 1024, 2),
-            "cpu_percent": round((c1 - c0) / hz / (t1 - t0) * 100, 3),
-            "seconds": round(t1 - t0, 1),
-        }
+        return idle_usage(impl, r.pids(), seconds)
 
 
 KEYS = {
@@ -349,9 +314,7 @@ def run(rounds: int = 6, seed: int | None = None, quick: bool = False) -> dict[s
         + ".",
     ]
     if errors:
-        notes.append(
-            f"{len(errors)} failed round(s): " + "; ".join(f"{r['impl']}: {r['error']}" for r in errors)
-        )
+        notes.append(failed_rounds_note(errors, "impl"))
     return part_result(
         "failover-v3",
         "VRRPv3 at advert_int 0.1: vrrpd vs keepalived, IPv4 and IPv6",
@@ -367,11 +330,7 @@ def run(rounds: int = 6, seed: int | None = None, quick: bool = False) -> dict[s
             },
             "rounds": results,
             "idle": idles,
-            "host": {
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-            },
+            "host": host_info(),
         },
     )
 
