@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 from netns.lab import Host, LabError, Proc, WaitTimeout, dead, wait_until
 
@@ -701,41 +701,62 @@ def burst(args: argparse.Namespace) -> int:
     return 0
 
 
-class Burst:
-    """``python -m netns.amqp burst`` on a lab host: a new AMQP connection every ``interval`` seconds."""
+class _Child:
+    """A ``python -m netns.amqp <cmd>`` process on a lab host that writes its record to ``<tag>.json`` (and
+    its progress to ``<tag>.json.status``)."""
 
-    def __init__(self, host: Host, target: str, *, interval: float = 0.1, timeout: float = 10.0,
-                 port: int = 5672, tag: str = "burst") -> None:  # fmt: skip
+    def __init__(self, host: Host, tag: str, cmd: list[str]) -> None:
         self.host = host
         self.out = host.lab.workdir / f"{tag}.json"
-        self.argv = [
-            sys.executable, "-m", "netns.amqp", "burst", "--host", target, "--port", str(port),
-            "--interval", str(interval), "--timeout", str(timeout), "--out", str(self.out),
-        ]  # fmt: skip
+        self.argv = [sys.executable, "-m", "netns.amqp", *cmd, "--out", str(self.out)]
         self.tag = tag
         self.proc: Proc | None = None
 
-    def start(self) -> Burst:
+    def start(self) -> Self:
         self.out.unlink(missing_ok=True)
         self.proc = self.host.start(self.argv, name=self.tag, env={"PYTHONPATH": _package_root()})
         return self
 
-    def status(self) -> dict[str, int]:
+    def _status(self) -> dict[str, int] | None:
+        """The last progress line, or None before the first (or while it is being written)."""
         try:
             data = json.loads(Path(str(self.out) + ".status").read_text())
         except (OSError, ValueError):
-            return {"started": 0, "done": 0, "failed": 0}
+            return None
         return {k: int(v) for k, v in data.items()}
 
-    def stop(self, timeout: float = 30.0) -> list[list[Any]]:
-        """SIGTERM, wait for the connections in flight, and return every connection's record."""
+    def _finish(self, timeout: float) -> dict[str, Any] | None:
+        """SIGTERM, wait for a clean exit, and return the record (None if it was never started)."""
         proc = self.proc
         if proc is None:
-            return []
+            return None
         proc.term()
         if proc.wait(timeout) is None or proc.returncode != 0:
             raise LabError(f"{proc.name} did not finish cleanly:\n{proc.output()[-2000:]}")
-        conns: list[list[Any]] = json.loads(self.out.read_text())["conns"]
+        record: dict[str, Any] = json.loads(self.out.read_text())
+        return record
+
+
+class Burst(_Child):
+    """``python -m netns.amqp burst`` on a lab host: a new AMQP connection every ``interval`` seconds."""
+
+    def __init__(self, host: Host, target: str, *, interval: float = 0.1, timeout: float = 10.0,
+                 port: int = 5672, tag: str = "burst") -> None:  # fmt: skip
+        super().__init__(host, tag, [
+            "burst", "--host", target, "--port", str(port), "--interval", str(interval),
+            "--timeout", str(timeout),
+        ])  # fmt: skip
+
+    def status(self) -> dict[str, int]:
+        status = self._status()
+        return {"started": 0, "done": 0, "failed": 0} if status is None else status
+
+    def stop(self, timeout: float = 30.0) -> list[list[Any]]:
+        """SIGTERM, wait for the connections in flight, and return every connection's record."""
+        record = self._finish(timeout)
+        if record is None:
+            return []
+        conns: list[list[Any]] = record["conns"]
         return conns
 
 
@@ -811,32 +832,20 @@ def hold(args: argparse.Namespace) -> int:
     return 0
 
 
-class Holder:
+class Holder(_Child):
     """``python -m netns.amqp hold`` on a lab host: ``n`` long-lived pika connections with reconnect."""
 
     def __init__(self, host: Host, target: str, n: int, *, open_rate: float = 20.0, heartbeat: int = 10,
                  tag: str = "hold") -> None:  # fmt: skip
-        self.host = host
+        super().__init__(host, tag, [
+            "hold", "--host", target, "--connections", str(n), "--open-rate", str(open_rate),
+            "--heartbeat", str(heartbeat),
+        ])  # fmt: skip
         self.n = n
-        self.out = host.lab.workdir / f"{tag}.json"
-        self.argv = [
-            sys.executable, "-m", "netns.amqp", "hold", "--host", target, "--connections", str(n),
-            "--open-rate", str(open_rate), "--heartbeat", str(heartbeat), "--out", str(self.out),
-        ]  # fmt: skip
-        self.tag = tag
-        self.proc: Proc | None = None
-
-    def start(self) -> Holder:
-        self.out.unlink(missing_ok=True)
-        self.proc = self.host.start(self.argv, name=self.tag, env={"PYTHONPATH": _package_root()})
-        return self
 
     def status(self) -> dict[str, int]:
-        try:
-            data = json.loads(Path(str(self.out) + ".status").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: int(v) for k, v in data.items()}
+        status = self._status()
+        return {} if status is None else status
 
     def wait_open(self, timeout: float = 60.0) -> None:
         proc = self.proc
@@ -844,14 +853,8 @@ class Holder:
                    what=f"{self.n} connections open", fail_if=lambda: dead(proc))  # fmt: skip
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
-        proc = self.proc
-        if proc is None:
-            return {}
-        proc.term()
-        if proc.wait(timeout) is None or proc.returncode != 0:
-            raise LabError(f"{proc.name} did not finish cleanly:\n{proc.output()[-2000:]}")
-        record: dict[str, Any] = json.loads(self.out.read_text())
-        return record
+        record = self._finish(timeout)
+        return {} if record is None else record
 
 
 def main(argv: list[str] | None = None) -> int:
