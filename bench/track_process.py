@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import sys
@@ -33,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import add, figure, log, markdown_part, part_result, sanitize, write_json
+from bench.common import (
+    add,
+    figure,
+    host_info,
+    log,
+    markdown_part,
+    part_result,
+    sanitize,
+    write_json,
+)
 from bench.vrrp_failover import _after, parse_capture, start_capture, topology
 from netns import Host, Lab, Proc, keepalived, wait_until
 
@@ -230,8 +238,7 @@ def run(rounds: int = 3, seed: int | None = None, quick: bool = False) -> dict[s
             "expected": {"skew_time_s": SKEW_100, "goal_s": GOAL},
             "rounds": results,
             "summary": summary,
-            "host": {"kernel": platform.release(), "python": platform.python_version(),
-                     "cpus": os.cpu_count()},
+            "host": host_info(),
         },
     )  # fmt: skip
 

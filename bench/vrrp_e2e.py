@@ -17,12 +17,10 @@ stack's monitor sees it (every 20 ms), and the messages lost (confirmed, never c
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 from typing import Any
 
-from bench.common import add, figure, log, markdown_part, part_result
+from bench.common import add, failed_rounds_note, figure, host_info, log, markdown_part, part_result
 from netns import Lab
 from netns.rabbitmq import RabbitCluster
 from netns.stack import PRIORITIES, Stack, master_down_interval
@@ -101,9 +99,7 @@ def run(rounds: int = 3, quick: bool = False) -> dict[str, Any]:
         "The gap is measured from 0.2 s before the kill to the end of the round.",
     ]
     if errors:
-        notes.append(
-            f"{len(errors)} failed round(s): " + "; ".join(f"{r['variant']}: {r['error']}" for r in errors)
-        )
+        notes.append(failed_rounds_note(errors, "variant"))
     return part_result(
         "failover-e2e",
         "End to end at advert_int 0.1: confirm gap after a master crash, vrrpd+tcplb vs keepalived+HAProxy",
@@ -115,8 +111,7 @@ def run(rounds: int = 3, quick: bool = False) -> dict[str, Any]:
             "expected": {"master_down_interval_s": MDI, "advert_int_s": ADVERT_INT},
             "rounds": results,
             "rabbit_boot_s": boot,
-            "host": {"kernel": platform.release(), "python": platform.python_version(),
-                     "cpus": os.cpu_count()},
+            "host": host_info(),
         },
     )  # fmt: skip
 
