@@ -121,7 +121,12 @@ def test_maintenance_drain_and_revive(stack: Stack, record: Record) -> None:
     """``rabbitmq-upgrade drain`` on rmq3 under load and a new client connection every 100 ms: tcplb stops
     sending it new connections (3.10 suspends its listeners: the first refused connect marks it DOWN and the
     client is retried elsewhere), its clients are closed by the broker (320) and reconnect elsewhere with no
-    failed attempt; ``revive`` brings it back UP with slowstart (throttle below 100 %)."""
+    failed attempt; ``revive`` brings it back UP with slowstart (throttle below 100 %).
+
+    A burst connection that tcplb had already placed on rmq3 when the drain closed the node's clients gets
+    the same 320 "Node was put into maintenance mode" as the held clients: that is the broker closing its
+    clients, as the issue expects, not a failed connection attempt. It is counted apart
+    (``burst_closed_by_drain``), and only a connection started before tcplb saw rmq3 DOWN may end so."""
     stack.start_lbs()
     load = stack.load(publishers=2, consumers=2, rate=100).start()
     load.wait_flowing(100)
@@ -133,6 +138,7 @@ def test_maintenance_drain_and_revive(stack: Stack, record: Record) -> None:
     drained_in = time.time() - t
     row = wait_until(lambda: (s := server(stack, "rmq3")) and word(s.get("status")) == "DOWN" and s, 20,
                      interval=0.1, what="rmq3 DOWN on lb1")  # fmt: skip
+    down_at = time.time()
     sent_before = int(row["lbtot"])
     wait_burst(burst, AFTER_DOWN)
     load.wait_flowing(100, timeout=40)
@@ -146,15 +152,19 @@ def test_maintenance_drain_and_revive(stack: Stack, record: Record) -> None:
     load.wait_flowing(100, timeout=40)
     conns = burst.stop()
     out = stack.finish(load, "maintenance drain and revive", t, [("revive", tr)])
+    closed_by_drain = [c for c in burst_failures(conns)
+                       if "CONNECTION_FORCED" in str(c[3]) and "maintenance" in str(c[3]) and c[0] <= down_at]
     out.extra.update(burst_figures(conns, t))
     out.extra.update({
+        "burst_closed_by_drain": len(closed_by_drain),
         "drain_command_s": round(drained_in, 3), "check_status_down": row.get("check_status"),
         "up_after_revive_s": round(up_after, 3), "throttle_when_up": ramp.get("throttle"),
         "weight_when_up": ramp.get("weight"),
     })  # fmt: skip
     record(out)
     assert_clean(out, stack)
-    assert not burst_failures(conns), burst_failures(conns)[:10]
+    failed = [c for c in burst_failures(conns) if c not in closed_by_drain]
+    assert not failed, failed[:10]
     assert int(row_late["lbtot"]) == sent_before, (row, row_late)  # no new client sent to the drained node
     throttle = ramp.get("throttle")
     assert throttle is not None and int(throttle) < 100, ramp  # ramped, not the full weight at once
