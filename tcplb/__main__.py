@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr)
         print(f"{args.config}: configuration is valid")
         return 0
-    from .daemon import run, setup_logging
+    from .daemon import run
+    from .procstart import setup_logging
 
     setup_logging(cfg, getattr(logging, args.log_level.upper()))
     log = logging.getLogger("tcplb")

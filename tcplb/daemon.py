@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from . import config as cfgmod
 from .config import Config, ConfigError
 from .lb import LoadBalancer
-from .procstart import _Formatter, new_loop, raise_nofile, setup_logging
+from .procstart import new_loop, raise_nofile
 from .reload_plan import ReloadError
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from rmqfd.sdnotify import Notifier
 
-__all__ = ["Daemon", "_Formatter", "new_loop", "raise_nofile", "run", "setup_logging"]
+__all__ = ["Daemon", "run"]
 
 log = logging.getLogger("tcplb")
 

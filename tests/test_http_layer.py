@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from rmqfd.http import HttpError, HttpServer, Limits, Request, Response
 from tcplb.config import StatsConfig, StatsUser
-from tcplb.daemon import new_loop
+from tcplb.procstart import new_loop
 from tcplb.stats import StatsServer
 
 T = TypeVar("T")

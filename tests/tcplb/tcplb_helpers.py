@@ -21,8 +21,8 @@ from helpers import wait_for as wait_for  # re-exported
 from netns import wait_until
 from tcplb import config
 from tcplb.config import Config
-from tcplb.daemon import new_loop
 from tcplb.lb import LoadBalancer
+from tcplb.procstart import new_loop
 
 if TYPE_CHECKING:
     from netns.rabbitmq import RabbitNode

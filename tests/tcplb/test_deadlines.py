@@ -10,9 +10,9 @@ import asyncio
 import pytest
 
 from tcplb import config as cfgmod
-from tcplb.daemon import new_loop
 from tcplb.frontend import Frontend, Session
 from tcplb.lb import LoadBalancer
+from tcplb.procstart import new_loop
 from tcplb.relay import Pipe
 
 CFG = """

@@ -507,7 +507,7 @@ def test_daemon_raises_the_soft_nofile_limit_for_maxconn() -> None:
     code = (
         "import resource\n"
         "from tcplb import config\n"
-        "from tcplb.daemon import raise_nofile\n"
+        "from tcplb.procstart import raise_nofile\n"
         "h = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, h))\n"
         'cfg = config.loads(\'[global]\\nmaxconn = 1000\\n[listen.a]\\nbind = ["127.0.0.1:5672"]\\n'

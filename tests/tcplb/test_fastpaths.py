@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcplb import relay, tcplog
-from tcplb.daemon import new_loop
+from tcplb.procstart import new_loop
 from tcplb.tcplog import accept_date
 
 LOOPS = ["asyncio", "uvloop"]
@@ -174,7 +174,7 @@ def test_closed_pipe_freed_without_gc(loop: str) -> None:
 
 
 def test_log_formatter_asctime_matches_stdlib(tz: str) -> None:
-    from tcplb.daemon import _Formatter
+    from tcplb.procstart import _Formatter
 
     fmt = "%(asctime)s tcplb[%(process)d]: [%(levelname)s] %(message)s"
     ours, std = _Formatter(fmt), logging.Formatter(fmt)
