@@ -59,10 +59,20 @@ class AddressWatch:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.proc: Proc = host.start(["ip", "-ts", "-4", "monitor", "address"], name="ipmon")
-        # ready once it reports a marker address added to lo (nothing else in the lab uses 203.0.113.0/24)
-        host.run(["ip", "addr", "add", "203.0.113.250/32", "dev", "lo"])
-        wait_until(lambda: "203.0.113.250" in self.proc.output(), 5, what=f"{host.name} address monitor")
-        host.run(["ip", "addr", "del", "203.0.113.250/32", "dev", "lo"])
+        # ready once it reports a marker address added to lo (nothing else in the lab uses 203.0.113.0/24).
+        # The monitor may not have joined the netlink group yet when the first marker is added (that event
+        # is then lost to it), so the marker is re-added on every poll until the monitor reports one.
+        marker = ["203.0.113.250/32", "dev", "lo"]
+
+        def reported() -> bool:
+            if "203.0.113.250" in self.proc.output():
+                return True
+            host.run(["ip", "addr", "del", *marker], check=False)
+            host.run(["ip", "addr", "add", *marker])
+            return False
+
+        wait_until(reported, 30, interval=0.2, what=f"{host.name} address monitor")
+        host.run(["ip", "addr", "del", *marker], check=False)
 
     def events(self, ip: str = VIP) -> list[tuple[float, bool]]:
         """(time, added) for the address, in order."""
