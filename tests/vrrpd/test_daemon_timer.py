@@ -74,7 +74,10 @@ def test_any_wait_is_served_within_the_slack_of_a_short_last_stage(now: float, w
 
 WAITS = (0.003, 0.015, 0.04, 0.061, 0.1, 0.361)
 EARLY_TOLERANCE = 60e-6  # ALARM_MIN, plus float rounding of the interval timer
-LATE_BOUND = 0.5  # generous: a busy shared machine (the exact figures are bench/vrrp_v3.py's)
+# "Fires at all, and once": a deadline not served LATE_BOUND after it was due has not fired. Generous for a
+# busy shared machine (a descheduled loop is late by its time slices, not by the driver); this test's claims
+# are "never early" and "once"; how late is bench/vrrp_v3.py's (microseconds on a quiet machine).
+LATE_BOUND = 10.0
 
 
 @pytest.mark.parametrize("run_loop", ["asyncio", "uvloop"], indirect=True)
@@ -105,12 +108,16 @@ def test_deadlines_fire_once_never_early(run_loop: Runner, tmp_path: Path) -> No
         d.host.next_deadline = lambda: state["at"]  # type: ignore[method-assign]
         d.host.timer = timer  # type: ignore[method-assign]
         try:
+
+            async def served() -> None:  # polled, not slept: a busy machine is late, not wrong
+                end = time.monotonic() + LATE_BOUND
+                while state["at"] is not None and time.monotonic() < end:
+                    await asyncio.sleep(0.005)
+
             for w in WAITS:
                 state["at"] = time.monotonic() + w
                 d.step(lambda now: None)
-                end = time.monotonic() + w + LATE_BOUND
-                while state["at"] is not None and time.monotonic() < end:
-                    await asyncio.sleep(0.005)
+                await served()
             # re-armed for a later deadline just before the first one was due: only the later one fires.
             # On a busy machine the sleep may overrun the first deadline, which then fires (rightly) before
             # the re-arm; that firing is counted, and the later deadline must still fire exactly once.
@@ -120,7 +127,9 @@ def test_deadlines_fire_once_never_early(run_loop: Runner, tmp_path: Path) -> No
             overran = state["at"] is None
             state["at"] = time.monotonic() + 0.05
             d.step(lambda now: None)
-            await asyncio.sleep(0.05 + LATE_BOUND)
+            await served()
+            # a stale signal of the first deadline (due 0.04 s before the later one) would have been served
+            # by now, as an early firing of the later one (a firing is counted only when its ``now`` is due)
             return fired, len(WAITS) + 1 + overran
         finally:
             await d.shutdown()
