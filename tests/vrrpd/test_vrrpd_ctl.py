@@ -23,6 +23,7 @@ from vrrpd import fsm
 pytestmark = pytest.mark.netns
 
 SLACK = 3.0  # scheduling slack on a busy machine; precise figures: bench/vrrp_failover.py
+READY = 30.0  # bound of a wait for a state that is not a timing claim (a busy machine is slow, not wrong)
 SKEW_100 = fsm.skew_time(100)
 MDI_100 = fsm.master_down_interval(1, 100)
 MDI_150 = fsm.master_down_interval(1, 150)
@@ -93,8 +94,8 @@ def test_maint_hands_over_in_skew_time_and_restore_takes_it_back(lab: Lab) -> No
     r1 = make_router(lab, h1, instance_toml(prio=150), global_extra=METRICS).start()
     r2 = make_router(lab, h2, instance_toml(prio=100), global_extra=METRICS).start()
     r1.wait_state("MASTER", MDI_150 + 1 + SLACK)
-    r2.wait_state("BACKUP", 5)
-    wait_until(lambda: r2.counters()["adverts_received"] >= 1, 5, what="backup hears the master")
+    r2.wait_state("BACKUP", READY)
+    wait_until(lambda: r2.counters()["adverts_received"] >= 1, READY, what="backup hears the master")
     m1, m2 = scrape(r1), scrape(r2)
     assert metric(m1, "vrrpd_instance_state") == 2 and metric(m2, "vrrpd_instance_state") == 1
     assert metric(m1, "vrrpd_instance_state_info", state="MASTER") == 1
@@ -104,19 +105,27 @@ def test_maint_hands_over_in_skew_time_and_restore_takes_it_back(lab: Lab) -> No
 
     # maint on the master: priority-0 advert, VIPs removed at once, lb2 takes over after Skew_Time.
     # --priority 120 (above lb2's 100) also shows that a node in maintenance does not preempt.
-    t0 = time.monotonic()
+    # The time counts from the answer of `vrrpd ctl` (the daemon answers once maint is applied), so the
+    # start-up of the ctl process (a Python start in a namespace: a second or more on a busy machine) is not
+    # in it.
     res = ctl(r1, "maint", "VI_1", "--priority", "120")
+    t0 = time.monotonic()
     assert res.returncode == 0, res.stderr
     assert "VI_1: BACKUP, maintenance, priority 120" in res.stdout
     r2.wait_state("MASTER", SKEW_100 + SLACK)
     assert time.monotonic() - t0 < MDI_100 - 1  # the priority-0 path, not Master_Down_Interval
-    wait_until(lambda: w2.last(True) is not None, 5, what="lb2 VIP added event")
+    # each monitor prints its event when it is scheduled: both are waited for, neither is read at once
+    wait_until(lambda: w2.last(True) is not None, READY, what="lb2 VIP added event")
+    wait_until(lambda: w1.last(False) is not None, READY, what="lb1 VIP deleted event")
     removed, added = w1.last(False), w2.last(True)
     assert removed is not None and added is not None
     gap = added - removed
     print(f"VIP gap {gap:.3f} s (Skew_Time {SKEW_100:.3f} s)")
-    # no overlap (timers never fire early), well below Master_Down_Interval; exact figures: the benchmark
-    assert SKEW_100 - 0.1 < gap < MDI_100 - 1, gap
+    # no overlap (timers never fire early: about Skew_Time, not ~0), well below Master_Down_Interval; exact
+    # figures: the benchmark. The two times are when each namespace's `ip monitor` printed the event (user
+    # space, not the kernel's clock), so a monitor scheduled late on a busy machine shifts either end: half of
+    # Skew_Time of tolerance below (0.1 s failed nowhere yet but is one time slice of a loaded machine).
+    assert SKEW_100 / 2 < gap < MDI_100 - 1, gap
     assert vip_holders([h1, h2]) == ["lb2"]
     i1 = r1.inst()
     assert (i1["state"], i1["maintenance"], i1["override_priority"], i1["effective_priority"]) == (
@@ -145,13 +154,13 @@ def test_maint_hands_over_in_skew_time_and_restore_takes_it_back(lab: Lab) -> No
     assert metric(m1, "vrrpd_vips_installed") == 0 and metric(m2, "vrrpd_vips_installed") == 1
 
     # restore: preemption is back; lb1 (150) takes the VIP back once its down timer runs out
-    t1 = time.monotonic()
     res = ctl(r1, "restore", "VI_1")
+    t1 = time.monotonic()  # from the answer, as above
     assert res.returncode == 0, res.stderr
     r1.wait_state("MASTER", MDI_150 + SLACK)
     assert time.monotonic() - t1 < MDI_150 + SLACK
-    r2.wait_state("BACKUP", 5)
-    wait_until(lambda: vip_holders([h1, h2]) == ["lb1"], 5, what="VIP back on lb1 only")
+    r2.wait_state("BACKUP", READY)
+    wait_until(lambda: vip_holders([h1, h2]) == ["lb1"], READY, what="VIP back on lb1 only")
     m1 = scrape(r1)
     assert metric(m1, "vrrpd_instance_state") == 2 and metric(m1, "vrrpd_instance_maintenance") == 0
     assert metric(m1, "vrrpd_instance_priority_override") == 0
@@ -173,8 +182,8 @@ def test_ctl_priority_override_reload_weights_and_errors(lab: Lab) -> None:
     body += '[vrrp_script.up]\nscript = ["/bin/true"]\nweight = 20\n'
     r1 = make_router(lab, h1, body)
     r1.start()
-    r1.wait_state("MASTER", 2, name="OWNER")
-    wait_until(lambda: r1.inst()["effective_priority"] == 170, 5, what="+20 weight applied")
+    r1.wait_state("MASTER", READY, name="OWNER")
+    wait_until(lambda: r1.inst()["effective_priority"] == 170, READY, what="+20 weight applied")
 
     # errors: unknown instance, address owner (also inside `all`, nothing changed), bad priority, no daemon
     res = ctl(r1, "maint", "NOPE")
@@ -204,7 +213,7 @@ def test_ctl_priority_override_reload_weights_and_errors(lab: Lab) -> None:
     r1.write(r1.conf.read_text().replace("priority = 150", "priority = 160"))
     assert r1.proc is not None
     r1.proc.signal(signal.SIGHUP)
-    wait_until(lambda: r1.status()["reloads"] == 1, 5, what="reloaded")
+    wait_until(lambda: r1.status()["reloads"] == 1, READY, what="reloaded")
     st = r1.inst()
     assert (st["priority"], st["override_priority"], st["effective_priority"]) == (160, 120, 140)
     # maint pins the priority: the +20 weight is not added
