@@ -37,9 +37,10 @@ KINDS: dict[str, dict[str, tuple[str, str]]] = {
     "tcplb": {"lb1": ("vrrpd", "tcplb"), "lb2": ("vrrpd", "tcplb")},
     "haproxy": {"lb1": ("keepalived", "haproxy"), "lb2": ("keepalived", "haproxy")},
 }
-# The planner bounds the top only: at most ceil(share * (1 + tolerance)) per node, so the lowest node can be
-# as low as total - 2 * that. With 62 connections (60 held + the load's 2) tolerance 0.03 allows 22/22/18
-# (-12.9 %: run-20261205-070123, missed); tolerance 0 allows ceil(20.7) = 21, so the lowest holds 20 (-3 %).
+# The planner's bounds round outwards: at most ceil(share * (1 + tolerance)) per node and (since the floor was
+# added, after run-20261205-070636) at least floor(share * (1 - tolerance)) where a donor exists. Before the
+# floor, 62 connections (60 held + the load's 2) at tolerance 0.03 ended 22/22/18 (-12.9 %:
+# run-20261205-070123, missed); tolerance 0 allows ceil(20.7) = 21 on top and 20 below (-3 %).
 # settle 2 s: the clients here are back within a second.
 REBALANCE = {"enabled": "true", "tolerance": "0", "rate": "5", "settle": '"2s"'}
 HELD = 60

@@ -6,8 +6,9 @@ to look again:
 * **rebalancing** (``[listen.NAME.rebalance] enabled = true``): when a server comes back (DOWN → UP, out of
   maintenance, RabbitMQ maintenance over) the policy waits ``delay_after_up`` (default: the server's
   ``slowstart``, so the ramp is over; 0 without one), then runs the planner of :mod:`tcplb.rebalance` until
-  the spread is within ``tolerance`` (surplus connections off the most loaded servers, oldest first, at most
-  ``rate`` closes per second, never more than the surplus). On demand (``tcplb ctl rebalance LISTENER``,
+  the spread is within ``tolerance`` both ways (surplus connections off the most loaded servers, then, for a
+  server below its floor, off the servers above their share; oldest first, at most ``rate`` closes per
+  second, never more than the surplus or below a donor's share). On demand (``tcplb ctl rebalance LISTENER``,
   ``POST /api/rebalance/<listener>``) the same run starts at once, whether ``enabled`` is set or not.
 * **maximum lifetime** (``max_lifetime``, Envoy's ``max_connection_duration``, with ``lifetime_jitter``):
   a connection is closed once it is older than ``max_lifetime * (1 + U[0, jitter))`` (the jitter fixed per

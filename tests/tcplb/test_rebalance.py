@@ -31,13 +31,38 @@ def test_after_a_restart_the_oldest_surplus_moves() -> None:
     r = Rebalancer(0.1, rate=100.0, burst=100)
     plan = r.plan([a, b, c], 1000.0)
     assert plan.limits == {"a": 22, "b": 22, "c": 22}
+    assert plan.floors == {"a": 18, "b": 18, "c": 18}  # floor(20 * 0.9)
     closed = [(x.server, x.conn.id) for x in plan.close]
-    assert len(closed) == 16 and sum(1 for s, _ in closed if s == "a") == 8
-    # the 8 oldest of each: a29..a22 (ages 129..122) and b29..b22
-    assert sorted(str(i) for s, i in closed if s == "a") == sorted(f"a{i}" for i in range(22, 30))
-    assert plan.surplus == 0 and plan.balanced and plan.away == 16
+    # 8 off each of a and b (their surplus above 22) would leave 22/22/16: c 20 % short of its share. Two
+    # more, one off each (both stay above their share of 20), bring c to its floor: 21/21/18
+    assert len(closed) == 18 and sum(1 for s, _ in closed if s == "a") == 9
+    # the 9 oldest of each: a29..a21 (ages 129..121) and b29..b21
+    assert sorted(str(i) for s, i in closed if s == "a") == sorted(f"a{i}" for i in range(21, 30))
+    assert plan.surplus == 0 and plan.balanced and plan.away == 18
     assert plan.next_at == 1000.0 + 10.0  # the default settle: look again when they should be back
     assert "above its limit of 22" in plan.close[0].reason
+    assert "above its share while c is below its floor of 18" in plan.close[-1].reason
+
+
+def test_the_floor_alone_moves_connections() -> None:
+    # every server within its limit of 22, c 4 below its floor of 18: two moves, off the servers most above
+    # their share, and none off a server that would end below its share
+    r = Rebalancer(0.1, rate=100.0, burst=100)
+    a = load("a", 1, [float(100 + i) for i in range(22)])
+    b = load("b", 1, [float(200 + i) for i in range(22)])
+    c = load("c", 1, [float(i) for i in range(16)])
+    plan = r.plan([a, b, c], 1000.0)
+    assert sorted(x.server for x in plan.close) == ["a", "b"]
+    assert plan.surplus == 0 and plan.away == 2
+    # 21/20/19 of 60: nobody below a floor of 18, nothing to do
+    r2 = Rebalancer(0.1, rate=100.0, burst=100)
+    spread = [load("a", 1, [1.0] * 21), load("b", 1, [1.0] * 20), load("c", 1, [1.0] * 19)]
+    assert r2.plan(spread, 1000.0).close == ()
+    # c 3 short with tolerance 0, but no server is a whole connection above its share of 20.33: stop
+    r3 = Rebalancer(0.0, rate=100.0, burst=100)
+    stuck = [load("a", 1, [1.0] * 21), load("b", 1, [1.0] * 21), load("c", 1, [1.0] * 19)]
+    p3 = r3.plan(stuck, 1000.0)
+    assert p3.close == () and p3.next_at is None
 
 
 def test_rate_bound_spreads_closes_and_says_when_to_come_back() -> None:
@@ -163,8 +188,10 @@ def test_single_plan_invariants(
             ordered.add(c.conn.id)
         for name, n in per.items():
             srv = next(s for s in pool if s.name == name)  # only eligible servers lose connections
-            limit = math.ceil(Fraction(total * srv.weight, wsum) * (1 + Fraction(repr(tolerance))))
-            assert n <= len(live[name]) - limit  # never more than the surplus
+            share = Fraction((total + plan.away - len(plan.close)) * srv.weight, wsum)
+            limit = math.ceil(share * (1 + Fraction(repr(tolerance))))
+            # never more than the surplus, or, to fill a deficit, never below its fair share
+            assert n <= len(live[name]) - limit or len(live[name]) - n >= share
             chosen = {c.conn.id for c in plan.close if c.server == name}
             oldest_left = min(
                 (c.opened_at for c in live[name] if c.id not in chosen and now - c.opened_at >= min_age),
@@ -219,11 +246,38 @@ def test_converges_with_leastconn_reconnects(
         pytest.fail("no convergence in 5000 rounds")
     assert sum(len(v) for v in conns.values()) == total
     wsum = sum(weights.values())
+    tol = Fraction(repr(tolerance))
+    shares = {n: Fraction(total * weights[n], wsum) for n in conns}
     for n, cs in conns.items():
-        assert len(cs) <= math.ceil(Fraction(total * weights[n], wsum) * (1 + Fraction(repr(tolerance)))), (
-            n,
-            conns,
-        )
+        assert len(cs) <= math.ceil(shares[n] * (1 + tol)), (n, conns)
+    # the floor: nobody below floor(share * (1 - tolerance)) unless no server is a whole connection above its
+    # share (nothing could move without pushing a donor below its own share)
+    donors = [n for n, cs in conns.items() if len(cs) - shares[n] >= 1]
+    if donors:
+        for n, cs in conns.items():
+            assert len(cs) >= math.floor(shares[n] * max(Fraction(0), 1 - tol)), (n, conns)
+
+
+def test_a_rolling_restart_ends_within_the_tolerance_both_ways() -> None:
+    # the regression: 30/30/0 with tolerance 0.1 used to end at 22/22/16 (c 20 % below its share)
+    r = Rebalancer(0.1, rate=100.0, burst=100, settle=4.0)
+    conns = {
+        "a": [Conn(f"a{i}", 0.0) for i in range(30)],
+        "b": [Conn(f"b{i}", 0.0) for i in range(30)],
+        "c": [],
+    }
+    ids = count()
+    now = 100.0
+    for _ in range(50):
+        plan = r.plan([ServerLoad(n, 1, conns[n]) for n in conns], now)
+        for c in plan.close:
+            conns[c.server].remove(c.conn)
+        for _c in plan.close:  # every closed client is back at once, on the least loaded server
+            conns[leastconn(conns, {"a": 1, "b": 1, "c": 1})].append(Conn(next(ids), now))
+        if plan.next_at is None:
+            break
+        now = plan.next_at
+    assert all(18 <= len(v) <= 22 for v in conns.values()), {n: len(v) for n, v in conns.items()}
 
 
 # --- lifetime with jitter ----------------------------------------------------------------------------------
