@@ -14,7 +14,8 @@ from netns import Host, Lab, wait_until
 
 pytestmark = pytest.mark.netns
 
-SLACK = 1.5  # seconds of scheduling slack on top of the protocol's own timers
+SLACK = 3.0  # seconds of scheduling slack on top of the protocol's own timers (a busy machine)
+READY = 30.0  # bound of a wait for a state that is not a timing claim (a busy machine is slow, not wrong)
 
 
 def _addr(h: Host, op: str, cidr: str) -> None:
@@ -27,7 +28,7 @@ def _reload(r: Router, body: str) -> None:
     r.write(head + body)
     assert r.proc is not None
     r.proc.signal(signal.SIGHUP)
-    wait_until(lambda: r.status()["reloads"] == before + 1, 3, what="reload done")
+    wait_until(lambda: r.status()["reloads"] == before + 1, READY, what="reload done")
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
@@ -38,25 +39,27 @@ def test_vip_deleted_by_someone_else_is_restored_within_a_second(lab: Lab, loop:
     r1.start(loop=loop)
     r2.start(loop=loop)
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
-    r2.wait_state("BACKUP", 2)
-    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], 2, what="VIP installed")
+    r2.wait_state("BACKUP", READY)
+    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], READY, what="VIP installed")
     cap = lab.capture(sw, filter="arp")
-    t0 = time.monotonic()
     _addr(h1, "del", f"{VIP}/24")
+    t0 = time.monotonic()  # once deleted: the start of the `ip addr del` process is not vrrpd's reaction
+    # the claim (docs/vrrpd.md): re-added as soon as the netlink event arrives (milliseconds), not at the next
+    # advert or transition; 1 s is the scheduling slack of a busy machine on top
     wait_until(r1.has_vip, 1.0, what="VIP restored within 1 s")
     restored = time.monotonic() - t0
     assert restored < 1.0, restored
     # the status follows the host, and the restore was announced (GARP) and logged
-    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], 1)
+    wait_until(lambda: r1.inst()["vips_installed"] == [f"{VIP}/24"], READY)
     assert r1.state() == "MASTER" and r2.state() == "BACKUP"
     proc, pcap = r1.proc, cap.pcap
     assert proc is not None and pcap is not None
-    wait_until(lambda: "was removed from the host by someone else" in proc.output(), 2, what="logged")
+    wait_until(lambda: "was removed from the host by someone else" in proc.output(), READY, what="logged")
     from scapy.layers.l2 import ARP
     from scapy.utils import rdpcap
 
     # tcpdump hands frames over in blocks: wait until some are in the file (a pcap header is 24 bytes)
-    wait_until(lambda: pcap.stat().st_size > 24, 3, what="GARP captured")
+    wait_until(lambda: pcap.stat().st_size > 24, READY, what="GARP captured")
     cap.terminate(2)
     assert any(ARP in p and p[ARP].psrc == VIP for p in rdpcap(str(pcap)))
     # again: still restored (nothing is cached from the first time)
@@ -76,7 +79,7 @@ def test_frozen_backup_with_another_vrid_queued_never_becomes_master(lab: Lab, l
     for r in (r1, r2, r3):
         r.start(loop=loop)
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
-    r2.wait_state("BACKUP", 2)
+    r2.wait_state("BACKUP", READY)
     r3.wait_state("MASTER", 3.22 + 1 + SLACK, name="OTHER")
     for _round in range(2):
         assert r2.proc is not None
@@ -84,7 +87,7 @@ def test_frozen_backup_with_another_vrid_queued_never_becomes_master(lab: Lab, l
         time.sleep(3.61 + 1.5)  # the freeze itself (longer than Master_Down_Interval) is the test
         r2.proc.cont()
         # every queued advert is processed before the overdue timer decides: lb1's keep lb2 Backup
-        wait_until(lambda: r2.counters()["adverts_received"] > 0, 2)
+        wait_until(lambda: r2.counters()["adverts_received"] > 0, READY)
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
             c = r2.counters()
@@ -102,7 +105,7 @@ def test_vip_moved_between_instances_on_sighup_stays(lab: Lab) -> None:
     r1 = make_router(lab, h1, body)
     r1.start()
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
-    r1.wait_state("MASTER", 2, name="VI_2")
+    r1.wait_state("MASTER", READY, name="VI_2")
     assert h1.has_address("192.0.2.101")
     # .101 moves from VI_2 to VI_1 (earlier in the file)
     moved = instance_toml(prio=150, vips=[f"{VIP}/24", "192.0.2.101/24"])
@@ -133,15 +136,15 @@ def test_address_added_by_hand_is_never_removed(lab: Lab) -> None:
     _reload(r1, instance_toml(prio=150, vips=[f"{VIP}/24", "192.0.2.104/24"]))
     # the next transition (link down: FAULT) removes vrrpd's VIP, not the operator's address
     r1.host.link_down("eth0")
-    r1.wait_state("FAULT", 2)
-    wait_until(lambda: not r1.has_vip(), 2, what="our VIP removed")
+    r1.wait_state("FAULT", READY)
+    wait_until(lambda: not r1.has_vip(), READY, what="our VIP removed")
     assert h1.has_address("192.0.2.104")
     r1.host.link_up("eth0")
     r1.wait_state("MASTER", 3.41 + 1 + SLACK)
     assert r1.inst().get("vips_foreign") == ["192.0.2.104/24"]  # used while MASTER, shown as not ours
     assert r1.proc is not None
     r1.proc.term()
-    assert r1.proc.wait(2) == 0
+    assert r1.proc.wait(READY) == 0
     assert not h1.has_address(VIP) and h1.has_address("192.0.2.104")
 
 
@@ -163,19 +166,19 @@ def test_first_garp_burst_on_a_re_created_interface_is_sent(lab: Lab) -> None:
     body = instance_toml(prio=255, vips=[], extra="garp_master_delay = 0\n")
     r1 = make_router(lab, h1, body.replace("virtual_ipaddress = []\n", vip))
     r1.start()
-    r1.wait_state("MASTER", 2)
-    wait_until(r1.has_vip, 2, what="VIP on mv0")
+    r1.wait_state("MASTER", READY)
+    wait_until(r1.has_vip, READY, what="VIP on mv0")
     r1.host.link_down("eth0")
-    r1.wait_state("FAULT", 2)
+    r1.wait_state("FAULT", READY)
     h1.run(["ip", "link", "del", "mv0"])
     macvlan()  # same name, new ifindex
     cap = lab.capture(sw, filter="arp")
     pcap = cap.pcap
     assert pcap is not None
     r1.host.link_up("eth0")
-    r1.wait_state("MASTER", 3)
-    wait_until(r1.has_vip, 2, what="VIP back on the new mv0")
-    wait_until(lambda: pcap.stat().st_size > 24, 3, what="GARP burst captured")
+    r1.wait_state("MASTER", READY)
+    wait_until(r1.has_vip, READY, what="VIP back on the new mv0")
+    wait_until(lambda: pcap.stat().st_size > 24, READY, what="GARP burst captured")
     cap.terminate(2)
     garps = [p for p in rdpcap(str(pcap)) if ARP in p and p[ARP].psrc == VIP]
     assert len(garps) == 5, len(garps)  # garp_master_repeat, all of them
@@ -193,9 +196,9 @@ def test_unicast_only_interface_does_not_join_the_vrrp_group(lab: Lab) -> None:
     def member() -> bool:
         return "224.0.0.18" in h1.run(["ip", "maddr", "show", "dev", "eth0"]).stdout
 
-    r1.wait_state("BACKUP", 2)
+    r1.wait_state("BACKUP", READY)
     assert not member()
     _reload(r1, instance_toml(prio=150, extra=uni) + instance_toml(prio=150, vrid=52, name="VI_2", vips=[]))
-    wait_until(member, 2, what="joined for the multicast instance")
+    wait_until(member, READY, what="joined for the multicast instance")
     _reload(r1, instance_toml(prio=150, extra=uni))
-    wait_until(lambda: not member(), 2, what="left with the last multicast instance")
+    wait_until(lambda: not member(), READY, what="left with the last multicast instance")
