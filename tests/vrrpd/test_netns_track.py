@@ -23,6 +23,11 @@ pytestmark = pytest.mark.netns
 SLACK = 3.0
 MDI_100 = 3 + (256 - 100) / 256
 MDI_150 = 3 + (256 - 150) / 256
+READY = 30.0  # bound of a wait for a state that is not a timing claim (a busy machine is slow, not wrong)
+# The priority-0 handover (Skew_Time, 0.61 s at 100) must beat the Master_Down_Interval path (no earlier
+# than MDI_100 - advert_int = 2.61 s after the last advert): the most generous bound that still tells the two
+# apart, as test_netns_vrrpd's BEFORE_MDI. The precise figure is bench/track_process.py's.
+BEFORE_MDI = 2.4
 
 
 def _public_dir(lab: Lab) -> Path:
@@ -57,7 +62,7 @@ def test_restart_with_a_broken_service_never_wins_master(lab: Lab) -> None:
     r1.start()
     first = r1.inst()
     assert first["state"] == "INIT", first  # no adverts, no timers before the script's first result
-    r1.wait_state("FAULT", 2 + 3 + SLACK)
+    r1.wait_state("FAULT", READY)  # the script fails after 2 s; MASTER in between is what must not happen
     assert any("track_script chk" in f for f in r1.inst()["faults"])
     # lb1 never advertised 150: lb2 stayed master all along
     assert not notified.exists()
@@ -117,24 +122,24 @@ def test_tcplb_killed_on_the_master_moves_the_vip_within_skew_time(lab: Lab, loo
     r1.start(loop=loop)
     r2.start(loop=loop)
     r1.wait_state("MASTER", MDI_150 + SLACK)
-    r2.wait_state("BACKUP", 5)
+    r2.wait_state("BACKUP", READY)
     tp = r1.inst()["track_processes"][0]
     assert tp["state"] == "UP" and tp["processes"] == 1, tp
     t0 = time.monotonic()
     tcplb.kill()
     # lb1: pidfd readable -> FAULT -> priority-0 advert; lb2 takes over after Skew_Time (0.61 s at 100)
-    wait_until(lambda: r2.state() == "MASTER", 1.5, what="lb2 MASTER within Skew_Time + slack")
+    wait_until(lambda: r2.state() == "MASTER", BEFORE_MDI, what="lb2 MASTER within Skew_Time + slack")
     took = time.monotonic() - t0
-    assert took < 1.5, took
-    r1.wait_state("FAULT", 2)
+    assert took < BEFORE_MDI, took
+    r1.wait_state("FAULT", READY)
     assert any("track_process tcplb" in f for f in r1.inst()["faults"]), r1.inst()["faults"]
-    wait_until(lambda: vip_holders([r1.host, r2.host]) == ["lb2"], 3, what="the VIP on lb2 only")
+    wait_until(lambda: vip_holders([r1.host, r2.host]) == ["lb2"], READY, what="the VIP on lb2 only")
     # tcplb back: found by the /proc scan (once a minute here; a SIGHUP re-scans at once)
     tcplb2 = h1.start(argv, name="tcplb2", cwd=ROOT, ready_log="tcplb started")
     assert tcplb2.alive() and r1.proc is not None
     r1.write(r1.conf.read_text().replace("scan_interval = 60", "scan_interval = 0.2"))
     r1.proc.signal(signal.SIGHUP)
-    wait_until(lambda: r1.inst()["track_processes"][0]["state"] == "UP", 5, what="tcplb found again")
+    wait_until(lambda: r1.inst()["track_processes"][0]["state"] == "UP", READY, what="tcplb found again")
     r1.wait_state("MASTER", MDI_150 + SLACK)  # 150 preempts 100 again
 
 
@@ -156,18 +161,20 @@ def test_sighup_with_a_changed_script_keeps_the_fault(lab: Lab) -> None:
     _sw, (h1,) = topology(lab, 1)
     r1 = make_router(lab, h1, instance_toml(prio=150, extra=extra))
     r1.start()
-    r1.wait_state("FAULT", 5)
-    wait_until(lambda: entered.exists() and entered.read_text().split() == ["FAULT"], 5, what="notify FAULT")
+    r1.wait_state("FAULT", READY)
+    wait_until(
+        lambda: entered.exists() and entered.read_text().split() == ["FAULT"], READY, what="notify FAULT"
+    )
     assert r1.proc is not None
     # interval and fall change (same command): the state is kept
     r1.write(r1.conf.read_text().replace("interval = 1", "interval = 0.5").replace("fall = 2", "fall = 3"))
     r1.proc.signal(signal.SIGHUP)
-    wait_until(lambda: r1.status()["reloads"] == 1, 5, what="reload 1")
+    wait_until(lambda: r1.status()["reloads"] == 1, READY, what="reload 1")
     # a changed command that still fails (slowly): INIT holding FAIL, never OK in between
     r1.write(r1.conf.read_text().replace('["/bin/false"]', '["/bin/sh", "-c", "sleep 0.5; exit 1"]'))
     r1.proc.signal(signal.SIGHUP)
-    wait_until(lambda: r1.status()["reloads"] == 2, 5, what="reload 2")
-    wait_until(lambda: r1.inst()["track_scripts"][0]["runs"] >= 2, 5, what="the new command ran")
+    wait_until(lambda: r1.status()["reloads"] == 2, READY, what="reload 2")
+    wait_until(lambda: r1.inst()["track_scripts"][0]["runs"] >= 2, READY, what="the new command ran")
     assert r1.state() == "FAULT"
     assert entered.read_text().split() == ["FAULT"]  # no BACKUP/MASTER in between
     assert not r1.has_vip()
@@ -185,8 +192,8 @@ def test_notify_stop_runs_at_sigterm_while_notify_master_hangs(lab: Lab) -> None
     _sw, (h1,) = topology(lab, 1)
     r1 = make_router(lab, h1, instance_toml(prio=255, extra=extra))  # the owner: MASTER at once
     r1.start()
-    r1.wait_state("MASTER", 3)
-    wait_until(lambda: log.exists() and "master" in log.read_text(), 5, what="notify_master running")
+    r1.wait_state("MASTER", READY)
+    wait_until(lambda: log.exists() and "master" in log.read_text(), READY, what="notify_master running")
     assert r1.proc is not None
     t0 = time.monotonic()
     r1.proc.term()
