@@ -7,10 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from helpers import wait_for as wait_for  # re-exported (one copy: tests/helpers.py)
+from helpers import wait_for as _wait_for
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+READY = 30.0  # the default bound: these waits are for a script or process to run, which a busy machine delays
+
+
+async def wait_for(pred: Callable[[], object], timeout: float = READY, what: str = "") -> Any:
+    """tests/helpers.py's bounded polling, with a bound generous enough for process start-up under load."""
+    return await _wait_for(pred, timeout, what)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
