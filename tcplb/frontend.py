@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import config as cfgmod
@@ -85,7 +85,7 @@ class Session(SessionMachine[ServerState]):
         # deadline queue (see Frontend._arm), or None
         self.handle: asyncio.TimerHandle | list[Any] | None = None
         self.timer_at: float | None = None
-        self.task: asyncio.Task[None] | None = None  # the connect attempt in flight
+        self.task: _Attempt | None = None  # the connect attempt in flight
         self.side: Side | None = None  # that attempt's protocol
         self.greeter: _Greeting | None = None  # protocol = "amqp": the attempt waiting for Connection.Start
         self.srv_queue = 0  # queue lengths when we entered a queue (log)
@@ -110,6 +110,94 @@ class _Greeting:
         self.side = side
         self.reader = StartReader()
         self.sent = -1  # -1: nothing sent yet
+
+
+class _Attempt:
+    """One connection attempt: the loop's ``create_connection`` coroutine, stepped by hand as a Task would
+    step it, without a Task (a Task per connection costs its creation, its registration in asyncio's weak
+    set of every task and the removal from it, and a first step on the next loop iteration: microseconds per
+    connection under churn). The outcome goes to :meth:`Frontend._attempt_done`, never from inside
+    :meth:`start` (a connect that fails at once is reported on the next loop iteration, as with a Task)."""
+
+    __slots__ = ("cancelling", "coro", "fe", "finished", "sess", "side", "srv", "starting", "waiting")
+
+    def __init__(
+        self,
+        fe: Frontend,
+        sess: Session,
+        srv: ServerState,
+        side: Side,
+        coro: Coroutine[Any, Any, tuple[asyncio.Transport, Side]],
+    ) -> None:
+        self.fe = fe
+        self.sess = sess
+        self.srv = srv
+        self.side = side
+        self.coro = coro
+        self.waiting: asyncio.Future[Any] | None = None  # the future the coroutine waits for
+        self.cancelling = False
+        self.finished = False
+        self.starting = False
+
+    def start(self) -> None:
+        self.starting = True
+        try:
+            self._step()
+        finally:
+            self.starting = False
+
+    def cancel(self) -> None:
+        """Like ``Task.cancel``: the coroutine gets CancelledError where it waits (its own clean-up closes
+        the socket), and the side's transport, if it was made, is aborted. Nothing is reported."""
+        if self.finished or self.cancelling:
+            return
+        self.cancelling = True
+        w = self.waiting
+        if w is not None:
+            w.cancel()  # its done callback steps the coroutine, which then gets CancelledError
+        # else a step is already scheduled (the future was done): it throws CancelledError
+
+    def _step(self, _fut: object = None) -> None:
+        self.waiting = None
+        coro = self.coro
+        try:
+            r = coro.throw(asyncio.CancelledError()) if self.cancelling else coro.send(None)
+        except StopIteration:
+            self._end("", "")
+            return
+        except asyncio.CancelledError:
+            self.finished = True
+            tr = self.side.transport
+            if tr is not None:
+                tr.abort()
+            return
+        except TimeoutError:  # the kernel's own connect timeout (ETIMEDOUT)
+            self._end(TIMEOUT, "connect timeout")
+            return
+        except OSError as e:
+            self._end(failure_kind(e.errno), os.strerror(e.errno) if e.errno else str(e))
+            return
+        except BaseException:
+            self.finished = True
+            raise
+        if r is None:  # a bare yield (asyncio.sleep(0)): step again on the next iteration
+            self.fe.lb.loop.call_soon(self._step)
+            return
+        r._asyncio_future_blocking = False
+        r.add_done_callback(self._step)
+        self.waiting = r
+
+    def _end(self, kind: str, info: str) -> None:
+        self.finished = True
+        if self.cancelling:  # cancelled after the outcome was known: nobody wants it
+            tr = self.side.transport
+            if tr is not None:
+                tr.abort()
+            return
+        if self.starting:
+            self.fe.lb.loop.call_soon(self.fe._attempt_done, self, kind, info)
+        else:
+            self.fe._attempt_done(self, kind, info)
 
 
 # ------------------------------------------------------------------------------------------- frontends
@@ -418,14 +506,21 @@ class Frontend(Listening):
     def _connect(self, sess: Session, srv: ServerState) -> None:
         side = sess.pipe.new_server_side()
         sess.side = side
-        sess.task = self.lb.loop.create_task(self._attempt(sess, srv, side))
+        scfg = srv.cfg
+        loop = self.lb.loop
+        if scfg.source:
+            coro = loop.create_connection(side.factory, scfg.host, scfg.port, local_addr=(scfg.source, 0))
+        else:
+            coro = loop.create_connection(side.factory, scfg.host, scfg.port)
+        att = sess.task = _Attempt(self, sess, srv, side, coro)
+        att.start()
 
     def _cancel_connect(self, sess: Session) -> None:
         t = sess.task
         side = sess.side
         sess.task = None
         sess.side = None
-        if t is not None and not t.done():
+        if t is not None:
             t.cancel()
         if sess.greeter is not None:  # connected, waiting for the greeting: drop that connection
             sess.greeter = None
@@ -489,43 +584,29 @@ class Frontend(Listening):
             if self.cfg.splice:
                 self.lb.loop.call_soon(start_splice, pipe)
 
-    async def _attempt(self, sess: Session, srv: ServerState, side: Side) -> None:
-        """One connection attempt; its outcome goes to the machine (unless it was cancelled)."""
-        loop = self.lb.loop
-        scfg = srv.cfg
-        kind = ""
-        info = ""
-        try:
-            if scfg.source:
-                await loop.create_connection(lambda: side, scfg.host, scfg.port, local_addr=(scfg.source, 0))
-            else:
-                await loop.create_connection(lambda: side, scfg.host, scfg.port)
-        except asyncio.CancelledError:
-            if side.transport is not None:
-                side.transport.abort()
-            raise
-        except TimeoutError:  # the kernel's own connect timeout (ETIMEDOUT)
-            kind, info = TIMEOUT, "connect timeout"
-        except OSError as e:
-            kind, info = failure_kind(e.errno), os.strerror(e.errno) if e.errno else str(e)
+    def _attempt_done(self, att: _Attempt, kind: str, info: str) -> None:
+        """A connection attempt ended (``kind`` "": connected); its outcome goes to the machine."""
+        sess = att.sess
+        side = att.side
         if sess.side is not side:  # abandoned (cannot happen without a cancel; kept defensive)
             if side.transport is not None:
                 side.transport.abort()
             return
         sess.task = None
         sess.side = None
-        pipe = sess.pipe
+        loop = self.lb.loop
         if not kind:
             st = side.transport
             assert st is not None
             if side.lost:
                 kind, info = REFUSED, "connection reset"
             else:
+                pipe = sess.pipe
                 ka = self.cfg.tcpka
                 if ka is not None and ka.server is not None:
                     set_keepalive(st, ka.server.idle, ka.server.interval, ka.server.count)
-                if scfg.send_proxy != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
-                    send_live(st, scfg.send_proxy, pipe.client.transport)
+                if att.srv.cfg.send_proxy != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
+                    send_live(st, att.srv.cfg.send_proxy, pipe.client.transport)
                 if self.cfg.protocol == "amqp":  # established only when the server greets
                     self._greet(sess, side)
                     return

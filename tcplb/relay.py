@@ -115,6 +115,10 @@ class Side(asyncio.BufferedProtocol):
         self.eof = False  # this socket sent us a FIN
         self.lost = False
 
+    def factory(self) -> Side:
+        """This side, as the protocol factory of ``create_connection`` (no closure per attempt)."""
+        return self
+
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
