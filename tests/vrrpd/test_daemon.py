@@ -127,14 +127,15 @@ def test_notify_queue_runs_in_order_with_timeout(run_loop: Any, tmp_path: Path) 
     out = tmp_path / "log"
 
     async def go() -> list[str]:
-        q = NotifyQueue(me(), timeout=0.3, security=False)
+        # timeout 2 s (was 0.3 s): a quick script that a busy machine starts late must not be killed by it
+        q = NotifyQueue(me(), timeout=2.0, security=False)
         q.start()
         for i in range(5):
             # later ones are faster: with fire-and-forget they would overtake the earlier ones
             q.put(["/bin/sh", "-c", f"sleep 0.0{5 - i}; echo {i} >> {out}"], f"n{i}")
-        q.put(["/bin/sleep", "5"], "stuck")  # killed after the timeout, the queue goes on
+        q.put(["/bin/sleep", "60"], "stuck")  # killed after the timeout, the queue goes on
         q.put(["/bin/sh", "-c", f"echo after >> {out}"], "after")
-        assert await q.drain(5)
+        assert await q.drain(30)
         q.stop()
         return out.read_text().split()
 
