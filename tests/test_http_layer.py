@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from helpers import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,7 +255,7 @@ def test_eviction_keeps_room_for_complete_requests() -> None:
         assert [t.aborted for _, t in idle] == [True, True, False, False]
         assert srv.evicted == 2 and srv.clients == 3
         gate.set_result(Response(200, "text/plain", "done"))
-        await asyncio.sleep(0.01)
+        await wait_for(lambda: tb.closed, 30, what="the answer written")  # polled: a sleep may be too short
         assert tb.out.startswith(b"HTTP/1.1 200 OK") and tb.closed
 
     asyncio.run(main())
@@ -273,7 +274,7 @@ def test_async_answer_reaches_a_client_that_half_closed() -> None:
         p.eof_received()
         assert not t.is_closing()
         gate.set_result(Response(200, "application/json", "{}"))
-        await asyncio.sleep(0.01)
+        await wait_for(lambda: t.closed, 30, what="the answer written")  # polled: a sleep may be too short
         assert t.out.startswith(b"HTTP/1.1 200 OK") and t.closed
 
     asyncio.run(main())
