@@ -34,6 +34,7 @@ from netns.plugin import missing_capability
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+READY = 30.0  # bound of a wait for a notification or a process (a busy machine is slow, not wrong)
 UNITS = ("vrrpd", "tcplb")
 
 # Exec the rest of argv with PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN): no writable+executable mappings, as
@@ -254,6 +255,13 @@ def tcplb_config(path: Path, port: int, backend: int, stats: int, *, bad: bool =
     )
 
 
+def _peeked(c: socket.socket) -> bool:
+    try:
+        return c.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"x"
+    except OSError:  # nothing yet (EAGAIN), or a health check's socket closed meanwhile
+        return False
+
+
 def test_tcplb_notify(notify_socket: NotifySocket, tmp_path: Path) -> None:
     ns = notify_socket
     backend = socket.socket()
@@ -278,34 +286,40 @@ def test_tcplb_notify(notify_socket: NotifySocket, tmp_path: Path) -> None:
     argv = [*mdwe_prefix(), PY, "-m", "tcplb", "-c", str(cfg)]
     p = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
     try:
-        ready = ns.expect("READY=1", 15, pid=p.pid)
+        ready = ns.expect("READY=1", READY, pid=p.pid)
         assert ready["STATUS"] == "0 connections, 1/1 servers up"
         # listeners and stats are up when READY=1 arrives
         socket.create_connection(("127.0.0.1", stats), timeout=2).close()
-        ns.expect("WATCHDOG=1", 3, pid=p.pid)
+        ns.expect("WATCHDOG=1", READY, pid=p.pid)
         client = socket.create_connection(("127.0.0.1", port), timeout=2)
-        ns.expect("STATUS=1 connections, 1/1 servers up", 5, pid=p.pid)
+        ns.expect("STATUS=1 connections, 1/1 servers up", READY, pid=p.pid)
+        # the server side is closed too (tcplb waits for both FINs): a byte through first, so that the proxied
+        # connection is among `held` (accepted by the thread) when they are closed, not accepted after
+        client.sendall(b"x")
+        wait_until(lambda: any(_peeked(c) for c in list(held)), READY, what="the byte at the backend")
         client.close()
         for c in list(held):
-            c.close()  # the server side too: tcplb waits for both FINs
-        ns.expect("STATUS=0 connections, 1/1 servers up", 5, pid=p.pid)
+            c.close()
+        ns.expect("STATUS=0 connections, 1/1 servers up", READY, pid=p.pid)
 
         p.send_signal(signal.SIGHUP)
-        rel = ns.expect("RELOADING=1", 5, pid=p.pid)
+        rel = ns.expect("RELOADING=1", READY, pid=p.pid)
         assert int(rel["MONOTONIC_USEC"]) <= time.monotonic_ns() // 1000
-        ns.expect("READY=1", 5, pid=p.pid)
+        ns.expect("READY=1", READY, pid=p.pid)
 
         tcplb_config(cfg, port, backend.getsockname()[1], stats, bad=True)  # refused: old config stays
         p.send_signal(signal.SIGHUP)
-        ns.expect("RELOADING=1", 5, pid=p.pid)
-        ns.expect("READY=1", 5, pid=p.pid)
-        wait_until(lambda: "reload refused" in (tmp_path / "tcplb.log").read_text(), 5, what="reload refused")
+        ns.expect("RELOADING=1", READY, pid=p.pid)
+        ns.expect("READY=1", READY, pid=p.pid)
+        wait_until(
+            lambda: "reload refused" in (tmp_path / "tcplb.log").read_text(), READY, what="reload refused"
+        )
         assert p.poll() is None
 
         p.send_signal(signal.SIGTERM)
-        stop = ns.expect("STOPPING=1", 5, pid=p.pid)
+        stop = ns.expect("STOPPING=1", READY, pid=p.pid)
         assert stop["STATUS"].startswith("stopping")
-        assert p.wait(10) == 0, (tmp_path / "tcplb.log").read_text()[-2000:]
+        assert p.wait(READY) == 0, (tmp_path / "tcplb.log").read_text()[-2000:]
         assert "READY=1" not in ns.lines(ns.cursor)
     finally:
         if p.poll() is None:
@@ -349,30 +363,30 @@ def test_vrrpd_notify_in_namespace(lab: Lab, tmp_path: Path) -> None:
         )
         env = {"NOTIFY_SOCKET": ns.env, "WATCHDOG_USEC": "1000000", "PYTHONPATH": str(ROOT)}
         proc = h.start([*mdwe_prefix(), PY, "-m", "vrrpd", "-c", str(conf)], name="vrrpd", env=env)
-        ready = ns.expect("READY=1", 15, pid=proc.pid)
+        ready = ns.expect("READY=1", READY, pid=proc.pid)
         assert ready["STATUS"] in ("VI_1 BACKUP", "VI_1 MASTER")
         assert os.path.exists(tmp_path / "ctl.sock")  # the control socket is up when READY=1 arrives
-        ns.expect("WATCHDOG=1", 3, pid=proc.pid)
-        ns.expect("STATUS=VI_1 MASTER", 3.41 + 3, pid=proc.pid)
-        wait_until(env_out.exists, 5, what="notify_master ran")
+        ns.expect("WATCHDOG=1", READY, pid=proc.pid)
+        ns.expect("STATUS=VI_1 MASTER", READY, pid=proc.pid)
+        wait_until(env_out.exists, READY, what="notify_master ran")
         child_env = env_out.read_text()
         assert "PYTHONPATH=" in child_env  # the script did get vrrpd's environment...
         for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             assert f"{k}=" not in child_env  # ...without systemd's variables
 
         proc.signal(signal.SIGHUP)
-        ns.expect("RELOADING=1", 5, pid=proc.pid)
-        assert ns.expect("READY=1", 5, pid=proc.pid)["STATUS"] == "VI_1 MASTER"
+        ns.expect("RELOADING=1", READY, pid=proc.pid)
+        assert ns.expect("READY=1", READY, pid=proc.pid)["STATUS"] == "VI_1 MASTER"
 
         conf.write_text(conf.read_text() + "bogus_key = 1\n")  # a failed reload: READY=1 all the same
         proc.signal(signal.SIGHUP)
-        ns.expect("RELOADING=1", 5, pid=proc.pid)
-        ns.expect("READY=1", 5, pid=proc.pid)
+        ns.expect("RELOADING=1", READY, pid=proc.pid)
+        ns.expect("READY=1", READY, pid=proc.pid)
         assert proc.alive()
 
         proc.term()
-        ns.expect("STOPPING=1", 5, pid=proc.pid)
-        assert proc.wait(5) == 0, proc.output()[-2000:]
+        ns.expect("STOPPING=1", READY, pid=proc.pid)
+        assert proc.wait(READY) == 0, proc.output()[-2000:]
         assert "READY=1" not in ns.lines(ns.cursor)
         assert not h.has_address("192.0.2.100")
     finally:
