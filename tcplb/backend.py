@@ -11,6 +11,7 @@ from . import slowstart as ss
 from .checks import Checker, CheckResult
 from .config import Server
 from .health import Health
+from .session import Cmds
 
 if TYPE_CHECKING:
     from .frontend import Frontend
@@ -119,6 +120,7 @@ class ServerState:
         self.sh_cur = 0
         self.sh_peer_cur: tuple[int, ...] = ()
         self.sh_pfail = 0  # connect failures seen by this relay worker (the main process owns health)
+        self.cmds: Cmds[ServerState] = Cmds(self)  # the session machine's commands about it, built once
 
     # balance.Candidate
     @property

@@ -226,6 +226,25 @@ class Log:
     asap: bool
 
 
+class Cmds(Generic[S]):
+    """The commands about one server that carry nothing else, built once: a server keeps them as its ``cmds``
+    attribute (building a command runs a Python-level ``__init__``: four per connection otherwise). A server
+    without one (a test's) gets new ones each time."""
+
+    __slots__ = ("connect", "ok", "release", "take")
+
+    def __init__(self, srv: S) -> None:
+        self.take = Take(srv)
+        self.connect = Connect(srv)
+        self.release = Release(srv)
+        self.ok = Passive(srv, True)
+
+
+def _cmds(srv: S) -> Cmds[S]:
+    c: Cmds[S] | None = getattr(srv, "cmds", None)
+    return c if c is not None else Cmds(srv)
+
+
 _CANCEL = CancelConnect()
 _LOG_END = Log(False)
 _LOG_ASAP = Log(True)
@@ -332,7 +351,7 @@ class SessionMachine(Generic[S]):
     def granted(self, srv: S, now: float) -> list[Command[S]]:
         """``srv`` handed us a slot from its queue (the driver already counted it as ours)."""
         if self.state is not _QUEUED or srv is not self.srv:
-            return [Release(srv)]  # not waiting for it (any more): give it straight back
+            return [_cmds(srv).release]  # not waiting for it (any more): give it straight back
         self.slot = True
         return self._connect(now, [])
 
@@ -399,7 +418,7 @@ class SessionMachine(Generic[S]):
         self.deadline = None
         self.greeting = 0
         self.t_connect = now - self.tc0
-        out: list[Command[S]] = [Passive(srv, True)]
+        out: list[Command[S]] = [_cmds(srv).ok]
         if self.ctx.logasap:
             out.append(_LOG_ASAP)
         return out
@@ -438,7 +457,7 @@ class SessionMachine(Generic[S]):
         if self.slot:
             assert self.srv is not None
             self.slot = False
-            out.append(Release(self.srv))
+            out.append(_cmds(self.srv).release)
         return out
 
     # --------------------------------------------------------------------------------------- internals
@@ -452,7 +471,7 @@ class SessionMachine(Generic[S]):
         self.srv = srv
         if how == FREE:
             self.slot = True
-            out.append(Take(srv))
+            out.append(_cmds(srv).take)
             return self._connect(now, out)
         self.state = _QUEUED
         if self.qdeadline is None and ctx.t_queue is not None:
@@ -471,7 +490,7 @@ class SessionMachine(Generic[S]):
         tc = self.ctx.t_connect
         self.deadline = now + tc if tc is not None else None
         assert self.srv is not None
-        out.append(Connect(self.srv))
+        out.append(_cmds(self.srv).connect)
         return out
 
     def _failed(self, now: float, kind: str, info: str, out: list[Command[S]]) -> list[Command[S]]:
@@ -481,7 +500,7 @@ class SessionMachine(Generic[S]):
         self.deadline = None
         if self.slot:
             self.slot = False
-            out.append(Release(srv))
+            out.append(_cmds(srv).release)
         timeout = kind in (TIMEOUT, GREETING_TIMEOUT)
         if kind != LOCAL:
             out.append(Passive(srv, False, timeout, info))
@@ -548,6 +567,6 @@ class SessionMachine(Generic[S]):
         if self.slot:
             assert self.srv is not None
             self.slot = False
-            out.append(Release(self.srv))
+            out.append(_cmds(self.srv).release)
         out.append(Abort(cause, phase))
         return out
