@@ -12,7 +12,7 @@ from netns.stack import UNKNOWN, VipMonitor
 
 def test_returns_first_truthy_value() -> None:
     values = iter([0, None, "", 7, 8])
-    assert wait_until(lambda: next(values), timeout=1, interval=0.001) == 7
+    assert wait_until(lambda: next(values), timeout=30, interval=0.001) == 7  # returns at the 4th poll
 
 
 def test_timeout_reports_last_value() -> None:
@@ -33,7 +33,7 @@ def test_exceptions_count_as_not_yet() -> None:
             raise ConnectionRefusedError("not yet")
         return "up"
 
-    assert wait_until(flaky, timeout=1, interval=0.001) == "up"
+    assert wait_until(flaky, timeout=30, interval=0.001) == "up"  # returns at the 3rd poll
     with pytest.raises(WaitTimeout) as info:
         wait_until(lambda: 1 / 0, timeout=0.05, interval=0.01)
     assert isinstance(info.value.last, ZeroDivisionError)
@@ -57,7 +57,7 @@ def test_fail_if_aborts_at_once() -> None:
 
 
 def test_fail_if_success_still_returns() -> None:
-    assert wait_until(lambda: 5, timeout=1, fail_if=lambda: None) == 5
+    assert wait_until(lambda: 5, timeout=30, fail_if=lambda: None) == 5
 
 
 class _Proc:
