@@ -151,10 +151,8 @@ class _Attempt:
 
     def start(self) -> None:
         self.starting = True
-        try:
-            self._step()
-        finally:
-            self.starting = False
+        self._step()  # (raises only what a Task would not catch either: KeyboardInterrupt, SystemExit)
+        self.starting = False
 
     def cancel(self) -> None:
         """Like ``Task.cancel``: the coroutine gets CancelledError where it waits (its own clean-up closes
@@ -345,7 +343,7 @@ class Frontend(Listening):
         ka = self.cfg.tcpka
         if ka is not None and ka.client is not None:
             set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
-        fmax = self.maxconn
+        fmax = lb.maxconn if self.cfg.maxconn is None else self.maxconn  # (the property, without a call)
         if lb.actconn >= lb.maxconn or self.cur >= fmax or self.stopped:
             # accepted by the loop beyond maxconn (it accepts in batches): park it, as if it were still in
             # the kernel's backlog, until a slot frees
@@ -380,7 +378,8 @@ class Frontend(Listening):
         return False
 
     def _client_lost(self, sess: Session) -> None:
-        """The client socket is gone: if the session is still being set up, the machine gives up."""
+        """The client socket is gone: if the session is still being set up, the machine gives up. (The pipe
+        calls this only until the server side is attached: then the relay owns the client's end.)"""
         if sess.in_setup:
             self._run(sess, sess.client_gone(self.lb.loop.time()))
 
@@ -401,7 +400,9 @@ class Frontend(Listening):
                 c.srv.release()  # type: ignore[union-attr]
             elif t is Passive:
                 if c.ok:  # type: ignore[union-attr]
-                    c.srv.health.passive_success()  # type: ignore[union-attr]
+                    h = c.srv.health  # type: ignore[union-attr]
+                    if h.errors:  # (passive_success() only restarts that count: no call when it is 0)
+                        h.passive_success()
                 else:
                     self._passive(c)  # type: ignore[arg-type]
             elif t is Log:
@@ -588,6 +589,7 @@ class Frontend(Listening):
             del pipe.early[: g.sent]
             pipe.early_size = sum(len(c) for c in pipe.early)
         cmds = sess.connected(now)
+        pipe.on_client_lost = None  # the client's end is the relay's from now on (see _client_lost)
         pipe.attach_server(side)  # the greeting goes to the client, later client bytes to the server
         if not pipe.closed:
             self._run(sess, cmds)
@@ -621,6 +623,7 @@ class Frontend(Listening):
                     self._greet(sess, side)
                     return
                 cmds = sess.connected(loop.time())
+                pipe.on_client_lost = None  # the client's end is the relay's from now on (see _client_lost)
                 pipe.attach_server(side)
                 if not pipe.closed:
                     self._run(sess, cmds)

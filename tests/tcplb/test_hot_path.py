@@ -4,9 +4,11 @@ otherwise), and the same commands still come out."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Collection
 
-from tcplb_helpers import run
+from tcplb_helpers import run, wait_for
 from test_server import make_cfg, start_lb, stop_lb
 
 from tcplb.session import FREE, Cmds, Connect, Passive, Release, SessionMachine, Take
@@ -70,3 +72,32 @@ def test_tcplb_servers_cache_their_commands() -> None:
             await stop_lb(lb)
 
     run("asyncio", main)
+
+
+def test_the_data_phase_makes_no_setup_callback() -> None:
+    """Once the server side is attached the client's end belongs to the relay: the pipe no longer calls
+    the session back when the client goes (a call chain of three frames per connection before)."""
+
+    async def main() -> None:
+        lp = asyncio.get_running_loop()
+        srv = await lp.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        sport = srv.sockets[0].getsockname()[1]
+        cfg, port = make_cfg(f'{{ name = "s1", address = "127.0.0.1:{sport}", check = false }},')
+        lb, _ = await start_lb(cfg)
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            await lp.sock_connect(c, ("127.0.0.1", port))
+            sess = await wait_for(
+                lambda: next((s for s in lb.sessions if s.pipe.server is not None), None), what="connected"
+            )
+            assert sess.pipe.on_client_lost is None
+            c.close()
+            await wait_for(lambda: lb.actconn == 0, what="session closed")
+        finally:
+            c.close()
+            await stop_lb(lb)
+            srv.close()
+
+    for loop in ("asyncio", "uvloop"):
+        run(loop, main)
