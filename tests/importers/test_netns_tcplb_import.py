@@ -17,6 +17,7 @@ import io
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,55 @@ CLIENT = textwrap.dedent("""
 
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
 
+# The amqp proxy's server states, fetched every 50 ms by one process in the LB's namespace and logged with the
+# time of each answer (CLOCK_MONOTONIC, the test's clock too): "<t> s1=UP s2=DOWN s3=UP". The check timings
+# are read from these logs: polling by a new Python process per fetch (0.1-1 s each on a busy machine, two
+# per round) made the measured DOWN/UP times late and their difference between the two LBs noisy by seconds.
+POLL = textwrap.dedent("""
+    import csv, io, sys, time, urllib.request
+    while True:
+        try:
+            text = urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()
+        except OSError as exc:
+            print(f"{time.monotonic():.4f} error={type(exc).__name__}", flush=True)
+        else:
+            t = time.monotonic()
+            rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+            st = {r["svname"]: r["status"] for r in rows
+                  if r.get("pxname") == "amqp" and r.get("svname") not in ("FRONTEND", "BACKEND")}
+            line = " ".join(f"{k}={v.replace(' ', '_')}" for k, v in sorted(st.items()))
+            print(f"{t:.4f}", line, flush=True)
+        time.sleep(0.05)
+""")
+
+
+def samples(poller: Proc) -> list[tuple[float, dict[str, str]]]:
+    """(time, {server: status}) of each answer the poller logged, in order."""
+    out = []
+    for line in poller.output().splitlines():
+        try:
+            t, *fields = line.split()
+            out.append((float(t), dict(f.split("=", 1) for f in fields)))
+        except ValueError:
+            continue  # a line being written right now
+    return out
+
+
+def first_after(poller: Proc, t0: float, state: Callable[[str], bool]) -> float | None:
+    """Seconds from ``t0`` to the first answer after ``t0`` whose s2 status satisfies ``state``."""
+    for t, st in samples(poller):
+        if t >= t0 and state(st.get("s2", "").replace("_", " ")):
+            return t - t0
+    return None
+
+
+def is_down(status: str) -> bool:
+    return status.startswith("DOWN")
+
+
+def is_up(status: str) -> bool:
+    return status == "UP"
+
 
 def listening(host: Host, port: int) -> bool:
     out = host.run(["ss", "-Hltn"], check=False).stdout
@@ -134,7 +184,7 @@ def test_imported_tcplb_balances_and_checks_as_haproxy(lab: Lab) -> None:
             [PY, "-c", ECHO, f"192.0.2.1{i}", f"s{i}"],
             name=f"echo{i}",
             ready=lambda: listening(h, 5673),
-            ready_timeout=15,
+            ready_timeout=30,
         )
 
     for i in (1, 2, 3):
@@ -151,14 +201,14 @@ def test_imported_tcplb_balances_and_checks_as_haproxy(lab: Lab) -> None:
         ["haproxy", "-db", "-f", str(cfg_path)],
         name="haproxy",
         ready=lambda: listening(lbh, 5673) and listening(lbh, 8404),
-        ready_timeout=20,
+        ready_timeout=30,
     )
     lbt.start(
         [PY, "-m", "tcplb", "-c", str(toml_path)],
         name="tcplb",
         env={"PYTHONPATH": str(ROOT)},
         ready=lambda: listening(lbt, 5673) and listening(lbt, 8404),
-        ready_timeout=20,
+        ready_timeout=30,
     )
     urls = {
         "haproxy": (lbh, "http://127.0.0.1:8404/stats;csv"),
@@ -168,7 +218,23 @@ def test_imported_tcplb_balances_and_checks_as_haproxy(lab: Lab) -> None:
     def all_up() -> bool:
         return all(status(h, u) == {"s1": "UP", "s2": "UP", "s3": "UP"} for h, u in urls.values())
 
-    wait_until(all_up, 20, interval=0.2, what="every server UP on both")
+    wait_until(all_up, 30, interval=0.2, what="every server UP on both")
+    pollers = {name: h.start([PY, "-c", POLL, u], name=f"poll-{name}") for name, (h, u) in urls.items()}
+
+    def polling() -> bool:  # each poller has answered (s2 UP) before s2 is killed: it sees the change
+        return all((ss := samples(p)) and is_up(ss[-1][1].get("s2", "")) for p in pollers.values())
+
+    wait_until(polling, 30, interval=0.1, what="both pollers reporting s2 UP")
+
+    def on_both(since: float, state: Callable[[str], bool]) -> dict[str, float]:
+        """LB -> seconds from ``since`` to s2 in ``state`` on it; {} until both are."""
+        at = {}
+        for name, p in pollers.items():
+            t = first_after(p, since, state)
+            if t is None:
+                return {}
+            at[name] = t
+        return at
 
     # roundrobin with equal weights: the same servers in the same order
     ref = picks(client, "192.0.2.9", 5672, 9)
@@ -184,15 +250,8 @@ def test_imported_tcplb_balances_and_checks_as_haproxy(lab: Lab) -> None:
     # checks: s2 dies; both count `fall` failed checks (3 x 400 ms) before DOWN
     t0 = time.monotonic()
     echo["s2"].kill()
-    down_at: dict[str, float] = {}
 
-    def both_down() -> bool:
-        for name, (h, u) in urls.items():
-            if name not in down_at and status(h, u).get("s2", "").startswith("DOWN"):
-                down_at[name] = time.monotonic() - t0
-        return len(down_at) == 2
-
-    wait_until(both_down, 15, interval=0.05, what="s2 DOWN on both")
+    down_at = wait_until(lambda: on_both(t0, is_down), 30, interval=0.1, what="s2 DOWN on both")
     for name, t in down_at.items():
         assert 0.75 <= t <= 3.5, (
             name,
@@ -205,14 +264,7 @@ def test_imported_tcplb_balances_and_checks_as_haproxy(lab: Lab) -> None:
     # s2 comes back: UP again after `rise` good checks on both
     t1 = time.monotonic()
     start_echo(2)
-    up_at: dict[str, float] = {}
 
-    def both_up() -> bool:
-        for name, (h, u) in urls.items():
-            if name not in up_at and status(h, u).get("s2") == "UP":
-                up_at[name] = time.monotonic() - t1
-        return len(up_at) == 2
-
-    wait_until(both_up, 15, interval=0.05, what="s2 UP on both")
+    up_at = wait_until(lambda: on_both(t1, is_up), 30, interval=0.1, what="s2 UP on both")
     assert abs(up_at["haproxy"] - up_at["tcplb"]) <= 1.0, up_at
     print(f"s2 DOWN after {down_at}, UP after {up_at} (seconds)")
