@@ -55,7 +55,7 @@ class Router:
             name="vrrpd",
             env={"PYTHONPATH": ROOT},
             ready=(lambda: self.status()) if wait else None,
-            ready_timeout=15,
+            ready_timeout=30,  # start-up in a namespace on a busy machine (readiness, not a claim)
         )
         return self
 
