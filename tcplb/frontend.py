@@ -406,7 +406,10 @@ class Frontend(Listening):
                 else:
                     self._passive(c)  # type: ignore[arg-type]
             elif t is Log:
-                self.lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
+                lb = self.lb
+                # (LoadBalancer.log_session's first test, inlined: no call per connection with log = "none")
+                if self.cfg.log and (lb.on_event is not None or lb.cfg.global_.log != "none"):
+                    lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
             elif t is Abort:
                 sess.pipe.abort(c.cause, c.phase, reset=False)  # type: ignore[union-attr]
             elif t is Enqueue:

@@ -539,7 +539,9 @@ class Pipe:
                 return
             w.discard(self)
         self._wheel = w = _idle_wheel(self.loop, t)
-        w.add(self)
+        w.pipes[self] = None  # w.add(self), inlined (once per connection)
+        if w.timer is None:
+            w.start()
 
     def _idle_expired(self) -> None:
         """Called by the wheel: nothing moved for the timeout (``D``, or ``L`` once a side has sent its FIN).
@@ -552,7 +554,7 @@ class Pipe:
         w = self._wheel
         if w is not None:
             self._wheel = None
-            w.discard(self)
+            w.pipes.pop(self, None)  # w.discard(self), inlined (once per connection)
 
     @property
     def reads_paused(self) -> bool:
@@ -627,9 +629,13 @@ class _IdleWheel:
     def add(self, pipe: Pipe) -> None:
         self.pipes[pipe] = None
         if self.timer is None:
-            loop = self.loop()
-            if loop is not None:
-                self.timer = loop.call_later(self.interval, self._sweep)
+            self.start()
+
+    def start(self) -> None:
+        """Start the sweep timer (there are pipes and it is not running)."""
+        loop = self.loop()
+        if loop is not None:
+            self.timer = loop.call_later(self.interval, self._sweep)
 
     def discard(self, pipe: Pipe) -> None:
         self.pipes.pop(pipe, None)

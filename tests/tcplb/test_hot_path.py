@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Collection
+from typing import Any
 
 from tcplb_helpers import run, wait_for
 from test_server import make_cfg, start_lb, stop_lb
 
+from tcplb.lb import LoadBalancer
 from tcplb.session import FREE, Cmds, Connect, Passive, Release, SessionMachine, Take
 
 
@@ -99,5 +101,52 @@ def test_the_data_phase_makes_no_setup_callback() -> None:
             await stop_lb(lb)
             srv.close()
 
+    for loop in ("asyncio", "uvloop"):
+        run(loop, main)
+
+
+def test_no_log_call_per_connection_when_nothing_logs() -> None:
+    """With ``log = "none"`` (and no event hook) a connection's end makes no call into the logging path;
+    with a hook it still logs its line."""
+
+    async def main() -> None:
+        lp = asyncio.get_running_loop()
+        srv = await lp.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        sport = srv.sockets[0].getsockname()[1]
+        cfg, port = make_cfg(
+            f'{{ name = "s1", address = "127.0.0.1:{sport}", check = false }},', glob='log = "none"'
+        )
+        lb = LoadBalancer(cfg)
+        lb.start()
+        calls: list[bool] = []
+        orig = lb.log_session
+
+        def counting(sess: Any, asap: bool = False) -> None:
+            calls.append(asap)
+            orig(sess, asap)
+
+        lb.log_session = counting  # type: ignore[method-assign]
+        try:
+            for hook in (None, events.append):
+                events.clear()
+                calls.clear()
+                lb.on_event = hook
+                c = socket.socket()
+                c.setblocking(False)
+                await lp.sock_connect(c, ("127.0.0.1", port))
+                await wait_for(lambda: any(s.pipe.server is not None for s in lb.sessions), what="connected")
+                c.close()
+                await wait_for(lambda: lb.actconn == 0, what="session closed")
+                if hook is None:
+                    assert calls == []
+                else:
+                    assert calls == [False]
+                    assert len([e for e in events if " t t/s1 " in e]) == 1
+        finally:
+            lb.on_event = None
+            await stop_lb(lb)
+            srv.close()
+
+    events: list[str] = []
     for loop in ("asyncio", "uvloop"):
         run(loop, main)
