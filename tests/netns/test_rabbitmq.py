@@ -41,7 +41,7 @@ def test_publish_on_one_node_consume_on_another(
             client, rabbit.nodes[2].ip, queue, publishers=0, queue_type=queue_type, tag=f"{queue}-cons"
         ).start()
         wait_until(
-            lambda: pub.confirmed() >= 300 and cons.consumed() >= 300, 30, what="300 through the cluster"
+            lambda: pub.confirmed() >= 300 and cons.consumed() >= 300, 60, what="300 through the cluster"
         )
         pub.stop()
         cons.stop()
@@ -64,7 +64,7 @@ def test_killed_node_restarts_and_rejoins(rabbit: RabbitCluster) -> None:
     node = rabbit["rmq3"]
     node.kill()
     assert not node.alive()
-    rabbit.wait_running(2, timeout=30)
+    rabbit.wait_running(2, timeout=60)  # each poll is a rabbitmqctl run: seconds on a busy machine
     node.start()
     rabbit.wait_running(3, timeout=120)  # a generous bound (Erlang boot on a busy machine), no timing claim
 
