@@ -728,7 +728,7 @@ class Lab:
         if filter:
             argv += filter.split()
         proc = switch.start(argv, name=f"tcpdump-{name}")
-        wait_until(lambda: "listening on" in proc.output() or not proc.alive(), 10, what="tcpdump listening")
+        wait_until(lambda: "listening on" in proc.output() or not proc.alive(), 30, what="tcpdump listening")
         if not proc.alive():
             raise LabError(f"tcpdump failed: {proc.output()[-500:]}")
         proc.pcap = pcap
