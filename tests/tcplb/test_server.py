@@ -79,7 +79,7 @@ async def echo_ok(port: int, msg: bytes = b"ping") -> bool:
     try:
         w.write(msg)
         await w.drain()
-        got = await asyncio.wait_for(r.readexactly(len(msg)), 3)
+        got = await asyncio.wait_for(r.readexactly(len(msg)), 30)
         return got == msg
     finally:
         w.close()
@@ -170,10 +170,11 @@ def test_half_close_through_lb(loop: str) -> None:
 @pytest.mark.parametrize(
     ("defaults", "expect_state", "lo", "hi"),
     [
-        # never early; late only by scheduling slack, and well before the other (5 s / 30 s) timeout
-        ('timeout_client = "300ms"\ntimeout_server = "5s"', "cD", 0.29, 3.0),
-        ('timeout_client = "5s"\ntimeout_server = "300ms"', "sD", 0.29, 3.0),
-        ('timeout_tunnel = "300ms"', "cD", 0.29, 3.0),
+        # never early; late only by scheduling slack (up to 10 s on a busy machine), and well before the other
+        # (30 s) timeout, which the wrong one would wait for
+        ('timeout_client = "300ms"\ntimeout_server = "30s"', "cD", 0.29, 10.0),
+        ('timeout_client = "30s"\ntimeout_server = "300ms"', "sD", 0.29, 10.0),
+        ('timeout_tunnel = "300ms"', "cD", 0.29, 10.0),
     ],
     ids=["client", "server", "tunnel"],
 )
@@ -186,7 +187,7 @@ def test_idle_timeouts(loop: str, defaults: str, expect_state: str, lo: float, h
         w.write(b"x")
         await r.readexactly(1)
         t0 = asyncio.get_running_loop().time()
-        assert await asyncio.wait_for(r.read(-1), 4.5) == b""  # closed by the LB
+        assert await asyncio.wait_for(r.read(-1), 20) == b""  # closed by the LB
         dt = asyncio.get_running_loop().time() - t0
         assert lo <= dt <= hi, dt
         line = (await wait_for(lambda: traffic(events)))[0]
@@ -200,14 +201,18 @@ def test_idle_timeouts(loop: str, defaults: str, expect_state: str, lo: float, h
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_activity_keeps_connection_open(loop: str) -> None:
+    """Traffic every 150 ms keeps a connection open past its 1 s timeout_tunnel (an idle one closes:
+    test_idle_timeouts). The tunnel is 1 s, not 300 ms: a 150 ms stall of a busy machine between two
+    writes then no longer outlasts it."""
+
     async def main() -> None:
         b = await Backend().start()
         cfg, port = make_cfg(
-            f'{{ name = "s1", address = "{b.addr}", check = false }},', defaults='timeout_tunnel = "300ms"'
+            f'{{ name = "s1", address = "{b.addr}", check = false }},', defaults='timeout_tunnel = "1s"'
         )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
-        for _ in range(8):  # 1.2 s of traffic every 150 ms
+        for _ in range(16):  # 2.4 s of traffic every 150 ms: more than twice the tunnel
             w.write(b"y")
             assert await r.readexactly(1) == b"y"
             await asyncio.sleep(0.15)
@@ -415,7 +420,7 @@ def test_backend_accepts_never_answers(loop: str) -> None:
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
         w.write(b"AMQP\x00\x00\x09\x01")
-        assert await asyncio.wait_for(r.read(-1), 3) == b""
+        assert await asyncio.wait_for(r.read(-1), 30) == b""  # which timeout ended it: the log's sD
         line = (await wait_for(lambda: traffic(events)))[0]
         assert " sD " in line and "t/mute" in line, line
         w.close()
@@ -434,13 +439,14 @@ def test_garbage_and_half_open_clients(loop: str) -> None:
         b = await Backend().start()
         cfg, port = make_cfg(
             f'{{ name = "s1", address = "{b.addr}", check = false }},',
-            defaults='timeout_client = "400ms"\ntimeout_server = "400ms"',
+            # 1 s, not 400 ms: a stall of the loop before the resetting client's reset must not time it out
+            defaults='timeout_client = "1s"\ntimeout_server = "1s"',
         )
         lb, events = await start_lb(cfg)
         junk = os.urandom(100_000)
         r, w = await connect(port)
         w.write(junk)
-        assert await asyncio.wait_for(r.readexactly(len(junk)), 3) == junk
+        assert await asyncio.wait_for(r.readexactly(len(junk)), 10) == junk
         w.close()
         # half-open: connects, never sends anything
         r2, w2 = await connect(port)
@@ -451,7 +457,7 @@ def test_garbage_and_half_open_clients(loop: str) -> None:
         w3.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         w3.transport.abort()
         assert await echo_ok(port)  # others still fine
-        assert await asyncio.wait_for(r2.read(-1), 3) == b""
+        assert await asyncio.wait_for(r2.read(-1), 10) == b""
         lines = await wait_for(lambda: len(traffic(events)) >= 4 and traffic(events))
         states = sorted(ln.split()[6] for ln in lines)
         assert "cD" in states and "CD" in states, states
@@ -709,14 +715,14 @@ def test_server_fin_timeout(loop: str) -> None:
         bport = srv.sockets[0].getsockname()[1]
         cfg, port = make_cfg(
             f'{{ name = "s1", address = "127.0.0.1:{bport}", check = false }},',
-            defaults='timeout_server_fin = "300ms"\ntimeout_client_fin = "5s"',
+            defaults='timeout_server_fin = "300ms"\ntimeout_client_fin = "30s"',
         )
         lb, events = await start_lb(cfg)
         r, w = await connect(port)
-        assert await asyncio.wait_for(r.read(-1), 3) == b"bye"  # data and FIN forwarded
+        assert await asyncio.wait_for(r.read(-1), 30) == b"bye"  # data and FIN forwarded
         t0 = asyncio.get_running_loop().time()
-        line = (await wait_for(lambda: traffic(events), 4.5))[0]
-        assert asyncio.get_running_loop().time() - t0 < 4.5  # timeout_server_fin, not client_fin (5 s)
+        line = (await wait_for(lambda: traffic(events), 15))[0]
+        assert asyncio.get_running_loop().time() - t0 < 15  # timeout_server_fin, not client_fin (30 s)
         assert " sL " in line, line  # half-closed: the last data phase
         w.close()
         await stop_lb(lb)
