@@ -86,7 +86,7 @@ async def http(
                 f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdr.items()) + "\r\n"
             ).encode() + body.encode()
         w.write(raw)
-        data = await asyncio.wait_for(r.read(-1), 10)
+        data = await asyncio.wait_for(r.read(-1), 30)
     finally:
         w.close()
     head, _, text = data.decode().partition("\r\n\r\n")
@@ -183,11 +183,11 @@ class Client:
     async def echo(self, data: bytes) -> bool:
         self.w.write(data)
         await self.w.drain()
-        return await asyncio.wait_for(self.r.readexactly(len(data)), 5) == data
+        return await asyncio.wait_for(self.r.readexactly(len(data)), 30) == data
 
     async def closed(self) -> bool:
         try:
-            return await asyncio.wait_for(self.r.read(1), 5) == b""
+            return await asyncio.wait_for(self.r.read(1), 30) == b""
         except ConnectionError:
             return True
 
@@ -474,17 +474,28 @@ def test_session_rate_and_lastsess(loop: str) -> None:
         env = await Env(toml([srv("s1", b.port, "check = false")])).start()
         s0 = await env.server("s1")
         assert s0["rate"] == 0 and s0["rate_max"] == 0 and s0["lastsess"] is None
-        for i in range(5):
-            (await Client.open(env.port, b"r%d" % i)).close()
-        fe = (await env.snap())["listeners"][0]
+        loop_ = asyncio.get_running_loop()
+        # the rate and lastsess describe the last second: read within half a second of the 5 sessions. A
+        # busy machine that stalls longer somewhere in between gets another try, once the rate is back to 0
+        # (rate_max <= 5 still holds: no second sees more than one try's sessions)
+        for _ in range(5):
+            for i in range(5):
+                (await Client.open(env.port, b"r%d" % i)).close()
+            t_last = loop_.time()
+            fe = (await env.snap())["listeners"][0]
+            row = next(r for r in (await env.get("/stats;csv")).body.splitlines() if r.startswith("t,s1,"))
+            if loop_.time() - t_last < 0.5:
+                break
+            await await_for(lambda: _rate_is(env, 0), 30, "rate back to 0 before another try")
+        else:
+            pytest.fail("every try stalled for half a second between the sessions and the stats")
         assert fe["rate"] >= 1 and fe["rate_max"] >= 1 and fe["backend"]["lastsess"] == 0
         s = fe["servers"][0]
         assert 1 <= s["rate_max"] <= 5 and s["lastsess"] == 0
-        row = next(r for r in (await env.get("/stats;csv")).body.splitlines() if r.startswith("t,s1,"))
         rec = dict(zip(S.CSV_FIELDS, next(csv.reader([row])), strict=False))
         assert int(rec["rate_max"]) >= 1 and rec["lastsess"] in ("0", "1")
-        # a second later the rate decays while rate_max stays
-        await await_for(lambda: _rate_is(env, 0), 4, "rate back to 0")
+        # a second later the rate decays while rate_max stays (30 s: it never does if it is wrong)
+        await await_for(lambda: _rate_is(env, 0), 30, "rate back to 0")
         assert (await env.server("s1"))["rate_max"] == s["rate_max"]
         await env.stop()
         await b.stop()
@@ -533,7 +544,7 @@ def test_drain_keeps_established_and_checks(loop: str) -> None:
             assert x.firsts == [b"first"] and len(y.firsts) == 6  # no new connection reached the drained one
             assert await a.echo(b"still flowing")  # the established one goes on
             before = x.accepted
-            await wait_for(lambda: x.accepted >= before + 2, 5, "checks of the drained server go on")
+            await wait_for(lambda: x.accepted >= before + 2, 30, "checks of the drained server go on")
             assert (await env.server(name))["status"] == "DRAIN"
             page = (await env.get("/stats")).body
             assert f'id="srv-t-{name}"><td class="n"' in page
@@ -560,7 +571,7 @@ def test_maint_stops_checks_and_ready_restarts_them(loop: str) -> None:
             st1 = env.lb.frontends["t"].servers[0]
             assert st1.checker is None and not st1.usable
             n1, n2 = b1.accepted, b2.accepted
-            await wait_for(lambda: b2.accepted >= n2 + 4, 5, "s2 checked 4 more times")
+            await wait_for(lambda: b2.accepted >= n2 + 4, 30, "s2 checked 4 more times")
             assert b1.accepted <= n1 + 1  # (one check may have been connecting at that moment)
             for i in range(4):
                 (await Client.open(env.port, b"m%d" % i)).close()
@@ -569,7 +580,7 @@ def test_maint_stops_checks_and_ready_restarts_them(loop: str) -> None:
             r = await env.post("/api/servers/t/s1/state", "state=ready")
             assert r.json()["status"] == "UP"
             n1 = b1.accepted
-            await wait_for(lambda: b1.accepted >= n1 + 2, 5, "s1 checked again")
+            await wait_for(lambda: b1.accepted >= n1 + 2, 30, "s1 checked again")
             no_password(env.events)
 
     run(loop, main)
@@ -618,13 +629,13 @@ def test_health_disable_and_enable(loop: str) -> None:
         port1 = b1.port
         await b1.stop()  # nothing checks it: it stays UP
         n2 = b2.accepted
-        await wait_for(lambda: b2.accepted >= n2 + 4, 5, "s2 checked 4 more times")
+        await wait_for(lambda: b2.accepted >= n2 + 4, 30, "s2 checked 4 more times")
         s = await env.server("s1")
         assert s["status"] == "no check" and s["health"] == "disabled" and st1.usable
         assert "checks off" in (await env.get("/stats")).body.split('id="srv-t-s1"')[1].split("</tr>")[0]
         r = await env.post("/api/servers/t/s1/health", "health=enable")
         assert r.json()["health"] == "enabled"
-        await await_for(lambda: _status_is(env, "s1", "DOWN"), 5, "s1 DOWN once checked")
+        await await_for(lambda: _status_is(env, "s1", "DOWN"), 30, "s1 DOWN once checked")
         # disabled while DOWN: as in HAProxy the last result is ignored and it counts as UP ("no check")
         assert (await env.post("/api/servers/t/s1/health", "health=disable")).json()["status"] == "no check"
         assert st1.usable
@@ -632,7 +643,7 @@ def test_health_disable_and_enable(loop: str) -> None:
         # enabled again: the checks decide (UP, its backend is back)
         await env.post("/api/servers/t/s1/health", "health=enable")
         n1 = b1.accepted
-        await wait_for(lambda: b1.accepted >= n1 + 2, 5, "s1 checked again")
+        await wait_for(lambda: b1.accepted >= n1 + 2, 30, "s1 checked again")
         assert (await env.server("s1"))["status"] == "UP" and st1.usable
         # refusals: no check configured, bad value
         r = await env.post("/api/servers/t/nc/health", "health=disable")
