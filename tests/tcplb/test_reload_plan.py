@@ -151,7 +151,7 @@ async def _roundtrip(port: int) -> bool:
     try:
         w.write(b"ping")
         await w.drain()
-        return await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        return await asyncio.wait_for(r.readexactly(4), 30) == b"ping"
     finally:
         w.close()
 
@@ -192,7 +192,7 @@ def test_reload_with_a_failing_bind_changes_nothing(loop: str, case: str) -> Non
             # and a good reload afterwards applies everything
             lb.reload(cfgmod.loads(_text(pa, f"127.0.0.1:{pb}", 3, bport)))
             assert lb.frontends["b"].servers[0].shown_weight == 3 and lb.reloads == 1
-            await wait_for(lambda: all(fe.accepting for fe in lb.frontends.values()), 5)
+            await wait_for(lambda: all(fe.accepting for fe in lb.frontends.values()), 30)
             assert await _roundtrip(pa) and await _roundtrip(pb)
         finally:
             lb.stop_accepting()
@@ -258,7 +258,7 @@ def test_daemon_reload_refused_is_visible(
         d = Daemon(cfgmod.load(path), path, loop)
         task = asyncio.get_running_loop().create_task(d.serve())
         try:
-            await wait_for(lambda: d.stats is not None, 10, "stats up")
+            await wait_for(lambda: d.stats is not None, 30, "stats up")
             assert await _roundtrip(pa) and await _roundtrip(pb)
             path.write_text(_daemon_text(pa, f"127.0.0.1:{hport}", bport, sport))
             argv = ["--url", f"http://127.0.0.1:{sport}", "--user", "admin:s3cret", "reload"]
@@ -270,7 +270,7 @@ def test_daemon_reload_refused_is_visible(
                 for r in caplog.records
             )
             assert "last reload refused: listen.b" in d.sd_status()
-            await wait_for(lambda: any("last reload refused: listen.b" in m for m in drain()), 5, "STATUS")
+            await wait_for(lambda: any("last reload refused: listen.b" in m for m in drain()), 30, "STATUS")
             assert await _roundtrip(pa) and await _roundtrip(pb)
             path.write_text(
                 _daemon_text(pa, f"127.0.0.1:{pb}", bport, sport).replace("weight = 1", "weight = 2")
@@ -280,7 +280,7 @@ def test_daemon_reload_refused_is_visible(
             assert d.lb is not None and d.lb.frontends["b"].servers[0].shown_weight == 2
         finally:
             d.request_stop()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 30)
             holder.close()
             backend.close()
 
