@@ -30,7 +30,7 @@ class Client:
     """One connection through the LB; ``server`` is the backend that greeted it."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.file = self.sock.makefile("rb")
         self.server = self.file.readline().decode().strip()
         self.sock.sendall(b"hello")
@@ -86,7 +86,7 @@ class Lb(Tcplb):
         self.cfg = tmp / "lb.toml"
         write_cfg(self.cfg, self.port, self.sport, backends, admin=admin)
         super().__init__(self.cfg, "uvloop", tmp / "lb.log")
-        self.wait_log("tcplb started", 15)
+        self.wait_log("tcplb started", 30)
 
     def ctl(
         self, *words: str, env: dict[str, str] | None = None, cfg: bool = True
@@ -120,7 +120,7 @@ def lb(tmp_path: Path, backends: list[Backend]) -> Iterator[Lb]:
     try:
         # UP and checked at least once (servers start UP, before their first check: INI)
         wait_until(
-            lambda: all(s[0] == "UP" and s[3] != "INI" for s in inst.states().values()), 10, what="all UP"
+            lambda: all(s[0] == "UP" and s[3] != "INI" for s in inst.states().values()), 30, what="all UP"
         )
         yield inst
     finally:
@@ -171,7 +171,7 @@ def test_disable_enable_server(lb: Lb) -> None:
     assert "b" not in connect_n(lb.port, 9)
     assert "going DOWN for maintenance" in lb.output()
     lb.ok("enable", "server", "t/b")
-    wait_until(lambda: lb.states()["b"][0] == "UP", 5, what="b UP again")
+    wait_until(lambda: lb.states()["b"][0] == "UP", 30, what="b UP again")
     assert "b" in connect_n(lb.port, 6)
 
 
@@ -193,9 +193,9 @@ def test_shutdown_sessions(lb: Lb) -> None:
         assert on_a and others
         out = lb.ok("shutdown", "sessions", "server", "t/a")
         assert out.strip() == f"t/a: UP weight 1, {len(on_a)} sessions closed", out
-        wait_until(lambda: all(c.closed() for c in on_a), 5, what="a's sessions closed")
+        wait_until(lambda: all(c.closed() for c in on_a), 30, what="a's sessions closed")
         for c in others:  # the other servers' connections are untouched
-            c.sock.settimeout(5)
+            c.sock.settimeout(30)
             c.sock.sendall(b"still")
             assert c.sock.recv(5) == b"still"
         assert lb.states()["a"][0] == "UP"  # the server itself stays in rotation
@@ -214,19 +214,19 @@ def stays(pred: Callable[[], bool], seconds: float, what: str) -> None:
 
 def test_disable_enable_health(lb: Lb, backends: list[Backend]) -> None:
     backends[2].stop()
-    wait_until(lambda: lb.states()["c"][0] == "DOWN", 5, what="c DOWN")
+    wait_until(lambda: lb.states()["c"][0] == "DOWN", 30, what="c DOWN")
     assert "checks disabled" in lb.ok("disable", "health", "t/c")
     # as in HAProxy: unchecked, the last result is ignored and the server counts as UP
     assert lb.states()["c"][:2] == ["no_check", "1"] and lb.states()["c"][3] == "disabled"
     backends[2].start()
-    wait_until(lambda: "c" in connect_n(lb.port, 6), 5, what="c in rotation while unchecked")
+    wait_until(lambda: "c" in connect_n(lb.port, 6), 30, what="c in rotation while unchecked")
     # enabled again, the checks decide: its backend stops and it goes DOWN, out of rotation
     lb.ok("enable", "health", "t/c")
     backends[2].stop()
-    wait_until(lambda: lb.states()["c"][0] == "DOWN", 5, what="c DOWN once checked again")
+    wait_until(lambda: lb.states()["c"][0] == "DOWN", 30, what="c DOWN once checked again")
     assert "c" not in connect_n(lb.port, 6)
     backends[2].start()
-    wait_until(lambda: lb.states()["c"][0] == "UP", 5, what="c UP once checked again")
+    wait_until(lambda: lb.states()["c"][0] == "UP", 30, what="c UP once checked again")
     assert lb.states()["c"][3] == "L4OK"
 
 
@@ -344,7 +344,7 @@ def test_reload(lb: Lb, backends: list[Backend]) -> None:
         assert p.returncode == 1, p.stdout
         assert p.stderr.startswith("tcplb ctl: reload refused, the running configuration is unchanged: ")
         assert f"listen.t: cannot bind 127.0.0.1:{hport}: Address already in use" in p.stderr
-        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as c:
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=30) as c:
             assert c.recv(16).strip() in {b.name.encode() for b in backends}  # still accepting
         lb.cfg.write_text(text)
         assert lb.ok("reload").startswith("reloaded ")
