@@ -52,7 +52,10 @@ class Fake(FakeServer):
 
 
 def ck(**kw: Any) -> CheckConfig:
-    base: dict[str, Any] = {"connect_timeout": 0.5, "timeout": 0.5}
+    """A check whose timeouts (10 s, no inter budget) only bound a stuck probe of a fake server on the same
+    loop (0.5 s was outlasted by a busy machine's stall: L7TOUT for an answer); the timeout tests pass a
+    short one."""
+    base: dict[str, Any] = {"connect_timeout": 10.0, "timeout": 10.0, "budget": None}
     base.update(kw)
     return CheckConfig(**base)
 

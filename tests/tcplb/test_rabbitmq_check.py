@@ -103,7 +103,10 @@ class FakeBroker(FakeServer):
 
 
 def ck(**kw: Any) -> CheckConfig:
-    base: dict[str, Any] = {"type": "rabbitmq", "connect_timeout": 0.5, "timeout": 0.5}
+    """A rabbitmq check; its timeouts (10 s, no inter budget) only bound a stuck probe of the fake broker on
+    the same loop: 0.5 s was outlasted by a busy machine's stall, and the probe then ended L7TOUT. A test
+    that wants the timeout passes a short one."""
+    base: dict[str, Any] = {"type": "rabbitmq", "connect_timeout": 10.0, "timeout": 10.0, "budget": None}
     base.update(kw)
     return CheckConfig(**base)
 
@@ -149,7 +152,8 @@ def test_header_only_probe_without_credentials(loop: str) -> None:
 def test_failed_answers(loop: str, mode: str, status: str, words: str) -> None:
     async def main() -> None:
         b = await FakeBroker(mode).start()
-        res = await checks.probe(ck(amqp_user="probe", amqp_password="pw", timeout=0.3), "127.0.0.1", b.port)
+        t = 0.3 if mode == "silent" else 10.0  # the others' outcome must not depend on the timer
+        res = await checks.probe(ck(amqp_user="probe", amqp_password="pw", timeout=t), "127.0.0.1", b.port)
         assert not res.ok and res.status == status, res
         assert words in res.detail, res
         b.close()
