@@ -165,11 +165,14 @@ def test_rebalance_with_pika_and_aio_pika_against_rabbitmq_310(lab: Lab) -> None
         wait_until(functools.partial(node._listening, 15672), 60, 0.5, what=f"{node.name} management")
     mg = 'management = { user = "rbadmin", password = "rbadmin-pw", inter = "2s" }'
     check = f'{{ type = "rabbitmq", inter = "500ms", rise = 1, fall = 1, {LAB_PROBE}, {mg} }}'
+    # timeout_check 10 s: without it inter (500 ms) bounds the whole probe, and with fall 1 a slow broker
+    # answer on a busy machine took a node out, moving clients outside the rebalancing under test
     cfg = lab.workdir / "rb.lb.toml"
     cfg.write_text(
         f"""
 [defaults]
 timeout_connect = "2s"
+timeout_check = "10s"
 timeout_client = "2m"
 timeout_server = "2m"
 [listen.amqp]
