@@ -216,9 +216,12 @@ def _lb(lport: int, b1: int, b2: int, m: int, extra: str = "") -> LoadBalancer:
     )
     r1 = f'{{ name = "r1", address = "127.0.0.1:{b1}"{extra} }}'
     r2 = f'{{ name = "r2", address = "127.0.0.1:{b2}", check = {{ management = false }} }}'
+    # timeout_check 10 s: without it inter (100 ms) bounds the whole probe of the fake broker on this loop,
+    # and with fall 1 a busy machine's stall marked a healthy broker DOWN
     cfg = config.loads(f"""
 [defaults]
 timeout_connect = "1s"
+timeout_check = "10s"
 timeout_client = "5s"
 timeout_server = "5s"
 [listen.t]
