@@ -55,7 +55,7 @@ http {{
         )
     else:
         p = subprocess.Popen([sys.executable, str(HERE / "uvloop_repro" / "backend.py"), str(port)])
-    wait_until(lambda: _connectable("127.0.0.2" if nginx else "127.0.0.1", port), 10, what="backend")
+    wait_until(lambda: _connectable("127.0.0.2" if nginx else "127.0.0.1", port), 30, what="backend")
     yield port if nginx else -port
     p.terminate()
     p.wait(5)
@@ -81,7 +81,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def _stats(port: int) -> dict[str, object]:
-    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=3).read())  # type: ignore[no-any-return]
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats.json", timeout=30).read())  # type: ignore[no-any-return]
 
 
 def _churn(port: int, total: int, conc: int, mix: str) -> dict[str, float]:
@@ -127,10 +127,10 @@ bind = "127.0.0.1:{sport}"
             cwd=str(ROOT),
         )
     try:
-        wait_until(lambda: _connectable("127.0.0.1", port), 10, what="tcplb listening")
+        wait_until(lambda: _connectable("127.0.0.1", port), 30, what="tcplb listening")
         warm = _churn(port, 4000, CONC, "nasty")
         assert warm["failed"] == 0, warm
-        wait_until(lambda: _stats(sport)["actconn"] == 0, 10, what="warm-up connections closed")
+        wait_until(lambda: _stats(sport)["actconn"] == 0, 30, what="warm-up connections closed")
         base_fds, base_rss = _fds(p.pid), _rss_kib(p.pid)
         t0 = time.monotonic()
         res = _churn(port, TOTAL, CONC, "nasty")
@@ -139,7 +139,7 @@ bind = "127.0.0.1:{sport}"
         # every connection accounted for; only the ones that read and checked their answer count as ok
         resets = sum(1 for w in range(CONC) for i in range(TOTAL // CONC) if (i + w) % 3 == 0)
         assert (res["ok"], res["reset"]) == (TOTAL - resets, resets), res
-        wait_until(lambda: _stats(sport)["actconn"] == 0, 15, what="all connections closed")
+        wait_until(lambda: _stats(sport)["actconn"] == 0, 30, what="all connections closed")
         fds, rss = _fds(p.pid), _rss_kib(p.pid)
         print(
             f"\n{loop}: {TOTAL} connections in {dt:.1f}s ({TOTAL / dt:.0f}/s); fds {base_fds}->{fds}; "
