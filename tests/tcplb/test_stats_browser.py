@@ -56,7 +56,7 @@ CHROME_ARGS = [
 
 def through_lb(port: int) -> str:
     """One connection through the LB that sends data; returns the name of the backend that served it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         f = s.makefile("rb")
         name = f.readline().decode().strip()
         s.sendall(b"x")
@@ -153,12 +153,12 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         finally:
             # quit() stops chromedriver and Chromium; make sure, and kill by PID whatever is left
             with contextlib.suppress(Exception):
-                wait_until(lambda: not _our_pids(sid, str(home)), 10, what="chromium gone")
+                wait_until(lambda: not _our_pids(sid, str(home)), 30, what="chromium gone")
             left = _our_pids(sid, str(home))
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not _our_pids(sid, str(home)), 10, what="chromium killed")
+            wait_until(lambda: not _our_pids(sid, str(home)), 30, what="chromium killed")
             assert not left, f"processes left after quit(): {sorted(left)}"
 
 
@@ -186,7 +186,7 @@ class Lb:
         self.p = subprocess.Popen(
             [PY, "-m", "tcplb", "-c", str(self.cfg)], stdout=self.fh, stderr=subprocess.STDOUT, cwd=REPO
         )
-        wait_until(lambda: "tcplb started" in self.output() or self.p.poll() is not None, 15, what="start")
+        wait_until(lambda: "tcplb started" in self.output() or self.p.poll() is not None, 30, what="start")
         assert self.p.poll() is None, self.output()
 
     def output(self) -> str:
@@ -228,7 +228,7 @@ def test_stats_page_in_chromium(tmp_path: Path, browser: Any, lb: Lb, backends: 
     def loaded_at() -> float:
         return float(browser.execute_script("return performance.timeOrigin"))
 
-    def wait_status(server: str, want: str, timeout: float = 10) -> None:
+    def wait_status(server: str, want: str, timeout: float = 30) -> None:
         wait_until(lambda: status(server).split()[0] == want, timeout, interval=0.2, what=f"{server} {want}")
 
     # basic auth without a prompt: every request of this tab carries the header, form POSTs included
@@ -248,7 +248,7 @@ def test_stats_page_in_chromium(tmp_path: Path, browser: Any, lb: Lb, backends: 
         backends[1].start()
         wait_status("b", "UP")
 
-        wait_until(lambda: browser.find_element(By.ID, "btn-drain-t-a"), 5, what="drain button")
+        wait_until(lambda: browser.find_element(By.ID, "btn-drain-t-a"), 30, what="drain button")
         browser.find_element(By.ID, "btn-drain-t-a").click()
         wait_status("a", "DRAIN")
         assert browser.current_url.startswith(page)  # the form's answer sent us back to the page
@@ -260,7 +260,7 @@ def test_stats_page_in_chromium(tmp_path: Path, browser: Any, lb: Lb, backends: 
         assert backends[0].served == before
         # one more refresh of the page by itself, so the screenshot shows the sessions on b and c only
         loaded = loaded_at()
-        wait_until(lambda: loaded_at() != loaded, 5, interval=0.1, what="the page refreshed itself")
+        wait_until(lambda: loaded_at() != loaded, 30, interval=0.1, what="the page refreshed itself")
         wait_status("a", "DRAIN")
         shot("a-drain")
     except BaseException:
