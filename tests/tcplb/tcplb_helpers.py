@@ -46,7 +46,7 @@ def lb_toml(
     *,
     balance: str = "roundrobin",
     check: str | None = "tcp",
-    inter: str = "200ms",
+    inter: str = "1s",
     hard_stop: str | None = "10s",
     workers: int | None = None,
     timeouts: str = 'timeout_client = "30s"\ntimeout_server = "30s"',
@@ -59,7 +59,9 @@ def lb_toml(
     """One loopback listener ``t`` on ``port`` in front of ``servers`` (name, port[, weight]) on 127.0.0.1.
 
     ``check``: a check type (rise 1, fall 1 every ``inter``) or None for ``check = false``; ``stats``: the
-    port of a ``[stats]`` block (:func:`stats_toml`), none when None."""
+    port of a ``[stats]`` block (:func:`stats_toml`), none when None. ``inter`` is 1 s by default (was
+    200 ms): a check's connect is bounded by inter, and with fall 1 a stall of the daemon past it (a busy
+    machine, a reload) took a healthy server out."""
     rows = []
     for srv in servers:
         weight = f", weight = {srv[2]}" if len(srv) > 2 else ""  # type: ignore[misc]

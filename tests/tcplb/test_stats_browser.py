@@ -1,6 +1,6 @@
 """The stats page in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium).
 
-Three greeting backends on loopback, the real ``tcplb`` daemon (tcp checks every 200 ms, rise 1 fall 1) and
+Three greeting backends on loopback, the real ``tcplb`` daemon (tcp checks every 1 s, rise 1 fall 1) and
 its stats page with basic auth, admin on and ``refresh = "1s"``. The browser opens the page once and only
 reads it afterwards: the page refreshes itself. A backend stopped turns its row DOWN, restarted UP; a click
 on the real Drain button turns the row DRAIN and no new connection reaches that server. Screenshots are kept
