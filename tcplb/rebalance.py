@@ -179,14 +179,7 @@ class Rebalancer:
         deficit = max(0, deficit - away_n)  # the clients on their way back fill it first
         closes: list[Close] = []
         allowed = math.floor(self._tokens + 1e-9)
-        while len(closes) < allowed:
-            name = max(
-                (n for n in surplus if surplus[n] > 0 and candidates[n]),
-                key=lambda n: (surplus[n], n),
-                default=None,
-            )
-            if name is None:
-                break
+        while len(closes) < allowed and (name := _most(surplus, candidates)) is not None:
             conn = candidates[name].pop(0)
             surplus[name] -= 1
             above[name] = max(0, above[name] - 1)
@@ -196,14 +189,7 @@ class Rebalancer:
             )
         # what the surplus still to be closed will fill anyway (its clients reconnect to the least loaded)
         deficit = max(0, deficit - sum(surplus.values()))
-        while len(closes) < allowed and deficit > 0:
-            name = max(
-                (n for n in above if above[n] > 0 and candidates[n]),
-                key=lambda n: (above[n], n),
-                default=None,
-            )
-            if name is None:
-                break
+        while len(closes) < allowed and deficit > 0 and (name := _most(above, candidates)) is not None:
             conn = candidates[name].pop(0)
             above[name] -= 1
             deficit -= 1
@@ -259,6 +245,13 @@ class Rebalancer:
 
     def _next_away(self) -> float | None:
         return min(self._away) + self.settle if self._away else None
+
+
+def _most(excess: Mapping[str, int], candidates: Mapping[str, list[Conn]]) -> str | None:
+    """The server with the most ``excess`` (ties: the greater name) that still has a candidate to close."""
+    return max(
+        (n for n in excess if excess[n] > 0 and candidates[n]), key=lambda n: (excess[n], n), default=None
+    )
 
 
 def _under(short: Sequence[str], floors: Mapping[str, int]) -> str:
