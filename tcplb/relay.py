@@ -539,9 +539,7 @@ class Pipe:
                 return
             w.discard(self)
         self._wheel = w = _idle_wheel(self.loop, t)
-        w.pipes[self] = None  # w.add(self), inlined (once per connection)
-        if w.timer is None:
-            w.start()
+        w.add(self)
 
     def _idle_expired(self) -> None:
         """Called by the wheel: nothing moved for the timeout (``D``, or ``L`` once a side has sent its FIN).
@@ -554,7 +552,7 @@ class Pipe:
         w = self._wheel
         if w is not None:
             self._wheel = None
-            w.pipes.pop(self, None)  # w.discard(self), inlined (once per connection)
+            w.discard(self)
 
     @property
     def reads_paused(self) -> bool:
@@ -629,13 +627,9 @@ class _IdleWheel:
     def add(self, pipe: Pipe) -> None:
         self.pipes[pipe] = None
         if self.timer is None:
-            self.start()
-
-    def start(self) -> None:
-        """Start the sweep timer (there are pipes and it is not running)."""
-        loop = self.loop()
-        if loop is not None:
-            self.timer = loop.call_later(self.interval, self._sweep)
+            loop = self.loop()
+            if loop is not None:
+                self.timer = loop.call_later(self.interval, self._sweep)
 
     def discard(self, pipe: Pipe) -> None:
         self.pipes.pop(pipe, None)
