@@ -452,15 +452,23 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--size", type=int, default=1024)
         s.add_argument("--start-at", type=float, default=None, help="epoch seconds: start together")
         s.add_argument("--delete", action="store_true", help="delete the queue at the end")
-        s.add_argument("--settle", type=float, default=1.0,
-                       help="seconds between declaring the queue and measuring (mirrors start)")
+        s.add_argument(
+            "--settle",
+            type=float,
+            default=1.0,
+            help="seconds between declaring the queue and measuring (mirrors start)",
+        )
         s.add_argument("--transient", action="store_true", help="non-persistent messages, non-durable queue")
         s.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
         if name == "publish":
             s.add_argument("--window", type=int, default=0, help="unconfirmed messages in flight (0: none)")
             s.add_argument("--batch", type=int, default=50, help="messages per write")
-            s.add_argument("--barrier", type=int, default=1000,
-                           help="without confirms: a synchronous passive declare after this many messages")
+            s.add_argument(
+                "--barrier",
+                type=int,
+                default=1000,
+                help="without confirms: a synchronous passive declare after this many messages",
+            )
         else:
             s.add_argument("--rate", type=float, default=1000.0)
             s.add_argument("--consume-host", default=None)

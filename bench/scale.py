@@ -184,8 +184,10 @@ def run(rounds: int = 2, *, quick: bool = False, budget: float | None = None) ->
                         add(figs[f"rps{n}"], impl, w["rps"])
                         raw.append({"round": r, "impl": impl, "idle": n, "on_backends": on_backends,
                                     "rss_mib": rss, "cpu_pct": cpu, "wrk": w})  # fmt: skip
-                        log(f"scale r{r} {impl} {n} idle ({on_backends} on backends): RSS {rss:.1f} MiB, "
-                            f"CPU {cpu:.2f} %, wrk {w['rps']} req/s p50 {w['p50_ms']} p99 {w['p99_ms']} ms")
+                        log(
+                            f"scale r{r} {impl} {n} idle ({on_backends} on backends): RSS {rss:.1f} MiB, "
+                            f"CPU {cpu:.2f} %, wrk {w['rps']} req/s p50 {w['p50_ms']} p99 {w['p99_ms']} ms"
+                        )
                 except Exception as exc:
                     notes.append(f"round {r} {impl}: {exc}")
                     log(f"scale r{r} {impl} failed: {exc!r}")

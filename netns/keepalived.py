@@ -33,9 +33,7 @@ def instance_conf(
     script_security: bool = False,
 ) -> str:
     """A keepalived.conf with one `vrrp_instance VI_1` (state BACKUP, as keepalived users are told to)."""
-    auth = (
-        f"  authentication {{\n    auth_type PASS\n    auth_pass {auth_pass}\n  }}\n" if auth_pass else ""
-    )
+    auth = f"  authentication {{\n    auth_type PASS\n    auth_pass {auth_pass}\n  }}\n" if auth_pass else ""
     security = "  enable_script_security\n" if script_security else ""
     addrs = "".join(f"    {v}\n" for v in vips)
     return (

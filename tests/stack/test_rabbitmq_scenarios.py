@@ -152,8 +152,11 @@ def test_maintenance_drain_and_revive(stack: Stack, record: Record) -> None:
     load.wait_flowing(100, timeout=40)
     conns = burst.stop()
     out = stack.finish(load, "maintenance drain and revive", t, [("revive", tr)])
-    closed_by_drain = [c for c in burst_failures(conns)
-                       if "CONNECTION_FORCED" in str(c[3]) and "maintenance" in str(c[3]) and c[0] <= down_at]
+    closed_by_drain = [
+        c
+        for c in burst_failures(conns)
+        if "CONNECTION_FORCED" in str(c[3]) and "maintenance" in str(c[3]) and c[0] <= down_at
+    ]
     out.extra.update(burst_figures(conns, t))
     out.extra.update({
         "burst_closed_by_drain": len(closed_by_drain),
