@@ -1,7 +1,7 @@
 """``python -m bench [PART ...] [--quick] [--rounds N]``: one or more parts, in one run file.
 
 PART: all (default), tcplb (or throughput|requests|churn), stalled, rtt, amqp, scale, failover,
-backend-death, track-process, failover-v3, failover-e2e.
+backend-death, track-process, failover-v3, failover-e2e, frozen-broker, rolling-restart, redesign.
 
 Each part runs in a child process of its own, bounded in time (a hung part is stopped and recorded as
 failed; the run goes on). The run is written to ``bench/results/run-<date>.json`` (environment and every
@@ -74,6 +74,8 @@ PARTS = [
          "a RabbitMQ node frozen 20 s, 10 new clients/s: tcplb (rabbitmq check, amqp listener) vs HAProxy"),
     Part("rolling-restart", "bench.rolling", 1, 480,
          "rolling restart with 60 long-lived connections: per-node spread, tcplb +/- rebalancing vs HAProxy"),
+    Part("redesign", "bench.redesign", 3, 600,
+         "no speed lost to the redesign (#10): tcplb at 93fabf8 and now, 1 process and 2 workers, HAProxy"),
 ]  # fmt: skip
 RUN_BUDGET = 25 * 60.0  # `all` stays under 26 minutes: a part gets at most what is left of this
 BY_NAME = {p.name: p for p in PARTS}
@@ -95,6 +97,7 @@ ALIASES = {
     "frozen-broker": ["frozen-broker"],
     "rolling-restart": ["rolling-restart"],
     "failover-e2e": ["failover-e2e"],
+    "redesign": ["redesign"],
 }
 
 

@@ -167,6 +167,26 @@ def precompile(prefix: Path) -> dict[str, Any]:
     }
 
 
+def precompile_tree(tree: Path, packages: Sequence[str] = ("tcplb", "rmqfd")) -> dict[str, Any]:
+    """Byte-compile ``packages`` of another source tree (bench/redesign.py's tcplb at an older commit) the
+    way :func:`precompile` did the project's: into this process's ``PYTHONPYCACHEPREFIX`` (set by
+    ``python -m bench``; the tree's own ``__pycache__`` without it), then import the daemon's entry points
+    from that tree (``PYTHONPATH`` and working directory ``tree``) so whatever they import is written too."""
+    t0 = time.monotonic()
+    dirs = [str(tree / p) for p in packages if (tree / p).is_dir()]
+    argv = [PY, "-m", "compileall", "-q", "-j", "0", "-x", PYC_EXCLUDE, *dirs]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=tree)
+    warm = "import tcplb.__main__, tcplb.daemon"
+    res2 = subprocess.run([PY, "-c", warm], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})  # fmt: skip
+    return {
+        "precompiled": res.returncode == 0 and res2.returncode == 0,
+        "prefix": os.environ.get("PYTHONPYCACHEPREFIX"),
+        "seconds": round(time.monotonic() - t0, 1),
+        "errors": (res.stdout + res.stderr + res2.stderr)[-2000:] or None,
+    }
+
+
 def _os_release() -> str | None:
     with contextlib.suppress(OSError):
         for line in Path("/etc/os-release").read_text().splitlines():

@@ -47,6 +47,8 @@ COLORS = {
     "tcplb-redispatch": "#6baed6",
     "haproxy-redispatch": "#fc9272",
     "haproxy-splice": "#fc9272",
+    "tcplb-93fabf8": "#9ecae1",  # bench/redesign.py: the pre-redesign tree, a lighter shade of its successor
+    "tcplb-2w-93fabf8": "#c6dbef",
     "vrrpd": "#1f77b4",
     "keepalived": "#d62728",
 }
@@ -366,6 +368,33 @@ TARGETS: tuple[Target, ...] = (
            variants=(("tcplb", None), ("haproxy", None))),
 )  # fmt: skip
 
+# issue #10, "no speed lost to the redesign", measured directly (bench/redesign.py): the pre-redesign tcplb
+# (93fabf8, the code of the published run the "... kept" floors come from) and the current tree in the same
+# run. Shown beside the "kept" rows once a committed run has the part (until then the section below says so).
+REDESIGN_OLD = "93fabf8"
+REDESIGN_PUBLISHED = "run-20261122-040646.json"  # the floors' run: measured with the code of 93fabf8
+REDESIGN_AFTER = "small 2w kept"  # the A/B rows follow the published floors in the Targets table
+AB_TARGETS: tuple[Target, ...] = (
+    Target("redesign", "churn 1p A/B", "Connection churn, one process: no speed lost to the redesign, "
+           "same-run A/B against 93fabf8", "#10",
+           "at least 1.0x the pre-redesign tcplb (93fabf8) in the same run",
+           "churn", "tcplb", ">=", 1.0, baseline="tcplb-93fabf8",
+           variants=(("tcplb", "haproxy"), ("tcplb-93fabf8", "haproxy"))),
+    Target("redesign", "churn 2w A/B", "Connection churn, `workers = 2`: no speed lost to the redesign, "
+           "same-run A/B against 93fabf8", "#10", "at least 1.0x the pre-redesign tcplb (93fabf8) in the "
+           "same run", "churn", "tcplb-2w", ">=", 1.0, baseline="tcplb-2w-93fabf8",
+           variants=(("tcplb-2w", "haproxy"), ("tcplb-2w-93fabf8", "haproxy"))),
+    Target("redesign", "small 1p A/B", "Small requests, one process: no speed lost to the redesign, "
+           "same-run A/B against 93fabf8", "#10",
+           "at least 1.0x the pre-redesign tcplb (93fabf8) in the same run",
+           "small", "tcplb", ">=", 1.0, baseline="tcplb-93fabf8",
+           variants=(("tcplb", "haproxy"), ("tcplb-93fabf8", "haproxy"))),
+    Target("redesign", "small 2w A/B", "Small requests, `workers = 2`: no speed lost to the redesign, "
+           "same-run A/B against 93fabf8", "#10", "at least 1.0x the pre-redesign tcplb (93fabf8) in the "
+           "same run", "small", "tcplb-2w", ">=", 1.0, baseline="tcplb-2w-93fabf8",
+           variants=(("tcplb-2w", "haproxy"), ("tcplb-2w-93fabf8", "haproxy"))),
+)  # fmt: skip
+
 NO_TARGET = {
     "amqp": "no numeric target was set (issue #5: measured side by side with HAProxy and the direct path)",
     "scale": "no numeric target was set (issue #5); the 10,000-connection target of issue #3 is measured "
@@ -475,7 +504,7 @@ make bench                                  # everything, bounded: under 26 minu
 .venv/bin/python -m bench all               # the same
 .venv/bin/python -m bench tcplb --rounds 5  # one part: tcplb (also: throughput|requests|churn), stalled, rtt,
                                             #   amqp, scale, failover, backend-death, track-process,
-                                            #   frozen-broker, rolling-restart;
+                                            #   frozen-broker, rolling-restart, redesign;
                                             #   --rounds N for more rounds
 .venv/bin/python -m bench stalled rtt       # several parts, one run file
 .venv/bin/python -m bench amqp --quick      # a smoke test: 1 round (2 trials for failover), written to
@@ -508,6 +537,14 @@ Output, in `bench/results/`:
 default and with splice forced), small requests (wrk, 20 keep-alive connections, to nginx answering 6 bytes),
 connection churn (wrk with `Connection: close`, 50 concurrent), idle footprint (RSS and CPU with three servers
 checked every second, RSS with 10,000 idle connections).
+
+**redesign** (`bench/redesign.py`, issue #10): the tcplb part's lab and loads (churn, small requests, bulk)
+through tcplb at commit 93fabf8 (before the issue #10 redesign; extracted with `git archive`, run with the
+same Python, uvloop and precompiled bytecode) and through the current tree, each with one process and with
+`workers = 2`, and through HAProxy's default configuration, in one run. Both trees get the same
+configuration (keys 93fabf8 knows, each version's defaults otherwise). Each old/new pair runs back to back
+(ABAB), the pair's order flips every round and the pairs and HAProxy rotate. Bulk is informative: 93fabf8
+read up to 256 KiB per read with unbounded memory per connection, which #10 bounded.
 
 **failover** (`bench/vrrp_failover.py`, issue #2): vrrpd and keepalived, master crash (SIGKILL at a random
 point of the advert cycle) and graceful stop, timed on the wire against the RFC bounds (Master_Down_Interval
@@ -643,9 +680,9 @@ ANNOTATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-PART_ORDER = ("tcplb", "stalled", "rtt", "failover", "track-process", "failover-v3", "failover-e2e",
-              "frozen-broker", "rolling-restart", "amqp",
-              "scale", "backend-death")
+PART_ORDER = ("tcplb", "redesign", "stalled", "rtt", "failover", "track-process", "failover-v3",
+              "failover-e2e", "frozen-broker", "rolling-restart", "amqp", "scale",
+              "backend-death")  # fmt: skip
 
 OWN_TARGET_NOTE = re.compile(r"^median per-round ratio |\((?:target|limit) [<>]=|\(no target\)$")
 
@@ -661,6 +698,78 @@ def env_line(run: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {env[k]}" for k in ENV_KEYS if env.get(k) is not None)
 
 
+def target_row(t: Target, newest: Mapping[str, tuple[str, dict[str, Any]]]) -> str:
+    """The Targets table's row of ``t``, from the newest run of its part."""
+    if t.part not in newest:
+        return f"| {t.label} | {t.issue} | {t.wording} | - | not measured | | |"
+    fname, run = newest[t.part]
+    figs = samples_of(run["parts"][t.part])
+    v = value(t, figs, t.subject, t.baseline)
+    others = []
+    for impl, base in t.variants:
+        w = value(t, figs, impl, base)
+        if w is not None:
+            others.append(f"{impl_name(impl, base)} {show(t, w)}")
+    return (
+        f"| {t.label} | {t.issue} | {impl_name(t.subject, t.baseline)}: {t.wording} | {show(t, v)} | "
+        f"{met(t, v)} | {'; '.join(others)} | {run_link(fname)} |"
+    )
+
+
+def redesign_section(newest: Mapping[str, tuple[str, dict[str, Any]]]) -> list[str]:
+    """Issue #10's "no speed lost to the redesign", both ways: the published floors (ratios to HAProxy of
+    the last run before the redesign, another machine and kernel; rows "... kept" of the Targets table,
+    unchanged) and the same-run A/B of bench/redesign.py (current / 93fabf8, each against HAProxy)."""
+    old = REDESIGN_OLD
+    kept = {t.name: t for t in TARGETS if t.name.endswith(" kept") and t.issue == "#10"}
+    lines = [
+        "## No speed lost to the redesign",
+        "",
+        "Issue #10 asks that churn and small requests lose no speed to the redesign, for the default single "
+        "process and `workers = 2`, with the last published run as the floor: its ratios to HAProxy (rows "
+        '"... kept" of the Targets table, unchanged) were measured on an earlier machine and kernel, with '
+        f"the code of commit {old} ({run_link(REDESIGN_PUBLISHED)}). `python -m bench redesign` measures the "
+        f"redesign's cost directly: tcplb at {old} and the current tree in the same run, alternating (ABAB), "
+        "with HAProxy's default configuration (2 threads) as the common baseline. Target: at least 1.0x the "
+        "old code (median of per-round ratios). Bulk is informative only.",
+        "",
+    ]
+    if "redesign" not in newest:
+        return [*lines, "No committed run of `python -m bench redesign` yet: the published floors above are "
+                        "the only measure of this target so far.", ""]  # fmt: skip
+    fname, run = newest["redesign"]
+    res = run["parts"]["redesign"]
+    figs = samples_of(res)
+    env = run.get("environment") or {}
+    lines += [
+        f"Same-run A/B: {run_link(fname)}, {env.get('date', '?')}, rounds: {res.get('rounds', '?')}; "
+        f"{env_line(run)}.",
+        "",
+        f"| Figure | Configuration | Published floor (/ HAProxy) | current / {old} | Met | current / HAProxy "
+        f"| {old} / HAProxy |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
+    label = {"churn": "Connection churn", "small": "Small requests", "bulk": "Bulk TCP (informative)"}
+    for fid in ("churn", "small", "bulk"):
+        for conf, new, floor in (("one process", "tcplb", "1p"), ("`workers = 2`", "tcplb-2w", "2w")):
+            oldi = f"{new}-{old}"
+            ab = next((t for t in AB_TARGETS if t.figure == fid and t.subject == new), None)
+            probe = ab or Target("redesign", fid, fid, "#10", "", fid, new, ">=", 1.0, baseline=oldi)
+            v = value(probe, figs, new, oldi)
+            pub = kept.get(f"{fid} {floor} kept")
+            row = [
+                label[fid],
+                conf,
+                f"{pub.bound:.2f}x" if pub else "-",
+                show(probe, v),
+                met(probe, v) if ab else "(no target)",
+                show(probe, value(probe, figs, new, "haproxy")),
+                show(probe, value(probe, figs, oldi, "haproxy")),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
 def targets_section(newest: Mapping[str, tuple[str, dict[str, Any]]]) -> list[str]:
     lines = [
         "## Targets",
@@ -673,21 +782,9 @@ def targets_section(newest: Mapping[str, tuple[str, dict[str, Any]]]) -> list[st
         "|---|---|---|---:|---|---|---|",
     ]
     for t in TARGETS:
-        if t.part not in newest:
-            lines.append(f"| {t.label} | {t.issue} | {t.wording} | - | not measured | | |")
-            continue
-        fname, run = newest[t.part]
-        figs = samples_of(run["parts"][t.part])
-        v = value(t, figs, t.subject, t.baseline)
-        others = []
-        for impl, base in t.variants:
-            w = value(t, figs, impl, base)
-            if w is not None:
-                others.append(f"{impl_name(impl, base)} {show(t, w)}")
-        lines.append(
-            f"| {t.label} | {t.issue} | {impl_name(t.subject, t.baseline)}: {t.wording} | {show(t, v)} | "
-            f"{met(t, v)} | {'; '.join(others)} | {run_link(fname)} |"
-        )
+        lines.append(target_row(t, newest))
+        if t.name == REDESIGN_AFTER and "redesign" in newest:
+            lines += [target_row(ab, newest) for ab in AB_TARGETS]
     for part, why in NO_TARGET.items():
         if part in newest:
             lines.append(f"| {part} | | {why} | | | | {run_link(newest[part][0])} |")
@@ -703,8 +800,9 @@ def history_section(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         "one shown above). Runs before `workers` and `splice` existed have no such variant.",
         "",
     ]
-    for part in dict.fromkeys(t.part for t in TARGETS):
-        ts = [t for t in TARGETS if t.part == part]
+    every = (*TARGETS, *AB_TARGETS)
+    for part in dict.fromkeys(t.part for t in every):
+        ts = [t for t in every if t.part == part]
         rows = [(n, r) for n, r in runs if usable((r.get("parts") or {}).get(part))]
         if not rows:
             continue
@@ -783,6 +881,7 @@ def performance_page(results: Path = RESULTS, current: Mapping[str, Any] | None 
         nav,
         "",
         *targets_section(newest),
+        *redesign_section(newest),
         METHOD,
         *results_section(newest),
         *history_section(runs),

@@ -356,14 +356,16 @@ def test_command_line_parts() -> None:
     assert parts_for(["churn"]) == (["tcplb"], "churn")
     assert parts_for(["churn", "tcplb"]) == (["tcplb"], None)
     assert parts_for(["track-process", "failover", "track-process"]) == (["track-process", "failover"], None)
+    assert parts_for(["redesign"]) == (["redesign"], None)
+    assert BY_NAME["redesign"].module == "bench.redesign"
     names, only = parts_for(["all"])
     assert only is None and set(names) == set(BY_NAME)
 
 
 def test_every_target_names_a_part_the_bench_runs() -> None:
     from bench.__main__ import BY_NAME
-    from bench.report import TARGETS
+    from bench.report import AB_TARGETS, TARGETS
 
-    for t in TARGETS:
+    for t in (*TARGETS, *AB_TARGETS):
         assert t.part in BY_NAME, t
         assert (t.baseline is None) or t.stat == "median", t
