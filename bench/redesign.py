@@ -256,7 +256,7 @@ def run(rounds: int = 3, *, quick: bool = False, budget: float | None = None) ->
             cfgs[f"{w}"] = workdir / f"tcplb-ab-{w}w.toml"
             cfgs[f"{w}"].write_text(tcplb_ab_cfg(workers=w))
         compiled = precompile_tree(old)
-        imported = {}
+        imported: dict[str, str] = {}
         for name, tree in (("old", old), ("current", ROOT)):
             for cfg in cfgs.values():
                 imported[name] = check_tree(tree, cfg)
@@ -317,6 +317,7 @@ def run(rounds: int = 3, *, quick: bool = False, budget: float | None = None) ->
             "seconds_per_round": seconds_per_round,
             "config": {"1": tcplb_ab_cfg(1), "2": tcplb_ab_cfg(2)},
             "bytecode": compiled,
+            "tcplb_imported_from": imported,  # each tree's own package: checked before the lab started
         },
     )
 
