@@ -10,6 +10,9 @@ Design (see README.md, "Data path design"):
   (two more objects per write; bench/tcplb_pathcost.py). (Handing the loop a
   ``memoryview`` of a reused buffer is *unsafe* on uvloop: a partially written view stays queued inside
   uvloop and the next read overwrites it; see tests/tcplb/uvloop_repro/.)
+  The per-read cost is kept down (it is most of the Python cost of a small request): the shared buffer is
+  an anonymous ``mmap``, whose slice *is* the ``bytes`` copy (no memoryview, no ``tobytes`` call), and
+  ``get_buffer`` is a C callable (no Python frame for the loop's call before every read).
 * Backpressure both ways: ``pause_writing`` on one side (more than ``bufsize`` queued toward it) pauses
   reading on the other, ``resume_writing`` resumes it. With reads of at most ``bufsize``, user space holds
   at most 2 x ``bufsize`` per direction (HAProxy's ``tune.bufsize`` holds 1 per direction).
@@ -27,6 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
+import mmap
 import socket
 import struct
 import weakref
@@ -58,15 +64,21 @@ HIGH_WATER = BUFSIZE  # the defaults, for a Pipe built without a bufsize
 EARLY_LIMIT = BUFSIZE  # client bytes buffered while the server connection is being set up
 
 # one read buffer per size, shared by every pipe of the process: a read is copied out of it at once
-# (get_buffer and buffer_updated run back to back, on the loop's thread)
-_READ_BUFS: dict[int, tuple[bytearray, memoryview]] = {}  # size -> (the buffer, a view of it to copy out of)
+# (get_buffer and buffer_updated run back to back, on the loop's thread). An anonymous mmap: writable for
+# the loop's recv, and ``buf[:n]`` is a new ``bytes`` (one object, one copy; a memoryview's
+# ``[:n].tobytes()`` makes a view and a method call more). With it, the sides' ``get_buffer``: a C
+# callable that returns the buffer whatever the size hint, ``partial(next, repeat(buf))``. The loop calls
+# get_buffer before every read; a Python method costs a frame each time.
+_READ_BUFS: dict[int, tuple[mmap.mmap, Callable[[int], mmap.mmap]]] = {}  # size -> (buffer, its getter)
 
 
-def _read_buf(size: int) -> tuple[bytearray, memoryview]:
+def _read_buf(size: int) -> tuple[mmap.mmap, Callable[[int], mmap.mmap]]:
     b = _READ_BUFS.get(size)
     if b is None:
-        buf = bytearray(size)
-        b = _READ_BUFS[size] = (buf, memoryview(buf))
+        buf = mmap.mmap(-1, size)
+        # next(repeat(buf), sizehint): buf, the size hint being next()'s unused default
+        getter: Callable[[int], mmap.mmap] = functools.partial(next, itertools.repeat(buf))
+        b = _READ_BUFS[size] = (buf, getter)
     return b
 
 
@@ -103,12 +115,15 @@ class Side(asyncio.BufferedProtocol):
     Reads go into the process's shared buffer of ``bufsize`` bytes and are copied out at once (one copy per
     chunk, as the loop's own ``bytes`` would be; the copy is what is queued, never the shared buffer)."""
 
-    __slots__ = ("eof", "lost", "nbytes", "peer_write", "pipe", "rbuf", "rview", "transport")
+    __slots__ = ("eof", "get_buffer", "lost", "nbytes", "peer_write", "pipe", "rbuf", "transport")
+
+    # the protocol's get_buffer(sizehint), an attribute (a C callable, see _READ_BUFS): always ``rbuf``
+    get_buffer: Callable[[int], mmap.mmap]  # type: ignore[assignment]
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
         self.rbuf = pipe.rbuf  # the process's shared read buffer (bufsize)
-        self.rview = pipe.rview  # a memoryview of it
+        self.get_buffer = pipe.get_rbuf  # a C callable returning it (see _READ_BUFS)
         self.transport: asyncio.Transport | None = None
         self.peer_write: Callable[[bytes | bytearray], None] | None = None
         self.nbytes = 0  # bytes read from this socket
@@ -126,17 +141,13 @@ class Side(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(hw, hw // 4)  # type: ignore[attr-defined]
         self.pipe._made(self)
 
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self.rbuf
-
     def buffer_updated(self, nbytes: int) -> None:
-        data = self.rview[:nbytes].tobytes()  # the copy (immutable)
         self.nbytes += nbytes
         w = self.peer_write
         if w is not None:
-            w(data)
+            w(self.rbuf[:nbytes])  # the copy (a new bytes: rbuf is an mmap)
         else:
-            self.pipe._early(self, data)
+            self.pipe._early(self, self.rbuf[:nbytes])
 
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
@@ -184,6 +195,7 @@ class Pipe:
         "early_size",
         "fin_flag",
         "fin_timeout",
+        "get_rbuf",
         "greet",
         "loop",
         "on_client_lost",
@@ -191,7 +203,6 @@ class Pipe:
         "on_close",
         "phase",
         "rbuf",
-        "rview",
         "server",
         "server_early",
         "splicer",
@@ -208,7 +219,7 @@ class Pipe:
     ) -> None:
         self.loop = loop
         self.bufsize = bufsize
-        self.rbuf, self.rview = _read_buf(bufsize)
+        self.rbuf, self.get_rbuf = _read_buf(bufsize)
         self.on_close = on_close
         self.client = Side(self)
         self.server: Side | None = None
