@@ -253,22 +253,36 @@ class Frontend(Listening):
         self._apply_timeouts()
 
     def _apply_timeouts(self) -> None:
-        to = self.cfg.timeouts
+        """Read what every connection needs of the configuration once, at start and after a reload
+        (``tcplb.reload`` calls this once ``lb.cfg``, ``lb.maxconn`` and ``self.cfg`` are the new ones):
+        the connection path reads plain attributes, no configuration lookups."""
+        cfg = self.cfg
+        lb = self.lb
+        to = cfg.timeouts
         self.t_connect = to.connect
         self.t_queue = to.queue_wait
-        self.retries = self.cfg.retries  # (with the two above: the session machine's Context)
-        self.redispatch = self.cfg.redispatch
-        self.bufsize = self.lb.cfg.global_.bufsize
+        self.retries = cfg.retries  # (with the two above and logasap: the session machine's Context)
+        self.redispatch = cfg.redispatch
+        self.logasap = lb.verbose_accept or cfg.logasap
+        self.bufsize = lb.cfg.global_.bufsize
         self.idle, self.idle_flag = _min_flag(to.client_idle, to.server_idle)
         self.fin_idle, self.fin_flag = _min_flag(to.client_fin_idle, to.server_fin_idle)
+        g = lb.maxconn
+        self._maxconn = g if cfg.maxconn is None else min(cfgmod.per_process(cfg.maxconn, lb.nprocs), g)
+        self.set_nodelay = not (lb.native_accept and cfg.nodelay)  # uvloop sets TCP_NODELAY itself
+        ka = cfg.tcpka
+        self.ka_client = ka.client if ka is not None else None
+        self.ka_server = ka.server if ka is not None else None
+        self.amqp = cfg.protocol == "amqp"
+        self.splice = cfg.splice
+        # sessions are logged when this is True or, with a listener's log on, an event hook is set
+        self.log_lines = cfg.log and lb.cfg.global_.log != "none"
 
     @property
     def maxconn(self) -> int:
-        g = self.lb.maxconn
-        m = self.cfg.maxconn
-        if m is None:
-            return g
-        return min(cfgmod.per_process(m, self.lb.nprocs), g)
+        """This process's limit of the listener's connections: its ``maxconn`` (divided among the
+        processes) within the process's own."""
+        return self._maxconn
 
     def server(self, name: str) -> ServerState | None:
         for s in self.servers:
@@ -277,10 +291,6 @@ class Frontend(Listening):
         return None
 
     # -- session machine context (tcplb.session.Context) -----------------------------------------------
-    @property
-    def logasap(self) -> bool:
-        return self.lb.verbose_accept or self.cfg.logasap
-
     def pick(
         self, client: tuple[str, int], exclude: Collection[str], pinned: ServerState | None
     ) -> tuple[ServerState | None, str]:
@@ -335,25 +345,24 @@ class Frontend(Listening):
             peer = tr.get_extra_info("peername") or peer_after_reset(tr.get_extra_info("socket"))
             if peer:
                 sess.client = (peer[0], peer[1])
-        if not (lb.native_accept and self.cfg.nodelay):  # uvloop sets TCP_NODELAY on every TCP transport
+        if self.set_nodelay:  # (uvloop sets TCP_NODELAY on every TCP transport)
             sock = tr.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if self.cfg.nodelay else 0)
-        ka = self.cfg.tcpka
-        if ka is not None and ka.client is not None:
-            set_keepalive(tr, ka.client.idle, ka.client.interval, ka.client.count)
-        fmax = lb.maxconn if self.cfg.maxconn is None else self.maxconn  # (the property, without a call)
-        if lb.actconn >= lb.maxconn or self.cur >= fmax or self.stopped:
+        ka = self.ka_client
+        if ka is not None:
+            set_keepalive(tr, ka.idle, ka.interval, ka.count)
+        if lb.actconn >= lb.maxconn or self.cur >= self._maxconn or self.stopped:
             # accepted by the loop beyond maxconn (it accepts in batches): park it, as if it were still in
             # the kernel's backlog, until a slot frees
             sess.parked = True
             self.parked.append(sess)
             lb.pause_full()
             return
-        self._activate(sess, fmax)
+        self._activate(sess)
 
-    def _activate(self, sess: Session, fmax: int | None = None) -> None:
+    def _activate(self, sess: Session) -> None:
         lb = self.lb
         sess.parked = False
         lb.actconn += 1
@@ -362,7 +371,7 @@ class Frontend(Listening):
         if cur > self.smax:
             self.smax = cur
         lb.sessions.add(sess)
-        if lb.actconn >= lb.maxconn or cur >= (self.maxconn if fmax is None else fmax):
+        if lb.actconn >= lb.maxconn or cur >= self._maxconn:
             lb.pause_full()
         self._run(sess, sess.start(lb.loop.time()))
 
@@ -406,10 +415,9 @@ class Frontend(Listening):
                 else:
                     self._passive(c)  # type: ignore[arg-type]
             elif t is Log:
-                lb = self.lb
-                # (LoadBalancer.log_session's first test, inlined: no call per connection with log = "none")
-                if self.cfg.log and (lb.on_event is not None or lb.cfg.global_.log != "none"):
-                    lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
+                # whether sessions are logged at all (no call per connection with log = "none")
+                if self.log_lines or (self.lb.on_event is not None and self.cfg.log):
+                    self.lb.log_session(sess, asap=c.asap)  # type: ignore[union-attr]
             elif t is Abort:
                 sess.pipe.abort(c.cause, c.phase, reset=False)  # type: ignore[union-attr]
             elif t is Enqueue:
@@ -596,7 +604,7 @@ class Frontend(Listening):
         pipe.attach_server(side)  # the greeting goes to the client, later client bytes to the server
         if not pipe.closed:
             self._run(sess, cmds)
-            if self.cfg.splice:
+            if self.splice:
                 self.lb.loop.call_soon(start_splice, pipe)
 
     def _attempt_done(self, att: _Attempt, kind: str, info: str) -> None:
@@ -617,12 +625,13 @@ class Frontend(Listening):
                 kind, info = REFUSED, "connection reset"
             else:
                 pipe = sess.pipe
-                ka = self.cfg.tcpka
-                if ka is not None and ka.server is not None:
-                    set_keepalive(st, ka.server.idle, ka.server.interval, ka.server.count)
-                if att.srv.cfg.send_proxy != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
-                    send_live(st, att.srv.cfg.send_proxy, pipe.client.transport)
-                if self.cfg.protocol == "amqp":  # established only when the server greets
+                ka = self.ka_server
+                if ka is not None:
+                    set_keepalive(st, ka.idle, ka.interval, ka.count)
+                sp = att.srv.cfg.send_proxy
+                if sp != "none":  # PROXY header first, in one write (tcplb/proxysend.py)
+                    send_live(st, sp, pipe.client.transport)
+                if self.amqp:  # established only when the server greets
                     self._greet(sess, side)
                     return
                 cmds = sess.connected(loop.time())
@@ -630,7 +639,7 @@ class Frontend(Listening):
                 pipe.attach_server(side)
                 if not pipe.closed:
                     self._run(sess, cmds)
-                    if self.cfg.splice:
+                    if self.splice:
                         # once this iteration's writes (early data) went out; stays in user space if not
                         loop.call_soon(start_splice, pipe)
                 return

@@ -303,9 +303,9 @@ class LoadBalancer:
             self.on_event(msg)
 
     def log_session(self, sess: Session, asap: bool = False) -> None:
+        """Log a session's line. The driver (``Frontend._run``) calls this only when sessions are logged: the
+        listener's ``log`` is on and ``global.log`` is not "none" or an event hook is set."""
         fe = sess.fe
-        if not fe.cfg.log or (self.cfg.global_.log == "none" and self.on_event is None):
-            return
         p = sess.pipe
         if fe.cfg.dontlognull and not asap and p.bytes_in == 0 and p.bytes_out == 0:
             return

@@ -46,7 +46,7 @@ import enum
 import errno
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .config import redispatch_on_retry
 
@@ -121,6 +121,11 @@ class Server(Protocol):
 
     @property
     def usable(self) -> bool: ...
+
+    @property
+    def cmds(self) -> Cmds[Any]:
+        """Its :class:`Cmds`, built once (``Cmds(self)``)."""
+        ...
 
 
 S = TypeVar("S", bound=Server)
@@ -227,9 +232,9 @@ class Log:
 
 
 class Cmds(Generic[S]):
-    """The commands about one server that carry nothing else, built once: a server keeps them as its ``cmds``
-    attribute (building a command runs a Python-level ``__init__``: four per connection otherwise). A server
-    without one (a test's) gets new ones each time."""
+    """The commands about one server that carry nothing else, built once: every server keeps them as its
+    ``cmds`` attribute (building a command runs a Python-level ``__init__``: four per connection otherwise;
+    read as ``srv.cmds.take``, no call)."""
 
     __slots__ = ("connect", "ok", "release", "take")
 
@@ -238,11 +243,6 @@ class Cmds(Generic[S]):
         self.connect = Connect(srv)
         self.release = Release(srv)
         self.ok = Passive(srv, True)
-
-
-def _cmds(srv: S) -> Cmds[S]:
-    c: Cmds[S] | None = getattr(srv, "cmds", None)
-    return c if c is not None else Cmds(srv)
 
 
 _CANCEL = CancelConnect()
@@ -351,7 +351,7 @@ class SessionMachine(Generic[S]):
     def granted(self, srv: S, now: float) -> list[Command[S]]:
         """``srv`` handed us a slot from its queue (the driver already counted it as ours)."""
         if self.state is not _QUEUED or srv is not self.srv:
-            return [_cmds(srv).release]  # not waiting for it (any more): give it straight back
+            return [srv.cmds.release]  # not waiting for it (any more): give it straight back
         self.slot = True
         return self._connect(now, [])
 
@@ -418,7 +418,7 @@ class SessionMachine(Generic[S]):
         self.deadline = None
         self.greeting = 0
         self.t_connect = now - self.tc0
-        out: list[Command[S]] = [_cmds(srv).ok]
+        out: list[Command[S]] = [srv.cmds.ok]
         if self.ctx.logasap:
             out.append(_LOG_ASAP)
         return out
@@ -457,7 +457,7 @@ class SessionMachine(Generic[S]):
         if self.slot:
             assert self.srv is not None
             self.slot = False
-            out.append(_cmds(self.srv).release)
+            out.append(self.srv.cmds.release)
         return out
 
     # --------------------------------------------------------------------------------------- internals
@@ -471,7 +471,7 @@ class SessionMachine(Generic[S]):
         self.srv = srv
         if how == FREE:
             self.slot = True
-            out.append(_cmds(srv).take)
+            out.append(srv.cmds.take)
             return self._connect(now, out)
         self.state = _QUEUED
         if self.qdeadline is None and ctx.t_queue is not None:
@@ -490,7 +490,7 @@ class SessionMachine(Generic[S]):
         tc = self.ctx.t_connect
         self.deadline = now + tc if tc is not None else None
         assert self.srv is not None
-        out.append(_cmds(self.srv).connect)
+        out.append(self.srv.cmds.connect)
         return out
 
     def _failed(self, now: float, kind: str, info: str, out: list[Command[S]]) -> list[Command[S]]:
@@ -500,7 +500,7 @@ class SessionMachine(Generic[S]):
         self.deadline = None
         if self.slot:
             self.slot = False
-            out.append(_cmds(srv).release)
+            out.append(srv.cmds.release)
         timeout = kind in (TIMEOUT, GREETING_TIMEOUT)
         if kind != LOCAL:
             out.append(Passive(srv, False, timeout, info))
@@ -567,6 +567,6 @@ class SessionMachine(Generic[S]):
         if self.slot:
             assert self.srv is not None
             self.slot = False
-            out.append(_cmds(self.srv).release)
+            out.append(self.srv.cmds.release)
         out.append(Abort(cause, phase))
         return out

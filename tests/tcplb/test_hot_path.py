@@ -17,11 +17,10 @@ from tcplb.session import FREE, Cmds, Connect, Passive, Release, SessionMachine,
 
 
 class Srv:
-    def __init__(self, name: str, cached: bool) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.usable = True
-        if cached:
-            self.cmds = Cmds(self)
+        self.cmds = Cmds(self)
 
 
 class Ctx:
@@ -47,19 +46,13 @@ def _life(srv: Srv) -> list[object]:
 
 
 def test_commands_about_a_server_are_built_once() -> None:
-    srv = Srv("a", cached=True)
+    srv = Srv("a")
     first = _life(srv)
     second = _life(srv)
     assert first == [Take(srv), Connect(srv), Passive(srv, True), first[3], Release(srv)]
     c = srv.cmds
     for cmds in (first, second):
         assert cmds[0] is c.take and cmds[1] is c.connect and cmds[2] is c.ok and cmds[4] is c.release
-
-
-def test_a_server_without_cached_commands_gets_equal_new_ones() -> None:
-    srv = Srv("b", cached=False)
-    cmds = _life(srv)
-    assert cmds == [Take(srv), Connect(srv), Passive(srv, True), cmds[3], Release(srv)]
 
 
 def test_tcplb_servers_cache_their_commands() -> None:

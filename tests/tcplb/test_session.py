@@ -20,6 +20,7 @@ from tcplb.session import (
     TIMEOUT,
     Abort,
     CancelConnect,
+    Cmds,
     Connect,
     Dequeue,
     Enqueue,
@@ -40,6 +41,7 @@ class Srv:
         self.usable = True
         self.full = False  # pick() answers QUEUE
         self.queue_full = False
+        self.cmds = Cmds(self)  # as tcplb's servers keep theirs
 
     def __repr__(self) -> str:
         return self.name
