@@ -243,6 +243,9 @@ class Frontend(Listening):
         self.sh_row = -1  # row in the shared table (global.workers > 1: tcplb/workers.py)
         self.was_available = any(s.usable for s in self.servers)
         self.limited = _limited(self.servers)
+        # whether no server is a backup, for the list it was computed for (see pick)
+        self._nb_for: list[ServerState] | None = None
+        self._nobackup = False
         self.rate = RateCounter()  # session rate (stats)
         self.be_qmax = 0  # highest total queue of the servers seen by the stats timer or a snapshot
         # the sessions' deadlines in the order they come (most are "now + timeout_connect": in order), with
@@ -301,7 +304,14 @@ class Frontend(Listening):
             srv = pinned
         elif not self.limited:
             # no server has maxconn/maxqueue: nothing is ever full, no queue (the common case)
-            srv = select(self.balancer, self.servers, client, exclude, self.cfg.allbackups)
+            servers = self.servers
+            if servers is not self._nb_for:  # (a reload replaces the list whenever a server changes)
+                self._nb_for = servers
+                self._nobackup = not any(s.backup for s in servers)
+            if self._nobackup:  # what select() does without backup servers, without the call
+                srv = self.balancer.pick(servers, client, exclude)
+            else:
+                srv = select(self.balancer, servers, client, exclude, self.cfg.allbackups)
             if srv is None:
                 return None, "SC"  # <NOSRV> (nothing eligible; without limits no queue can be full)
             return srv, FREE
@@ -364,7 +374,6 @@ class Frontend(Listening):
 
     def _activate(self, sess: Session) -> None:
         lb = self.lb
-        sess.parked = False
         lb.actconn += 1
         cur = self.cur = self.cur + 1
         self.stot += 1
@@ -382,6 +391,7 @@ class Frontend(Listening):
             sess = self.parked.popleft()
             if sess.pipe.closed or sess.pipe.client.lost:
                 continue
+            sess.parked = False
             self._activate(sess)
             return True
         return False
