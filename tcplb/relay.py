@@ -75,7 +75,9 @@ _READ_BUFS: dict[int, tuple[mmap.mmap, Callable[[int], mmap.mmap]]] = {}  # size
 def _read_buf(size: int) -> tuple[mmap.mmap, Callable[[int], mmap.mmap]]:
     b = _READ_BUFS.get(size)
     if b is None:
-        buf = mmap.mmap(-1, size)
+        # private: a forked process gets its own copy on its first read (the default, MAP_SHARED, would
+        # have two processes read into one buffer)
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         # next(repeat(buf), sizehint): buf, the size hint being next()'s unused default
         getter: Callable[[int], mmap.mmap] = functools.partial(next, itertools.repeat(buf))
         b = _READ_BUFS[size] = (buf, getter)

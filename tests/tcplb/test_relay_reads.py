@@ -61,6 +61,26 @@ def test_each_read_is_handed_on_as_its_own_bytes() -> None:
         loop.close()
 
 
+def test_a_forked_process_reads_into_its_own_buffer() -> None:
+    """The shared read buffer is shared within a process only: after a fork (the buffer already made), a
+    read in the child does not land in the parent's buffer (an anonymous mmap is MAP_SHARED by default)."""
+    loop = asyncio.new_event_loop()
+    try:
+        buf = relay.Pipe(loop, bufsize=4096).client.get_buffer(-1)
+        buf[:6] = b"parent"
+        pid = os.fork()
+        if pid == 0:  # the child: as a read would
+            try:
+                buf[:6] = b"child!"
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert buf[:6] == b"parent"
+    finally:
+        loop.close()
+
+
 def test_get_buffer_is_not_a_python_method() -> None:
     """The loop calls get_buffer before every read: it is a C callable, no Python frame per read (the cost
     this path was made cheaper by; a Python method would still work, only slower)."""
