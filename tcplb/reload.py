@@ -61,6 +61,7 @@ def reload_lb(lb: LoadBalancer, cfg: Config) -> Plan:
             fe = lb.frontends.pop(name)
             fe.close_sockets()
             fe.stopped = True
+            fe._apply_timeouts()  # its open sessions end under the running globals (global.log)
             for st in fe.servers:
                 lb.stop_checker(st)
             lb._event(f"Proxy {name} stopped (removed by reload).")
