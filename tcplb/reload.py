@@ -61,10 +61,13 @@ def reload_lb(lb: LoadBalancer, cfg: Config) -> Plan:
             fe = lb.frontends.pop(name)
             fe.close_sockets()
             fe.stopped = True
-            fe._apply_timeouts()  # its open sessions end under the running globals (global.log)
             for st in fe.servers:
                 lb.stop_checker(st)
             lb._event(f"Proxy {name} stopped (removed by reload).")
+    # listeners removed by this reload or an earlier one: their open sessions end under the running
+    # globals (global.log), as the kept listeners' do
+    for fe in {sess.fe for sess in lb.sessions if sess.fe.stopped}:
+        fe._apply_timeouts()
     # binds may move between listeners: hand sockets over by address
     pool: dict[tuple[str, int], socket.socket] = prepared
     for fe in lb.frontends.values():

@@ -55,7 +55,8 @@ def test_limits_follow_a_reload(loop: str) -> None:
             c1 = await _one_connection(lb, port)
             # the second client waits: the listener is full (paused, or parked if the loop accepted it)
             c2 = socket.create_connection(("127.0.0.1", port))
-            await asyncio.sleep(0.2)  # (a chance for the wrong behaviour: a limit of 1 not applied)
+            # the listener stops accepting at its limit (with the limit not applied it never does)
+            await wait_for(lambda: not fe.accepting, what="the listener paused at maxconn 1")
             assert fe.cur == 1
             lb.reload(_cfg(sport, port, glob="maxconn = 7"))
             assert fe.maxconn == lb.maxconn == 7
