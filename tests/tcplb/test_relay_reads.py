@@ -96,7 +96,9 @@ def test_get_buffer_is_not_a_python_method() -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_integrity_both_ways_with_a_slow_reader(loop: str) -> None:
     """Both directions at once through the one shared buffer (server -> client paused and resumed again and
-    again by a client that reads in small bursts): every byte arrives, in order, both ways."""
+    again by a client that reads in small bursts): every byte arrives, in order, both ways. (With the default
+    bufsize few writes stay queued in uvloop, so this does not catch a view of the shared buffer being
+    written: tests/tcplb/test_review_relay.py's queued-writes test with a 4 MiB bufsize does.)"""
     up = os.urandom(6 * 1024 * 1024 + 7)
     down = os.urandom(6 * 1024 * 1024 + 11)
     got_up = hashlib.sha256()
