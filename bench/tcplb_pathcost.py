@@ -119,7 +119,7 @@ def config(servers: int, balance: str, log: bool = False) -> cfgmod.Config:
     srv = ", ".join(f'{{ name = "s{i}", address = "127.0.0.1:{i + 2}" }}' for i in range(servers))
     return cfgmod.loads(f"""
 [global]
-log = "{'stdout' if log else 'none'}"
+log = "{"stdout" if log else "none"}"
 [defaults]
 timeout_connect = "5s"
 timeout_client = "3h"
@@ -237,8 +237,9 @@ def run(
                 prof.disable()
             assert rig.lb.actconn == 0, rig.lb.actconn
             what = f"{balance} log" if log else balance
-            print(f"conn {loop_kind} servers={servers} {what}: {us:.2f} us/connection "
-                  f"(best of {rounds} x {n})")
+            print(
+                f"conn {loop_kind} servers={servers} {what}: {us:.2f} us/connection (best of {rounds} x {n})"
+            )
         if mode in ("req", "both"):
             c, s = loop.run_until_complete(rig.open_one())
             reqs(2000)

@@ -141,7 +141,10 @@ step_st = st.one_of(
     st.lists(step_st, max_size=60),
 )
 def test_same_picks_as_the_reference(
-    kind: str, init: list[tuple[int, bool, bool]], allbackups: bool, steps: list[tuple]  # type: ignore[type-arg]
+    kind: str,
+    init: list[tuple[int, bool, bool]],
+    allbackups: bool,
+    steps: list[tuple],  # type: ignore[type-arg]
 ) -> None:
     srvs = [Srv(f"s{i}", w, 0, backup, usable) for i, (w, backup, usable) in enumerate(init)]
     fast = make_balancer(kind)
