@@ -63,6 +63,7 @@ bench: deps
 
 lint: py-deps
 	$(PY) -m ruff check vrrpd tcplb netns bench rmqfd tests
+	$(PY) -m ruff format --check vrrpd tcplb netns bench rmqfd tests
 
 typecheck: py-deps
 	$(PY) -m mypy
