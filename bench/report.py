@@ -500,7 +500,7 @@ HAProxy's default configuration runs one thread per CPU (two here); tcplb's defa
 ### Running it
 
 ```sh
-make bench                                  # everything, bounded: under 26 minutes
+make bench                                  # everything, bounded: under 46 minutes
 .venv/bin/python -m bench all               # the same
 .venv/bin/python -m bench tcplb --rounds 5  # one part: tcplb (also: throughput|requests|churn), stalled, rtt,
                                             #   amqp, scale, failover, backend-death, track-process,
@@ -513,12 +513,13 @@ make bench                                  # everything, bounded: under 26 minu
 .venv/bin/python -m bench.report bench/results/run-<date>.json   # also redraw that run's charts
 ```
 
-The eight parts' last runs add up to about 21 minutes on 2 vCPUs. It needs root (network namespaces) and the
-Debian packages `make deps` installs (haproxy, keepalived, rabbitmq-server, iperf3, wrk, nginx-light). Nothing
-runs in the root namespace: every part builds its own lab with `netns/` (addresses from 192.0.2.0/24) and
-removes it. Each part runs in a child process with a time budget, and the run as a whole stays under 25
-minutes: a part that runs late does fewer rounds (the table says so) rather than being cut off; a part that
-fails is recorded as failed and the run goes on. Every load is bounded in count and time.
+All thirteen parts at their default rounds took 34.4 minutes on 2 vCPUs (run-20261205-131051). It needs root
+(network namespaces) and the Debian packages `make deps` installs (haproxy, keepalived, rabbitmq-server,
+iperf3, wrk, nginx-light). Nothing runs in the root namespace: every part builds its own lab with `netns/`
+(addresses from 192.0.2.0/24) and removes it. Each part runs in a child process with a time budget, and the
+run as a whole stays under 45 minutes: a part that runs late does fewer rounds (the table says so) rather
+than being cut off; a part that fails is recorded as failed and the run goes on. Every load is bounded in
+count and time.
 
 Output, in `bench/results/`:
 
