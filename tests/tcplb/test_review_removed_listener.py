@@ -1,9 +1,9 @@
-"""Review of 4226aa7: a listener REMOVED by a reload keeps its sessions (they run to their end), but its
-cached settings are never refreshed (``_apply_timeouts`` runs only for the listeners the new configuration
-has). Before 4226aa7 whether such a session's line is logged followed the running ``global.log`` (the
-predicate read ``lb.cfg`` live); since then it follows the ``global.log`` of the configuration the listener
-was last applied with. Here ``global.log`` goes from "none" to "stdout" in the reload that removes listener
-``t``: its session still open at the reload ends afterwards and (as before 4226aa7) is logged."""
+"""Review of 4226aa7: a listener REMOVED by a reload keeps its sessions (they run to their end), and they must
+end under the running globals. Before 4226aa7 whether such a session's line is logged followed the running
+``global.log`` (the predicate read ``lb.cfg`` live); 4226aa7 cached it per configuration, and a removed
+listener was never refreshed. Here ``global.log`` goes from "none" to "stdout" either in the reload that
+removes listener ``t`` or in a later one (the listener already gone): its session still open then ends
+afterwards and (as before 4226aa7) is logged."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ LOOPS = ("asyncio", "uvloop")
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("later", [False, True], ids=["same-reload", "later-reload"])
 def test_a_removed_listeners_session_is_logged_per_the_running_global_log(
-    loop: str, caplog: pytest.LogCaptureFixture
+    loop: str, later: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
         lp = asyncio.get_running_loop()
@@ -39,7 +40,9 @@ def test_a_removed_listeners_session_is_logged_per_the_running_global_log(
                 c.setblocking(False)
                 await lp.sock_connect(c, ("127.0.0.1", pt))
                 await wait_for(lambda: any(s.pipe.server is not None for s in lb.sessions))
-                lb.reload(_text(sport, {"u": pu}, 'log = "stdout"'))  # t removed, logging on
+                if later:
+                    lb.reload(_text(sport, {"u": pu}, 'log = "none"'))  # t removed
+                lb.reload(_text(sport, {"u": pu}, 'log = "stdout"'))  # (t removed,) logging on
                 assert "t" not in lb.frontends
                 caplog.clear()
                 c.close()
