@@ -67,6 +67,7 @@ from bench.tcplb_perf import (
     WEB,
     _listening,
     build,
+    cfg_head,
     iperf,
     start_backends,
     start_impl,
@@ -95,17 +96,7 @@ KEY_OF = {NEW_1P: "", OLD_1P: f"_{OLD}", NEW_2W: "_2workers", OLD_2W: f"_2worker
 def tcplb_ab_cfg(workers: int = 1) -> str:
     """A configuration both 93fabf8 and the current tree accept (only keys 93fabf8's config.py knows):
     the tcplb part's listeners for iperf3 and the web server, checks off, long client/server timeouts."""
-    out = textwrap.dedent(f"""
-        [global]
-        workers = {workers}
-        maxconn = 9990
-        hard_stop_after = "2s"
-        log = "none"
-        [defaults]
-        timeout_connect = "5s"
-        timeout_client = "3h"
-        timeout_server = "3h"
-    """)
+    out = cfg_head(workers)
     for name, port in (("iperf", IPERF), ("web", WEB)):
         out += textwrap.dedent(f"""
             [listen.{name}]

@@ -111,8 +111,9 @@ def haproxy_cfg(splice: bool, servers3: bool = False, one_thread: bool = False) 
     return "\n".join(lines) + "\n"
 
 
-def tcplb_cfg(servers3: bool = False, workers: int = 1, splice: bool = False) -> str:
-    head = textwrap.dedent(f"""
+def cfg_head(workers: int = 1) -> str:
+    """[global] and [defaults] of every tcplb configuration the benchmarks use (bench.redesign too)."""
+    return textwrap.dedent(f"""
         [global]
         workers = {workers}
         maxconn = 9990
@@ -123,6 +124,10 @@ def tcplb_cfg(servers3: bool = False, workers: int = 1, splice: bool = False) ->
         timeout_client = "3h"
         timeout_server = "3h"
     """)
+
+
+def tcplb_cfg(servers3: bool = False, workers: int = 1, splice: bool = False) -> str:
+    head = cfg_head(workers)
     if servers3:
         srv = ", ".join(f'{{ name = "s{i}", address = "{SRV_IP}:{WEB}" }}' for i in (1, 2, 3))
         return head + textwrap.dedent(f"""
